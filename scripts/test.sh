@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs Tandem's whole test suite on a fresh machine: installs the external programs the tests drive when they
+# are missing (Debian packages), then runs `cargo test --workspace`. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package, for every external program a test drives.
+declare -A needed=(
+  [curl]=curl
+)
+
+missing=()
+for command in "${!needed[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${needed[$command]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo test --workspace "$@"

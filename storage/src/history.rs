@@ -1,0 +1,233 @@
+//! History: every event, kept forever, and the configuration as it was at any revision.
+//!
+//! Events are immutable once written, so reading them needs no lock against concurrent writers.
+//! [`Store::state_at`] loads the newest checkpoint at or below the revision and replays the events after it;
+//! [`Store::diff`] compares two such states; [`Store::revert_to`] produces the change set that turns the
+//! current configuration back into an earlier one. Applying that change set is a *new* event: history is never
+//! rewritten, revisions only grow.
+
+use std::collections::BTreeSet;
+
+use crate::change::{ChangeMeta, ChangeSet, DocKey, Json, Operation, Precondition, Revision};
+use crate::codec::{decode, join_parts};
+use crate::engine::Keyspace;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::keys;
+use crate::projection::{Projection, StoredDocument};
+use crate::store::{Store, latest_checkpoint, load_checkpoint};
+
+/// Which events to list.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    /// Only events that touched this collection.
+    pub collection: Option<String>,
+    /// Only events that touched this document id (in any collection, or in `collection` if given).
+    pub id: Option<String>,
+    /// Only events by this actor.
+    pub actor: Option<String>,
+    /// The first revision to consider (inclusive; default 1).
+    pub from: Option<Revision>,
+    /// The last revision to consider (inclusive; default: the current one).
+    pub to: Option<Revision>,
+    /// At most this many events.
+    pub limit: Option<usize>,
+    /// Newest first (with `limit`: the last N events).
+    pub newest_first: bool,
+}
+
+impl HistoryFilter {
+    fn matches(&self, event: &Event) -> bool {
+        if let Some(actor) = &self.actor
+            && &event.meta.actor != actor
+        {
+            return false;
+        }
+        if self.collection.is_none() && self.id.is_none() {
+            return true;
+        }
+        event.changes.iter().any(|change| {
+            self.collection.as_ref().is_none_or(|c| &change.key.collection == c)
+                && self.id.as_ref().is_none_or(|id| &change.key.id == id)
+        })
+    }
+}
+
+/// How one document differs between two revisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiffEntry {
+    pub key: DocKey,
+    /// The document at the first revision (None: it did not exist).
+    pub before: Option<StoredDocument>,
+    /// The document at the second revision (None: it did not exist).
+    pub after: Option<StoredDocument>,
+}
+
+/// What kind of difference a [`DiffEntry`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffKind {
+    Created,
+    Changed,
+    Deleted,
+}
+
+impl DiffEntry {
+    pub fn kind(&self) -> DiffKind {
+        match (&self.before, &self.after) {
+            (None, _) => DiffKind::Created,
+            (_, None) => DiffKind::Deleted,
+            _ => DiffKind::Changed,
+        }
+    }
+}
+
+/// Reads events `from..=to` (both inclusive) from a keyspace, in revision order.
+pub(crate) fn read_events(
+    space: &dyn Keyspace,
+    from: Revision,
+    to: Revision,
+    reverse: bool,
+) -> impl Iterator<Item = Result<Event>> + '_ {
+    let start = keys::event(from, 0);
+    let end = keys::event(Revision(to.0.saturating_add(1)), 0);
+    let mut scan = space.scan(&start, Some(&end), reverse).peekable();
+    std::iter::from_fn(move || {
+        let first = scan.next()?;
+        let result = (|| {
+            let (key, value) = first?;
+            let (revision, part) =
+                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
+            let mut parts = vec![(part, value)];
+            while let Some(Ok((next_key, _))) = scan.peek() {
+                match keys::parse_numbered(next_key) {
+                    Some((next_revision, _)) if next_revision == revision => {
+                        let (next_key, next_value) = scan.next().expect("peeked")?;
+                        let (_, next_part) = keys::parse_numbered(&next_key).expect("parsed above");
+                        parts.push((next_part, next_value));
+                    }
+                    _ => break,
+                }
+            }
+            if reverse {
+                parts.reverse();
+            }
+            let what = format!("event {revision}");
+            let event: Event = decode(&join_parts(parts, &what)?, &what)?;
+            if event.revision.0 != revision {
+                return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
+            }
+            Ok(event)
+        })();
+        Some(result)
+    })
+}
+
+impl Store {
+    /// One event.
+    pub fn event(&self, revision: Revision) -> Result<Option<Event>> {
+        if revision.0 == 0 || revision > self.revision() {
+            return Ok(None);
+        }
+        read_events(self.space.as_ref(), revision, revision, false).next().transpose()
+    }
+
+    /// Events `from..=to` in revision order (the current revision if `to` is past it).
+    pub fn events(&self, from: Revision, to: Revision) -> impl Iterator<Item = Result<Event>> + '_ {
+        read_events(self.space.as_ref(), from.max(Revision(1)), to.min(self.revision()), false)
+    }
+
+    /// The events matching `filter`.
+    pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<Event>> {
+        let from = filter.from.unwrap_or(Revision(1)).max(Revision(1));
+        let to = filter.to.unwrap_or(self.revision()).min(self.revision());
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if from > to || limit == 0 {
+            return Ok(out);
+        }
+        for event in read_events(self.space.as_ref(), from, to, filter.newest_first) {
+            let event = event?;
+            if filter.matches(&event) {
+                out.push(event);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole configuration as it was right after `revision` (0: empty).
+    pub fn state_at(&self, revision: Revision) -> Result<Projection> {
+        if revision > self.revision() {
+            return Err(Error::InvalidRequest(format!(
+                "revision {revision} does not exist yet: the store is at revision {}",
+                self.revision()
+            )));
+        }
+        if revision == self.revision() {
+            return Ok(self.state.projection.clone());
+        }
+        let mut projection = match latest_checkpoint(self.space.as_ref(), revision)? {
+            Some(checkpoint) => load_checkpoint(self.space.as_ref(), checkpoint)?,
+            None => Projection::new(),
+        };
+        if projection.revision() < revision {
+            for event in read_events(self.space.as_ref(), projection.revision().next(), revision, false) {
+                projection.apply(&event?)?;
+            }
+        }
+        if projection.revision() != revision {
+            return Err(Error::Corrupt(format!(
+                "replay stopped at revision {} before {revision}",
+                projection.revision()
+            )));
+        }
+        Ok(projection)
+    }
+
+    /// One document as it was right after `revision`.
+    pub fn get_at(&self, key: &DocKey, revision: Revision) -> Result<Option<StoredDocument>> {
+        Ok(self.state_at(revision)?.get(key).cloned())
+    }
+
+    /// Every document that differs between revisions `a` and `b`, in key order.
+    pub fn diff(&self, a: Revision, b: Revision) -> Result<Vec<DiffEntry>> {
+        Ok(diff_projections(&self.state_at(a)?, &self.state_at(b)?))
+    }
+
+    /// The change set that makes the current configuration equal to the one at `revision`, or `None` when
+    /// they are already equal. It requires the store to still be at the current revision when applied, so a
+    /// change that slips in between is not silently overwritten.
+    pub fn revert_to(&self, revision: Revision, meta: ChangeMeta) -> Result<Option<ChangeSet>> {
+        let target = self.state_at(revision)?;
+        let mut change_set =
+            ChangeSet::new(meta).require(Precondition::StoreRevision { revision: self.revision() });
+        for entry in diff_projections(&self.state.projection, &target) {
+            let DocKey { collection, id } = entry.key;
+            change_set.operations.push(match entry.after {
+                Some(document) => Operation::Put { collection, id, document: Json(document.value()) },
+                None => Operation::Delete { collection, id },
+            });
+        }
+        Ok((!change_set.operations.is_empty()).then_some(change_set))
+    }
+}
+
+/// Compares two projections document by document.
+pub fn diff_projections(a: &Projection, b: &Projection) -> Vec<DiffEntry> {
+    let keys: BTreeSet<&DocKey> =
+        a.documents().map(|(k, _)| k).chain(b.documents().map(|(k, _)| k)).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let before = a.get(key);
+            let after = b.get(key);
+            let same = match (before, after) {
+                (Some(x), Some(y)) => x.body == y.body,
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then(|| DiffEntry { key: key.clone(), before: before.cloned(), after: after.cloned() })
+        })
+        .collect()
+}

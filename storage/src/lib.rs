@@ -1,0 +1,60 @@
+//! # tandem-storage: the event-sourced configuration store
+//!
+//! Tandem keeps configuration as an append-only history of events; the current configuration is a projection
+//! of that history. This crate is that store on one node. It knows nothing of Raft or the network: the
+//! cluster crate feeds it committed log entries, offline tools (restore, recover) call it directly, and the
+//! same apply code serves all of them.
+//!
+//! ## One change, start to finish
+//! 1. A client builds a [`ChangeSet`]: operations ([`Operation`]: put, patch, delete), preconditions
+//!    ([`Precondition`]), and metadata ([`ChangeMeta`]: actor, reason, timestamp, request id).
+//! 2. The cluster crate replicates it as a [`Command::Change`] and, once committed, calls [`Store::apply`].
+//! 3. [`decide`] checks it against the current [`Projection`] and the committed blobs: sizes, names,
+//!    preconditions, schemas of the built-in collections ([`collections`]), references, MAC uniqueness. The
+//!    answer is an [`Event`] with the next [`Revision`], or a [`Rejection`] — the same on every replica.
+//! 4. The event is applied to the in-memory projection ([`Projection::apply`]) and its parts, the documents it
+//!    changed, its request id and the caller's position go into one atomic write ([`store`] explains the crash
+//!    story); [`Store::durable`] fsyncs, once per batch.
+//! 5. Later, [`Store::history`], [`Store::state_at`], [`Store::diff`] and [`Store::revert_to`] read the history
+//!    ([`history`]); [`snapshot`] streams the whole store to a new node or a backup file ([`backup`]).
+//!
+//! ## Layers
+//! - [`engine`]: the storage trait ([`Keyspace`], [`Database`]) and its sled implementation, with a real fsync.
+//! - [`keys`]: the on-disk layout, every key in one table.
+//! - [`change`], [`event`], [`command`], [`rejection`]: the vocabulary.
+//! - [`decide`], [`projection`], [`collections`]: the pure logic.
+//! - [`store`], [`history`], [`blob`], [`snapshot`], [`backup`]: the store on disk.
+
+pub mod backup;
+pub mod blob;
+pub mod change;
+mod codec;
+pub mod collections;
+pub mod command;
+pub mod decide;
+pub mod digest;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod history;
+pub mod keys;
+pub mod limits;
+pub mod mac;
+pub mod projection;
+pub mod rejection;
+pub mod snapshot;
+pub mod store;
+
+pub use blob::BlobReader;
+pub use change::{ChangeMeta, ChangeSet, DocKey, Json, Operation, Precondition, Revision};
+pub use command::{Command, Outcome};
+pub use decide::decide;
+pub use digest::Digest;
+pub use engine::{Database, Keyspace, SledDatabase};
+pub use error::{Error, Result};
+pub use event::{DocumentChange, Event};
+pub use history::{DiffEntry, DiffKind, HistoryFilter};
+pub use mac::Mac;
+pub use projection::{Projection, StoredDocument};
+pub use rejection::Rejection;
+pub use store::{Store, StoreOptions};

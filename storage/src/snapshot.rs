@@ -1,0 +1,556 @@
+//! Snapshots: the whole store at one revision as a versioned, checksummed byte stream.
+//!
+//! A snapshot brings a new or lagging node up to date (the Raft log can then be purged) and is the body of a
+//! backup file ([`crate::backup`]). It carries everything replicated: the full history, the projection, the
+//! blobs, the uploads in progress, and the caller's applied position. Node-local data is not in the store and
+//! so never in a snapshot.
+//!
+//! ## Format (version 1)
+//! ```text
+//! "TANDSNAP" format:u32
+//! frame*          each frame: kind:u8 length:u32 payload[length]   (big-endian, payload ≤ 16 MiB)
+//!   1 header      bincode SnapshotHeader (cluster id, revision, creation time, position, counts)
+//!   2 events      events in revision order: (length:u32 bincode Event)*, 1 … revision, no gaps
+//!   3 documents   bincode list of (key, document): the projection at the revision, in key order
+//!   4 blob        bincode (digest, size), followed by data frames holding exactly `size` bytes
+//!   5 data        raw bytes of the blob or upload announced before
+//!   6 upload      bincode (upload id, UploadMeta), followed by data frames holding its bytes so far
+//!   7 end         sha256 of every byte before this frame
+//! ```
+//! Frames come in that order: header, events, documents, blobs, uploads, end.
+//!
+//! ## Building without stopping writes
+//! [`Store::snapshot`] clones the in-memory state (documents are shared, so this is cheap) and returns a
+//! [`SnapshotSource`] that no longer borrows the store. Writing it reads events ≤ the revision and committed
+//! blob parts, which are immutable, so the store keeps applying while the stream is written.
+//!
+//! ## Installing atomically
+//! [`Store::install_snapshot`] writes into a fresh generation of the database (see [`crate::engine`]), checks
+//! everything on the way (frame order, event revisions, the documents against a replay of the events, blob
+//! digests, the final checksum), makes it durable, and only then switches generations: a crash leaves the old
+//! state or the new one, and the old state is dropped whole, never merged.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::blob::{BlobMeta, UploadMeta, parts_for};
+use crate::change::{DocKey, Revision};
+use crate::codec::{decode, encode, put_parts};
+use crate::digest::Digest;
+use crate::engine::{Keyspace, WriteBatch};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::history::read_events;
+use crate::keys::{self, Meta};
+use crate::limits::STORED_CHUNK_BYTES;
+use crate::projection::{Projection, StoredDocument};
+use crate::store::{State, Store, latest_checkpoint, load_state, write_checkpoint};
+
+const MAGIC: &[u8; 8] = b"TANDSNAP";
+/// The snapshot format this build writes and reads.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Frames are cut at about this size when writing.
+const FRAME_TARGET: usize = 1024 * 1024;
+
+const HEADER: u8 = 1;
+const EVENTS: u8 = 2;
+const DOCUMENTS: u8 = 3;
+const BLOB: u8 = 4;
+const DATA: u8 = 5;
+const UPLOAD: u8 = 6;
+const END: u8 = 7;
+
+/// What a snapshot says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub format: u32,
+    pub cluster_id: String,
+    pub revision: Revision,
+    /// When the snapshot was built, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The applied position of the store it was built from.
+    pub position: Option<Vec<u8>>,
+    pub documents: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub uploads: u64,
+}
+
+/// A consistent view of a store, detached from it, ready to be written as a snapshot.
+#[derive(Debug)]
+pub struct SnapshotSource {
+    space: Arc<dyn Keyspace>,
+    state: State,
+}
+
+/// Counts the bytes a `Write` passes through, and hashes them.
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) written: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+    }
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn frame(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+        let mut head = [0u8; 5];
+        head[0] = kind;
+        head[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.write_all(&head)?;
+        self.write_all(payload)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Store {
+    /// A detached view of the store for [`SnapshotSource::write_to`].
+    pub fn snapshot(&self) -> SnapshotSource {
+        SnapshotSource { space: self.space.clone(), state: self.state.clone() }
+    }
+}
+
+impl SnapshotSource {
+    /// The revision the snapshot will hold.
+    pub fn revision(&self) -> Revision {
+        self.state.projection.revision()
+    }
+
+    /// The header the snapshot will start with.
+    pub fn header(&self) -> SnapshotHeader {
+        let created_at_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        SnapshotHeader {
+            format: SNAPSHOT_FORMAT,
+            cluster_id: self.state.cluster_id.clone(),
+            revision: self.revision(),
+            created_at_ms,
+            position: self.state.position.clone(),
+            documents: self.state.projection.len() as u64,
+            blobs: self.state.blobs.len() as u64,
+            blob_bytes: self.state.blobs.values().map(|b| b.size).sum(),
+            uploads: self.state.uploads.len() as u64,
+        }
+    }
+
+    /// Writes the snapshot to `out`; returns its header and length in bytes.
+    pub fn write_to(&self, out: impl Write) -> Result<(SnapshotHeader, u64)> {
+        let io_error = |e| Error::io("writing a snapshot", e);
+        let mut out = HashingWriter::new(out);
+        out.write_all(MAGIC).map_err(io_error)?;
+        out.write_all(&SNAPSHOT_FORMAT.to_be_bytes()).map_err(io_error)?;
+        let header = self.header();
+        out.frame(HEADER, &encode(&header)).map_err(io_error)?;
+
+        let mut payload = Vec::with_capacity(FRAME_TARGET + STORED_CHUNK_BYTES);
+        if header.revision.0 > 0 {
+            for event in read_events(self.space.as_ref(), Revision(1), header.revision, false) {
+                let bytes = encode(&event?);
+                payload.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                payload.extend_from_slice(&bytes);
+                if payload.len() >= FRAME_TARGET {
+                    out.frame(EVENTS, &payload).map_err(io_error)?;
+                    payload.clear();
+                }
+            }
+        }
+        if !payload.is_empty() {
+            out.frame(EVENTS, &payload).map_err(io_error)?;
+        }
+
+        let mut documents: Vec<(&DocKey, &StoredDocument)> = Vec::new();
+        let mut size = 0;
+        for (key, document) in self.state.projection.documents() {
+            size += key.collection.len() + key.id.len() + document.body.len() + 32;
+            documents.push((key, document));
+            if size >= FRAME_TARGET {
+                out.frame(DOCUMENTS, &encode(&documents)).map_err(io_error)?;
+                documents.clear();
+                size = 0;
+            }
+        }
+        if !documents.is_empty() {
+            out.frame(DOCUMENTS, &encode(&documents)).map_err(io_error)?;
+        }
+
+        for (digest, meta) in &self.state.blobs {
+            out.frame(BLOB, &encode(&(digest, meta.size))).map_err(io_error)?;
+            self.write_parts(&mut out, meta.upload, meta.size)?;
+        }
+        for (id, upload) in &self.state.uploads {
+            out.frame(UPLOAD, &encode(&(id, &upload.meta))).map_err(io_error)?;
+            self.write_parts(&mut out, *id, upload.meta.size)?;
+        }
+        let digest: [u8; 32] = out.hasher.clone().finalize().into();
+        out.frame(END, &digest).map_err(io_error)?;
+        out.flush().map_err(io_error)?;
+        Ok((header, out.written))
+    }
+
+    fn write_parts<W: Write>(&self, out: &mut HashingWriter<W>, upload: u64, size: u64) -> Result<()> {
+        let mut remaining = size;
+        let mut payload = Vec::with_capacity(FRAME_TARGET);
+        for part in 0..parts_for(size) {
+            let mut bytes = self
+                .space
+                .get(&keys::blob_part(upload, part))?
+                .ok_or_else(|| Error::Corrupt(format!("upload {upload} is missing part {part}")))?;
+            bytes.truncate(remaining.min(STORED_CHUNK_BYTES as u64) as usize);
+            remaining -= bytes.len() as u64;
+            payload.extend_from_slice(&bytes);
+            if payload.len() >= FRAME_TARGET {
+                out.frame(DATA, &payload).map_err(|e| Error::io("writing a snapshot", e))?;
+                payload.clear();
+            }
+        }
+        if remaining != 0 {
+            return Err(Error::Corrupt(format!("upload {upload} holds fewer bytes than its size")));
+        }
+        if !payload.is_empty() {
+            out.frame(DATA, &payload).map_err(|e| Error::io("writing a snapshot", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads frames, hashing everything before the end frame.
+pub(crate) struct FrameReader<R> {
+    inner: R,
+    hasher: Sha256,
+    offset: u64,
+}
+
+fn invalid(text: impl Into<String>) -> Error {
+    Error::InvalidSnapshot(text.into())
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Reads and checks the magic and format version.
+    pub(crate) fn open(inner: R) -> Result<Self> {
+        let mut reader = FrameReader { inner, hasher: Sha256::new(), offset: 0 };
+        let mut start = [0u8; 12];
+        reader.read_exact_hashed(&mut start, "the snapshot start")?;
+        if &start[..8] != MAGIC {
+            return Err(invalid("this is not a Tandem snapshot (bad magic bytes)"));
+        }
+        let format = u32::from_be_bytes(start[8..].try_into().expect("4 bytes"));
+        if format != SNAPSHOT_FORMAT {
+            return Err(invalid(format!(
+                "snapshot format {format} is not supported (this build reads {SNAPSHOT_FORMAT})"
+            )));
+        }
+        Ok(reader)
+    }
+
+    fn read_exact_hashed(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+        self.inner.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                invalid(format!("truncated: the stream ends inside {what} at byte {}", self.offset))
+            }
+            _ => Error::io("reading a snapshot", e),
+        })?;
+        self.hasher.update(&*buf);
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    /// The next frame: its kind and payload. After the end frame, checks the checksum and returns `None`.
+    pub(crate) fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let digest_so_far: [u8; 32] = self.hasher.clone().finalize().into();
+        let frame_offset = self.offset;
+        let mut head = [0u8; 5];
+        self.read_exact_hashed(&mut head, "a frame header")?;
+        let kind = head[0];
+        let length = u32::from_be_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+        if !(HEADER..=END).contains(&kind) {
+            return Err(invalid(format!("unknown frame kind {kind} at byte {frame_offset}")));
+        }
+        if length > MAX_FRAME {
+            return Err(invalid(format!(
+                "a frame at byte {frame_offset} claims {length} bytes, more than allowed"
+            )));
+        }
+        let mut payload = vec![0u8; length];
+        self.read_exact_hashed(&mut payload, "a frame")?;
+        if kind == END {
+            if payload != digest_so_far {
+                return Err(invalid("checksum mismatch: the snapshot was altered or damaged"));
+            }
+            let mut extra = [0u8; 1];
+            if self.inner.read(&mut extra).map_err(|e| Error::io("reading a snapshot", e))? != 0 {
+                return Err(invalid("unexpected bytes after the end of the snapshot"));
+            }
+            return Ok(None);
+        }
+        Ok(Some((kind, payload)))
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// What an installer or verifier saw in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub header: SnapshotHeader,
+    /// The stream's length in bytes.
+    pub bytes: u64,
+}
+
+/// Where the pieces of a verified snapshot go: a new keyspace, or nowhere (verification only).
+trait Sink {
+    fn write(&mut self, batch: WriteBatch) -> Result<()>;
+}
+
+struct Discard;
+impl Sink for Discard {
+    fn write(&mut self, _batch: WriteBatch) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct KeyspaceSink<'a>(&'a dyn Keyspace);
+impl Sink for KeyspaceSink<'_> {
+    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        self.0.write(batch)
+    }
+}
+
+/// Reads and fully checks a snapshot stream without storing anything.
+pub fn verify_snapshot(reader: impl Read) -> Result<SnapshotSummary> {
+    consume(reader, &mut Discard, 1000)
+}
+
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// A blob or upload whose data frames are being read.
+struct IncomingBytes {
+    /// The digest to verify at the end (blobs), or none (uploads in progress).
+    digest: Option<Digest>,
+    /// The upload id its parts are stored under.
+    id: u64,
+    size: u64,
+    received: u64,
+    hasher: Sha256,
+    /// Bytes received that do not fill a part yet.
+    tail: Vec<u8>,
+}
+
+impl IncomingBytes {
+    fn new(digest: Option<Digest>, id: u64, size: u64) -> Self {
+        IncomingBytes { digest, id, size, received: 0, hasher: Sha256::new(), tail: Vec::new() }
+    }
+}
+
+/// Reads a snapshot, checks everything, and sends its key-value writes to `sink` in batches.
+fn consume(reader: impl Read, sink: &mut dyn Sink, checkpoint_interval: u64) -> Result<SnapshotSummary> {
+    let mut frames = FrameReader::open(reader)?;
+    let Some((HEADER, payload)) = frames.next()? else {
+        return Err(invalid("the snapshot does not start with a header frame"));
+    };
+    let header: SnapshotHeader = decode(&payload, "snapshot header").map_err(|e| invalid(e.to_string()))?;
+    let mut batch = WriteBatch::new();
+    let mut batch_bytes = 0usize;
+    let mut flush = |batch: &mut WriteBatch, bytes: &mut usize, force: bool| -> Result<()> {
+        if force || *bytes >= BATCH_BYTES {
+            sink.write(std::mem::take(batch))?;
+            *bytes = 0;
+        }
+        Ok(())
+    };
+    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.put(Meta::ClusterId.key(), header.cluster_id.clone().into_bytes());
+    batch.put(Meta::Revision.key(), header.revision.0.to_be_bytes().to_vec());
+    if let Some(position) = &header.position {
+        batch.put(Meta::Position.key(), position.clone());
+    }
+
+    let mut replayed = Projection::new();
+    let mut last_checkpoint = Revision(0);
+    let mut snapshot_documents = Projection::new();
+    let mut stage = EVENTS;
+    let mut blob_in_progress: Option<IncomingBytes> = None;
+    let mut next_upload_id = u64::MAX / 2;
+    let mut blobs = 0u64;
+    let mut uploads = 0u64;
+
+    let finish_data = |item: &mut Option<IncomingBytes>, batch: &mut WriteBatch| -> Result<()> {
+        if let Some(IncomingBytes { digest, id, size, received, hasher, tail }) = item.take() {
+            if received != size {
+                return Err(invalid(format!("a blob or upload holds {received} bytes instead of {size}")));
+            }
+            if !tail.is_empty() {
+                batch.put(keys::blob_part(id, (received / STORED_CHUNK_BYTES as u64) as u32), tail);
+            }
+            if let Some(digest) = digest {
+                let actual = Digest::from(hasher);
+                if actual != digest {
+                    return Err(invalid(format!("blob {digest} has the wrong content (digest {actual})")));
+                }
+            }
+        }
+        Ok(())
+    };
+
+    while let Some((kind, payload)) = frames.next()? {
+        let order = |kind: u8| match kind {
+            EVENTS => 0,
+            DOCUMENTS => 1,
+            BLOB => 2,
+            UPLOAD => 3,
+            _ => 4,
+        };
+        if kind != DATA {
+            // Data frames belong to the blob or upload before them; every other frame keeps the order.
+            if kind == HEADER || order(kind) < order(stage) {
+                return Err(invalid(format!(
+                    "frame of kind {kind} out of order at byte {}",
+                    frames.offset()
+                )));
+            }
+            finish_data(&mut blob_in_progress, &mut batch)?;
+            stage = kind;
+        }
+        match kind {
+            EVENTS => {
+                let mut rest = payload.as_slice();
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err(invalid("an events frame ends inside a length"));
+                    }
+                    let length = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+                    let bytes = rest
+                        .get(4..4 + length)
+                        .ok_or_else(|| invalid("an events frame ends inside an event"))?;
+                    rest = &rest[4 + length..];
+                    let event: Event =
+                        decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?;
+                    replayed.apply(&event).map_err(|e| invalid(e.to_string()))?;
+                    put_parts(&mut batch, bytes, |part| keys::event(event.revision, part));
+                    batch_bytes += bytes.len() + 32;
+                    if let Some(request_id) = &event.meta.request_id {
+                        batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
+                    }
+                    let interval = checkpoint_interval.max(replayed.len() as u64).max(1);
+                    if event.revision.0 - last_checkpoint.0 >= interval && event.revision < header.revision {
+                        write_checkpoint(&mut batch, &replayed);
+                        batch_bytes += replayed.len() * 64;
+                        last_checkpoint = event.revision;
+                    }
+                    flush(&mut batch, &mut batch_bytes, false)?;
+                }
+            }
+            DOCUMENTS => {
+                let documents: Vec<(DocKey, StoredDocument)> =
+                    decode(&payload, "snapshot documents").map_err(|e| invalid(e.to_string()))?;
+                for (key, document) in documents {
+                    batch_bytes += document.body.len() + 64;
+                    batch.put(keys::document(&key), encode(&document));
+                    snapshot_documents.insert(key, document);
+                }
+                flush(&mut batch, &mut batch_bytes, false)?;
+            }
+            BLOB => {
+                let (digest, size): (Digest, u64) =
+                    decode(&payload, "a blob header").map_err(|e| invalid(e.to_string()))?;
+                next_upload_id += 1;
+                batch.put(keys::blob(&digest), encode(&BlobMeta { size, upload: next_upload_id }));
+                blob_in_progress = Some(IncomingBytes::new(Some(digest), next_upload_id, size));
+                blobs += 1;
+            }
+            UPLOAD => {
+                let (id, meta): (u64, UploadMeta) =
+                    decode(&payload, "an upload header").map_err(|e| invalid(e.to_string()))?;
+                batch.put(keys::upload(id), encode(&meta));
+                blob_in_progress = Some(IncomingBytes::new(None, id, meta.size));
+                uploads += 1;
+            }
+            DATA => {
+                let Some(IncomingBytes { id, size, received, hasher, tail, .. }) = blob_in_progress.as_mut()
+                else {
+                    return Err(invalid("blob data without a blob header"));
+                };
+                *received += payload.len() as u64;
+                if *received > *size {
+                    return Err(invalid("a blob holds more bytes than its header says"));
+                }
+                hasher.update(&payload);
+                tail.extend_from_slice(&payload);
+                let full = tail.len() / STORED_CHUNK_BYTES * STORED_CHUNK_BYTES;
+                let first_part = ((*received - tail.len() as u64) / STORED_CHUNK_BYTES as u64) as u32;
+                for (i, piece) in tail[..full].chunks(STORED_CHUNK_BYTES).enumerate() {
+                    batch.put(keys::blob_part(*id, first_part + i as u32), piece.to_vec());
+                }
+                batch_bytes += full;
+                tail.drain(..full);
+                flush(&mut batch, &mut batch_bytes, false)?;
+            }
+            _ => return Err(invalid(format!("unexpected frame of kind {kind}"))),
+        }
+    }
+    finish_data(&mut blob_in_progress, &mut batch)?;
+    if replayed.revision() != header.revision {
+        return Err(invalid(format!(
+            "the snapshot's history ends at revision {} but its header says {}",
+            replayed.revision(),
+            header.revision
+        )));
+    }
+    snapshot_documents.set_revision(header.revision);
+    if snapshot_documents != replayed {
+        return Err(invalid("the snapshot's documents differ from a replay of its history"));
+    }
+    if blobs != header.blobs
+        || uploads != header.uploads
+        || snapshot_documents.len() as u64 != header.documents
+    {
+        return Err(invalid("the snapshot's contents do not match the counts in its header"));
+    }
+    flush(&mut batch, &mut batch_bytes, true)?;
+    Ok(SnapshotSummary { header, bytes: frames.offset() })
+}
+
+impl Store {
+    /// Replaces the whole store with the snapshot read from `reader`, atomically (see the module docs).
+    /// On any error the store is unchanged.
+    pub fn install_snapshot(&mut self, reader: impl Read) -> Result<SnapshotSummary> {
+        let (generation, space) = self.database.create_generation()?;
+        let summary = consume(reader, &mut KeyspaceSink(space.as_ref()), self.options.checkpoint_interval)?;
+        self.database.switch_to(generation)?;
+        self.state = load_state(space.as_ref())?;
+        self.last_checkpoint = latest_checkpoint(space.as_ref(), self.revision())?.unwrap_or_default();
+        self.space = space;
+        Ok(summary)
+    }
+
+    /// Changes the cluster id (a backup restored as a new installation gets a new one).
+    pub fn set_cluster_id(&mut self, cluster_id: &str) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(Meta::ClusterId.key(), cluster_id.as_bytes().to_vec());
+        self.space.write(batch)?;
+        self.state.cluster_id = cluster_id.to_string();
+        self.durable()
+    }
+}

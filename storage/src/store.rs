@@ -1,0 +1,541 @@
+//! The store: the projection in memory, events and documents on disk, changed together in one atomic write.
+//!
+//! ## Applying
+//! [`Store::apply`] takes a batch of [`Command`]s (one Raft `apply` call's worth, or one local write) and an
+//! opaque *position* from the caller (the cluster crate passes its last applied log id and membership). For
+//! each command it decides against the in-memory state, which already includes the earlier commands of the
+//! batch, and collects every resulting write (event parts, documents, request ids, blob parts, meta) into
+//! **one** [`WriteBatch`]. The batch is then written atomically: after a crash, the disk holds either the whole
+//! batch (events, projection and position agree) or none of it (the caller re-applies from its log, which is
+//! exactly what Raft does with entries past the durable applied position).
+//!
+//! `apply` does not fsync. [`Store::durable`] does (flush + fsync), so a caller can apply many batches and make
+//! them durable with one fsync — group commit. The cluster crate calls it before acknowledging; the crash test
+//! checks that every revision reported durable survives SIGKILL.
+//!
+//! ## When a write fails
+//! The in-memory state is updated before the disk write. If the write fails, memory is ahead of the disk, so
+//! the store marks itself poisoned and refuses everything after; the node must restart, reload from disk and
+//! re-apply from its log.
+//!
+//! ## Checkpoints
+//! Every so often (at least [`StoreOptions::checkpoint_interval`] events, and at least as many events as there
+//! are documents, so checkpoints never take more space than the history they summarise), the batch also
+//! writes a copy of the whole projection under the current revision. [`Store::state_at`] starts from the
+//! nearest checkpoint at or below the revision asked for and replays the events after it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::blob::{BlobMeta, BlobReader, Upload, UploadMeta, parts_for};
+use crate::change::{ChangeSet, DocKey, Revision};
+use crate::codec::{self, decode, encode, put_parts};
+use crate::command::{Command, Outcome};
+use crate::decide::decide;
+use crate::digest::Digest;
+use crate::engine::{Database, Keyspace, SledDatabase, WriteBatch};
+use crate::error::{Error, Result};
+use crate::keys::{self, Meta};
+use crate::limits::{MAX_BLOB_BYTES, MAX_BLOB_CHUNK, STORED_CHUNK_BYTES};
+use crate::projection::{Projection, StoredDocument};
+use crate::rejection::Rejection;
+
+/// Tunables of a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The fewest events between two checkpoints (tests lower it to exercise checkpoints).
+    pub checkpoint_interval: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { checkpoint_interval: 1000 }
+    }
+}
+
+/// Everything a snapshot or a decision needs, in memory. Cloning is cheap enough to do per snapshot (bodies
+/// are shared).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct State {
+    pub projection: Projection,
+    pub blobs: BTreeMap<Digest, BlobMeta>,
+    pub uploads: BTreeMap<u64, Upload>,
+    pub position: Option<Vec<u8>>,
+    pub cluster_id: String,
+}
+
+/// An event-sourced configuration store on one node.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) database: Arc<dyn Database>,
+    pub(crate) space: Arc<dyn Keyspace>,
+    pub(crate) state: State,
+    pub(crate) options: StoreOptions,
+    pub(crate) last_checkpoint: Revision,
+    poisoned: bool,
+}
+
+impl Store {
+    /// Opens the store in `dir` (a sled database), creating an empty one if there is none.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `dir` with options.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store> {
+        let database = SledDatabase::open(dir)?;
+        Self::open_database(Arc::new(database), options)
+    }
+
+    /// Opens the store in an already open database.
+    pub fn open_database(database: Arc<dyn Database>, options: StoreOptions) -> Result<Store> {
+        let space = database.current()?;
+        initialize_if_empty(space.as_ref())?;
+        let state = load_state(space.as_ref())?;
+        let last_checkpoint =
+            latest_checkpoint(space.as_ref(), state.projection.revision())?.unwrap_or_default();
+        Ok(Store { database, space, state, options, last_checkpoint, poisoned: false })
+    }
+
+    /// The revision of the last accepted change set (0 when empty).
+    pub fn revision(&self) -> Revision {
+        self.state.projection.revision()
+    }
+
+    /// The current configuration.
+    pub fn projection(&self) -> &Projection {
+        &self.state.projection
+    }
+
+    /// The position the caller stored with the last applied batch.
+    pub fn position(&self) -> Option<&[u8]> {
+        self.state.position.as_deref()
+    }
+
+    /// The id of the installation this store belongs to.
+    pub fn cluster_id(&self) -> &str {
+        &self.state.cluster_id
+    }
+
+    /// One current document.
+    pub fn get(&self, key: &DocKey) -> Option<&StoredDocument> {
+        self.state.projection.get(key)
+    }
+
+    /// The size of a committed blob.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.state.blobs.get(digest).map(|meta| meta.size)
+    }
+
+    /// Every committed blob and its size.
+    pub fn blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        self.state.blobs.iter().map(|(digest, meta)| (digest, meta.size))
+    }
+
+    /// A stream of a committed blob's bytes.
+    pub fn open_blob(&self, digest: &Digest) -> Option<BlobReader> {
+        self.state.blobs.get(digest).map(|meta| BlobReader::new(self.space.clone(), meta))
+    }
+
+    /// Makes everything applied so far durable (flush + fsync).
+    pub fn durable(&self) -> Result<()> {
+        self.database.durable()
+    }
+
+    /// Applies a batch of commands in one atomic write (not yet durable: see [`Store::durable`]).
+    ///
+    /// `position`, when given, is stored with the batch and returned by [`Store::position`].
+    pub fn apply(&mut self, commands: &[Command], position: Option<&[u8]>) -> Result<Vec<Outcome>> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let mut batch = WriteBatch::new();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut new_requests: HashMap<&str, Revision> = HashMap::new();
+        let start_revision = self.revision();
+        for command in commands {
+            let outcome = match command {
+                Command::Change(change_set) => {
+                    self.apply_change(change_set, &mut new_requests, &mut batch)?
+                }
+                Command::BlobChunk { upload, chunk, data } => {
+                    self.apply_chunk(*upload, *chunk, data, &mut batch)
+                }
+                Command::BlobCommit { upload, digest, size } => {
+                    self.apply_commit(*upload, *digest, *size, &mut batch)
+                }
+                Command::BlobAbort { upload } => self.apply_abort(*upload, &mut batch),
+            };
+            outcomes.push(outcome);
+        }
+        if self.revision() != start_revision {
+            batch.put(Meta::Revision.key(), self.revision().0.to_be_bytes().to_vec());
+            self.maybe_checkpoint(&mut batch);
+        }
+        if let Some(position) = position {
+            batch.put(Meta::Position.key(), position.to_vec());
+            self.state.position = Some(position.to_vec());
+        }
+        if let Err(error) = self.space.write(batch) {
+            self.poisoned = true;
+            return Err(error);
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies one change set made locally (offline tools, tests): apply, then durable.
+    pub fn apply_change_set(&mut self, change_set: ChangeSet) -> Result<Outcome> {
+        let mut outcomes = self.apply(&[Command::Change(change_set)], None)?;
+        self.durable()?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Uploads a blob from a reader, streaming it in [`MAX_BLOB_CHUNK`] pieces, and makes it durable.
+    /// Returns its digest and size, or the rejection (e.g. too large).
+    pub fn put_blob(
+        &mut self,
+        upload: u64,
+        mut reader: impl Read,
+    ) -> Result<std::result::Result<(Digest, u64), Rejection>> {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; MAX_BLOB_CHUNK];
+        for chunk in 0u32.. {
+            let filled = read_full(&mut reader, &mut buffer)
+                .map_err(|e| Error::io("reading the blob to upload", e))?;
+            if filled == 0 && chunk > 0 {
+                break;
+            }
+            hasher.update(&buffer[..filled]);
+            size += filled as u64;
+            let command = Command::BlobChunk { upload, chunk, data: buffer[..filled].to_vec() };
+            if let Outcome::Rejected(rejection) = self.apply(&[command], None)?.remove(0) {
+                return Ok(Err(rejection));
+            }
+            if filled < buffer.len() {
+                break;
+            }
+        }
+        let digest = Digest::from(hasher);
+        let outcome = self.apply(&[Command::BlobCommit { upload, digest, size }], None)?.remove(0);
+        self.durable()?;
+        match outcome {
+            Outcome::Rejected(rejection) => Ok(Err(rejection)),
+            _ => Ok(Ok((digest, size))),
+        }
+    }
+
+    fn apply_change<'c>(
+        &mut self,
+        change_set: &'c ChangeSet,
+        new_requests: &mut HashMap<&'c str, Revision>,
+        batch: &mut WriteBatch,
+    ) -> Result<Outcome> {
+        if let Some(request_id) = change_set.meta.request_id.as_deref() {
+            if let Some(revision) = new_requests.get(request_id) {
+                return Ok(Outcome::Duplicate { revision: *revision });
+            }
+            if let Some(bytes) = self.space.get(&keys::request(request_id))? {
+                let revision = u64::from_be_bytes(
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("a request id entry is not 8 bytes".into()))?,
+                );
+                return Ok(Outcome::Duplicate { revision: Revision(revision) });
+            }
+        }
+        let blobs = &self.state.blobs;
+        let event =
+            match decide(&self.state.projection, &|digest| blobs.get(digest).map(|b| b.size), change_set) {
+                Ok(event) => event,
+                Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+            };
+        self.state.projection.apply(&event)?;
+        put_parts(batch, &encode(&event), |part| keys::event(event.revision, part));
+        for change in &event.changes {
+            match self.state.projection.get(&change.key) {
+                Some(document) => batch.put(keys::document(&change.key), encode(document)),
+                None => batch.delete(keys::document(&change.key)),
+            }
+        }
+        if let Some(request_id) = change_set.meta.request_id.as_deref() {
+            batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
+            new_requests.insert(request_id, event.revision);
+        }
+        Ok(Outcome::Accepted { revision: event.revision })
+    }
+
+    fn apply_chunk(&mut self, upload_id: u64, chunk: u32, data: &[u8], batch: &mut WriteBatch) -> Outcome {
+        let reject = |reason: String| Outcome::Rejected(Rejection::BadUpload { upload: upload_id, reason });
+        if data.len() > MAX_BLOB_CHUNK {
+            return reject(format!(
+                "a chunk may hold at most {MAX_BLOB_CHUNK} bytes, this one has {}",
+                data.len()
+            ));
+        }
+        let upload = self.state.uploads.entry(upload_id).or_default();
+        if chunk != upload.meta.next_chunk {
+            let expected = upload.meta.next_chunk;
+            if expected == 0 {
+                self.state.uploads.remove(&upload_id);
+            }
+            return reject(format!("expected chunk {expected}, got chunk {chunk} (restart the upload)"));
+        }
+        if upload.meta.size + data.len() as u64 > MAX_BLOB_BYTES {
+            return reject(format!("a blob may hold at most {MAX_BLOB_BYTES} bytes"));
+        }
+        let first_part = (upload.meta.size / STORED_CHUNK_BYTES as u64) as u32;
+        upload.hasher.update(data);
+        upload.tail.extend_from_slice(data);
+        upload.meta.size += data.len() as u64;
+        upload.meta.next_chunk += 1;
+        // Rewrite the partial part we had (if any) and every part the new bytes fill.
+        let mut full = 0;
+        for (part, piece) in (first_part..).zip(upload.tail.chunks(STORED_CHUNK_BYTES)) {
+            batch.put(keys::blob_part(upload_id, part), piece.to_vec());
+            if piece.len() == STORED_CHUNK_BYTES {
+                full += piece.len();
+            }
+        }
+        upload.tail.drain(..full);
+        batch.put(keys::upload(upload_id), encode(&upload.meta));
+        Outcome::ChunkStored { upload: upload_id, size: upload.meta.size }
+    }
+
+    fn apply_commit(&mut self, upload_id: u64, digest: Digest, size: u64, batch: &mut WriteBatch) -> Outcome {
+        let Some(upload) = self.state.uploads.remove(&upload_id) else {
+            return Outcome::Rejected(Rejection::BadUpload {
+                upload: upload_id,
+                reason: "no such upload in progress (send its chunks first)".into(),
+            });
+        };
+        batch.delete(keys::upload(upload_id));
+        let actual = Digest::from(upload.hasher.clone());
+        let problem = if upload.meta.size != size {
+            Some(format!("expected {size} bytes, received {}", upload.meta.size))
+        } else if actual != digest {
+            Some(format!("expected digest {digest}, the bytes received have {actual}"))
+        } else {
+            None
+        };
+        if problem.is_some() || self.state.blobs.contains_key(&digest) {
+            for part in 0..upload.parts() {
+                batch.delete(keys::blob_part(upload_id, part));
+            }
+        }
+        if let Some(reason) = problem {
+            return Outcome::Rejected(Rejection::BadUpload {
+                upload: upload_id,
+                reason: format!("{reason}; the upload was discarded"),
+            });
+        }
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.state.blobs.entry(digest) {
+            let meta = BlobMeta { size, upload: upload_id };
+            batch.put(keys::blob(&digest), encode(&meta));
+            entry.insert(meta);
+        }
+        Outcome::BlobCommitted { digest, size }
+    }
+
+    fn apply_abort(&mut self, upload_id: u64, batch: &mut WriteBatch) -> Outcome {
+        let Some(upload) = self.state.uploads.remove(&upload_id) else {
+            return Outcome::Rejected(Rejection::BadUpload {
+                upload: upload_id,
+                reason: "no such upload in progress".into(),
+            });
+        };
+        batch.delete(keys::upload(upload_id));
+        for part in 0..upload.parts() {
+            batch.delete(keys::blob_part(upload_id, part));
+        }
+        Outcome::UploadAborted { upload: upload_id }
+    }
+
+    fn maybe_checkpoint(&mut self, batch: &mut WriteBatch) {
+        let revision = self.revision();
+        let interval = self.options.checkpoint_interval.max(self.state.projection.len() as u64).max(1);
+        if revision.0 - self.last_checkpoint.0 < interval {
+            return;
+        }
+        write_checkpoint(batch, &self.state.projection);
+        self.last_checkpoint = revision;
+    }
+}
+
+/// Adds a checkpoint of `projection` (all its documents) to `batch`.
+pub(crate) fn write_checkpoint(batch: &mut WriteBatch, projection: &Projection) {
+    let documents: Vec<(&DocKey, &StoredDocument)> = projection.documents().collect();
+    let revision = projection.revision();
+    let parts = put_parts(batch, &encode(&documents), |part| keys::checkpoint(revision, part));
+    batch.put(keys::checkpoint(revision, keys::COMPLETE), parts.to_be_bytes().to_vec());
+}
+
+/// The newest complete checkpoint at or below `at`.
+pub(crate) fn latest_checkpoint(space: &dyn Keyspace, at: Revision) -> Result<Option<Revision>> {
+    let end = keys::checkpoint(Revision(at.0.saturating_add(1)), 0);
+    for item in space.scan(&[keys::CHECKPOINTS], Some(&end), true) {
+        let (key, _) = item?;
+        if let Some((revision, keys::COMPLETE)) = keys::parse_numbered(&key) {
+            return Ok(Some(Revision(revision)));
+        }
+    }
+    Ok(None)
+}
+
+/// Loads the checkpoint taken at `revision`.
+pub(crate) fn load_checkpoint(space: &dyn Keyspace, revision: Revision) -> Result<Projection> {
+    let what = format!("checkpoint {revision}");
+    let start = keys::checkpoint(revision, 0);
+    let end = keys::checkpoint(revision, keys::COMPLETE);
+    let mut parts = Vec::new();
+    for item in space.scan(&start, Some(&end), false) {
+        let (key, value) = item?;
+        let (_, part) =
+            keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt(format!("{what}: bad key")))?;
+        parts.push((part, value));
+    }
+    let documents: Vec<(DocKey, StoredDocument)> = decode(&codec::join_parts(parts, &what)?, &what)?;
+    let mut projection = Projection::new();
+    for (key, document) in documents {
+        projection.insert(key, document);
+    }
+    projection.set_revision(revision);
+    Ok(projection)
+}
+
+fn initialize_if_empty(space: &dyn Keyspace) -> Result<()> {
+    match space.get(&Meta::Format.key())? {
+        Some(bytes) => {
+            let version = <[u8; 4]>::try_from(bytes.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| Error::Corrupt("the format version is not 4 bytes".into()))?;
+            if version != keys::FORMAT_VERSION {
+                return Err(Error::Corrupt(format!(
+                    "the data directory has format {version}, this build reads format {}",
+                    keys::FORMAT_VERSION
+                )));
+            }
+            Ok(())
+        }
+        None => {
+            if space.scan(&[0], None, false).next().is_some() {
+                return Err(Error::Corrupt("the database has data but no format version".into()));
+            }
+            let mut batch = WriteBatch::new();
+            batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+            batch.put(Meta::ClusterId.key(), new_cluster_id().into_bytes());
+            batch.put(Meta::Revision.key(), 0u64.to_be_bytes().to_vec());
+            space.write(batch)
+        }
+    }
+}
+
+/// A random 128-bit id in hex.
+pub fn new_cluster_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+pub(crate) fn load_state(space: &dyn Keyspace) -> Result<State> {
+    let revision = match space.get(&Meta::Revision.key())? {
+        Some(bytes) => Revision(u64::from_be_bytes(
+            bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the revision is not 8 bytes".into()))?,
+        )),
+        None => Revision(0),
+    };
+    let cluster_id = match space.get(&Meta::ClusterId.key())? {
+        Some(bytes) => {
+            String::from_utf8(bytes).map_err(|_| Error::Corrupt("the cluster id is not text".into()))?
+        }
+        None => String::new(),
+    };
+    let position = space.get(&Meta::Position.key())?;
+
+    let mut projection = Projection::new();
+    for item in space.scan(&[keys::DOCUMENTS], Some(&[keys::DOCUMENTS + 1]), false) {
+        let (key, value) = item?;
+        let doc_key = keys::parse_document(&key)
+            .ok_or_else(|| Error::Corrupt("a document key does not parse".into()))?;
+        let document: StoredDocument = decode(&value, &format!("document {doc_key}"))?;
+        if document.mod_revision > revision {
+            return Err(Error::Corrupt(format!(
+                "document {doc_key} was changed at revision {}, after the store's revision {revision}",
+                document.mod_revision
+            )));
+        }
+        projection.insert(doc_key, document);
+    }
+    projection.set_revision(revision);
+    let last_event = last_event_revision(space)?;
+    if last_event != revision {
+        return Err(Error::Corrupt(format!(
+            "the last event is {last_event} but the store is at revision {revision}"
+        )));
+    }
+
+    let mut blobs = BTreeMap::new();
+    for item in space.scan(&[keys::BLOBS], Some(&[keys::BLOBS + 1]), false) {
+        let (key, value) = item?;
+        let digest: [u8; 32] =
+            key[1..].try_into().map_err(|_| Error::Corrupt("a blob key is not a sha256 digest".into()))?;
+        blobs.insert(Digest(digest), decode::<BlobMeta>(&value, "blob meta")?);
+    }
+
+    let mut uploads = BTreeMap::new();
+    for item in space.scan(&[keys::UPLOADS], Some(&[keys::UPLOADS + 1]), false) {
+        let (key, value) = item?;
+        let id = u64::from_be_bytes(
+            key[1..].try_into().map_err(|_| Error::Corrupt("an upload key is bad".into()))?,
+        );
+        let meta: UploadMeta = decode(&value, "upload meta")?;
+        uploads.insert(id, reload_upload(space, id, meta)?);
+    }
+    Ok(State { projection, blobs, uploads, position, cluster_id })
+}
+
+/// Rebuilds an in-progress upload's running digest and partial last part from its stored parts.
+fn reload_upload(space: &dyn Keyspace, id: u64, meta: UploadMeta) -> Result<Upload> {
+    let mut upload = Upload { meta, hasher: Sha256::new(), tail: Vec::new() };
+    let parts = parts_for(upload.meta.size);
+    for part in 0..parts {
+        let bytes = space
+            .get(&keys::blob_part(id, part))?
+            .ok_or_else(|| Error::Corrupt(format!("upload {id} is missing part {part}")))?;
+        upload.hasher.update(&bytes);
+        if bytes.len() < STORED_CHUNK_BYTES {
+            upload.tail = bytes;
+        }
+    }
+    Ok(upload)
+}
+
+/// The revision of the newest stored event (0 if none).
+pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
+    match space.scan(&[keys::EVENTS], Some(&[keys::EVENTS + 1]), true).next() {
+        None => Ok(Revision(0)),
+        Some(item) => {
+            let (key, _) = item?;
+            let (revision, _) =
+                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
+            Ok(Revision(revision))
+        }
+    }
+}
+
+/// Reads until `buffer` is full or the reader ends.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
