@@ -160,6 +160,83 @@ pub fn links_of(collection: &str, value: &Value) -> Links {
     inspect(collection, value).unwrap_or_default()
 }
 
+/// Extracts links from a document's JSON text, quickly: replay and loading call this for every document
+/// version, so it parses only the fields that carry links (falling back to [`links_of`] when the typed parse
+/// fails). For every document that [`inspect`] accepts, the result is the same as `inspect`'s.
+pub fn links_of_text(collection: &str, body: &str) -> Links {
+    let fast = match collection {
+        TERMINALS => serde_json::from_str::<TerminalFields>(body).ok().and_then(|t| t.links()),
+        FIRMWARE | MODULES => serde_json::from_str::<BlobFields>(body).ok().and_then(|b| b.links(collection)),
+        TERMINAL_SERVERS | TERMCAP => Some(Links::default()),
+        _ => return Links::default(),
+    };
+    fast.unwrap_or_else(|| {
+        serde_json::from_str(body).map(|value| links_of(collection, &value)).unwrap_or_default()
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct TerminalFields<'a> {
+    #[serde(borrow)]
+    mac: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    firmware: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    terminal_servers: Option<Vec<std::borrow::Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    modules: Option<Vec<std::borrow::Cow<'a, str>>>,
+}
+
+impl TerminalFields<'_> {
+    fn links(self) -> Option<Links> {
+        let mut links = Links { mac: Some(Mac::parse(&self.mac).ok()?), ..Links::default() };
+        if let Some(model) = self.model {
+            links.documents.push(("model".into(), TERMCAP, model.into_owned()));
+        }
+        if let Some(firmware) = self.firmware {
+            links.documents.push(("firmware".into(), FIRMWARE, firmware.into_owned()));
+        }
+        for (field, target, ids) in [
+            ("terminal_servers", TERMINAL_SERVERS, self.terminal_servers),
+            ("modules", MODULES, self.modules),
+        ] {
+            for (i, id) in ids.into_iter().flatten().enumerate() {
+                links.documents.push((format!("{field}[{i}]"), target, id.into_owned()));
+            }
+        }
+        Some(links)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct BlobFields<'a> {
+    #[serde(borrow)]
+    blob: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(borrow, default)]
+    kernel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    initrd: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl BlobFields<'_> {
+    fn links(self, collection: &str) -> Option<Links> {
+        let mut links = Links::default();
+        links.blobs.push(("blob".into(), Digest::parse(&self.blob).ok()?, self.size));
+        if collection == FIRMWARE {
+            for (field, digest) in [("kernel", self.kernel), ("initrd", self.initrd)] {
+                if let Some(digest) = digest {
+                    links.blobs.push((field.into(), Digest::parse(&digest).ok()?, None));
+                }
+            }
+        }
+        Some(links)
+    }
+}
+
 struct Field {
     name: &'static str,
     required: bool,
@@ -252,6 +329,31 @@ mod tests {
             links.documents[2],
             ("terminal_servers[0]".to_string(), TERMINAL_SERVERS, "ts1".to_string())
         );
+    }
+
+    #[test]
+    fn fast_link_extraction_agrees_with_inspect() {
+        let digest = "ab".repeat(32);
+        let documents = [
+            (TERMINALS, json!({"mac": "52-54-00-12-34-56"})),
+            (
+                TERMINALS,
+                json!({"mac": "525400123456", "model": "m", "firmware": "f", "terminal_servers": ["a", "b"],
+                       "modules": ["x"], "settings": {"k": 1}, "extra": [1, 2]}),
+            ),
+            (
+                FIRMWARE,
+                json!({"version": "1", "blob": digest, "size": 5, "kernel": digest, "cmdline": "quiet"}),
+            ),
+            (MODULES, json!({"blob": digest, "parameters": {"a": "b"}})),
+            (TERMINAL_SERVERS, json!({"address": "h", "port": 1})),
+            (TERMCAP, json!({"screen": "1080p"})),
+            ("free", json!([1, "two"])),
+        ];
+        for (collection, value) in documents {
+            let want = inspect(collection, &value).unwrap();
+            assert_eq!(links_of_text(collection, &value.to_string()), want, "{value}");
+        }
     }
 
     #[test]

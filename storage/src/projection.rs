@@ -175,12 +175,16 @@ impl Projection {
 
     /// Inserts a document as loaded from disk or a checkpoint, replacing any previous one.
     pub fn insert(&mut self, key: DocKey, document: StoredDocument) {
-        self.remove(&key);
-        let links = Arc::new(if collections::BUILT_IN.contains(&key.collection.as_str()) {
-            collections::links_of(&key.collection, &document.value())
-        } else {
-            Links::default()
-        });
+        let links = collections::links_of_text(&key.collection, &document.body);
+        if let Some(entry) = self.documents.get_mut(&key) {
+            // Most changes (settings, versions) leave the links alone: then the indexes stay as they are.
+            if *entry.links == links {
+                entry.document = document;
+                return;
+            }
+            self.remove(&key);
+        }
+        let links = Arc::new(links);
         self.index(&key, &links);
         self.documents.insert(key, Entry { document, links });
     }
