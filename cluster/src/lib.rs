@@ -1,5 +1,12 @@
 //! # tandem-cluster: replication of the configuration log
 //!
-//! This crate will adapt the storage crate to openraft: a Raft log store and a state machine that applies
-//! committed [`tandem_storage::Command`]s through [`tandem_storage::Store::apply`], the peer network, membership
-//! (data nodes, witness, mirrors) and roles. Until it lands, Tandem runs as a single node on its local store.
+//! Adapts the storage crate to openraft: a Raft log store ([`log_store`]) and a state machine
+//! ([`state_machine`]) that applies committed [`tandem_storage::Command`]s through
+//! [`tandem_storage::Store::apply`], the peer network ([`network`]), and the node with its roles ([`types`]).
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+pub use types::{NodeId, NodeInfo, Raft, Request, Response, Role, TypeConfig};

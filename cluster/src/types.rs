@@ -1,0 +1,123 @@
+//! The types openraft is instantiated with, and what travels through the replicated log.
+//!
+//! - [`Request`]: one log entry's payload — a storage [`Command`] (a change set, or a piece of a blob upload).
+//! - [`Response`]: what applying it gave — the storage [`Outcome`] and the revision the store reached.
+//! - [`NodeInfo`]: what the cluster knows of each member: its name, role and addresses. It travels in
+//!   membership log entries, so every node (mirrors included) can list every boot server.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use tandem_storage::{Command, Outcome, Revision};
+
+/// A node's id: random at first start, persisted, never reused.
+pub type NodeId = u64;
+
+/// What a node does in the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A full replica: serves the API and boots, accepts changes (forwarding them to the leader).
+    #[default]
+    Data,
+    /// A voter that stores the log and votes but serves no configuration and hands leadership back.
+    Witness,
+    /// A read-only follower (Raft learner) that serves boots and reads.
+    Mirror,
+}
+
+impl Role {
+    /// Whether the node votes (data nodes and witnesses) or only follows (mirrors).
+    pub fn is_voter(self) -> bool {
+        !matches!(self, Role::Mirror)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Data => "data",
+            Role::Witness => "witness",
+            Role::Mirror => "mirror",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "data" => Ok(Role::Data),
+            "witness" => Ok(Role::Witness),
+            "mirror" => Ok(Role::Mirror),
+            other => Err(format!("unknown role '{other}' (use data, witness or mirror)")),
+        }
+    }
+}
+
+/// A cluster member as the membership records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    /// Where peers reach its Raft endpoint (`host:port`).
+    pub peer_addr: String,
+    /// Where clients reach its admin API (`host:port`).
+    pub api_addr: String,
+    /// Where terminals reach its HTTP boot server (the advertised address).
+    pub boot_addr: String,
+}
+
+/// The payload of one log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Command,
+}
+
+/// The result of applying one log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The outcome of the command; `None` for entries that carry no command (blank, membership).
+    pub outcome: Option<Outcome>,
+    /// The store's revision right after this entry was applied.
+    pub revision: Revision,
+}
+
+openraft::declare_raft_types!(
+    /// Tandem's openraft configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft instance of a Tandem node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log id.
+pub type LogId = openraft::LogId<NodeId>;
+/// The membership as stored with the applied position.
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+
+/// The applied position the state machine stores with every batch (see `tandem_storage::Store::apply`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPosition {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// bincode with the standard configuration, as everywhere in Tandem.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("bincode encoding of a cluster type")
+}
+
+/// Decodes bincode with a size limit (network and disk input).
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    let config = bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>();
+    bincode::serde::decode_from_slice(bytes, config).map(|(value, _)| value)
+}
