@@ -2,8 +2,32 @@
 //!
 //! An event-sourced, replicated configuration store with a built-in network-boot server.
 //!
-//! Today this crate holds the command-line front end over the storage engine ([`tandem_storage`]): opening a
-//! data directory and measuring the engine ([`bench`]). The cluster (openraft), HTTP API and boot server land
-//! on top of it issue by issue; see `README.md` for what works now.
+//! ## One change, start to finish
+//! 1. `tandem put terminals t1 '{"mac": …}'` ([`cli`]) sends `PUT /v1/docs/terminals/t1` through
+//!    [`client::ApiClient`].
+//! 2. The admin API ([`api`]) builds a [`tandem_storage::ChangeSet`] and calls
+//!    [`tandem_cluster::node::ClusterNode::write`], which proposes it to openraft on the leader (a follower
+//!    forwards it over the peer network, `tandem_cluster::network`).
+//! 3. openraft replicates the entry to a quorum; the log store (`tandem_cluster::log_store`) fsyncs each
+//!    appended batch.
+//! 4. Once committed, the state machine (`tandem_cluster::state_machine`) calls
+//!    [`tandem_storage::Store::apply`] for the whole batch: `decide` turns the change set into an event (or a
+//!    rejection), the projection and the event are written in one atomic batch, then fsynced.
+//! 5. The API answers with the outcome and the revision; every node now serves the new configuration from its
+//!    own store (the boot server, when it lands, reads the same projection). Snapshots of the store
+//!    (`tandem_storage::snapshot`) bring new nodes up to date and are the format of backups.
+//!
+//! ## Modules
+//! [`config`] (defaults, file, validation), [`serve`] (node start-up), [`api`] (admin HTTP API), [`client`]
+//! (its client), [`cli`] (the command line), [`metrics`] (Prometheus), [`bench`] (benchmarks), [`http`]
+//! (shared HTTP helpers).
 
+pub mod api;
 pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod recover;
+pub mod serve;

@@ -4,9 +4,13 @@
 //! ([`state_machine`]) that applies committed [`tandem_storage::Command`]s through
 //! [`tandem_storage::Store::apply`], the peer network ([`network`]), and the node with its roles ([`types`]).
 
+pub mod identity;
 pub mod log_store;
 pub mod network;
+pub mod node;
 pub mod state_machine;
 pub mod types;
 
+pub use log_store::{LogReader, LogStore};
+pub use state_machine::{SharedStore, SnapshotBuilder, StateMachine};
 pub use types::{NodeId, NodeInfo, Raft, Request, Response, Role, TypeConfig};

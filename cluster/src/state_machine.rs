@@ -1,1 +1,345 @@
+//! The Raft state machine: openraft's [`RaftStateMachine`] over the event-sourced [`Store`].
+//!
+//! ## Applying committed entries
+//! openraft hands over committed entries in batches. [`StateMachine`] collects the [`Command`]s of the
+//! batch's normal entries and calls [`Store::apply`] **once** for the whole batch, passing the batch's
+//! [`AppliedPosition`] (the last entry's log id, and the membership of the last membership entry applied so
+//! far). The store writes the events, the projection and that position in one atomic write, then
+//! [`Store::durable`] fsyncs — one fsync per batch (group commit). Each entry gets a [`Response`]: the command's
+//! [`tandem_storage::Outcome`] (or none for blank and membership entries) and the store's revision right
+//! after that entry.
+//!
+//! ## Crash story
+//! The applied position is stored *in the same atomic write* as the state it describes, so after a crash
+//! the store is exactly at the position it reports: nothing applied twice, nothing skipped. openraft reads
+//! that position at start ([`RaftStateMachine::applied_state`]) and re-applies the committed entries after
+//! it from the log. A failed write poisons the store (see `tandem_storage::error`) and becomes a
+//! [`StorageError`], which stops the Raft node: memory may be ahead of the disk, so a restart must reload.
+//!
+//! ## Snapshots
+//! The snapshot builder takes [`Store::snapshot`] (a detached, cheap view) and the applied position under
+//! the read lock — both describe the same point — then writes the stream into memory outside the lock, on a
+//! blocking thread, while the store keeps applying. Snapshot ids are `term-index-random`, unique even when two
+//! snapshots end at the same log id (openraft sends snapshots in chunks keyed by id). The last snapshot built
+//! or installed is kept in memory for [`RaftStateMachine::get_current_snapshot`]; if none exists yet but
+//! something was applied, one is built on demand (a leader without a snapshot for a lagging follower stops
+//! with a fatal error). It is not persisted: after a restart the state machine itself is the source of the
+//! next one.
+//!
+//! Installing a snapshot ([`Store::install_snapshot`]) replaces the whole store atomically (a fresh
+//! generation, then a durable switch), then stores the snapshot meta's log id and membership as the applied
+//! position and fsyncs. A crash between the two leaves the position that came inside the snapshot, which the
+//! leader built from the same lock as its data, so the store and its position agree either way.
+//!
+//! ## Waiting for a revision
+//! [`StateMachine::new`] also returns a [`watch::Receiver`] of the store's revision, updated after each
+//! durable batch or install, so the API layer can wait until a write it made is visible on this node.
 
+use std::fmt;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+};
+use tandem_storage::{Command, Outcome, Revision, Store};
+use tokio::sync::watch;
+
+use crate::types::{
+    AppliedPosition, LogId, NodeId, NodeInfo, Response, StoredMembership, TypeConfig, decode_exact,
+    try_encode,
+};
+
+/// The store shared by the state machine (which writes) and the API layer (which reads).
+pub type SharedStore = Arc<RwLock<Store>>;
+
+type Entry = openraft::Entry<TypeConfig>;
+type Meta = SnapshotMeta<NodeId, NodeInfo>;
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// A snapshot kept in memory: its meta and its bytes (shared, so handing it out copies once).
+#[derive(Clone)]
+struct StoredSnapshot {
+    meta: Meta,
+    data: Arc<Vec<u8>>,
+}
+
+impl StoredSnapshot {
+    fn to_snapshot(&self) -> Snapshot<TypeConfig> {
+        Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(self.data.as_ref().clone())) }
+    }
+}
+
+impl fmt::Debug for StoredSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredSnapshot").field("meta", &self.meta).field("bytes", &self.data.len()).finish()
+    }
+}
+
+/// The current snapshot, shared by the state machine and its builders.
+type CurrentSnapshot = Arc<Mutex<Option<StoredSnapshot>>>;
+
+/// Tandem's Raft state machine (see the module documentation).
+pub struct StateMachine {
+    store: SharedStore,
+    current: CurrentSnapshot,
+    applied: watch::Sender<Revision>,
+}
+
+impl fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMachine").field("applied", &*self.applied.borrow()).finish()
+    }
+}
+
+/// Builds a snapshot of the store; runs beside the state machine.
+pub struct SnapshotBuilder {
+    store: SharedStore,
+    current: CurrentSnapshot,
+}
+
+impl fmt::Debug for SnapshotBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotBuilder").finish_non_exhaustive()
+    }
+}
+
+impl StateMachine {
+    /// A state machine over `store`, and a receiver of the revision it has durably applied.
+    pub fn new(store: SharedStore) -> (StateMachine, watch::Receiver<Revision>) {
+        let revision = store.read().unwrap_or_else(|poisoned| poisoned.into_inner()).revision();
+        let (applied, receiver) = watch::channel(revision);
+        (StateMachine { store, current: Arc::default(), applied }, receiver)
+    }
+
+    /// The store this state machine applies to.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Another receiver of the applied revision.
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.applied.subscribe()
+    }
+}
+
+fn lock_error() -> AnyError {
+    AnyError::error("the store lock is poisoned (a thread panicked while holding it)")
+}
+
+fn read_store(store: &SharedStore) -> Result<RwLockReadGuard<'_, Store>> {
+    store.read().map_err(|_| StorageIOError::read_state_machine(lock_error()).into())
+}
+
+fn write_store(store: &SharedStore) -> Result<RwLockWriteGuard<'_, Store>> {
+    store.write().map_err(|_| StorageIOError::write_state_machine(lock_error()).into())
+}
+
+fn sm_write_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+/// The applied position stored in the store (the default when nothing was applied yet).
+fn position_of(store: &Store) -> Result<AppliedPosition> {
+    match store.position() {
+        None => Ok(AppliedPosition::default()),
+        Some(bytes) => decode_exact(bytes).map_err(|e| {
+            StorageIOError::read_state_machine(AnyError::error(format!(
+                "the applied position stored in the store does not decode: {e}"
+            )))
+            .into()
+        }),
+    }
+}
+
+/// Runs blocking storage work off the async worker threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(sm_write_error)?
+}
+
+/// Applies a batch of entries with one store write and one fsync; returns the responses and the revision.
+fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response>, Revision)> {
+    let Some(last) = entries.last().map(|entry| entry.log_id) else {
+        return Ok((Vec::new(), read_store(store)?.revision()));
+    };
+    let mut carries_command = Vec::with_capacity(entries.len());
+    let mut commands: Vec<Command> = Vec::new();
+    let mut membership: Option<StoredMembership> = None;
+    for entry in entries {
+        match entry.payload {
+            EntryPayload::Blank => carries_command.push(false),
+            EntryPayload::Normal(request) => {
+                commands.push(request.command);
+                carries_command.push(true);
+            }
+            EntryPayload::Membership(config) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), config));
+                carries_command.push(false);
+            }
+        }
+    }
+
+    let (start, outcomes) = {
+        let mut guard = write_store(store)?;
+        let membership = match membership {
+            Some(membership) => membership,
+            None => position_of(&guard)?.membership,
+        };
+        let position = try_encode(&AppliedPosition { last_applied: Some(last), membership })
+            .map_err(|e| StorageIOError::apply(last, AnyError::new(&e)))?;
+        let start = guard.revision();
+        let outcomes = guard
+            .apply(&commands, Some(&position))
+            .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
+        (start, outcomes)
+    };
+    let guard = read_store(store)?;
+    guard.durable().map_err(|e| StorageIOError::apply(last, AnyError::new(&e)))?;
+    let end = guard.revision();
+    drop(guard);
+
+    if outcomes.len() != commands.len() {
+        return Err(StorageIOError::apply(
+            last,
+            AnyError::error(format!("{} commands gave {} outcomes", commands.len(), outcomes.len())),
+        )
+        .into());
+    }
+    let mut outcomes = outcomes.into_iter();
+    let mut revision = start;
+    let responses = carries_command
+        .into_iter()
+        .map(|command| {
+            let outcome = if command { outcomes.next() } else { None };
+            if let Some(Outcome::Accepted { revision: accepted }) = &outcome {
+                revision = revision.max(*accepted);
+            }
+            Response { outcome, revision }
+        })
+        .collect();
+    Ok((responses, end))
+}
+
+/// A unique snapshot id: `term-index-random`.
+fn snapshot_id(last_applied: Option<LogId>) -> String {
+    let random: u64 = rand::random();
+    match last_applied {
+        Some(log_id) => format!("{}-{}-{random:016x}", log_id.leader_id.term, log_id.index),
+        None => format!("0-0-{random:016x}"),
+    }
+}
+
+/// Makes `snapshot` the current one — unless it is older than the current one and `replace` is false (a
+/// build that raced with an install must not bring an older snapshot back).
+fn remember(current: &CurrentSnapshot, snapshot: StoredSnapshot, replace: bool) {
+    let mut current = current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let newer = current.as_ref().is_none_or(|old| snapshot.meta.last_log_id >= old.meta.last_log_id);
+    if replace || newer {
+        *current = Some(snapshot);
+    }
+}
+
+/// Builds a snapshot of the store as it is now and makes it the current one.
+async fn build_snapshot(store: &SharedStore, current: &CurrentSnapshot) -> Result<Snapshot<TypeConfig>> {
+    let (source, position) = {
+        let guard = read_store(store)?;
+        (guard.snapshot(), position_of(&guard)?)
+    };
+    let data = blocking(move || {
+        let mut data = Vec::new();
+        source
+            .write_to(&mut data)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?;
+        Ok(data)
+    })
+    .await?;
+    let meta = Meta {
+        last_log_id: position.last_applied,
+        last_membership: position.membership,
+        snapshot_id: snapshot_id(position.last_applied),
+    };
+    tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
+    let stored = StoredSnapshot { meta, data: Arc::new(data) };
+    let snapshot = stored.to_snapshot();
+    remember(current, stored, false);
+    Ok(snapshot)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        build_snapshot(&self.store, &self.current).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership)> {
+        let position = position_of(&*read_store(&self.store)?)?;
+        Ok((position.last_applied, position.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.store.clone();
+        let (responses, revision) = blocking(move || apply_batch(&store, entries)).await?;
+        self.applied.send_replace(revision);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { store: self.store.clone(), current: self.current.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<()> {
+        let data = snapshot.into_inner();
+        let position =
+            AppliedPosition { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        let signature = meta.signature();
+        let store = self.store.clone();
+        let (data, revision) = blocking(move || {
+            let error = |e: tandem_storage::Error| {
+                StorageError::from(StorageIOError::write_snapshot(Some(signature.clone()), AnyError::new(&e)))
+            };
+            let position = try_encode(&position).map_err(sm_write_error)?;
+            let mut guard = write_store(&store)?;
+            let summary = guard.install_snapshot(data.as_slice()).map_err(error)?;
+            guard.apply(&[], Some(&position)).map_err(error)?;
+            guard.durable().map_err(error)?;
+            tracing::info!(
+                revision = %summary.header.revision,
+                bytes = summary.bytes,
+                "installed a snapshot"
+            );
+            Ok((data, guard.revision()))
+        })
+        .await?;
+        remember(&self.current, StoredSnapshot { meta: meta.clone(), data: Arc::new(data) }, true);
+        self.applied.send_replace(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        let current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(snapshot) = current {
+            return Ok(Some(snapshot.to_snapshot()));
+        }
+        let applied = position_of(&*read_store(&self.store)?)?;
+        if applied.last_applied.is_none() {
+            return Ok(None);
+        }
+        build_snapshot(&self.store, &self.current).await.map(Some)
+    }
+}

@@ -121,3 +121,23 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode
     let config = bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>();
     bincode::serde::decode_from_slice(bytes, config).map(|(value, _)| value)
 }
+
+/// Like [`encode`], but returns the error instead of panicking: for storage code, where every failure must
+/// become a [`openraft::StorageError`] rather than a panic.
+pub fn try_encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+}
+
+/// Like [`decode`], but also refuses trailing bytes: for values read back from disk, where leftovers mean
+/// damage.
+pub fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    let config = bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>();
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config)?;
+    if used != bytes.len() {
+        return Err(bincode::error::DecodeError::OtherString(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}

@@ -304,7 +304,9 @@ fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
+        Value::Number(n) if n.is_u64() => "a number",
+        Value::Number(n) if n.is_i64() => "a negative number",
+        Value::Number(_) => "a number with a fraction or exponent",
         Value::String(_) => "text",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",

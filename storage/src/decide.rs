@@ -11,7 +11,7 @@
 //!    pending or current body, a delete requires the document to exist;
 //! 4. validation of the *result*: every document the change set leaves behind must match its collection's
 //!    schema, reference only documents and blobs that exist in the result, and keep MACs unique; every document
-//!    it deletes must not be referenced by a document it leaves alone. Checking the result rather than each
+//!    it deletes must not be referenced by any document left in the result. Checking the result rather than each
 //!    step means the order of operations inside a change set does not matter (a terminal and the firmware it
 //!    points at can be created together, in any order).
 
@@ -36,6 +36,10 @@ pub fn decide(
     change_set: &ChangeSet,
 ) -> Result<Event, Rejection> {
     check_sizes(change_set)?;
+    for operation in &change_set.operations {
+        let DocKey { collection, id } = operation.key();
+        check_key(&collection, &id)?;
+    }
     for precondition in &change_set.preconditions {
         check_precondition(projection, precondition)?;
     }
@@ -44,8 +48,8 @@ pub fn decide(
     Ok(Event { revision: projection.revision().next(), meta: change_set.meta.clone(), changes })
 }
 
-fn too_large(what: impl Into<String>, size: usize, limit: usize) -> Rejection {
-    Rejection::TooLarge { what: what.into(), size: size as u64, limit: limit as u64 }
+fn too_large(what: impl Into<String>, size: usize, limit: usize, unit: &str) -> Rejection {
+    Rejection::TooLarge { what: what.into(), size: size as u64, limit: limit as u64, unit: unit.into() }
 }
 
 fn check_sizes(change_set: &ChangeSet) -> Result<(), Rejection> {
@@ -54,29 +58,26 @@ fn check_sizes(change_set: &ChangeSet) -> Result<(), Rejection> {
         return Err(Rejection::Empty);
     }
     if change_set.operations.len() > MAX_OPERATIONS {
-        return Err(too_large(
-            "the change set's operation count",
-            change_set.operations.len(),
-            MAX_OPERATIONS,
-        ));
+        return Err(too_large("the change set", change_set.operations.len(), MAX_OPERATIONS, "operations"));
     }
     if change_set.preconditions.len() > MAX_OPERATIONS {
         return Err(too_large(
-            "the change set's precondition count",
+            "the change set",
             change_set.preconditions.len(),
             MAX_OPERATIONS,
+            "preconditions",
         ));
     }
     if meta.actor.len() > MAX_SHORT_TEXT {
-        return Err(too_large("the actor name", meta.actor.len(), MAX_SHORT_TEXT));
+        return Err(too_large("the actor name", meta.actor.len(), MAX_SHORT_TEXT, "bytes"));
     }
     if meta.reason.len() > MAX_REASON {
-        return Err(too_large("the reason", meta.reason.len(), MAX_REASON));
+        return Err(too_large("the reason", meta.reason.len(), MAX_REASON, "bytes"));
     }
     if let Some(request_id) = &meta.request_id
         && request_id.len() > MAX_SHORT_TEXT
     {
-        return Err(too_large("the request id", request_id.len(), MAX_SHORT_TEXT));
+        return Err(too_large("the request id", request_id.len(), MAX_SHORT_TEXT, "bytes"));
     }
     Ok(())
 }
@@ -146,10 +147,14 @@ fn run_operations(projection: &Projection, change_set: &ChangeSet) -> Result<Pen
             | Operation::Patch { collection, id, .. }
             | Operation::Delete { collection, id } => check_key(collection, id)?,
         };
-        let current = |pending: &Pending| -> Option<Value> {
+        let current = |pending: &Pending| -> Result<Value, Rejection> {
             match pending.get(&key) {
-                Some(after) => after.clone(),
-                None => projection.get(&key).map(|doc| doc.value()),
+                Some(Some(after)) => Ok(after.clone()),
+                Some(None) => Err(Rejection::DeletedInChangeSet { key: key.to_string() }),
+                None => projection
+                    .get(&key)
+                    .map(|doc| doc.value())
+                    .ok_or_else(|| Rejection::NoSuchDocument { key: key.to_string() }),
             }
         };
         let after = match operation {
@@ -159,21 +164,17 @@ fn run_operations(projection: &Projection, change_set: &ChangeSet) -> Result<Pen
             }
             Operation::Patch { patch, .. } => {
                 input_bytes += approximate_size(&patch.0);
-                let Some(mut base) = current(&pending) else {
-                    return Err(Rejection::NoSuchDocument { key: key.to_string() });
-                };
+                let mut base = current(&pending)?;
                 merge_patch(&mut base, &patch.0);
                 Some(base)
             }
             Operation::Delete { .. } => {
-                if current(&pending).is_none() {
-                    return Err(Rejection::NoSuchDocument { key: key.to_string() });
-                }
+                current(&pending)?;
                 None
             }
         };
         if input_bytes > MAX_CHANGE_SET_BYTES {
-            return Err(too_large("the change set", input_bytes, MAX_CHANGE_SET_BYTES));
+            return Err(too_large("the change set", input_bytes, MAX_CHANGE_SET_BYTES, "bytes"));
         }
         pending.insert(key, after);
     }
@@ -209,13 +210,20 @@ fn validate_result(
         };
         let body = value.to_string();
         if body.len() > MAX_DOCUMENT_BYTES {
-            return Err(too_large(format!("document {key}"), body.len(), MAX_DOCUMENT_BYTES));
+            return Err(too_large(format!("document {key}"), body.len(), MAX_DOCUMENT_BYTES, "bytes"));
         }
         let links = collections::inspect(&key.collection, value)
             .map_err(|reason| Rejection::InvalidDocument { key: key.to_string(), reason })?;
         for (field, collection, id) in &links.documents {
             let target = DocKey::new(*collection, id.as_str());
             if !exists_after(&target) {
+                if projection.get(&target).is_some() {
+                    // The change set deletes what this document (still) references.
+                    return Err(Rejection::StillReferenced {
+                        key: target.to_string(),
+                        referrers: key.to_string(),
+                    });
+                }
                 return Err(Rejection::MissingReference {
                     key: key.to_string(),
                     field: field.clone(),

@@ -23,6 +23,7 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -99,9 +100,7 @@ impl SledDatabase {
     /// Opens (or creates) the sled database in `path`, dropping generations left by an interrupted install.
     pub fn open(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let db = sled::Config::new()
-            .path(path)
-            .open()
+        let db = open_sled(path)
             .map_err(|e| Error::engine(format!("opening the database in {}", path.display()), e))?;
         let db_path = path.join("db");
         let db_file = File::open(&db_path)
@@ -160,6 +159,28 @@ impl SledDatabase {
             }
         }
         Ok(())
+    }
+}
+
+/// How long [`SledDatabase::open`] waits for the file lock of a database that was just closed.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens sled, waiting a little while its file lock is still held. Dropping the last handle of a sled
+/// database does not release its lock at once: sled's background threads close the file a moment later
+/// (spacejam/sled#1234), so reopening right after a close (a test, an offline tool, a node restarted in the
+/// same process, or a new process started right after this one closed the store) can find the lock taken. A
+/// lock held for longer than [`LOCK_WAIT`] belongs to another live process, and that is still an error.
+fn open_sled(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
     }
 }
 

@@ -34,12 +34,15 @@ pub enum Rejection {
     /// A patch or delete named a document that does not exist.
     #[error("{key} does not exist")]
     NoSuchDocument { key: String },
+    /// A patch or delete named a document that an earlier operation of the same change set deleted.
+    #[error("{key} was deleted by an earlier operation of this change set")]
+    DeletedInChangeSet { key: String },
     /// A precondition of the change set does not hold.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
-    /// An input exceeds a size limit.
-    #[error("{what} is too large: {size} bytes or items, the limit is {limit}")]
-    TooLarge { what: String, size: u64, limit: u64 },
+    /// An input exceeds a size limit. `unit` names what `size` and `limit` count (bytes, operations, …).
+    #[error("{what} is too large: {size} {unit}, the limit is {limit}")]
+    TooLarge { what: String, size: u64, limit: u64, unit: String },
     /// The change set has no operations.
     #[error("the change set has no operations")]
     Empty,

@@ -1,0 +1,343 @@
+//! The client half: [`PeerNetwork`] (openraft's network factory, plus write forwarding) and [`PeerClient`].
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::StatusCode;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::http::uri::{Authority, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use openraft::error::{
+    ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+};
+use crate::types::{NodeId, NodeInfo, Request, Response, TypeConfig, decode, try_encode};
+
+/// An upper bound on TCP connect; each RPC's own ttl is usually shorter and wins.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this much of an error body is kept in error messages.
+const MAX_ERROR_MESSAGE: usize = 512;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The cluster secret is not usable as a header value (empty, or with control characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster secret must be non-empty visible text without control characters")]
+pub struct InvalidSecret;
+
+/// Why a forwarded write ([`PeerNetwork::forward_write`]) failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForwardError {
+    /// No answer: the connection failed or the timeout passed. If the request had been sent, the write may
+    /// still be applied: retry with the same request id.
+    #[error("the leader is unreachable: {0}")]
+    Unreachable(String),
+    /// The node asked is not the leader either; openraft's hint at who is.
+    #[error("that node is not the leader either (leader hint: {leader_id:?})")]
+    NotLeader { leader_id: Option<NodeId>, leader_node: Option<NodeInfo> },
+    /// The node refused the request before handing it to Raft (wrong secret, too large, ...) or answered
+    /// something that does not decode.
+    #[error("the leader refused the forwarded write: {0}")]
+    Refused(String),
+    /// Raft on that node returned another error (shutting down, membership change in progress, ...).
+    #[error("the leader failed the write: {0}")]
+    Raft(String),
+}
+
+/// Talks to the other nodes' peer endpoints: openraft's [`RaftNetworkFactory`], and write forwarding.
+///
+/// Cheap to clone: every clone (and every [`PeerClient`] it makes) shares one pool of keep-alive connections.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    client: HttpClient,
+    secret: HeaderValue,
+}
+
+impl fmt::Debug for PeerNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerNetwork").field("secret", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
+impl PeerNetwork {
+    /// A network whose requests carry `secret`. Needs a Tokio runtime when used, not when built.
+    pub fn new(secret: &str) -> Result<Self, InvalidSecret> {
+        if secret.is_empty() {
+            return Err(InvalidSecret);
+        }
+        let mut secret = HeaderValue::from_str(secret).map_err(|_| InvalidSecret)?;
+        secret.set_sensitive(true);
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(16)
+            .build(connector);
+        Ok(PeerNetwork { client, secret })
+    }
+
+    /// Sends a client write to `leader` (`POST /cluster/write`) and returns what applying it gave.
+    ///
+    /// The receiving node calls `Raft::client_write` and does not forward further: if it is not the leader
+    /// either, this returns [`ForwardError::NotLeader`] with its hint and the caller decides.
+    pub async fn forward_write(
+        &self,
+        leader: &NodeInfo,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, ForwardError> {
+        type WriteResult =
+            Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>;
+        let result: WriteResult =
+            self.call(&leader.peer_addr, WRITE_PATH, &request, timeout).await.map_err(|e| match e {
+                TransportError::Connect { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::BadAddress { .. } => ForwardError::Unreachable(e.to_string()),
+                TransportError::Status { .. }
+                | TransportError::Exchange { .. }
+                | TransportError::Encode(_) => ForwardError::Refused(e.to_string()),
+            })?;
+        match result {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(hint))) => {
+                Err(ForwardError::NotLeader { leader_id: hint.leader_id, leader_node: hint.leader_node })
+            }
+            Err(other) => Err(ForwardError::Raft(other.to_string())),
+        }
+    }
+
+    /// POSTs `body` (bincode) to `http://{addr}{path}` and decodes the bincode answer, all within `ttl`.
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &'static str,
+        body: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, TransportError> {
+        let body = try_encode(body).map_err(|e| TransportError::Encode(e.to_string()))?;
+        let uri = peer_uri(addr, path)?;
+        let request = hyper::Request::post(uri)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(SECRET_HEADER, self.secret.clone())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| TransportError::BadAddress { addr: addr.to_owned(), reason: e.to_string() })?;
+
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                let reason = error_chain(&e);
+                if e.is_connect() {
+                    TransportError::Connect { addr: addr.to_owned(), reason }
+                } else {
+                    TransportError::Exchange { addr: addr.to_owned(), reason }
+                }
+            })?;
+            let status = response.status();
+            let bytes = Limited::new(response.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| TransportError::Exchange {
+                    addr: addr.to_owned(),
+                    reason: format!("reading the response body: {e}"),
+                })?
+                .to_bytes();
+            if status != StatusCode::OK {
+                let shown = &bytes[..bytes.len().min(MAX_ERROR_MESSAGE)];
+                let message = String::from_utf8_lossy(shown).trim().to_owned();
+                return Err(TransportError::Status { addr: addr.to_owned(), status, message });
+            }
+            decode::<Resp>(&bytes).map_err(|e| TransportError::Exchange {
+                addr: addr.to_owned(),
+                reason: format!("undecodable response: {e}"),
+            })
+        };
+        tokio::time::timeout(ttl, exchange)
+            .await
+            .map_err(|_| TransportError::Timeout { addr: addr.to_owned(), ttl })?
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        PeerClient { network: self.clone(), target, node: node.clone() }
+    }
+}
+
+/// The connection to one peer that openraft uses for replication and elections.
+#[derive(Clone, Debug)]
+pub struct PeerClient {
+    network: PeerNetwork,
+    target: NodeId,
+    node: NodeInfo,
+}
+
+impl PeerClient {
+    /// One RPC to the target, with failures classified for openraft (see the table in the module docs).
+    ///
+    /// `entries` is the number of entries of an AppendEntries request: a 413 answer to one with more than one
+    /// entry becomes `PayloadTooLarge`, so that openraft retries at once with fewer entries. A single entry
+    /// cannot be split, so that case (and 413 on other routes) is `Unreachable`, to back off, not spin.
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &'static str,
+        rpc: &Req,
+        ttl: Duration,
+        entries: Option<u64>,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            match self.network.call(&self.node.peer_addr, path, rpc, ttl).await {
+                Ok(result) => result,
+                Err(error) => {
+                    tracing::debug!(target_node = self.target, %error, "peer RPC failed");
+                    return Err(match error {
+                        TransportError::Status { status: StatusCode::PAYLOAD_TOO_LARGE, .. }
+                            if entries.is_some_and(|n| n > 1) =>
+                        {
+                            let entries = entries.unwrap_or(2);
+                            RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
+                        }
+                        TransportError::BadAddress { .. }
+                        | TransportError::Connect { .. }
+                        | TransportError::Timeout { .. }
+                        | TransportError::Status { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                        TransportError::Exchange { .. } | TransportError::Encode(_) => {
+                            RPCError::Network(NetworkError::new(&error))
+                        }
+                    });
+                }
+            };
+        result
+            .map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        let entries = rpc.entries.len() as u64;
+        self.rpc(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries)).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc(SNAPSHOT_PATH, &rpc, option.hard_ttl(), None).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.rpc(VOTE_PATH, &rpc, option.hard_ttl(), None).await
+    }
+}
+
+/// What went wrong below Raft while talking to a peer.
+#[derive(Debug, thiserror::Error)]
+enum TransportError {
+    #[error("invalid peer address {addr:?}: {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("no answer from {addr} within {ttl:?}")]
+    Timeout { addr: String, ttl: Duration },
+    #[error("{addr} answered {status}: {message}")]
+    Status { addr: String, status: StatusCode, message: String },
+    #[error("exchange with {addr} failed: {reason}")]
+    Exchange { addr: String, reason: String },
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
+}
+
+/// `http://{addr}{path}`, where `addr` must be a plain `host:port` (no user info, path or query).
+fn peer_uri(addr: &str, path: &'static str) -> Result<Uri, TransportError> {
+    let bad = |reason: String| TransportError::BadAddress { addr: addr.to_owned(), reason };
+    let authority: Authority = addr.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
+    if addr.contains('@') || authority.port_u16().is_none() {
+        return Err(bad("expected host:port".to_owned()));
+    }
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// An error and its sources, `outer: inner: innermost` (hyper's own messages are terse).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_uris() {
+        assert_eq!(
+            peer_uri("127.0.0.1:7001", VOTE_PATH).unwrap().to_string(),
+            "http://127.0.0.1:7001/raft/vote"
+        );
+        assert_eq!(
+            peer_uri("[::1]:7001", WRITE_PATH).unwrap().to_string(),
+            "http://[::1]:7001/cluster/write"
+        );
+        assert_eq!(
+            peer_uri("node-a:7001", APPEND_PATH).unwrap().to_string(),
+            "http://node-a:7001/raft/append"
+        );
+        for bad in ["", "127.0.0.1", "user@127.0.0.1:7001", "127.0.0.1:7001/x", "a b:1"] {
+            assert!(peer_uri(bad, VOTE_PATH).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn secrets() {
+        assert_eq!(PeerNetwork::new("").unwrap_err(), InvalidSecret);
+        assert_eq!(PeerNetwork::new("a\nb").unwrap_err(), InvalidSecret);
+        let network = PeerNetwork::new("s3cret").unwrap();
+        assert!(!format!("{network:?}").contains("s3cret"));
+    }
+}

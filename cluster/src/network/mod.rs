@@ -1,0 +1,140 @@
+//! # The peer network: Raft RPCs over HTTP/1.1
+//!
+//! Every node runs one peer endpoint ([`serve_peer`]) and talks to the others through one
+//! [`PeerNetwork`], the [`openraft::network::RaftNetworkFactory`] handed to [`crate::Raft`].
+//!
+//! ## Routes and wire format
+//!
+//! Every route is a `POST` whose body is one value encoded with bincode 2 in its standard configuration
+//! ([`crate::types::encode`] / [`crate::types::decode`], the same encoding as everywhere in Tandem):
+//!
+//! | route              | request body                          | `200 OK` body                                                  |
+//! |--------------------|---------------------------------------|----------------------------------------------------------------|
+//! | `/raft/append`     | `AppendEntriesRequest<TypeConfig>`    | `Result<AppendEntriesResponse, RaftError>`                     |
+//! | `/raft/vote`       | `VoteRequest<NodeId>`                 | `Result<VoteResponse, RaftError>`                              |
+//! | `/raft/snapshot`   | `InstallSnapshotRequest<TypeConfig>`  | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
+//! | `/cluster/write`   | [`crate::Request`]                    | `Result<ClientWriteResponse, RaftError<ClientWriteError>>`     |
+//!
+//! A `200 OK` means the request reached Raft: its body is whatever the local `Raft` call returned, error
+//! included. The client turns such an error into [`openraft::error::RemoteError`] — for example a follower that
+//! is shutting down, or a `ForwardToLeader` from a node that is not the leader.
+//!
+//! Any other status means the request never reached Raft and nothing changed; the body is a short
+//! `text/plain` explanation:
+//!
+//! | status | when                                                                              |
+//! |--------|-----------------------------------------------------------------------------------|
+//! | 401    | the [`SECRET_HEADER`] is missing or wrong (checked first, before anything is read) |
+//! | 404    | unknown path                                                                      |
+//! | 405    | known path, method other than `POST`                                              |
+//! | 413    | body over [`MAX_BODY_BYTES`] (announced by `Content-Length`, or found while reading) |
+//! | 408    | the body did not arrive within [`BODY_READ_TIMEOUT`]                              |
+//! | 400    | the body could not be read, or does not decode as the route's type                |
+//! | 500    | the result could not be encoded (a bug, never expected)                           |
+//!
+//! Snapshots use openraft 0.9's default chunked transfer (`install_snapshot` with an offset and a `done`
+//! flag), so one request carries at most `Config::snapshot_max_chunk_size` bytes of snapshot (the node sets it
+//! to about 1 MiB, well under [`MAX_BODY_BYTES`]).
+//!
+//! ## Authentication
+//!
+//! Every request carries the cluster secret in the [`SECRET_HEADER`] header. The server compares it in
+//! constant time (the time taken does not depend on where the first differing byte is) and answers 401 before
+//! reading the body, so an unauthenticated client can neither change the node's state nor make it buffer a
+//! large body. An empty secret is refused on both sides: a node configured without a secret accepts nothing.
+//! The secret travels in clear: the peer network belongs on a private network (or behind a TLS tunnel).
+//!
+//! ## Timeouts
+//!
+//! - Each RPC is bounded as a whole (connect, send, response, body) by the `RPCOption::hard_ttl()` openraft
+//!   passes: the heartbeat interval for `append`, the election timeout for `vote`, `install_snapshot_timeout`
+//!   for snapshot chunks. Keep those generous for HTTP plus an fsync on the far side (see
+//!   `shared/notes/openraft-sled.md`: heartbeat 200-300 ms, election 1-2 s, snapshot 5-10 s). A forwarded
+//!   write takes an explicit timeout ([`PeerNetwork::forward_write`]).
+//! - Failures are classified so that openraft reacts well (it backs off only on `Unreachable`, for
+//!   [`openraft::network::RaftNetwork::backoff`], 500 ms by default — below any sane election timeout):
+//!
+//!   | what happened                                          | `RPCError`                          |
+//!   |--------------------------------------------------------|-------------------------------------|
+//!   | connect failed (refused, no route), or no answer in ttl | `Unreachable`                       |
+//!   | the peer refused the request (401, 404, 400, ...)      | `Unreachable` (retrying at once cannot help) |
+//!   | 413 on `append` with more than one entry               | `PayloadTooLarge` (openraft sends fewer entries) |
+//!   | connection broken mid-exchange, undecodable answer     | `NetworkError`                      |
+//!   | Raft on the peer returned an error                     | `RemoteError`                       |
+//!
+//! - Server side: a connection must deliver a request head within [`IDLE_TIMEOUT`] (this also closes idle
+//!   keep-alive connections), and its body within [`BODY_READ_TIMEOUT`]. The client pool drops idle
+//!   connections after [`POOL_IDLE_TIMEOUT`], before the server would, so the client rarely picks a connection
+//!   the server is closing (and hyper retries a request that could not be sent on such a connection).
+//!
+//! ## Why HTTP/1.1 with keep-alive
+//!
+//! Raft sends a steady stream of small requests (heartbeats every few hundred milliseconds, appends on every
+//! write). Opening a TCP connection per request would add a round trip per RPC and churn ephemeral ports, so
+//! the client keeps connections alive in one shared pool ([`hyper_util::client::legacy::Client`]) and the
+//! server keeps them open; `TCP_NODELAY` is set on both ends so small bodies are not held back by Nagle's
+//! algorithm. HTTP/1.1 rather than HTTP/2: one request per connection at a time means a multi-megabyte
+//! snapshot chunk never sits in front of a heartbeat (the pool simply opens a second connection), the
+//! protocol needs no extra crate features, and the endpoint stays easy to poke at with `curl`.
+//!
+//! ## Adding a route
+//!
+//! See [`server`]: one `Route` variant and one match arm calling the Raft method; the request and response are
+//! decoded, encoded and error-mapped by the shared helper.
+
+mod client;
+mod server;
+
+use std::time::Duration;
+
+pub use client::{ForwardError, InvalidSecret, PeerClient, PeerNetwork};
+pub use server::serve_peer;
+
+/// The header that carries the cluster secret on every peer request.
+pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
+
+/// The largest request (and response) body accepted: larger than any snapshot chunk the node sends.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Path of the AppendEntries RPC (heartbeats too).
+pub const APPEND_PATH: &str = "/raft/append";
+/// Path of the RequestVote RPC.
+pub const VOTE_PATH: &str = "/raft/vote";
+/// Path of one InstallSnapshot chunk.
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+/// Path of a client write forwarded by a non-leader to the leader.
+pub const WRITE_PATH: &str = "/cluster/write";
+
+/// Server side: how long a connection may take to send a request head, idle keep-alive time included.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Server side: how long a request body may take to arrive once its head is in.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client side: how long an idle pooled connection is kept (shorter than [`IDLE_TIMEOUT`]).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Server side: on shutdown, how long in-flight requests get to finish before their connections are dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether `given` equals the non-empty `expected` secret, in time that depends only on the lengths.
+fn secret_matches(expected: &[u8], given: &[u8]) -> bool {
+    let mut diff = 0u8;
+    for (i, byte) in expected.iter().enumerate() {
+        diff |= byte ^ given.get(i).copied().unwrap_or(0);
+    }
+    // Non-short-circuiting `&`: every condition is evaluated.
+    !expected.is_empty() & (expected.len() == given.len()) & (diff == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_matches;
+
+    #[test]
+    fn secret_comparison() {
+        assert!(secret_matches(b"s3cret", b"s3cret"));
+        assert!(!secret_matches(b"s3cret", b"s3creT"));
+        assert!(!secret_matches(b"s3cret", b"s3cre"));
+        assert!(!secret_matches(b"s3cret", b"s3crets"));
+        assert!(!secret_matches(b"s3cret", b""));
+        assert!(!secret_matches(b"", b""));
+    }
+}

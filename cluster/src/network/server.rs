@@ -1,0 +1,243 @@
+//! The server half: [`serve_peer`], the peer endpoint every node runs.
+//!
+//! Handling one request is: check the secret (401), find the [`Route`] (404/405), read the body within the
+//! limits (413/408/400), decode it (400), call Raft, answer `200` with the bincode of the call's `Result`.
+//!
+//! To add a route: add a [`Route`] variant and its path in [`Route::parse`], then one arm in
+//! [`PeerService::dispatch`] that calls the Raft method through [`rpc`], which decodes the request,
+//! encodes the `Result` and maps decoding failures to 400.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, SECRET_HEADER, SHUTDOWN_GRACE,
+    SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+};
+use crate::types::{Raft, decode, try_encode};
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+/// Serves the peer routes on `listener` until `shutdown` is cancelled.
+///
+/// Connections are kept alive between requests. On shutdown the listener is closed at once, idle connections
+/// are closed, and requests in flight get [`SHUTDOWN_GRACE`] to finish before their connections are dropped;
+/// this function returns when that is done. Errors on single connections are logged, never returned.
+pub async fn serve_peer(listener: TcpListener, raft: Raft, secret: String, shutdown: CancellationToken) {
+    if secret.is_empty() {
+        tracing::error!("the peer endpoint has an empty cluster secret: every request will be refused");
+    }
+    let service = Arc::new(PeerService { raft, secret: secret.into_bytes() });
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    connections.spawn(serve_connection(stream, remote, service.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    // Per-connection failures (reset before accept) and resource exhaustion (out of file
+                    // descriptors) both land here; pause briefly so the latter does not become a busy loop.
+                    tracing::warn!(%error, "peer endpoint: accept failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                    }
+                }
+            },
+        }
+    }
+    drop(listener);
+    // Every connection task watches the token and bounds its own drain by SHUTDOWN_GRACE; the outer bound
+    // is a safety net.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE * 2, drain).await.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "peer endpoint: dropping connections still busy after shutdown"
+        );
+        connections.abort_all();
+    }
+    tracing::debug!("peer endpoint stopped");
+}
+
+/// Serves one keep-alive connection until the peer closes it, it idles out, or shutdown.
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    service: Arc<PeerService>,
+    shutdown: CancellationToken,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%remote, %error, "peer endpoint: cannot set TCP_NODELAY");
+    }
+    let handler = service_fn(move |request| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service.handle(request, remote).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), handler);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            // Finish the request in progress (if any), then close; an idle connection closes at once.
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(SHUTDOWN_GRACE, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!(%remote, "peer endpoint: request still running after the grace period");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%remote, %error, "peer endpoint: connection ended with an error");
+    }
+}
+
+/// What a request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Append,
+    Vote,
+    Snapshot,
+    Write,
+}
+
+impl Route {
+    /// The route for a method and path, or the status to answer (404 unknown path, 405 not a POST).
+    fn parse(method: &Method, path: &str) -> Result<Route, StatusCode> {
+        let route = match path {
+            APPEND_PATH => Route::Append,
+            VOTE_PATH => Route::Vote,
+            SNAPSHOT_PATH => Route::Snapshot,
+            WRITE_PATH => Route::Write,
+            _ => return Err(StatusCode::NOT_FOUND),
+        };
+        if method != Method::POST {
+            return Err(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        Ok(route)
+    }
+}
+
+/// The state shared by all connections.
+struct PeerService {
+    raft: Raft,
+    secret: Vec<u8>,
+}
+
+impl PeerService {
+    async fn handle(&self, request: hyper::Request<Incoming>, remote: SocketAddr) -> HttpResponse {
+        let given = request.headers().get(SECRET_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
+        if !super::secret_matches(&self.secret, given) {
+            tracing::warn!(%remote, path = request.uri().path(), "peer endpoint: missing or wrong cluster secret");
+            return text(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret".to_owned());
+        }
+        let route = match Route::parse(request.method(), request.uri().path()) {
+            Ok(route) => route,
+            Err(StatusCode::METHOD_NOT_ALLOWED) => {
+                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST".to_owned());
+                response.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+                return response;
+            }
+            Err(status) => return text(status, format!("no route {}", request.uri().path())),
+        };
+        let body = match read_body(request.into_body()).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        self.dispatch(route, &body).await
+    }
+
+    /// Hands a decoded request to Raft.
+    async fn dispatch(&self, route: Route, body: &[u8]) -> HttpResponse {
+        let raft = &self.raft;
+        match route {
+            Route::Append => rpc("AppendEntries", body, |rpc| raft.append_entries(rpc)).await,
+            Route::Vote => rpc("Vote", body, |rpc| raft.vote(rpc)).await,
+            Route::Snapshot => rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await,
+            Route::Write => rpc("write Request", body, |request| raft.client_write(request)).await,
+        }
+    }
+}
+
+/// Decodes the body as `Req`, runs `call`, and answers 200 with the bincode of its `Result`.
+async fn rpc<Req, Resp, E, F, Fut>(what: &str, body: &[u8], call: F) -> HttpResponse
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: Serialize + std::fmt::Display,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, E>>,
+{
+    let request: Req = match decode(body) {
+        Ok(request) => request,
+        Err(error) => {
+            return text(StatusCode::BAD_REQUEST, format!("the body is not a bincode {what}: {error}"));
+        }
+    };
+    let result = call(request).await;
+    if let Err(error) = &result {
+        tracing::debug!(%error, "peer endpoint: {what} returned an error");
+    }
+    match try_encode(&result) {
+        Ok(bytes) => {
+            let mut response = hyper::Response::new(Full::new(Bytes::from(bytes)));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "peer endpoint: cannot encode the {what} result");
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the result: {error}"))
+        }
+    }
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`], or the error response.
+async fn read_body(body: Incoming) -> Result<Bytes, HttpResponse> {
+    let too_large =
+        || text(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY_BYTES} bytes"));
+    // A Content-Length over the limit is refused before reading anything.
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(error)) => Err(text(StatusCode::BAD_REQUEST, format!("cannot read the body: {error}"))),
+        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, format!("the body took over {BODY_READ_TIMEOUT:?}"))),
+    }
+}
+
+/// A `text/plain` response.
+fn text(status: StatusCode, message: String) -> HttpResponse {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

@@ -1,0 +1,587 @@
+//! A running cluster node: Raft, its stores, its network, and the rules of its role.
+//!
+//! [`ClusterNode`] is what the API and the boot server talk to. It offers the narrow interface they need —
+//! write a command, read at a consistency level, change membership, report status — and hides openraft.
+//!
+//! ## Writes
+//! A data node that leads proposes with `client_write`. A data node that follows forwards the request to the
+//! leader over the peer network (`POST /cluster/write`). A mirror refuses, naming the primary; a witness
+//! refuses, since it serves no configuration. Before proposing, the leader checks that a quorum acknowledged it
+//! recently (`millis_since_quorum_ack`): if not — a pair whose partner died — the write fails at once with a
+//! [`WriteError::NoQuorum`] that says which peer is unreachable since when and how to continue alone, instead of
+//! hanging until a timeout.
+//!
+//! ## The witness hands leadership back
+//! The witness is an ordinary voter with a longer election timeout, so it can always break a tie (the note in
+//! `shared/notes/openraft-sled.md` records how a witness that never campaigns deadlocks when the surviving data
+//! node is behind it). When it finds itself leader and a data node has replicated its whole log, it turns its
+//! own heartbeats off: the data node's election timer fires, it campaigns with a complete log, the witness votes
+//! for it and steps down. Heartbeats come back on as soon as someone else leads, or after a few seconds if no
+//! data node took over.
+//!
+//! ## Membership
+//! Changes are serialized by a lock. Adding a server adds it as a learner, waits until it has replicated the
+//! leader's whole log, then (data and witness) promotes it to voter. At most two data nodes and one witness;
+//! mirrors are learners forever.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tandem_storage::{Command, Revision};
+use tokio::sync::watch;
+
+use crate::network::PeerNetwork;
+use crate::state_machine::SharedStore;
+use crate::types::{NodeId, NodeInfo, Raft, Request, Response, Role};
+
+/// Raft timing of a node.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { heartbeat_ms: 100, election_min_ms: 500, election_max_ms: 1000 }
+    }
+}
+
+impl Timing {
+    /// The openraft configuration for a node of `role`.
+    pub fn raft_config(&self, role: Role) -> openraft::Config {
+        // The witness waits longer before campaigning, so a data node usually wins; it still campaigns, so a
+        // pair whose survivor is behind it is never stuck.
+        let factor = if role == Role::Witness { 2 } else { 1 };
+        openraft::Config {
+            cluster_name: "tandem".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms * factor,
+            election_timeout_max: self.election_max_ms * factor,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 512,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+            snapshot_max_chunk_size: 1024 * 1024,
+            max_in_snapshot_log_to_keep: 1_000,
+            purge_batch_size: 1_000,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a write was not done. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("this node is a read-only mirror; send changes to the primary {primary}")]
+    ReadOnlyMirror { primary: String },
+    #[error("this node is a witness: it serves no configuration; send changes to a data node")]
+    Witness,
+    #[error(
+        "quorum lost: {detail}. Writes are refused so that both copies stay identical; boots and local reads keep \
+         working. To continue on this node alone, stop it and run `tandem recover --data-dir DIR --force-standalone`"
+    )]
+    NoQuorum { detail: String },
+    #[error("the write could not be completed: {0}")]
+    Failed(String),
+}
+
+/// Why a membership change was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("membership change failed: {0}")]
+    Failed(String),
+}
+
+/// What a peer looks like from this node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub peer_addr: String,
+    pub api_addr: String,
+    pub boot_addr: String,
+    /// Known only on the leader.
+    pub reachable: Option<bool>,
+    /// Entries the peer is behind the leader's log (leader only).
+    pub lag_entries: Option<u64>,
+    /// `in_sync`, `catching_up`, `disconnected`, or `unknown` (on a follower).
+    pub sync: String,
+}
+
+/// The node's view of itself and the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub id: NodeId,
+    pub role: Role,
+    pub raft_state: String,
+    pub leader: Option<NodeId>,
+    pub leader_name: Option<String>,
+    pub term: u64,
+    pub revision: Revision,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    /// `single`, `full`, `full+witness`, `mirrored`, or `joining` (not a member yet).
+    pub mode: String,
+    /// Serving from its last state without a quorum.
+    pub degraded: bool,
+    pub degraded_reason: Option<String>,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// A running node.
+pub struct ClusterNode {
+    pub id: NodeId,
+    pub info: NodeInfo,
+    pub raft: Raft,
+    pub store: SharedStore,
+    pub network: PeerNetwork,
+    pub timing: Timing,
+    applied: watch::Receiver<Revision>,
+    membership_lock: tokio::sync::Mutex<()>,
+    /// When each peer was last seen replicating (leader only), to say "unreachable since".
+    last_seen: std::sync::Mutex<BTreeMap<NodeId, SystemTime>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode").field("id", &self.id).field("info", &self.info).finish()
+    }
+}
+
+/// How long a write waits for its commit before it is reported as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ClusterNode {
+    pub fn new(
+        id: NodeId,
+        info: NodeInfo,
+        raft: Raft,
+        store: SharedStore,
+        network: PeerNetwork,
+        timing: Timing,
+        applied: watch::Receiver<Revision>,
+    ) -> Arc<Self> {
+        Arc::new(ClusterNode {
+            id,
+            info,
+            raft,
+            store,
+            network,
+            timing,
+            applied,
+            membership_lock: tokio::sync::Mutex::new(()),
+            last_seen: std::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> Revision {
+        self.store.read().map(|store| store.revision()).unwrap_or_default()
+    }
+
+    /// Whether this node has never been part of a cluster (a fresh `--join` node, or a new single node).
+    pub async fn is_pristine(&self) -> bool {
+        !self.raft.is_initialized().await.unwrap_or(true)
+    }
+
+    /// Makes this node a single-node cluster (first start without `--join`).
+    pub async fn initialize_single(&self) -> Result<(), String> {
+        let members = BTreeMap::from([(self.id, self.info.clone())]);
+        self.raft.initialize(members).await.map_err(|e| e.to_string())
+    }
+
+    /// Waits until the store has applied at least `revision`.
+    pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut applied = self.applied.clone();
+        tokio::time::timeout(timeout, applied.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    fn node_name(&self, id: NodeId) -> String {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| format!("{} ({})", node.name, node.api_addr))
+            .unwrap_or_else(|| format!("node {id}"))
+    }
+
+    /// Proposes a command through the leader, wherever it is.
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        match self.info.role {
+            Role::Mirror => {
+                let leader = self.raft.metrics().borrow().current_leader;
+                let primary =
+                    leader.map(|id| self.node_name(id)).unwrap_or_else(|| "(unknown: no leader seen)".into());
+                return Err(WriteError::ReadOnlyMirror { primary });
+            }
+            Role::Witness => return Err(WriteError::Witness),
+            Role::Data => {}
+        }
+        let request = Request { command };
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            match metrics.current_leader {
+                Some(leader) if leader == self.id => {
+                    self.check_quorum(&metrics)?;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(remaining, self.raft.client_write(request.clone())).await {
+                        Ok(Ok(response)) => return Ok(response.data),
+                        Ok(Err(error)) => {
+                            if error.forward_to_leader::<NodeInfo>().is_none() {
+                                return Err(WriteError::Failed(error.to_string()));
+                            }
+                        }
+                        Err(_) => return Err(self.no_quorum_error(&metrics)),
+                    }
+                }
+                Some(leader) => {
+                    let node = metrics.membership_config.membership().get_node(&leader).cloned();
+                    if let Some(node) = node {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        match self.network.forward_write(&node, request.clone(), remaining).await {
+                            Ok(response) => return Ok(response),
+                            Err(error) => {
+                                tracing::debug!(%error, leader, "forwarding a write failed; retrying");
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()));
+            }
+            // No leader (an election is running) or the leader is handing over: wait for a new one.
+            let mut metrics_rx = self.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(100), metrics_rx.changed()).await;
+            if metrics.current_leader.is_none()
+                && metrics.state != ServerState::Candidate
+                && metrics.membership_config.membership().voter_ids().count() > 1
+                && Instant::now() + Duration::from_millis(self.timing.election_max_ms * 3) < deadline
+            {
+                // A follower that has seen no leader for a whole election cycle is in a cluster without quorum.
+                tokio::time::sleep(Duration::from_millis(self.timing.election_max_ms)).await;
+                if self.raft.metrics().borrow().current_leader.is_none() {
+                    return Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()));
+                }
+            }
+        }
+    }
+
+    fn check_quorum(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> Result<(), WriteError> {
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        if voters <= 1 {
+            return Ok(());
+        }
+        let stale_after = self.timing.election_max_ms * 2;
+        match metrics.millis_since_quorum_ack {
+            Some(ms) if ms <= stale_after => Ok(()),
+            _ => Err(self.no_quorum_error(metrics)),
+        }
+    }
+
+    fn no_quorum_error(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> WriteError {
+        let membership = metrics.membership_config.membership();
+        let last_seen = self.last_seen.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut unreachable = Vec::new();
+        for id in membership.voter_ids() {
+            if id == self.id {
+                continue;
+            }
+            let name = self.node_name(id);
+            let since = match last_seen.get(&id) {
+                Some(time) => {
+                    let ago = SystemTime::now().duration_since(*time).unwrap_or_default();
+                    format!("unreachable since {} ({:.0} s ago)", rfc3339(*time), ago.as_secs_f64())
+                }
+                None => "not reached since this node started".to_string(),
+            };
+            unreachable.push(format!("{name} {since}"));
+        }
+        let detail = if unreachable.is_empty() {
+            "no leader can be elected".to_string()
+        } else {
+            unreachable.join("; ")
+        };
+        WriteError::NoQuorum { detail }
+    }
+
+    /// Adds a server: learner first, promoted to voter once it has caught up (data and witness).
+    pub async fn add_server(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
+        let _guard = self.membership_lock.lock().await;
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return Err(MembershipError::Refused("membership changes are made on the leader".into()));
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if let Some(existing) = membership.get_node(&id) {
+            if existing == &info && (info.role == Role::Mirror || membership.voter_ids().any(|v| v == id)) {
+                return Ok(());
+            }
+        }
+        for (other_id, other) in membership.nodes() {
+            if other.name == info.name && *other_id != id {
+                return Err(MembershipError::Refused(format!(
+                    "a server named '{}' is already a member",
+                    info.name
+                )));
+            }
+        }
+        let count = |role: Role| membership.nodes().filter(|(nid, n)| n.role == role && **nid != id).count();
+        match info.role {
+            Role::Data if count(Role::Data) >= 2 => {
+                return Err(MembershipError::Refused("a cluster has at most two data nodes".into()));
+            }
+            Role::Witness if count(Role::Witness) >= 1 => {
+                return Err(MembershipError::Refused("a cluster has at most one witness".into()));
+            }
+            _ => {}
+        }
+        self.raft
+            .add_learner(id, info.clone(), true)
+            .await
+            .map_err(|e| MembershipError::Failed(e.to_string()))?;
+        // add_learner(blocking) waits only until the lag is small: wait for the whole log.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            let last = metrics.last_log_index;
+            let matched =
+                metrics.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
+            if matched >= last {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(MembershipError::Failed(format!("{} did not catch up within 120 s", info.name)));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if info.role.is_voter() {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| MembershipError::Failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a server by name.
+    pub async fn remove_server(&self, name: &str) -> Result<NodeId, MembershipError> {
+        let _guard = self.membership_lock.lock().await;
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.id) {
+            return Err(MembershipError::Refused("membership changes are made on the leader".into()));
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let Some((&id, _)) = membership.nodes().find(|(_, n)| n.name == name) else {
+            return Err(MembershipError::Refused(format!("no server named '{name}' in the cluster")));
+        };
+        if id == self.id {
+            return Err(MembershipError::Refused(
+                "a node cannot remove itself; remove it from another node".into(),
+            ));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| MembershipError::Failed(e.to_string()))?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| MembershipError::Failed(e.to_string()))?;
+        Ok(id)
+    }
+
+    /// The members of the cluster, as the membership records them.
+    pub fn members(&self) -> Vec<(NodeId, NodeInfo, bool)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, node)| (*id, node.clone(), voters.contains(id))).collect()
+    }
+
+    /// Linearizable read barrier: returns once this node's store reflects every write committed before the
+    /// call. Only the leader can answer; followers get an error naming it.
+    pub async fn linearizable_barrier(&self) -> Result<Revision, WriteError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.revision()),
+            Err(error) => match error.forward_to_leader::<NodeInfo>() {
+                Some(forward) => Err(WriteError::Failed(format!(
+                    "linearizable reads are served by the leader{}",
+                    forward
+                        .leader_node
+                        .as_ref()
+                        .map(|n| format!(" {} ({})", n.name, n.api_addr))
+                        .unwrap_or_default()
+                ))),
+                None => Err(WriteError::Failed(error.to_string())),
+            },
+        }
+    }
+
+    /// The node's status.
+    pub fn status(&self) -> Status {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_leader = metrics.current_leader == Some(self.id);
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let mut peers = Vec::new();
+        for (id, node) in membership.nodes() {
+            if *id == self.id {
+                continue;
+            }
+            let matched =
+                metrics.replication.as_ref().and_then(|r| r.get(id).cloned()).flatten().map(|l| l.index);
+            let (reachable, lag, sync) = if is_leader {
+                let lag = last_log.saturating_sub(matched.unwrap_or(0));
+                let recently = self.last_seen.lock().ok().and_then(|m| m.get(id).copied()).is_some_and(|t| {
+                    t.elapsed().unwrap_or_default() < Duration::from_millis(self.timing.election_max_ms * 2)
+                });
+                let sync = if !recently {
+                    "disconnected"
+                } else if lag == 0 {
+                    "in_sync"
+                } else {
+                    "catching_up"
+                };
+                (Some(recently), Some(lag), sync.to_string())
+            } else {
+                let sync = if metrics.current_leader == Some(*id) { "leader" } else { "unknown" };
+                (None, None, sync.to_string())
+            };
+            peers.push(PeerStatus {
+                id: *id,
+                name: node.name.clone(),
+                role: node.role,
+                peer_addr: node.peer_addr.clone(),
+                api_addr: node.api_addr.clone(),
+                boot_addr: node.boot_addr.clone(),
+                reachable,
+                lag_entries: lag,
+                sync,
+            });
+        }
+        let data = membership.nodes().filter(|(id, n)| n.role == Role::Data && voters.contains(id)).count();
+        let witness = membership.nodes().any(|(id, n)| n.role == Role::Witness && voters.contains(id));
+        let mirrors = membership.nodes().any(|(_, n)| n.role == Role::Mirror);
+        let mode = match (membership.nodes().any(|(id, _)| *id == self.id), data, witness, mirrors) {
+            (false, ..) => "joining",
+            (_, _, _, true) => "mirrored",
+            (_, 2, true, _) => "full+witness",
+            (_, 2, false, _) => "full",
+            _ => "single",
+        };
+        let (degraded, degraded_reason) = if metrics.current_leader.is_none() && voters.len() > 1 {
+            (true, Some("no leader: this node cannot reach a quorum; serving its last state".to_string()))
+        } else if is_leader && voters.len() > 1 && self.check_quorum(&metrics).is_err() {
+            (
+                true,
+                Some("the leader has lost its quorum; serving its last state, refusing writes".to_string()),
+            )
+        } else {
+            (false, None)
+        };
+        Status {
+            name: self.info.name.clone(),
+            id: self.id,
+            role: self.info.role,
+            raft_state: format!("{:?}", metrics.state),
+            leader: metrics.current_leader,
+            leader_name: metrics
+                .current_leader
+                .and_then(|id| membership.get_node(&id).map(|n| n.name.clone())),
+            term: metrics.current_term,
+            revision: self.revision(),
+            applied_index: metrics.last_applied.map(|l| l.index),
+            last_log_index: metrics.last_log_index,
+            mode: mode.to_string(),
+            degraded,
+            degraded_reason,
+            peers,
+        }
+    }
+
+    /// Background duties: track when peers were last seen replicating, and (witness) hand leadership back.
+    pub async fn run_duties(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut heartbeats_off_since: Option<Instant> = None;
+        let mut last_matched: BTreeMap<NodeId, Option<u64>> = BTreeMap::new();
+        let mut interval = tokio::time::interval(Duration::from_millis(self.timing.heartbeat_ms.max(50)));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let metrics = self.raft.metrics().borrow().clone();
+            let is_leader = metrics.current_leader == Some(self.id);
+            if is_leader && let Some(replication) = &metrics.replication {
+                // A peer is "seen" while its matched index keeps up with ours or moves.
+                let now = SystemTime::now();
+                let quorum_fresh =
+                    metrics.millis_since_quorum_ack.is_some_and(|ms| ms < self.timing.election_max_ms);
+                if let Ok(mut seen) = self.last_seen.lock() {
+                    for (id, matched) in replication {
+                        let index = matched.map(|l| l.index);
+                        let moved = last_matched.get(id) != Some(&index);
+                        let caught_up = index >= metrics.last_log_index;
+                        if moved || (caught_up && quorum_fresh) {
+                            seen.insert(*id, now);
+                        }
+                        last_matched.insert(*id, index);
+                    }
+                }
+            }
+            if self.info.role != Role::Witness {
+                continue;
+            }
+            let data_node_caught_up = metrics.replication.as_ref().is_some_and(|replication| {
+                replication.iter().any(|(id, matched)| {
+                    metrics.membership_config.membership().get_node(id).is_some_and(|n| n.role == Role::Data)
+                        && matched.map(|l| l.index) >= metrics.last_log_index
+                })
+            });
+            match heartbeats_off_since {
+                None if is_leader && data_node_caught_up => {
+                    tracing::info!("witness is leader and a data node is caught up: handing leadership back");
+                    self.raft.runtime_config().heartbeat(false);
+                    heartbeats_off_since = Some(Instant::now());
+                }
+                Some(since) if !is_leader || since.elapsed() > Duration::from_secs(5) => {
+                    self.raft.runtime_config().heartbeat(true);
+                    heartbeats_off_since = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Formats a time as RFC 3339 UTC, to the second.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}

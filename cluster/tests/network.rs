@@ -1,0 +1,660 @@
+//! The peer network end to end: a real openraft `Raft` (over in-memory test stores) behind `serve_peer`,
+//! reached through `PeerNetwork` / `PeerClient` and through raw HTTP on loopback.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    CommittedLeaderId, Config, Entry, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
+    ServerState, SnapshotMeta, StorageError, Vote,
+};
+use tandem_cluster::network::{
+    ForwardError, MAX_BODY_BYTES, PeerClient, PeerNetwork, SECRET_HEADER, VOTE_PATH, serve_peer,
+};
+use tandem_cluster::types::{LogId, StoredMembership, encode};
+use tandem_cluster::{NodeId, NodeInfo, Raft, Request, Response, TypeConfig};
+use tandem_storage::{Command, Outcome, Revision};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "test-cluster-secret";
+const TTL: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------------------------
+// In-memory test doubles of the Raft stores (the real ones live in log_store.rs / state_machine.rs).
+
+#[derive(Debug, Default)]
+struct LogInner {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MemLog(Arc<Mutex<LogInner>>);
+
+impl MemLog {
+    fn inner(&self) -> std::sync::MutexGuard<'_, LogInner> {
+        self.0.lock().expect("log lock")
+    }
+}
+
+impl RaftLogReader<TypeConfig> for MemLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.inner().entries.range(range).map(|(_, entry)| entry.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for MemLog {
+    type LogReader = MemLog;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let inner = self.inner();
+        let last = inner.entries.values().next_back().map(|entry| entry.log_id).or(inner.last_purged);
+        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> MemLog {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.inner().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.inner().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
+        self.inner().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
+        Ok(self.inner().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        {
+            let mut inner = self.inner();
+            for entry in entries {
+                inner.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
+        self.inner().entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.inner();
+        inner.last_purged = Some(log_id);
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct MachineInner {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    applied: Vec<Request>,
+    snapshots_built: u64,
+    snapshot: Option<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MemMachine(Arc<Mutex<MachineInner>>);
+
+impl MemMachine {
+    fn inner(&self) -> std::sync::MutexGuard<'_, MachineInner> {
+        self.0.lock().expect("state machine lock")
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MemMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let mut inner = self.inner();
+        inner.snapshots_built += 1;
+        let meta = SnapshotMeta {
+            last_log_id: inner.last_applied,
+            last_membership: inner.membership.clone(),
+            snapshot_id: format!("test-{}", inner.snapshots_built),
+        };
+        let data = encode(&inner.applied);
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MemMachine {
+    type SnapshotBuilder = MemMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+        let inner = self.inner();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut inner = self.inner();
+        let mut responses = Vec::new();
+        for entry in entries {
+            inner.last_applied = Some(entry.log_id);
+            let revision = Revision(entry.log_id.index);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Membership(membership) => {
+                    inner.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    None
+                }
+                EntryPayload::Normal(request) => {
+                    let outcome = match &request.command {
+                        Command::BlobAbort { upload } => Outcome::UploadAborted { upload: *upload },
+                        _ => Outcome::Accepted { revision },
+                    };
+                    inner.applied.push(request);
+                    Some(outcome)
+                }
+            };
+            responses.push(Response { outcome, revision });
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> MemMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.inner();
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some((meta.clone(), snapshot.into_inner()));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self
+            .inner()
+            .snapshot
+            .clone()
+            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Harness.
+
+/// One node: Raft over the test stores, served by `serve_peer` on a loopback port.
+struct TestNode {
+    raft: Raft,
+    info: NodeInfo,
+    addr: SocketAddr,
+    log: MemLog,
+    machine: MemMachine,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl TestNode {
+    async fn start(id: NodeId) -> TestNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let info = node_info(&format!("n{id}"), &addr.to_string());
+        let config = Config {
+            cluster_name: "network-test".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().expect("raft config"));
+        let (log, machine) = (MemLog::default(), MemMachine::default());
+        let network = PeerNetwork::new(SECRET).expect("secret");
+        let raft = Raft::new(id, config, network, log.clone(), machine.clone()).await.expect("raft");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_peer(listener, raft.clone(), SECRET.to_owned(), shutdown.clone()));
+        TestNode { raft, info, addr, log, machine, shutdown, server }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("server stops")
+            .expect("join");
+        self.raft.shutdown().await.expect("raft shutdown");
+    }
+}
+
+fn node_info(name: &str, peer_addr: &str) -> NodeInfo {
+    NodeInfo { name: name.to_owned(), peer_addr: peer_addr.to_owned(), ..Default::default() }
+}
+
+fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, leader), index)
+}
+
+async fn client_to(network: &PeerNetwork, target: NodeId, info: &NodeInfo) -> PeerClient {
+    network.clone().new_client(target, info).await
+}
+
+fn option(ttl: Duration) -> RPCOption {
+    RPCOption::new(ttl)
+}
+
+/// The membership a fake leader 2 sends to node 1: voter 2, learner 1 (so node 1 never campaigns).
+fn fake_membership(follower: &TestNode, leader: &NodeInfo) -> Membership<NodeId, NodeInfo> {
+    let nodes = BTreeMap::from([(1, follower.info.clone()), (2, leader.clone())]);
+    Membership::new(vec![BTreeSet::from([2])], nodes)
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`): the status and the body as text.
+async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    read_response(&mut stream).await
+}
+
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn post_head(path: &str, secret: Option<&str>, content_length: usize) -> String {
+    let secret = secret.map(|s| format!("{SECRET_HEADER}: {s}\r\n")).unwrap_or_default();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{secret}Content-Length: {content_length}\r\n\r\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn single_node_cluster_answers_vote_append_and_forwarded_writes() {
+    let node = TestNode::start(1).await;
+    node.raft.initialize(BTreeMap::from([(1, node.info.clone())])).await.expect("initialize");
+    let metrics = node
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .state(ServerState::Leader, "single node leads")
+        .await
+        .expect("leader");
+    let leader_vote = metrics.vote;
+
+    let network = PeerNetwork::new(SECRET).unwrap();
+
+    // A write forwarded over HTTP goes through client_write and comes back with the state machine's answer.
+    let request = Request { command: Command::BlobAbort { upload: 7 } };
+    let response = network.forward_write(&node.info, request.clone(), TTL).await.expect("forwarded write");
+    assert_eq!(response.outcome, Some(Outcome::UploadAborted { upload: 7 }));
+    assert_eq!(node.machine.inner().applied, vec![request]);
+
+    // Vote and AppendEntries round trips: a stale candidate and a stale leader are told about the real vote.
+    let mut client = client_to(&network, 1, &node.info).await;
+    let vote = client
+        .vote(VoteRequest::new(Vote::new(leader_vote.leader_id.term, 2), None), option(TTL))
+        .await
+        .expect("vote round trip");
+    assert!(!vote.vote_granted);
+    assert_eq!(vote.vote, leader_vote);
+
+    let append = AppendEntriesRequest {
+        vote: Vote::new_committed(0, 2),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let answer = client.append_entries(append, option(TTL)).await.expect("append round trip");
+    assert_eq!(answer, AppendEntriesResponse::HigherVote(leader_vote));
+    assert_eq!(node.raft.metrics().borrow().state, ServerState::Leader);
+
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn follower_takes_vote_append_and_snapshot_over_http() {
+    let node = TestNode::start(1).await;
+    let network = PeerNetwork::new(SECRET).unwrap();
+    let mut client = client_to(&network, 1, &node.info).await;
+    // A fake leader, node 2, that is never contacted (node 1 stays a learner).
+    let leader = node_info("n2", "127.0.0.1:9");
+
+    let vote = client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
+    assert!(vote.vote_granted, "{vote:?}");
+
+    let membership = fake_membership(&node, &leader);
+    let append = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        leader_commit: Some(log_id(1, 2, 1)),
+        entries: vec![Entry {
+            log_id: log_id(1, 2, 1),
+            payload: EntryPayload::Membership(membership.clone()),
+        }],
+    };
+    let answer = client.append_entries(append, option(TTL)).await.expect("append");
+    assert_eq!(answer, AppendEntriesResponse::Success);
+    let metrics = node
+        .raft
+        .wait(Some(Duration::from_secs(5)))
+        .metrics(|m| m.last_applied.map(|l| l.index) == Some(1), "membership applied")
+        .await
+        .expect("applied");
+    assert_eq!(metrics.vote, Vote::new_committed(1, 2));
+    assert_eq!(metrics.current_leader, Some(2));
+    assert_eq!(node.log.inner().entries.len(), 1);
+
+    // A write sent to a follower is not executed there: the caller learns who leads.
+    let write = Request { command: Command::BlobAbort { upload: 1 } };
+    match network.forward_write(&node.info, write, TTL).await {
+        Err(ForwardError::NotLeader { leader_id, leader_node }) => {
+            assert_eq!(leader_id, Some(2));
+            assert_eq!(leader_node, Some(leader.clone()));
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+
+    // A snapshot in two chunks.
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id(1, 2, 5)),
+        last_membership: StoredMembership::new(Some(log_id(1, 2, 1)), membership),
+        snapshot_id: "fake-snapshot-1".to_owned(),
+    };
+    for (offset, data, done) in [(0, &b"snap"[..], false), (4, &b"shot"[..], true)] {
+        let chunk = InstallSnapshotRequest {
+            vote: Vote::new_committed(1, 2),
+            meta: meta.clone(),
+            offset,
+            data: data.to_vec(),
+            done,
+        };
+        let answer = client.install_snapshot(chunk, option(TTL)).await.expect("snapshot chunk");
+        assert_eq!(answer.vote, Vote::new_committed(1, 2));
+    }
+    node.raft
+        .wait(Some(Duration::from_secs(5)))
+        .metrics(|m| m.snapshot.map(|l| l.index) == Some(5), "snapshot installed")
+        .await
+        .expect("snapshot");
+    let (installed_meta, data) = node.machine.inner().snapshot.clone().expect("snapshot installed");
+    assert_eq!(installed_meta.snapshot_id, "fake-snapshot-1");
+    assert_eq!(data, b"snapshot");
+
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_the_right_secret_get_401_and_change_nothing() {
+    let node = TestNode::start(1).await;
+    let leader = node_info("n2", "127.0.0.1:9");
+
+    // Through the client: the peer refuses, which openraft sees as Unreachable (back off, do not spin).
+    let wrong = PeerNetwork::new("not-the-secret").unwrap();
+    let mut client = client_to(&wrong, 1, &node.info).await;
+    let vote = client.vote(VoteRequest::new(Vote::new(5, 2), None), option(TTL)).await;
+    assert!(matches!(vote, Err(RPCError::Unreachable(_))), "{vote:?}");
+    let append = AppendEntriesRequest {
+        vote: Vote::new_committed(5, 2),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![Entry {
+            log_id: log_id(5, 2, 1),
+            payload: EntryPayload::Membership(fake_membership(&node, &leader)),
+        }],
+    };
+    let append = client.append_entries(append, option(TTL)).await;
+    assert!(matches!(append, Err(RPCError::Unreachable(_))), "{append:?}");
+    let write =
+        wrong.forward_write(&node.info, Request { command: Command::BlobAbort { upload: 1 } }, TTL).await;
+    assert!(matches!(write, Err(ForwardError::Refused(_))), "{write:?}");
+
+    // Raw: no header, a wrong one, and the right one with a different length.
+    let body = encode(&VoteRequest::new(Vote::new(6, 2), None));
+    for secret in [None, Some("wrong"), Some("test-cluster-secret-2"), Some("")] {
+        let (status, message) =
+            raw_request(node.addr, &post_head(VOTE_PATH, secret, body.len()), &body).await;
+        assert_eq!(status, 401, "secret {secret:?}");
+        assert!(message.contains("secret"), "{message}");
+    }
+    // Unknown routes are refused too without the secret (nothing is revealed).
+    let (status, _) = raw_request(node.addr, &post_head("/nope", None, 0), b"").await;
+    assert_eq!(status, 401);
+
+    // Nothing changed.
+    let metrics = node.raft.metrics().borrow().clone();
+    assert_eq!(metrics.vote, Vote::default());
+    assert_eq!(metrics.current_term, 0);
+    assert_eq!(metrics.last_log_index, None);
+    assert_eq!(node.log.inner().vote, None);
+    assert!(node.log.inner().entries.is_empty());
+
+    // The right secret on the same request is accepted (the refusals were about the secret only).
+    let (status, _) = raw_request(node.addr, &post_head(VOTE_PATH, Some(SECRET), body.len()), &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(node.raft.metrics().borrow().vote, Vote::new(6, 2));
+
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_404_405() {
+    let node = TestNode::start(1).await;
+
+    for (path, body) in [
+        (VOTE_PATH, &b"definitely not bincode"[..]),
+        (VOTE_PATH, &b""[..]),
+        ("/raft/append", &[0xff; 64][..]),
+        ("/raft/snapshot", &[1, 2, 3][..]),
+        ("/cluster/write", &[9; 10][..]),
+    ] {
+        let (status, message) =
+            raw_request(node.addr, &post_head(path, Some(SECRET), body.len()), body).await;
+        assert_eq!(status, 400, "{path} {body:?}: {message}");
+        assert!(message.contains("not a bincode"), "{message}");
+    }
+
+    let (status, message) = raw_request(node.addr, &post_head("/raft/nope", Some(SECRET), 0), b"").await;
+    assert_eq!(status, 404, "{message}");
+    let get = format!(
+        "GET {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n\r\n"
+    );
+    let (status, _) = raw_request(node.addr, &get, b"").await;
+    assert_eq!(status, 405);
+
+    // The node is unharmed and still answers.
+    let network = PeerNetwork::new(SECRET).unwrap();
+    let mut client = client_to(&network, 1, &node.info).await;
+    let vote = client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
+    assert!(vote.vote_granted);
+
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let node = TestNode::start(1).await;
+
+    // Announced by Content-Length: refused before a byte of the body is read.
+    let head = post_head(VOTE_PATH, Some(SECRET), MAX_BODY_BYTES + 1);
+    let (status, message) = raw_request(node.addr, &head, b"").await;
+    assert_eq!(status, 413, "{message}");
+
+    // Streamed (chunked, no length): refused once the limit is crossed.
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    let head = format!(
+        "POST /raft/append HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        MAX_BODY_BYTES + 1
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![0u8; MAX_BODY_BYTES + 1]).await.unwrap();
+    let (status, message) = read_response(&mut stream).await;
+    assert_eq!(status, 413, "{message}");
+
+    // Exactly at the limit is read (and then fails to decode as a vote).
+    let body = vec![0xffu8; MAX_BODY_BYTES];
+    let (status, _) = raw_request(node.addr, &post_head(VOTE_PATH, Some(SECRET), body.len()), &body).await;
+    assert_eq!(status, 400);
+
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_peers_map_to_unreachable_within_the_ttl() {
+    let network = PeerNetwork::new(SECRET).unwrap();
+
+    // A closed port: refused at once.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let info = node_info("gone", &closed.to_string());
+    let mut client = client_to(&network, 9, &info).await;
+    let started = Instant::now();
+    let result = client.vote(VoteRequest::new(Vote::new(1, 1), None), option(Duration::from_secs(3))).await;
+    assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    let write =
+        network.forward_write(&info, Request { command: Command::BlobAbort { upload: 1 } }, TTL).await;
+    assert!(matches!(write, Err(ForwardError::Unreachable(_))), "{write:?}");
+
+    // A peer that accepts connections but never answers: bounded by the ttl.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut client = client_to(&network, 8, &node_info("silent", &silent_addr.to_string())).await;
+    let ttl = Duration::from_millis(300);
+    let started = Instant::now();
+    let append = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let result: Result<_, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> =
+        client.append_entries(append, option(ttl)).await;
+    let elapsed = started.elapsed();
+    assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
+    assert!(elapsed >= ttl && elapsed < ttl + Duration::from_millis(500), "took {elapsed:?}");
+
+    // An address that is not host:port at all.
+    let mut client = client_to(&network, 7, &node_info("bad", "not an address")).await;
+    let result = client.vote(VoteRequest::new(Vote::new(1, 1), None), option(TTL)).await;
+    assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
+
+    hold.abort();
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive_and_reused() {
+    let node = TestNode::start(1).await;
+
+    // A TCP proxy in front of the node that counts the connections made through it.
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let target = node.addr;
+    let proxy_task = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = proxy.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+
+    let network = PeerNetwork::new(SECRET).unwrap();
+    let info = node_info("n1-via-proxy", &proxy_addr.to_string());
+    // Two clients from the same network share its pool.
+    let mut first = client_to(&network, 1, &info).await;
+    let mut second = client_to(&network, 1, &info).await;
+    for term in 1..=20 {
+        let client = if term % 2 == 0 { &mut first } else { &mut second };
+        let vote = client.vote(VoteRequest::new(Vote::new(term, 2), None), option(TTL)).await.expect("vote");
+        assert!(vote.vote_granted);
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "20 sequential RPCs should share one connection");
+
+    proxy_task.abort();
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_endpoint() {
+    let node = TestNode::start(1).await;
+    let network = PeerNetwork::new(SECRET).unwrap();
+    let mut client = client_to(&network, 1, &node.info).await;
+    // Leaves an idle keep-alive connection in the pool: shutdown must not wait for it.
+    client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
+
+    node.shutdown.cancel();
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), node.server).await.expect("prompt shutdown").expect("join");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+
+    let result = client.vote(VoteRequest::new(Vote::new(2, 2), None), option(TTL)).await;
+    assert!(matches!(result, Err(RPCError::Unreachable(_) | RPCError::Network(_))), "{result:?}");
+    let result = client.vote(VoteRequest::new(Vote::new(2, 2), None), option(TTL)).await;
+    assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
+    node.raft.shutdown().await.expect("raft shutdown");
+}

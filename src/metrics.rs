@@ -1,0 +1,119 @@
+//! The node's Prometheus metrics, registered into a registry that is passed in (never the global default).
+//!
+//! Gauges that mirror Raft state are refreshed from openraft's metrics when `/metrics` is scraped; counters
+//! and histograms are updated where the events happen (API requests here; apply and fsync durations in the
+//! cluster crate's state machine, which registers its own into the same registry).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tandem_cluster::node::ClusterNode;
+
+/// The node-level metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    has_leader: IntGauge,
+    is_leader: IntGauge,
+    term: IntGauge,
+    leader_changes: IntGauge,
+    last_log_index: IntGauge,
+    applied_index: IntGauge,
+    revision: IntGauge,
+    degraded: IntGauge,
+    peer_lag: IntGaugeVec,
+    api_requests: IntCounterVec,
+    api_duration: HistogramVec,
+    last_leader: std::sync::Mutex<Option<u64>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let gauge = IntGauge::new(name, help)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let peer_lag = IntGaugeVec::new(
+            Opts::new(
+                "tandem_raft_peer_lag_entries",
+                "Log entries a peer is behind the leader (leader only)",
+            ),
+            &["peer"],
+        )?;
+        registry.register(Box::new(peer_lag.clone()))?;
+        let api_requests = IntCounterVec::new(
+            Opts::new("tandem_api_requests_total", "Admin API requests"),
+            &["method", "status"],
+        )?;
+        registry.register(Box::new(api_requests.clone()))?;
+        let api_duration = HistogramVec::new(
+            HistogramOpts::new("tandem_api_request_duration_seconds", "Admin API request duration")
+                .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10)?),
+            &["method"],
+        )?;
+        registry.register(Box::new(api_duration.clone()))?;
+        Ok(Metrics {
+            has_leader: gauge("tandem_raft_has_leader", "1 if this node knows a leader")?,
+            is_leader: gauge("tandem_raft_is_leader", "1 if this node is the leader")?,
+            term: gauge("tandem_raft_term", "Current Raft term")?,
+            leader_changes: gauge("tandem_raft_leader_changes_seen", "Leader changes seen since start")?,
+            last_log_index: gauge("tandem_raft_last_log_index", "Index of the last Raft log entry")?,
+            applied_index: gauge("tandem_raft_applied_index", "Index of the last applied Raft log entry")?,
+            revision: gauge("tandem_store_revision", "Configuration revision of this node's store")?,
+            degraded: gauge("tandem_node_degraded", "1 if the node serves its last state without a quorum")?,
+            peer_lag,
+            api_requests,
+            api_duration,
+            registry,
+            last_leader: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The registry, for other components to register into.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Counts one API request.
+    pub fn observe_api(&self, method: &str, status: u16, duration: Duration) {
+        self.api_requests.with_label_values(&[method, &status.to_string()]).inc();
+        self.api_duration.with_label_values(&[method]).observe(duration.as_secs_f64());
+    }
+
+    /// Copies the node's current Raft and store state into the gauges.
+    pub fn refresh(&self, node: &ClusterNode) {
+        let status = node.status();
+        self.has_leader.set(i64::from(status.leader.is_some()));
+        self.is_leader.set(i64::from(status.leader == Some(node.id)));
+        self.term.set(status.term as i64);
+        self.last_log_index.set(status.last_log_index.unwrap_or(0) as i64);
+        self.applied_index.set(status.applied_index.unwrap_or(0) as i64);
+        self.revision.set(status.revision.0 as i64);
+        self.degraded.set(i64::from(status.degraded));
+        if let Ok(mut last) = self.last_leader.lock()
+            && *last != status.leader
+        {
+            if status.leader.is_some() {
+                self.leader_changes.inc();
+            }
+            *last = status.leader;
+        }
+        self.peer_lag.reset();
+        for peer in &status.peers {
+            if let Some(lag) = peer.lag_entries {
+                self.peer_lag.with_label_values(&[&peer.name]).set(lag as i64);
+            }
+        }
+    }
+
+    /// The text exposition of every metric in the registry.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,121 @@
+//! `tandem serve`: start a node — open its data directory, start Raft, the peer network and the admin API,
+//! and run until SIGTERM or ctrl-c.
+//!
+//! Start-up is a series of small steps: identity, database, store, Raft log store and state machine, network,
+//! listeners (bound before anything else runs, so a busy port fails at once), Raft, then the servers. A node
+//! whose data directory has never been part of a cluster initializes itself as a single-node cluster, unless
+//! `--join` says to wait to be added.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use tandem_cluster::identity::Identity;
+use tandem_cluster::log_store::LogStore;
+use tandem_cluster::network::{PeerNetwork, serve_peer};
+use tandem_cluster::node::{ClusterNode, Timing};
+use tandem_cluster::state_machine::StateMachine;
+use tandem_cluster::{NodeInfo, Raft};
+use tandem_storage::{SledDatabase, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiState, serve_api};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Runs a node until it is told to stop.
+pub async fn serve(config: Config) -> Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let mut identity =
+        Identity::load_or_create(&config.data_dir, &config.name, config.cluster_secret.as_deref())?;
+    if let Some(secret) = &config.cluster_secret
+        && secret != &identity.cluster_secret
+    {
+        identity.cluster_secret = secret.clone();
+        identity.save(&config.data_dir)?;
+    }
+    if config.cluster_secret.is_none() {
+        tracing::warn!(
+            "no --cluster-secret given: using this node's generated secret (see node.json); give every node of a cluster the same --cluster-secret"
+        );
+    }
+
+    let database = SledDatabase::open(&config.data_dir.join("db"))?;
+    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
+    let store = Arc::new(RwLock::new(store));
+    let log_store =
+        LogStore::open(database.clone()).map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?;
+    let registry = prometheus::Registry::new();
+    let (state_machine, applied) = StateMachine::new(store.clone());
+    let network = PeerNetwork::new(&identity.cluster_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let api_listener = TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("binding the API address {}", config.api))?;
+    let peer_listener = TcpListener::bind(config.peer)
+        .await
+        .with_context(|| format!("binding the peer address {}", config.peer))?;
+    let api_addr = api_listener.local_addr()?;
+    let peer_addr = peer_listener.local_addr()?;
+    let info = NodeInfo {
+        name: identity.name.clone(),
+        role: config.role,
+        peer_addr: peer_addr.to_string(),
+        api_addr: api_addr.to_string(),
+        boot_addr: config.boot_advertise.clone().unwrap_or_else(|| config.boot.to_string()),
+    };
+
+    let timing = Timing::default();
+    let raft_config = Arc::new(timing.raft_config(config.role).validate().context("Raft configuration")?);
+    let raft = Raft::new(identity.id, raft_config, network.clone(), log_store, state_machine)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+    let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
+    if node.is_pristine().await && !config.join {
+        node.initialize_single()
+            .await
+            .map_err(|e| anyhow::anyhow!("initializing a single-node cluster: {e}"))?;
+    }
+
+    let metrics = Arc::new(Metrics::new(registry)?);
+    let shutdown = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(serve_peer(peer_listener, raft.clone(), identity.cluster_secret.clone(), shutdown.clone()));
+    tasks.spawn(serve_api(
+        api_listener,
+        Arc::new(ApiState { node: node.clone(), metrics }),
+        shutdown.clone(),
+    ));
+    tasks.spawn(node.clone().run_duties(shutdown.clone()));
+    tasks.close();
+
+    println!(
+        "tandem: node {} (id {:016x}, {}) serving: api http://{api_addr}, peer {peer_addr}{}",
+        identity.name,
+        identity.id,
+        config.role,
+        if config.join { " — waiting to be added with `tandem servers add`" } else { "" }
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await;
+    let _ = raft.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,200 @@
+//! Test harness: real `tandem` processes on 127.0.0.1 with free ports, and the `tandem` CLI as the client.
+//!
+//! Every wait is bounded; every process is killed when its [`Node`] is dropped, so a failing test leaves
+//! nothing running.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "test-cluster-secret";
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn tandem_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tandem")
+}
+
+/// One `tandem serve` process and its addresses.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub role: String,
+    pub data_dir: PathBuf,
+    pub api: String,
+    pub peer: String,
+    pub boot: String,
+    pub tftp: String,
+    child: Option<Child>,
+    log: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Node {
+    /// A node (not started) with fresh ports and a data directory under `root`.
+    pub fn new(root: &Path, name: &str, role: &str) -> Node {
+        Node {
+            name: name.into(),
+            role: role.into(),
+            data_dir: root.join(name),
+            api: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            boot: format!("127.0.0.1:{}", free_port()),
+            tftp: format!("127.0.0.1:{}", free_port()),
+            child: None,
+            log: root.join(format!("{name}.log")),
+            extra_env: Vec::new(),
+        }
+    }
+
+    pub fn with_env(mut self, key: &str, value: &str) -> Node {
+        self.extra_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the process (`join`: wait to be added) and waits until its API answers.
+    pub fn start(&mut self, join: bool) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut command = Command::new(tandem_bin());
+        command
+            .args(["serve", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--name", &self.name, "--role", &self.role, "--api", &self.api, "--peer", &self.peer])
+            .args(["--boot", &self.boot, "--tftp", &self.tftp, "--cluster-secret", SECRET])
+            .env("RUST_LOG", "warn,tandem=info,tandem_cluster=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        if join {
+            command.arg("--join");
+        }
+        self.child = Some(command.spawn().expect("spawn tandem serve"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.cli(&["status", "--json"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited at start ({status}):\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not answer within 20 s:\n{}", self.name, self.log_text());
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// Runs `tandem --server <this node> ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.url(), args)
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "tandem {args:?} on {} failed ({}): {}{}",
+            self.name,
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `tandem ... --json` parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    pub fn status(&self) -> Value {
+        self.json(&["status"])
+    }
+
+    /// Waits (bounded) until `check(status)` holds.
+    pub fn wait_status(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let output = self.cli(&["status", "--json"]);
+            if output.status.success() {
+                last = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+                if check(&last) {
+                    return last;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{}: {what} did not happen within {timeout:?}; last status: {last:#}", self.name);
+    }
+
+    /// Adds `other` to this node's cluster with `tandem servers add`.
+    pub fn add(&self, other: &Node) {
+        self.ok(&["servers", "add", &other.name, "--api", &other.api, "--role", &other.role]);
+    }
+
+    /// The history as (revision, actor, changed keys) rows.
+    pub fn history(&self) -> Vec<Value> {
+        self.json(&["history", "--limit", "100000"])["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the CLI against `server`.
+pub fn cli(server: &str, args: &[&str]) -> Output {
+    Command::new(tandem_bin()).arg("--server").arg(server).args(args).output().expect("run tandem")
+}
