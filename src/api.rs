@@ -65,6 +65,7 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
                 }
             },
         };
+        let _ = stream.set_nodelay(true);
         let state = state.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {

@@ -127,6 +127,8 @@ pub enum ServersCommand {
 pub enum BenchCommand {
     /// The storage engine: apply rates, replay rate, snapshot build and install.
     Storage(crate::bench::StorageBenchOptions),
+    /// A pair with a witness on this machine: write throughput and failover time.
+    Cluster(crate::bench::cluster::ClusterBenchOptions),
 }
 
 #[derive(Args, Debug)]
@@ -472,6 +474,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
             }
             Command::Bench { which: BenchCommand::Storage(options) } => {
                 crate::bench::storage(options).map_err(|e| failed(format!("{e:#}")))
+            }
+            Command::Bench { which: BenchCommand::Cluster(options) } => {
+                crate::bench::cluster::cluster(options).await.map_err(|e| failed(format!("{e:#}")))
             }
             _ => run_client(&cli).await,
         }

@@ -35,7 +35,11 @@ impl ApiClient {
         ApiClient {
             base: base.trim_end_matches('/').to_string(),
             token,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new()).build(connector)
+            },
             timeout: Duration::from_secs(60),
         }
     }

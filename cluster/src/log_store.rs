@@ -39,10 +39,20 @@
 //! All writes happen synchronously inside the async methods: they take a few milliseconds at most (one
 //! fsync), and doing them in order is the simplest way to honour openraft's rule that log and vote I/O is
 //! serialized. Reads go through [`LogReader`], a cheap clone of the log tree that replication tasks use
-//! concurrently.
+//! concurrently. A sled range scan is not a snapshot, so a read racing a truncate or purge of the same
+//! entries could see an entry's first part without the rest and report damage; openraft never does that
+//! (followers, which truncate, run no replication tasks, and a leader postpones a purge while a replication
+//! task still needs the entries), and appends only add entries past the ones being read.
+//!
+//! [`RaftLogReader::limited_get_log_entries`], which replication uses, stops after about
+//! [`READ_LIMIT_BYTES`] so that one AppendEntries request stays bounded even when it carries 1 MiB blob chunks.
 //!
 //! Nothing read from disk is trusted: a key, header or entry that does not parse becomes a
 //! [`StorageError`] (fatal for the node), never a panic.
+
+// openraft's traits return `StorageError` (over 200 bytes); the helpers here return the same type so that
+// `?` passes it through unchanged, and errors are rare and fatal, so their size does not matter.
+#![allow(clippy::result_large_err)]
 
 use std::fmt;
 use std::io;

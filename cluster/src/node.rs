@@ -324,10 +324,11 @@ impl ClusterNode {
             return Err(MembershipError::Refused("membership changes are made on the leader".into()));
         }
         let membership = metrics.membership_config.membership().clone();
-        if let Some(existing) = membership.get_node(&id) {
-            if existing == &info && (info.role == Role::Mirror || membership.voter_ids().any(|v| v == id)) {
-                return Ok(());
-            }
+        if let Some(existing) = membership.get_node(&id)
+            && existing == &info
+            && (info.role == Role::Mirror || membership.voter_ids().any(|v| v == id))
+        {
+            return Ok(());
         }
         for (other_id, other) in membership.nodes() {
             if other.name == info.name && *other_id != id {

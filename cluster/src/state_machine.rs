@@ -35,6 +35,10 @@
 //! [`StateMachine::new`] also returns a [`watch::Receiver`] of the store's revision, updated after each
 //! durable batch or install, so the API layer can wait until a write it made is visible on this node.
 
+// openraft's traits return `StorageError` (over 200 bytes); the helpers here return the same type so that
+// `?` passes it through unchanged, and errors are rare and fatal, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::fmt;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -23,7 +23,7 @@ use tandem_cluster::network::{
 };
 use tandem_cluster::types::{LogId, StoredMembership, encode};
 use tandem_cluster::{NodeId, NodeInfo, Raft, Request, Response, TypeConfig};
-use tandem_storage::{Command, Outcome, Revision};
+use tandem_storage::{ChangeMeta, ChangeSet, Command, Outcome, Revision};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -378,9 +378,9 @@ async fn follower_takes_vote_append_and_snapshot_over_http() {
     let append = AppendEntriesRequest {
         vote: Vote::new_committed(1, 2),
         prev_log_id: None,
-        leader_commit: Some(log_id(1, 2, 1)),
+        leader_commit: Some(log_id(1, 2, 0)),
         entries: vec![Entry {
-            log_id: log_id(1, 2, 1),
+            log_id: log_id(1, 2, 0),
             payload: EntryPayload::Membership(membership.clone()),
         }],
     };
@@ -389,7 +389,7 @@ async fn follower_takes_vote_append_and_snapshot_over_http() {
     let metrics = node
         .raft
         .wait(Some(Duration::from_secs(5)))
-        .metrics(|m| m.last_applied.map(|l| l.index) == Some(1), "membership applied")
+        .metrics(|m| m.last_applied.map(|l| l.index) == Some(0), "membership applied")
         .await
         .expect("applied");
     assert_eq!(metrics.vote, Vote::new_committed(1, 2));
@@ -409,7 +409,7 @@ async fn follower_takes_vote_append_and_snapshot_over_http() {
     // A snapshot in two chunks.
     let meta = SnapshotMeta {
         last_log_id: Some(log_id(1, 2, 5)),
-        last_membership: StoredMembership::new(Some(log_id(1, 2, 1)), membership),
+        last_membership: StoredMembership::new(Some(log_id(1, 2, 0)), membership),
         snapshot_id: "fake-snapshot-1".to_owned(),
     };
     for (offset, data, done) in [(0, &b"snap"[..], false), (4, &b"shot"[..], true)] {
@@ -450,7 +450,7 @@ async fn requests_without_the_right_secret_get_401_and_change_nothing() {
         prev_log_id: None,
         leader_commit: None,
         entries: vec![Entry {
-            log_id: log_id(5, 2, 1),
+            log_id: log_id(5, 2, 0),
             payload: EntryPayload::Membership(fake_membership(&node, &leader)),
         }],
     };
@@ -461,7 +461,7 @@ async fn requests_without_the_right_secret_get_401_and_change_nothing() {
     assert!(matches!(write, Err(ForwardError::Refused(_))), "{write:?}");
 
     // Raw: no header, a wrong one, and the right one with a different length.
-    let body = encode(&VoteRequest::new(Vote::new(6, 2), None));
+    let body = encode(&VoteRequest::<NodeId>::new(Vote::new(6, 2), None));
     for secret in [None, Some("wrong"), Some("test-cluster-secret-2"), Some("")] {
         let (status, message) =
             raw_request(node.addr, &post_head(VOTE_PATH, secret, body.len()), &body).await;
@@ -549,6 +549,68 @@ async fn oversized_bodies_get_413() {
     assert_eq!(status, 400);
 
     node.stop().await;
+}
+
+#[tokio::test]
+async fn appends_too_large_to_send_ask_openraft_for_fewer_entries() {
+    let node = TestNode::start(1).await;
+    let network = PeerNetwork::new(SECRET).unwrap();
+    let mut client = client_to(&network, 1, &node.info).await;
+    // A change whose reason is `size` bytes of text (strings encode fast even in unoptimized test builds).
+    let entry = |index: u64, size: usize| {
+        let meta = ChangeMeta { reason: "r".repeat(size), ..Default::default() };
+        Entry {
+            log_id: log_id(1, 2, index),
+            payload: EntryPayload::Normal(Request { command: Command::Change(ChangeSet::new(meta)) }),
+        }
+    };
+    let append = |entries: Vec<Entry<TypeConfig>>| AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        leader_commit: None,
+        entries,
+    };
+
+    // Several entries: openraft is told to send half as many (and retries at once).
+    let result = client
+        .append_entries(append(vec![entry(0, MAX_BODY_BYTES / 2), entry(1, MAX_BODY_BYTES / 2)]), option(TTL))
+        .await;
+    match result {
+        Err(RPCError::PayloadTooLarge(too_large)) => assert_eq!(too_large.entries_hint(), 1),
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    // One entry cannot be split: back off instead of spinning.
+    let result = client.append_entries(append(vec![entry(0, MAX_BODY_BYTES)]), option(TTL)).await;
+    assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
+
+    // Nothing reached the node.
+    assert_eq!(node.raft.metrics().borrow().vote, Vote::default());
+    assert!(node.log.inner().entries.is_empty());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let node = TestNode::start(1).await;
+    let body = encode(&VoteRequest::<NodeId>::new(Vote::new(3, 2), None));
+    let (first, rest) = body.split_at(body.len() / 2);
+
+    // A request whose head and half its body are in when shutdown starts...
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(post_head(VOTE_PATH, Some(SECRET), body.len()).as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    node.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... is still served, while new connections are refused.
+    assert!(TcpStream::connect(node.addr).await.is_err(), "the listener should be closed");
+    stream.write_all(rest).await.unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    assert_eq!(node.raft.metrics().borrow().vote, Vote::new(3, 2));
+
+    tokio::time::timeout(Duration::from_secs(2), node.server).await.expect("server stops").expect("join");
+    node.raft.shutdown().await.expect("raft shutdown");
 }
 
 #[tokio::test]

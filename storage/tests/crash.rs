@@ -1,8 +1,8 @@
 //! Crash test: a store killed with SIGKILL at random moments loses nothing it reported durable, and always
 //! reopens consistent.
 //!
-//! The test binary is both sides. The parent test, [`sigkill_loses_nothing_reported_durable`], starts this
-//! same executable again as a child process that runs only the ignored test [`crash_child`], with the data
+//! The test binary is both sides. The parent test, `sigkill_loses_nothing_reported_durable`, starts this
+//! same executable again as a child process that runs only the ignored test `crash_child`, with the data
 //! directory in the `TANDEM_CRASH_TEST_DIR` environment variable. The child opens the store and loops: now and
 //! then it uploads a small blob (`Store::put_blob` makes it durable) and reports its digest; otherwise it
 //! applies a batch of 1 to 49 random change sets in one `Store::apply` (puts, merge patches and deletes of
@@ -16,9 +16,9 @@
 //! - it opens cleanly (no corruption, no half-written batch);
 //! - its revision is at least the last revision the child reported durable, and every blob reported durable
 //!   is there;
-//! - its history is exactly revisions `1..=revision` (read forwards, and its end backwards), and replaying it
-//!   from scratch gives its projection;
-//!   `Store::state_at` agrees with the replay at a sample of revisions (checkpoints included);
+//! - its history is exactly revisions `1..=revision` (read forwards, and its end backwards), replaying it
+//!   from scratch gives its projection, and `Store::state_at` agrees with the replay at a sample of revisions
+//!   (which start from checkpoints);
 //! - every blob it lists reads back in full with the right size and SHA-256 digest;
 //! - a child restarted on the directory opens it at the revision the parent saw.
 //!

@@ -20,7 +20,8 @@
 //! - (c) a store reopened from disk has the same projection, indexes and history as before it was closed, and
 //!   decides the rest of the scenario exactly like the shadow;
 //! - (d) every outcome is the one the shadow expects: accepted change sets get consecutive revisions, rejected
-//!   and duplicate ones append nothing, and the history is exactly revisions `1..=revision` with no gaps.
+//!   and duplicate ones append nothing, and the history is exactly revisions `1..=revision` with no gaps (on
+//!   disk too: `Store::open` refuses a store whose last event is not its revision).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

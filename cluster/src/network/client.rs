@@ -113,6 +113,7 @@ impl PeerNetwork {
                 | TransportError::Timeout { .. }
                 | TransportError::BadAddress { .. } => ForwardError::Unreachable(e.to_string()),
                 TransportError::Status { .. }
+                | TransportError::TooLarge { .. }
                 | TransportError::Exchange { .. }
                 | TransportError::Encode(_) => ForwardError::Refused(e.to_string()),
             })?;
@@ -134,6 +135,11 @@ impl PeerNetwork {
         ttl: Duration,
     ) -> Result<Resp, TransportError> {
         let body = try_encode(body).map_err(|e| TransportError::Encode(e.to_string()))?;
+        if body.len() > MAX_BODY_BYTES {
+            // The peer would answer 413; not sending spares the bandwidth and a connection reset (a server
+            // refusing a body mid-upload often resets the connection before the client reads the answer).
+            return Err(TransportError::TooLarge { addr: addr.to_owned(), size: body.len() });
+        }
         let uri = peer_uri(addr, path)?;
         let request = hyper::Request::post(uri)
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -194,9 +200,10 @@ pub struct PeerClient {
 impl PeerClient {
     /// One RPC to the target, with failures classified for openraft (see the table in the module docs).
     ///
-    /// `entries` is the number of entries of an AppendEntries request: a 413 answer to one with more than one
-    /// entry becomes `PayloadTooLarge`, so that openraft retries at once with fewer entries. A single entry
-    /// cannot be split, so that case (and 413 on other routes) is `Unreachable`, to back off, not spin.
+    /// `entries` is the number of entries of an AppendEntries request: one with several entries that is over
+    /// [`MAX_BODY_BYTES`] (found before sending, or answered 413) becomes `PayloadTooLarge`, so that openraft
+    /// retries at once with half as many. A single entry cannot be split, so that case (and too large on other
+    /// routes) is `Unreachable`, to back off rather than spin.
     async fn rpc<Req, Resp, E>(
         &self,
         path: &'static str,
@@ -215,7 +222,8 @@ impl PeerClient {
                 Err(error) => {
                     tracing::debug!(target_node = self.target, %error, "peer RPC failed");
                     return Err(match error {
-                        TransportError::Status { status: StatusCode::PAYLOAD_TOO_LARGE, .. }
+                        TransportError::TooLarge { .. }
+                        | TransportError::Status { status: StatusCode::PAYLOAD_TOO_LARGE, .. }
                             if entries.is_some_and(|n| n > 1) =>
                         {
                             let entries = entries.unwrap_or(2);
@@ -224,7 +232,8 @@ impl PeerClient {
                         TransportError::BadAddress { .. }
                         | TransportError::Connect { .. }
                         | TransportError::Timeout { .. }
-                        | TransportError::Status { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                        | TransportError::Status { .. }
+                        | TransportError::TooLarge { .. } => RPCError::Unreachable(Unreachable::new(&error)),
                         TransportError::Exchange { .. } | TransportError::Encode(_) => {
                             RPCError::Network(NetworkError::new(&error))
                         }
@@ -277,6 +286,8 @@ enum TransportError {
     Timeout { addr: String, ttl: Duration },
     #[error("{addr} answered {status}: {message}")]
     Status { addr: String, status: StatusCode, message: String },
+    #[error("the request for {addr} is {size} bytes, over the {MAX_BODY_BYTES}-byte limit")]
+    TooLarge { addr: String, size: usize },
     #[error("exchange with {addr} failed: {reason}")]
     Exchange { addr: String, reason: String },
     #[error("cannot encode the request: {0}")]

@@ -47,20 +47,23 @@
 //! ## Timeouts
 //!
 //! - Each RPC is bounded as a whole (connect, send, response, body) by the `RPCOption::hard_ttl()` openraft
-//!   passes: the heartbeat interval for `append`, the election timeout for `vote`, `install_snapshot_timeout`
+//!   passes: `heartbeat_interval` for `append`, `election_timeout_min` for `vote`, `install_snapshot_timeout`
 //!   for snapshot chunks. Keep those generous for HTTP plus an fsync on the far side (see
-//!   `shared/notes/openraft-sled.md`: heartbeat 200-300 ms, election 1-2 s, snapshot 5-10 s). A forwarded
-//!   write takes an explicit timeout ([`PeerNetwork::forward_write`]).
+//!   `shared/notes/openraft-sled.md`: heartbeat 200-300 ms, election 1-2 s, snapshot 5-10 s). openraft also
+//!   wraps each call in its own timeout of the same length, so a slow `append` or `vote` may surface as
+//!   openraft's `RPCError::Timeout` rather than ours. A forwarded write takes an explicit timeout
+//!   ([`PeerNetwork::forward_write`]).
 //! - Failures are classified so that openraft reacts well (it backs off only on `Unreachable`, for
 //!   [`openraft::network::RaftNetwork::backoff`], 500 ms by default — below any sane election timeout):
 //!
-//!   | what happened                                          | `RPCError`                          |
-//!   |--------------------------------------------------------|-------------------------------------|
-//!   | connect failed (refused, no route), or no answer in ttl | `Unreachable`                       |
-//!   | the peer refused the request (401, 404, 400, ...)      | `Unreachable` (retrying at once cannot help) |
-//!   | 413 on `append` with more than one entry               | `PayloadTooLarge` (openraft sends fewer entries) |
-//!   | connection broken mid-exchange, undecodable answer     | `NetworkError`                      |
-//!   | Raft on the peer returned an error                     | `RemoteError`                       |
+//!   | what happened                                                  | `RPCError`                          |
+//!   |----------------------------------------------------------------|-------------------------------------|
+//!   | connect failed (refused, no route), or no answer within the ttl | `Unreachable`                       |
+//!   | the peer refused the request (401, 404, 400, 413, ...)         | `Unreachable` (no use retrying now) |
+//!   | an `append` of several entries over [`MAX_BODY_BYTES`]          | `PayloadTooLarge` (half as many)    |
+//!   | any other request over [`MAX_BODY_BYTES`] (checked before sending) | `Unreachable`                    |
+//!   | connection broken mid-exchange, undecodable answer             | `NetworkError`                      |
+//!   | Raft on the peer returned an error                             | `RemoteError`                       |
 //!
 //! - Server side: a connection must deliver a request head within [`IDLE_TIMEOUT`] (this also closes idle
 //!   keep-alive connections), and its body within [`BODY_READ_TIMEOUT`]. The client pool drops idle
@@ -79,8 +82,9 @@
 //!
 //! ## Adding a route
 //!
-//! See [`server`]: one `Route` variant and one match arm calling the Raft method; the request and response are
-//! decoded, encoded and error-mapped by the shared helper.
+//! In `network/server.rs`: one `Route` variant with its path, and one match arm calling the Raft method; the
+//! request and the result are decoded, encoded and error-mapped by the shared `rpc` helper. Add the path as a
+//! constant here and a client method in `network/client.rs` built on `PeerNetwork::call`.
 
 mod client;
 mod server;

@@ -1,0 +1,229 @@
+//! What openraft's suite does not check: normal entries through the state machine (outcomes, revisions, one
+//! batch), the applied position and the log surviving a reopen, truncate and purge surviving a reopen, a
+//! snapshot carrying real data to another node, and the size limit of replication reads.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder, Vote,
+};
+use serde_json::json;
+use tandem_cluster::{LogStore, NodeId, Request, StateMachine, TypeConfig};
+use tandem_storage::{
+    ChangeMeta, ChangeSet, Command, DocKey, Outcome, Revision, SledDatabase, Store, StoreOptions,
+};
+
+fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn blank(index: u64) -> Entry<TypeConfig> {
+    Entry { log_id: log_id(1, index), payload: EntryPayload::Blank }
+}
+
+fn command(index: u64, command: Command) -> Entry<TypeConfig> {
+    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(Request { command }) }
+}
+
+fn put(index: u64, id: &str, request_id: &str) -> Entry<TypeConfig> {
+    let meta = ChangeMeta {
+        actor: "test".into(),
+        reason: String::new(),
+        timestamp_ms: 1_700_000_000_000,
+        request_id: Some(request_id.into()),
+    };
+    let change =
+        ChangeSet::new(meta).put("terminal_servers", id, json!({"address": "10.0.0.5", "port": 3389}));
+    command(index, Command::Change(change))
+}
+
+fn membership(index: u64, voters: &[NodeId]) -> Entry<TypeConfig> {
+    let voters: BTreeSet<NodeId> = voters.iter().copied().collect();
+    Entry { log_id: log_id(1, index), payload: EntryPayload::Membership(Membership::new(vec![voters], ())) }
+}
+
+/// A node's storage: the log store and the state machine over one sled database in `dir`.
+fn open(dir: &Path) -> (LogStore, StateMachine, tokio::sync::watch::Receiver<Revision>) {
+    let database = SledDatabase::open(dir).unwrap();
+    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default()).unwrap();
+    let log = LogStore::open(database).unwrap();
+    let (state_machine, applied) = StateMachine::new(Arc::new(RwLock::new(store)));
+    (log, state_machine, applied)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_entries_is_applied_at_once_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, mut sm, mut applied) = open(dir.path());
+        let entries = vec![
+            blank(1),
+            membership(2, &[1, 2, 3]),
+            put(3, "ts1", "r1"),
+            put(4, "ts2", "r2"),
+            put(5, "ts1-again", "r1"),
+            command(6, Command::BlobAbort { upload: 77 }),
+            blank(7),
+        ];
+        log.blocking_append(entries.clone()).await.unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        log.save_committed(Some(log_id(1, 7))).await.unwrap();
+
+        let responses = sm.apply(entries).await.unwrap();
+        let summary: Vec<_> = responses.iter().map(|r| (r.outcome.clone(), r.revision.0)).collect();
+        assert_eq!(summary[0], (None, 0));
+        assert_eq!(summary[1], (None, 0));
+        assert_eq!(summary[2], (Some(Outcome::Accepted { revision: Revision(1) }), 1));
+        assert_eq!(summary[3], (Some(Outcome::Accepted { revision: Revision(2) }), 2));
+        assert_eq!(summary[4], (Some(Outcome::Duplicate { revision: Revision(1) }), 2));
+        assert!(matches!(summary[5], (Some(Outcome::Rejected(_)), 2)), "{:?}", summary[5]);
+        assert_eq!(summary[6], (None, 2));
+        assert_eq!(*applied.borrow_and_update(), Revision(2));
+
+        let (last_applied, stored) = sm.applied_state().await.unwrap();
+        assert_eq!(last_applied, Some(log_id(1, 7)));
+        assert_eq!(stored.log_id(), &Some(log_id(1, 2)));
+    }
+
+    let (mut log, mut sm, applied) = open(dir.path());
+    assert_eq!(*applied.borrow(), Revision(2));
+    let (last_applied, stored) = sm.applied_state().await.unwrap();
+    assert_eq!(last_applied, Some(log_id(1, 7)));
+    assert_eq!(stored.membership().voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 7)));
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 7)));
+    assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 7);
+    let store = sm.store().read().unwrap();
+    assert!(store.get(&DocKey::new("terminal_servers", "ts2")).is_some());
+    assert_eq!(store.revision(), Revision(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_and_purge_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm, _applied) = open(dir.path());
+        // Entry 5 is large (many parts) so that both operations remove multi-part entries.
+        let big = command(5, Command::BlobChunk { upload: 1, chunk: 0, data: vec![7; 300 * 1024] });
+        let entries: Vec<_> = (1..=10).map(|i| if i == 5 { big.clone() } else { blank(i) }).collect();
+        log.blocking_append(entries).await.unwrap();
+        log.truncate(log_id(1, 8)).await.unwrap();
+        log.purge(log_id(1, 5)).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 7)));
+    }
+    {
+        let (mut log, _sm, _applied) = open(dir.path());
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 7)));
+        let indexes: Vec<u64> =
+            log.try_get_log_entries(..).await.unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![6, 7]);
+
+        // Overwriting an entry with a smaller one leaves no stale parts behind.
+        log.blocking_append([command(8, Command::BlobChunk { upload: 2, chunk: 0, data: vec![1; 200_000] })])
+            .await
+            .unwrap();
+        log.truncate(log_id(1, 8)).await.unwrap();
+        log.blocking_append([blank(8)]).await.unwrap();
+        let entries = log.try_get_log_entries(8..).await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].payload, EntryPayload::Blank);
+
+        // Purging past the last entry leaves an empty log whose last log id is the purged one.
+        log.purge(log_id(1, 12)).await.unwrap();
+    }
+    let (mut log, _sm, _applied) = open(dir.path());
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 12)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 12)));
+    assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_reads_stop_near_the_byte_limit_but_return_at_least_one_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm, _applied) = open(dir.path());
+    let chunk =
+        |i: u64| command(i, Command::BlobChunk { upload: 1, chunk: i as u32, data: vec![i as u8; 1 << 20] });
+    log.blocking_append((1..=20).map(chunk)).await.unwrap();
+    let mut reader = log.get_log_reader().await;
+    let limited = reader.limited_get_log_entries(1, 21).await.unwrap();
+    let limit = tandem_cluster::log_store::READ_LIMIT_BYTES;
+    assert!(!limited.is_empty() && limited.len() < 20, "{} entries", limited.len());
+    assert!(limited.len() as u64 * (1 << 20) >= limit as u64);
+    assert_eq!(limited[0].log_id.index, 1);
+    assert_eq!(reader.limited_get_log_entries(20, 21).await.unwrap().len(), 1);
+    assert!(reader.limited_get_log_entries(5, 5).await.unwrap().is_empty());
+    assert_eq!(reader.try_get_log_entries(3..=4).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_brings_another_node_to_the_same_state() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_leader_log, mut leader, _) = open(leader_dir.path());
+    let (_follower_log, mut follower, mut follower_applied) = open(follower_dir.path());
+
+    // Nothing applied: no snapshot, none built on demand.
+    assert!(leader.get_current_snapshot().await.unwrap().is_none());
+
+    leader.apply(vec![membership(1, &[1, 2]), put(2, "ts1", "a"), put(3, "ts2", "b")]).await.unwrap();
+    // Something applied but never snapshotted: one is built on demand.
+    let on_demand = leader.get_current_snapshot().await.unwrap().expect("a snapshot built on demand");
+    assert_eq!(on_demand.meta.last_log_id, Some(log_id(1, 3)));
+
+    leader.apply(vec![put(4, "ts3", "c")]).await.unwrap();
+    let built = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 4)));
+    assert_ne!(built.meta.snapshot_id, on_demand.meta.snapshot_id, "snapshot ids are unique");
+    let again = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_ne!(again.meta.snapshot_id, built.meta.snapshot_id, "even at the same log id");
+
+    // The follower had state of its own, which the snapshot replaces entirely.
+    follower.apply(vec![put(1, "stale", "z")]).await.unwrap();
+    let current = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, again.meta);
+    let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+    *receiving = *current.snapshot;
+    follower.install_snapshot(&current.meta, receiving).await.unwrap();
+
+    assert_eq!(*follower_applied.borrow_and_update(), Revision(3));
+    let (last_applied, stored) = follower.applied_state().await.unwrap();
+    assert_eq!(last_applied, Some(log_id(1, 4)));
+    assert_eq!(stored.log_id(), &Some(log_id(1, 1)));
+    assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, current.meta);
+    {
+        let follower_store = follower.store().read().unwrap();
+        let leader_store = leader.store().read().unwrap();
+        assert_eq!(follower_store.projection(), leader_store.projection());
+        assert!(follower_store.get(&DocKey::new("terminal_servers", "stale")).is_none());
+    }
+
+    // The follower keeps applying after the install: request ids came with the snapshot.
+    let responses = follower.apply(vec![put(5, "ts1", "a"), put(6, "ts4", "d")]).await.unwrap();
+    assert_eq!(responses[0].outcome, Some(Outcome::Duplicate { revision: Revision(1) }));
+    assert_eq!(responses[1].outcome, Some(Outcome::Accepted { revision: Revision(4) }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_log_entry_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = SledDatabase::open(dir.path()).unwrap();
+    let mut log = LogStore::open(database.clone()).unwrap();
+    log.blocking_append([blank(1), blank(2)]).await.unwrap();
+    let tree = database.sled().open_tree(tandem_cluster::log_store::LOG_TREE).unwrap();
+    let mut key = 2u64.to_be_bytes().to_vec();
+    key.extend_from_slice(&0u32.to_be_bytes());
+    tree.insert(key, &b"\x01\x00\x00\x00\x01garbage"[..]).unwrap();
+    assert!(log.try_get_log_entries(1..3).await.is_err());
+    assert!(log.get_log_state().await.is_err());
+    tree.insert(b"odd key", &b"x"[..]).unwrap();
+    assert!(log.try_get_log_entries(..).await.is_err());
+}

@@ -1,0 +1,255 @@
+//! `tandem bench cluster`: a pair with a witness on this machine — write throughput and failover time.
+//!
+//! It starts three `tandem serve` processes (this executable) on free loopback ports in a temporary
+//! directory, forms the cluster through the API as an operator would, and then measures:
+//! 1. **throughput**: for 1, 16 and 64 concurrent clients (keep-alive HTTP connections to the leader's API,
+//!    one `PUT /v1/docs/...` at a time each), changes per second and p50/p99 latency over a fixed duration;
+//! 2. **failover**: `--runs` times, SIGKILL the leader and time until the first write acknowledged by the
+//!    surviving data node (a client retrying every 20 ms), then restart the killed node and let it catch up.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::client::ApiClient;
+
+/// Options of `tandem bench cluster`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterBenchOptions {
+    /// Seconds of load per client count.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub clients: Vec<usize>,
+    /// Failover runs.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+struct BenchNode {
+    name: &'static str,
+    role: &'static str,
+    api: String,
+    peer: String,
+    boot: String,
+    tftp: String,
+    child: Option<Child>,
+}
+
+impl BenchNode {
+    fn new(name: &'static str, role: &'static str) -> Result<Self> {
+        let port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+        Ok(BenchNode {
+            name,
+            role,
+            api: format!("127.0.0.1:{}", port()?),
+            peer: format!("127.0.0.1:{}", port()?),
+            boot: format!("127.0.0.1:{}", port()?),
+            tftp: format!("127.0.0.1:{}", port()?),
+            child: None,
+        })
+    }
+
+    async fn start(&mut self, root: &Path, join: bool) -> Result<()> {
+        let exe = std::env::current_exe()?;
+        let log = std::fs::File::create(root.join(format!("{}.log", self.name)))?;
+        let mut command = Command::new(exe);
+        command
+            .args(["serve", "--data-dir"])
+            .arg(root.join(self.name))
+            .args(["--name", self.name, "--role", self.role, "--api", &self.api, "--peer", &self.peer])
+            .args(["--boot", &self.boot, "--tftp", &self.tftp, "--cluster-secret", "bench-cluster-secret"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if join {
+            command.arg("--join");
+        }
+        self.child = Some(command.spawn().context("starting tandem serve")?);
+        let client = self.client();
+        for _ in 0..200 {
+            if let Ok((200, _)) = client.send(Method::GET, "/v1/status", None).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{} did not start", self.name)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn client(&self) -> ApiClient {
+        ApiClient::new(&self.api, None)
+    }
+
+    async fn status(&self) -> Result<Value> {
+        let (_, status) = self.client().send(Method::GET, "/v1/status", None).await?;
+        Ok(status)
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Runs the cluster benchmark and prints its figures.
+pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let mut nodes =
+        [BenchNode::new("a", "data")?, BenchNode::new("b", "data")?, BenchNode::new("w", "witness")?];
+    nodes[0].start(root, false).await?;
+    nodes[1].start(root, true).await?;
+    nodes[2].start(root, true).await?;
+    for i in 1..3 {
+        let body = {
+            let (_, info) = nodes[i].client().send(Method::GET, "/v1/node", None).await?;
+            json!({"id": info["id"], "name": nodes[i].name, "role": nodes[i].role, "peer_addr": info["peer_addr"],
+                   "api_addr": info["api_addr"], "boot_addr": info["boot_addr"]})
+        };
+        let (status, answer) =
+            nodes[0].client().send(Method::POST, "/v1/cluster/servers", Some(body)).await?;
+        if status != 200 {
+            bail!("adding {}: {answer}", nodes[i].name);
+        }
+    }
+    println!("tandem bench cluster: a + b (data) + w (witness) on 127.0.0.1, in {}", root.display());
+
+    for &clients in &options.clients {
+        let leader = leader_index(&nodes).await?;
+        let target = nodes[leader].api.clone();
+        let deadline = Instant::now() + Duration::from_secs(options.seconds);
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let client = ApiClient::new(&target, None);
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    let path = format!("/v1/docs/bench/c{c}-{n}");
+                    match client.send(Method::PUT, &path, Some(json!({"client": c, "n": n}))).await {
+                        Ok((200, _)) => latencies.push(start.elapsed()),
+                        _ => failures += 1,
+                    }
+                    n += 1;
+                }
+                (latencies, failures)
+            }));
+        }
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for task in tasks {
+            let (l, f) = task.await?;
+            latencies.extend(l);
+            failures += f;
+        }
+        let elapsed = started.elapsed();
+        latencies.sort();
+        println!(
+            "throughput {clients:>3} clients: {:>7.0} changes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} changes, {failures} failed, {:.1} s)",
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+            latencies.len(),
+            elapsed.as_secs_f64()
+        );
+    }
+
+    let mut failovers = Vec::new();
+    for run in 0..options.runs {
+        let leader = leader_index(&nodes).await?;
+        if nodes[leader].role != "data" {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            continue;
+        }
+        let survivor = if leader == 0 { 1 } else { 0 };
+        let client = nodes[survivor].client();
+        // Make sure the survivor is caught up before the kill, as in a steady state.
+        let (status, _) =
+            client.send(Method::PUT, &format!("/v1/docs/failover/warmup-{run}"), Some(json!({}))).await?;
+        if status != 200 {
+            bail!("warm-up write failed");
+        }
+        nodes[leader].kill();
+        let killed_at = Instant::now();
+        let mut acknowledged = None;
+        for attempt in 0..1000 {
+            let path = format!("/v1/docs/failover/r{run}-{attempt}");
+            let write = client.send(Method::PUT, &path, Some(json!({})));
+            if let Ok(Ok((200, _))) = tokio::time::timeout(Duration::from_secs(2), write).await {
+                acknowledged = Some(killed_at.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let Some(took) = acknowledged else { bail!("no write was acknowledged after killing the leader") };
+        println!(
+            "failover run {}: {:.0} ms from SIGKILL of {} to the first acknowledged write on {}",
+            run + 1,
+            took.as_secs_f64() * 1000.0,
+            nodes[leader].name,
+            nodes[survivor].name
+        );
+        failovers.push(took);
+        nodes[leader].start(root, false).await?;
+        let revision = nodes[survivor].status().await?["revision"].clone();
+        for _ in 0..600 {
+            if nodes[leader].status().await?["revision"] == revision {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    failovers.sort();
+    if !failovers.is_empty() {
+        println!(
+            "failover: median {:.0} ms, min {:.0} ms, max {:.0} ms over {} runs",
+            percentile(&failovers, 0.5).as_secs_f64() * 1000.0,
+            failovers[0].as_secs_f64() * 1000.0,
+            failovers[failovers.len() - 1].as_secs_f64() * 1000.0,
+            failovers.len()
+        );
+    }
+    Ok(())
+}
+
+async fn leader_index(nodes: &[BenchNode]) -> Result<usize> {
+    for _ in 0..200 {
+        for node in nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            if let Ok(status) = node.status().await
+                && let Some(leader) = status["leader_name"].as_str()
+                && let Some(index) = nodes.iter().position(|n| n.name == leader && n.child.is_some())
+            {
+                return Ok(index);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("no leader")
+}
