@@ -12,6 +12,8 @@
 //! | DELETE | `/v1/docs/{collection}/{id}` | delete (`?reason=&if_mod_revision=`) |
 //! | POST | `/v1/changes` | a whole change set: `{reason, request_id, preconditions, operations}` |
 //! | GET | `/v1/history` | events (`?collection=&id=&actor=&from=&to=&limit=&newest_first`) |
+//! | POST | `/v1/blobs` | stream the body into the store as a blob; answers its digest and size |
+//! | GET | `/v1/blobs/{sha256}` | a blob's size, if the store has it |
 //! | GET, POST | `/v1/cluster/servers` | list members; add one (`{id, name, role, peer_addr, api_addr, boot_addr}`) |
 //! | DELETE | `/v1/cluster/servers/{name}` | remove a member |
 //!
@@ -32,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tandem_cluster::node::{ClusterNode, MembershipError, WriteError};
 use tandem_cluster::{NodeId, NodeInfo, Role};
-use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
+use tandem_storage::limits::{MAX_BLOB_CHUNK, MAX_CHANGE_SET_BYTES};
 use tandem_storage::{
     ChangeMeta, ChangeSet, Command, DocKey, Event, HistoryFilter, Operation, Outcome, Precondition,
     Rejection, Revision, StoredDocument,
@@ -131,13 +133,13 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
         }
         (&Method::GET, ["v1", "node"]) => Ok(json_response(
             StatusCode::OK,
-            &json!({"id": node.id, "name": node.info.name, "role": node.info.role, "peer_addr": node.info.peer_addr,
+            &json!({"id": node.id, "name": node.info.name, "role": node.role(), "peer_addr": node.info.peer_addr,
                     "api_addr": node.info.api_addr, "boot_addr": node.info.boot_addr,
                     "initialized": !node.is_pristine().await}),
         )),
         (&Method::GET, ["v1", "status"]) => Ok(json_response(StatusCode::OK, &node.status())),
         (_, ["v1", "docs", ..]) | (_, ["v1", "changes"]) | (_, ["v1", "history"])
-            if node.info.role == Role::Witness =>
+            if node.role() == Role::Witness =>
         {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -184,6 +186,18 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             write(node, change).await
         }
         (&Method::GET, ["v1", "history"]) => history(node, &query),
+        (&Method::POST, ["v1", "blobs"]) => upload_blob(node, request.into_body()).await,
+        (&Method::GET, ["v1", "blobs", digest]) => {
+            let digest =
+                tandem_storage::Digest::parse(digest).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let store = node.store.read().map_err(|_| internal("the store lock is poisoned"))?;
+            match store.blob_size(&digest) {
+                Some(size) => {
+                    Ok(json_response(StatusCode::OK, &json!({"digest": digest.to_string(), "size": size})))
+                }
+                None => Err(ApiError::not_found(format!("no blob {digest}"))),
+            }
+        }
         (&Method::GET, ["v1", "cluster", "servers"]) => {
             let members: Vec<_> = node
                 .members()
@@ -455,6 +469,56 @@ pub fn event_json(event: &Event) -> serde_json::Value {
         .collect();
     json!({"revision": event.revision, "actor": event.meta.actor, "reason": event.meta.reason,
            "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id, "changes": changes})
+}
+
+/// Streams the request body into the store as a blob: 1 MiB chunk commands through the log, then a commit
+/// with the digest computed on the way. Never holds more than one chunk in memory.
+async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<Body>, ApiError> {
+    use http_body_util::BodyExt;
+    use sha2::Digest as _;
+    let upload: u64 = rand::random();
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut chunk = 0u32;
+    let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BLOB_CHUNK);
+    let send = |chunk: u32, data: Vec<u8>| Command::BlobChunk { upload, chunk, data };
+    loop {
+        let frame = body.frame().await;
+        let finished = frame.is_none();
+        if let Some(frame) = frame {
+            let frame =
+                frame.map_err(|e| ApiError::bad_request(format!("reading the upload failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                hasher.update(&data);
+                size += data.len() as u64;
+                buffer.extend_from_slice(&data);
+            }
+        }
+        while buffer.len() >= MAX_BLOB_CHUNK || (finished && (!buffer.is_empty() || chunk == 0)) {
+            let take = buffer.len().min(MAX_BLOB_CHUNK);
+            let data: Vec<u8> = buffer.drain(..take).collect();
+            let response = node.write(send(chunk, data)).await.map_err(write_error)?;
+            if let Some(Outcome::Rejected(rejection)) = response.outcome {
+                return Err(rejection_error(&rejection));
+            }
+            chunk += 1;
+            if finished && buffer.is_empty() {
+                break;
+            }
+        }
+        if finished {
+            break;
+        }
+    }
+    let digest = tandem_storage::Digest::from(hasher);
+    let response = node.write(Command::BlobCommit { upload, digest, size }).await.map_err(write_error)?;
+    match response.outcome {
+        Some(Outcome::BlobCommitted { digest, size }) => {
+            Ok(json_response(StatusCode::OK, &json!({"digest": digest.to_string(), "size": size})))
+        }
+        Some(Outcome::Rejected(rejection)) => Err(rejection_error(&rejection)),
+        other => Err(internal(&format!("unexpected outcome {other:?}"))),
+    }
 }
 
 fn internal(message: &str) -> ApiError {

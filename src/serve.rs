@@ -15,7 +15,7 @@ use tandem_cluster::network::{PeerNetwork, serve_peer};
 use tandem_cluster::node::{ClusterNode, Timing};
 use tandem_cluster::state_machine::StateMachine;
 use tandem_cluster::{NodeInfo, Raft};
-use tandem_storage::{SledDatabase, Store, StoreOptions};
+use tandem_storage::{ChangeMeta, ChangeSet, Command, SledDatabase, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +49,9 @@ pub async fn serve(config: Config) -> Result<()> {
         LogStore::open(database.clone()).map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?;
     let registry = prometheus::Registry::new();
     let (state_machine, applied) = StateMachine::new(store.clone());
-    let network = PeerNetwork::new(&identity.cluster_secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let network = PeerNetwork::new(&identity.cluster_secret)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_sender(identity.id);
 
     let api_listener = TcpListener::bind(config.api)
         .await
@@ -68,7 +70,14 @@ pub async fn serve(config: Config) -> Result<()> {
     };
 
     let timing = Timing::default();
-    let raft_config = Arc::new(timing.raft_config(config.role).validate().context("Raft configuration")?);
+    let mut raft_config = timing.raft_config(config.role);
+    if let Some(logs) = std::env::var("TANDEM_RAFT_SNAPSHOT_LOGS").ok().and_then(|v| v.parse().ok()) {
+        // For tests and experiments: snapshot (and purge the log) after this many entries.
+        raft_config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(logs);
+        raft_config.max_in_snapshot_log_to_keep = 0;
+        raft_config.purge_batch_size = 1;
+    }
+    let raft_config = Arc::new(raft_config.validate().context("Raft configuration")?);
     let raft = Raft::new(identity.id, raft_config, network.clone(), log_store, state_machine)
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
@@ -89,6 +98,9 @@ pub async fn serve(config: Config) -> Result<()> {
         shutdown.clone(),
     ));
     tasks.spawn(node.clone().run_duties(shutdown.clone()));
+    if identity.pending_recovery.is_some() {
+        tasks.spawn(record_recovery(node.clone(), identity.clone(), config.data_dir.clone()));
+    }
     tasks.close();
 
     println!(
@@ -117,5 +129,38 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// Writes the forced recovery recorded by `tandem recover` into the history, once this node leads.
+async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_dir: std::path::PathBuf) {
+    let Some((actor, reason, at_ms)) = identity.pending_recovery.clone() else { return };
+    for _ in 0..600 {
+        if node.raft.metrics().borrow().current_leader == Some(node.id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut change = ChangeSet::new(ChangeMeta {
+        actor,
+        reason,
+        timestamp_ms: at_ms,
+        request_id: Some(format!("forced-recovery-{:016x}-epoch-{}", identity.id, identity.epoch)),
+    });
+    change = change.put(
+        "cluster_events",
+        &format!("epoch-{}", identity.epoch),
+        serde_json::json!({"event": "forced_recovery", "node": identity.name, "node_id": format!("{:016x}", identity.id),
+                           "epoch": identity.epoch, "at_ms": at_ms}),
+    );
+    match node.write(Command::Change(change)).await {
+        Ok(_) => {
+            identity.pending_recovery = None;
+            if let Err(error) = identity.save(&data_dir) {
+                tracing::warn!(%error, "recorded the forced recovery but could not update node.json");
+            }
+            tracing::info!(epoch = identity.epoch, "forced recovery recorded in the history");
+        }
+        Err(error) => tracing::warn!(%error, "could not record the forced recovery in the history yet"),
     }
 }

@@ -172,3 +172,160 @@ fn the_peer_port_refuses_requests_without_the_cluster_secret() {
     assert_eq!(after["revision"], 1);
     let _ = SECRET;
 }
+
+#[test]
+fn pair_without_witness_refuses_writes_fast_and_recovers_by_force() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data");
+    let mut b = Node::new(root.path(), "b", "data");
+    a.start(false);
+    b.start(true);
+    a.add(&b);
+    for i in 0..5 {
+        a.ok(&["put", "notes", &format!("n{i}"), "{}"]);
+    }
+    b.wait_status("b applied", Duration::from_secs(10), |s| s["revision"] == 5);
+    let leader = leader_of(&a).unwrap();
+    // Kill b: whichever led, a is left without a quorum.
+    b.kill();
+    if leader == "b" {
+        a.wait_status("a notices", Duration::from_secs(10), |s| {
+            s["leader"].is_null() || s["degraded"] == true
+        });
+    }
+    let started = Instant::now();
+    let refused = a.cli(&["put", "notes", "lost", "{}"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("quorum lost"), "{stderr}");
+    assert!(
+        stderr.contains("b (") && stderr.contains("--force-standalone"),
+        "names the peer and the way out: {stderr}"
+    );
+    assert!(took < Duration::from_secs(7), "fails fast (well before the 10 s write timeout), took {took:?}");
+    // Boots and local reads keep working, and the node says it is degraded.
+    assert_eq!(a.json(&["get", "notes", "n4"])["document"]["id"], "n4");
+    a.wait_status("degraded", Duration::from_secs(10), |s| s["degraded"] == true);
+
+    // The operator forces a to continue alone.
+    assert!(a.stop());
+    let output = harness::cli(
+        "http://unused",
+        &[
+            "recover",
+            "--data-dir",
+            a.data_dir.to_str().unwrap(),
+            "--force-standalone",
+            "--reason",
+            "b burned",
+        ],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    a.start(false);
+    let revision =
+        put_retrying(&[&a], "after-recovery", "{}", Duration::from_secs(20)).expect("a takes writes");
+    assert!(revision >= 6);
+    let events = a.history();
+    let recovery =
+        events.iter().find(|e| e["changes"][0]["collection"] == "cluster_events").expect("recovery event");
+    assert_eq!(recovery["reason"], "b burned");
+    assert_eq!(a.status()["mode"], "single");
+
+    // b comes back with its stale history: refused, it cannot disturb a, and it says what to do.
+    b.start(false);
+    std::thread::sleep(Duration::from_secs(3));
+    let write = b.cli(&["put", "notes", "from-b", "{}"]);
+    assert!(!write.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log_text().contains("not a member of this cluster") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(b.log_text().contains("wipe its data"), "b's log explains the refusal:\n{}", b.log_text());
+    assert_eq!(leader_of(&a).as_deref(), Some("a"));
+    assert!(a.cli(&["get", "notes", "from-b"]).status.code() == Some(1));
+    put_retrying(&[&a], "still-writable", "{}", Duration::from_secs(10)).expect("a still takes writes");
+}
+
+#[test]
+fn a_mirror_serves_reads_refuses_writes_and_can_be_promoted() {
+    let root = tempfile::tempdir().unwrap();
+    let mut p = Node::new(root.path(), "primary", "data");
+    let mut m = Node::new(root.path(), "mirror", "mirror");
+    p.start(false);
+    m.start(true);
+    p.add(&m);
+    for i in 0..3 {
+        p.ok(&["put", "notes", &format!("n{i}"), "{\"v\":1}"]);
+    }
+    m.wait_status("mirror applied", Duration::from_secs(10), |s| s["revision"] == 3);
+    assert_eq!(p.status()["mode"], "mirrored");
+
+    let refused = m.cli(&["put", "notes", "x", "{}"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr.contains("read-only mirror") && stderr.contains("primary"), "{stderr}");
+
+    p.kill();
+    assert_eq!(m.json(&["get", "notes", "n2"])["document"]["document"]["v"], 1, "reads keep working");
+    assert!(!m.cli(&["put", "notes", "x", "{}"]).status.success());
+
+    assert!(m.stop());
+    let output = harness::cli(
+        "http://unused",
+        &["recover", "--data-dir", m.data_dir.to_str().unwrap(), "--force-standalone"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    m.start(false);
+    put_retrying(&[&m], "promoted", "{}", Duration::from_secs(20)).expect("the promoted mirror takes writes");
+    assert_eq!(m.status()["role"], "data");
+}
+
+#[test]
+fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
+    let mut b = Node::new(root.path(), "b", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
+    a.start(false);
+    let firmware: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    let blob_file = root.path().join("firmware.bin");
+    std::fs::write(&blob_file, &firmware).unwrap();
+    let upload = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", blob_file.display()))
+        .arg(format!("http://{}/v1/blobs", a.api))
+        .output()
+        .unwrap();
+    assert!(upload.status.success(), "{}", String::from_utf8_lossy(&upload.stdout));
+    let blob: Value = serde_json::from_slice(&upload.stdout).unwrap();
+    let digest = blob["digest"].as_str().unwrap().to_string();
+    assert_eq!(blob["size"], firmware.len());
+    let doc = format!("{{\"version\":\"1.0\",\"blob\":\"{digest}\",\"size\":{}}}", firmware.len());
+    a.ok(&["put", "firmware", "fw1", &doc]);
+    for i in 0..60 {
+        a.ok(&["put", "notes", &format!("n{i}"), &format!("{{\"i\":{i}}}")]);
+    }
+    // The log has been purged behind a snapshot: b can only catch up through it.
+    a.wait_status("a snapshot and purge", Duration::from_secs(10), |s| {
+        s["revision"] == 61 && s["purged_index"].as_u64().is_some_and(|purged| purged > 20)
+    });
+    b.start(true);
+    a.add(&b);
+    b.wait_status("b caught up", Duration::from_secs(30), |s| s["revision"] == 61);
+    assert_eq!(events_summary(&b), events_summary(&a), "identical history");
+    let blob_on_b = b.json(&["get", "firmware", "fw1"]);
+    assert_eq!(blob_on_b["document"]["document"]["blob"], digest.as_str());
+    // The blob's bytes arrived too: check them in b's store directly.
+    b.stop();
+    let database = tandem_storage::SledDatabase::open(&b.data_dir.join("db")).unwrap();
+    let store =
+        tandem_storage::Store::open_database(std::sync::Arc::new(database), Default::default()).unwrap();
+    let mut bytes = Vec::new();
+    use std::io::Read;
+    store
+        .open_blob(&tandem_storage::Digest::parse(&digest).unwrap())
+        .expect("blob on b")
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert!(bytes == firmware, "the blob on b has the same bytes");
+}

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod recover;
 pub mod state_machine;
 pub mod types;
 

@@ -144,6 +144,19 @@ impl LogStore {
         LogReader { log: self.log.clone() }
     }
 
+    /// Appends entries while Raft is not running (offline recovery), durably. The caller guarantees that
+    /// they follow the last entry.
+    pub fn append_offline(&self, entries: &[Entry]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = try_encode(entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            put_entry(&mut batch, entry.log_id.index, &bytes)?;
+        }
+        self.log.apply_batch(batch).map_err(write_error)?;
+        self.durable().map_err(write_error)
+    }
+
     fn durable(&self) -> std::result::Result<(), tandem_storage::Error> {
         self.database.durable()
     }

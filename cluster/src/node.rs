@@ -28,12 +28,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use openraft::{ChangeMembers, ServerState};
+use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use tandem_storage::{Command, Revision};
 use tokio::sync::watch;
 
-use crate::network::PeerNetwork;
+use crate::network::{ForwardError, PeerNetwork};
 use crate::state_machine::SharedStore;
 use crate::types::{NodeId, NodeInfo, Raft, Request, Response, Role};
 
@@ -128,6 +128,10 @@ pub struct Status {
     pub revision: Revision,
     pub applied_index: Option<u64>,
     pub last_log_index: Option<u64>,
+    /// The last log index included in this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// The last log index purged from this node's log (the log starts after it).
+    pub purged_index: Option<u64>,
     /// `single`, `full`, `full+witness`, `mirrored`, or `joining` (not a member yet).
     pub mode: String,
     /// Serving from its last state without a quorum.
@@ -146,8 +150,6 @@ pub struct ClusterNode {
     pub timing: Timing,
     applied: watch::Receiver<Revision>,
     membership_lock: tokio::sync::Mutex<()>,
-    /// When each peer was last seen replicating (leader only), to say "unreachable since".
-    last_seen: std::sync::Mutex<BTreeMap<NodeId, SystemTime>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -178,8 +180,14 @@ impl ClusterNode {
             timing,
             applied,
             membership_lock: tokio::sync::Mutex::new(()),
-            last_seen: std::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The node's role: as the cluster's membership records it (a mirror promoted by a forced recovery is a
+    /// data node from then on), or as configured while it is not a member.
+    pub fn role(&self) -> Role {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&self.id).map_or(self.info.role, |node| node.role)
     }
 
     /// The store's current revision.
@@ -216,7 +224,7 @@ impl ClusterNode {
 
     /// Proposes a command through the leader, wherever it is.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
-        match self.info.role {
+        match self.role() {
             Role::Mirror => {
                 let leader = self.raft.metrics().borrow().current_leader;
                 let primary =
@@ -228,13 +236,34 @@ impl ClusterNode {
         }
         let request = Request { command };
         let deadline = Instant::now() + WRITE_TIMEOUT;
+        // Since when no leader could take the write: past four election timeouts (longer than a failover), the cluster has no quorum
+        // (a pair whose partner died elects no one) and the write fails at once instead of at the deadline.
+        let mut leaderless_since: Option<Instant> = None;
+        let give_up_after = Duration::from_millis(self.timing.election_max_ms * 4);
         loop {
             let metrics = self.raft.metrics().borrow().clone();
             match metrics.current_leader {
                 Some(leader) if leader == self.id => {
                     self.check_quorum(&metrics)?;
+                    leaderless_since = None;
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(remaining, self.raft.client_write(request.clone())).await {
+                    let write = tokio::time::timeout(remaining, self.raft.client_write(request.clone()));
+                    tokio::pin!(write);
+                    // While the write waits for its commit, watch the quorum: a partner that died just before
+                    // the write would otherwise keep it waiting until the deadline.
+                    let mut watch = tokio::time::interval(Duration::from_millis(100));
+                    let result = loop {
+                        tokio::select! {
+                            result = &mut write => break result,
+                            _ = watch.tick() => {
+                                let now = self.raft.metrics().borrow().clone();
+                                if now.current_leader == Some(self.id) && self.check_quorum(&now).is_err() {
+                                    return Err(self.no_quorum_error(&now));
+                                }
+                            }
+                        }
+                    };
+                    match result {
                         Ok(Ok(response)) => return Ok(response.data),
                         Ok(Err(error)) => {
                             if error.forward_to_leader::<NodeInfo>().is_none() {
@@ -246,35 +275,37 @@ impl ClusterNode {
                 }
                 Some(leader) => {
                     let node = metrics.membership_config.membership().get_node(&leader).cloned();
-                    if let Some(node) = node {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        match self.network.forward_write(&node, request.clone(), remaining).await {
-                            Ok(response) => return Ok(response),
-                            Err(error) => {
-                                tracing::debug!(%error, leader, "forwarding a write failed; retrying");
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match node {
+                        Some(node) => {
+                            match self.network.forward_write(&node, request.clone(), remaining).await {
+                                Ok(response) => return Ok(response),
+                                Err(ForwardError::NotLeader { .. }) => {
+                                    // The leader moved (or the witness is handing over): follow the new one.
+                                    leaderless_since = None;
+                                }
+                                Err(error) => {
+                                    tracing::debug!(%error, leader, "forwarding a write failed; retrying");
+                                    leaderless_since.get_or_insert_with(Instant::now);
+                                }
                             }
+                        }
+                        None => {
+                            leaderless_since.get_or_insert_with(Instant::now);
                         }
                     }
                 }
-                None => {}
-            }
-            if Instant::now() >= deadline {
-                return Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()));
-            }
-            // No leader (an election is running) or the leader is handing over: wait for a new one.
-            let mut metrics_rx = self.raft.metrics();
-            let _ = tokio::time::timeout(Duration::from_millis(100), metrics_rx.changed()).await;
-            if metrics.current_leader.is_none()
-                && metrics.state != ServerState::Candidate
-                && metrics.membership_config.membership().voter_ids().count() > 1
-                && Instant::now() + Duration::from_millis(self.timing.election_max_ms * 3) < deadline
-            {
-                // A follower that has seen no leader for a whole election cycle is in a cluster without quorum.
-                tokio::time::sleep(Duration::from_millis(self.timing.election_max_ms)).await;
-                if self.raft.metrics().borrow().current_leader.is_none() {
-                    return Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()));
+                None => {
+                    leaderless_since.get_or_insert_with(Instant::now);
                 }
             }
+            let now = Instant::now();
+            if now >= deadline || leaderless_since.is_some_and(|since| now - since > give_up_after) {
+                return Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()));
+            }
+            // Wait for a new leader (an election is running, or the leader is handing over).
+            let mut metrics_rx = self.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(50), metrics_rx.changed()).await;
         }
     }
 
@@ -292,19 +323,21 @@ impl ClusterNode {
 
     fn no_quorum_error(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> WriteError {
         let membership = metrics.membership_config.membership();
-        let last_seen = self.last_seen.lock().map(|m| m.clone()).unwrap_or_default();
         let mut unreachable = Vec::new();
         for id in membership.voter_ids() {
             if id == self.id {
                 continue;
             }
             let name = self.node_name(id);
-            let since = match last_seen.get(&id) {
-                Some(time) => {
-                    let ago = SystemTime::now().duration_since(*time).unwrap_or_default();
-                    format!("unreachable since {} ({:.0} s ago)", rfc3339(*time), ago.as_secs_f64())
+            let contact =
+                membership.get_node(&id).map(|n| self.network.contact(&n.peer_addr)).unwrap_or_default();
+            let since = match (contact.last_refusal, contact.last_ok) {
+                (Some((_, refusal)), _) => format!("refuses this node: {refusal}"),
+                (None, Some(time)) => {
+                    let ago = SystemTime::now().duration_since(time).unwrap_or_default();
+                    format!("unreachable since {} ({:.0} s ago)", rfc3339(time), ago.as_secs_f64())
                 }
-                None => "not reached since this node started".to_string(),
+                (None, None) => "not reached since this node started".to_string(),
             };
             unreachable.push(format!("{name} {since}"));
         }
@@ -314,6 +347,13 @@ impl ClusterNode {
             unreachable.join("; ")
         };
         WriteError::NoQuorum { detail }
+    }
+
+    /// Whether the peer at `addr` answered within two election timeouts.
+    fn recently_reached(&self, addr: &str) -> bool {
+        self.network.contact(addr).last_ok.is_some_and(|t| {
+            t.elapsed().unwrap_or_default() < Duration::from_millis(self.timing.election_max_ms * 2)
+        })
     }
 
     /// Adds a server: learner first, promoted to voter once it has caught up (data and witness).
@@ -448,9 +488,7 @@ impl ClusterNode {
                 metrics.replication.as_ref().and_then(|r| r.get(id).cloned()).flatten().map(|l| l.index);
             let (reachable, lag, sync) = if is_leader {
                 let lag = last_log.saturating_sub(matched.unwrap_or(0));
-                let recently = self.last_seen.lock().ok().and_then(|m| m.get(id).copied()).is_some_and(|t| {
-                    t.elapsed().unwrap_or_default() < Duration::from_millis(self.timing.election_max_ms * 2)
-                });
+                let recently = self.recently_reached(&node.peer_addr);
                 let sync = if !recently {
                     "disconnected"
                 } else if lag == 0 {
@@ -498,7 +536,7 @@ impl ClusterNode {
         Status {
             name: self.info.name.clone(),
             id: self.id,
-            role: self.info.role,
+            role: self.role(),
             raft_state: format!("{:?}", metrics.state),
             leader: metrics.current_leader,
             leader_name: metrics
@@ -508,6 +546,8 @@ impl ClusterNode {
             revision: self.revision(),
             applied_index: metrics.last_applied.map(|l| l.index),
             last_log_index: metrics.last_log_index,
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
             mode: mode.to_string(),
             degraded,
             degraded_reason,
@@ -515,10 +555,9 @@ impl ClusterNode {
         }
     }
 
-    /// Background duties: track when peers were last seen replicating, and (witness) hand leadership back.
+    /// Background duties: (witness) hand leadership back to a caught-up data node.
     pub async fn run_duties(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut heartbeats_off_since: Option<Instant> = None;
-        let mut last_matched: BTreeMap<NodeId, Option<u64>> = BTreeMap::new();
         let mut interval = tokio::time::interval(Duration::from_millis(self.timing.heartbeat_ms.max(50)));
         loop {
             tokio::select! {
@@ -527,24 +566,7 @@ impl ClusterNode {
             }
             let metrics = self.raft.metrics().borrow().clone();
             let is_leader = metrics.current_leader == Some(self.id);
-            if is_leader && let Some(replication) = &metrics.replication {
-                // A peer is "seen" while its matched index keeps up with ours or moves.
-                let now = SystemTime::now();
-                let quorum_fresh =
-                    metrics.millis_since_quorum_ack.is_some_and(|ms| ms < self.timing.election_max_ms);
-                if let Ok(mut seen) = self.last_seen.lock() {
-                    for (id, matched) in replication {
-                        let index = matched.map(|l| l.index);
-                        let moved = last_matched.get(id) != Some(&index);
-                        let caught_up = index >= metrics.last_log_index;
-                        if moved || (caught_up && quorum_fresh) {
-                            seen.insert(*id, now);
-                        }
-                        last_matched.insert(*id, index);
-                    }
-                }
-            }
-            if self.info.role != Role::Witness {
+            if self.role() != Role::Witness {
                 continue;
             }
             let data_node_caught_up = metrics.replication.as_ref().is_some_and(|replication| {

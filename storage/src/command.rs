@@ -22,7 +22,12 @@ pub enum Command {
     Change(ChangeSet),
     /// The next piece of a blob upload. `upload` is an id chosen by the uploader (unique per upload);
     /// `chunk` counts from 0 and must be the next one the upload expects.
-    BlobChunk { upload: u64, chunk: u32, data: Vec<u8> },
+    BlobChunk {
+        upload: u64,
+        chunk: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Ends an upload: the bytes received must have this digest and size, or the upload is discarded.
     BlobCommit { upload: u64, digest: Digest, size: u64 },
     /// Discards an upload in progress.

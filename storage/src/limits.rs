@@ -13,8 +13,9 @@ pub const MAX_DOCUMENT_ID: usize = 128;
 pub const MAX_DOCUMENT_BYTES: usize = 48 * 1024;
 /// Most operations in one change set (a whole-installation sync of 10,000 terminals fits).
 pub const MAX_OPERATIONS: usize = 50_000;
-/// Largest change set, summing its documents and patches.
-pub const MAX_CHANGE_SET_BYTES: usize = 32 * 1024 * 1024;
+/// Largest change set, summing its documents and patches. It must fit one Raft entry, and the peer network
+/// carries at most 16 MiB per request.
+pub const MAX_CHANGE_SET_BYTES: usize = 8 * 1024 * 1024;
 /// Largest actor name, request id or precondition name.
 pub const MAX_SHORT_TEXT: usize = 256;
 /// Largest reason text.

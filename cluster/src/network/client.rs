@@ -1,7 +1,10 @@
 //! The client half: [`PeerNetwork`] (openraft's network factory, plus write forwarding) and [`PeerClient`].
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -66,6 +69,19 @@ pub enum ForwardError {
 pub struct PeerNetwork {
     client: HttpClient,
     secret: HeaderValue,
+    /// This node's id, sent as [`super::NODE_ID_HEADER`] so a peer can refuse non-members.
+    sender: Option<HeaderValue>,
+    /// What happened on the last exchange with each peer address: for status ("unreachable since").
+    contacts: Arc<Mutex<HashMap<String, Contact>>>,
+}
+
+/// The last exchanges with one peer address.
+#[derive(Clone, Debug, Default)]
+pub struct Contact {
+    /// The last time the peer answered 200.
+    pub last_ok: Option<SystemTime>,
+    /// The last refusal (403) the peer sent, and when.
+    pub last_refusal: Option<(SystemTime, String)>,
 }
 
 impl fmt::Debug for PeerNetwork {
@@ -92,7 +108,35 @@ impl PeerNetwork {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(16)
             .build(connector);
-        Ok(PeerNetwork { client, secret })
+        Ok(PeerNetwork { client, secret, sender: None, contacts: Arc::default() })
+    }
+
+    /// Marks every request with this node's id, so that a cluster this node is not a member of refuses it.
+    pub fn with_sender(mut self, id: NodeId) -> Self {
+        self.sender = HeaderValue::from_str(&id.to_string()).ok();
+        self
+    }
+
+    /// The last exchanges with the peer at `addr`.
+    pub fn contact(&self, addr: &str) -> Contact {
+        self.contacts.lock().ok().and_then(|contacts| contacts.get(addr).cloned()).unwrap_or_default()
+    }
+
+    fn record(&self, addr: &str, outcome: Result<(), &str>) {
+        let Ok(mut contacts) = self.contacts.lock() else { return };
+        let contact = contacts.entry(addr.to_owned()).or_default();
+        match outcome {
+            Ok(()) => contact.last_ok = Some(SystemTime::now()),
+            Err(message) => {
+                let repeated = contact.last_refusal.as_ref().is_some_and(|(at, previous)| {
+                    previous == message && at.elapsed().unwrap_or_default() < Duration::from_secs(30)
+                });
+                if !repeated {
+                    tracing::warn!(peer = addr, "peer refused this node: {message}");
+                    contact.last_refusal = Some((SystemTime::now(), message.to_owned()));
+                }
+            }
+        }
     }
 
     /// Sends a client write to `leader` (`POST /cluster/write`) and returns what applying it gave.
@@ -141,9 +185,13 @@ impl PeerNetwork {
             return Err(TransportError::TooLarge { addr: addr.to_owned(), size: body.len() });
         }
         let uri = peer_uri(addr, path)?;
-        let request = hyper::Request::post(uri)
+        let mut request = hyper::Request::post(uri)
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(SECRET_HEADER, self.secret.clone())
+            .header(SECRET_HEADER, self.secret.clone());
+        if let Some(sender) = &self.sender {
+            request = request.header(super::NODE_ID_HEADER, sender.clone());
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| TransportError::BadAddress { addr: addr.to_owned(), reason: e.to_string() })?;
 
@@ -168,8 +216,12 @@ impl PeerNetwork {
             if status != StatusCode::OK {
                 let shown = &bytes[..bytes.len().min(MAX_ERROR_MESSAGE)];
                 let message = String::from_utf8_lossy(shown).trim().to_owned();
+                if status == StatusCode::FORBIDDEN {
+                    self.record(addr, Err(&message));
+                }
                 return Err(TransportError::Status { addr: addr.to_owned(), status, message });
             }
+            self.record(addr, Ok(()));
             decode::<Resp>(&bytes).map_err(|e| TransportError::Exchange {
                 addr: addr.to_owned(),
                 reason: format!("undecodable response: {e}"),

@@ -95,6 +95,8 @@ pub use client::{ForwardError, InvalidSecret, PeerClient, PeerNetwork};
 pub use server::serve_peer;
 
 /// The header that carries the cluster secret on every peer request.
+/// The header in which a node names itself (its id, decimal), so a cluster can refuse non-members.
+pub const NODE_ID_HEADER: &str = "x-tandem-node-id";
 pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
 
 /// The largest request (and response) body accepted: larger than any snapshot chunk the node sends.

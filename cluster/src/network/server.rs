@@ -158,6 +158,10 @@ impl PeerService {
             tracing::warn!(%remote, path = request.uri().path(), "peer endpoint: missing or wrong cluster secret");
             return text(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret".to_owned());
         }
+        if let Some(refusal) = self.refuse_non_member(request.headers()) {
+            tracing::warn!(%remote, "peer endpoint: {refusal}");
+            return text(StatusCode::FORBIDDEN, refusal);
+        }
         let route = match Route::parse(request.method(), request.uri().path()) {
             Ok(route) => route,
             Err(StatusCode::METHOD_NOT_ALLOWED) => {
@@ -172,6 +176,24 @@ impl PeerService {
             Err(response) => return response,
         };
         self.dispatch(route, &body).await
+    }
+
+    /// A node that names itself (see [`super::NODE_ID_HEADER`]) but is not in this node's membership is
+    /// refused: it was removed, or the cluster was recovered without it, and its stale log must not disturb
+    /// the cluster (its vote requests would raise the term and depose the leader). A pristine node (no
+    /// membership yet, waiting to be added) accepts anyone who knows the secret.
+    fn refuse_non_member(&self, headers: &hyper::HeaderMap) -> Option<String> {
+        let sender: crate::types::NodeId = headers.get(super::NODE_ID_HEADER)?.to_str().ok()?.parse().ok()?;
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
+            return None;
+        }
+        Some(format!(
+            "node {sender:016x} is not a member of this cluster: it was removed, or the cluster was recovered \
+             without it (tandem recover --force-standalone). Its data is stale: stop it, wipe its data \
+             directory, start it with --join and add it again with `tandem servers add`"
+        ))
     }
 
     /// Hands a decoded request to Raft.
