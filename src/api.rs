@@ -160,7 +160,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
                 document: document.into(),
             });
             add_document_preconditions(&mut change, collection, id, &query)?;
-            write(node, change).await
+            write(state, change).await
         }
         (&Method::DELETE, ["v1", "docs", collection, id]) => {
             let mut change = ChangeSet::new(meta_from(&query, "api"));
@@ -168,7 +168,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
                 .operations
                 .push(Operation::Delete { collection: collection.to_string(), id: id.to_string() });
             add_document_preconditions(&mut change, collection, id, &query)?;
-            write(node, change).await
+            write(state, change).await
         }
         (&Method::POST, ["v1", "changes"]) => {
             let body = read_body(request.into_body(), MAX_CHANGE_SET_BYTES + 4096).await?;
@@ -183,7 +183,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
                 preconditions: input.preconditions,
                 operations: input.operations,
             };
-            write(node, change).await
+            write(state, change).await
         }
         (&Method::GET, ["v1", "history"]) => history(node, &query),
         (&Method::POST, ["v1", "blobs"]) => upload_blob(node, request.into_body()).await,
@@ -338,8 +338,19 @@ fn add_document_preconditions(
     Ok(())
 }
 
-async fn write(node: &ClusterNode, change: ChangeSet) -> Result<Response<Body>, ApiError> {
-    let response = node.write(Command::Change(change)).await.map_err(write_error)?;
+async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
+    let response = match state.node.write(Command::Change(change)).await {
+        Ok(response) => response,
+        Err(error) => {
+            state.metrics.observe_proposal("failed");
+            return Err(write_error(error));
+        }
+    };
+    let result = match &response.outcome {
+        Some(Outcome::Rejected(_)) => "rejected",
+        _ => "committed",
+    };
+    state.metrics.observe_proposal(result);
     match response.outcome {
         Some(Outcome::Accepted { revision }) => {
             Ok(json_response(StatusCode::OK, &json!({"outcome": "accepted", "revision": revision})))

@@ -352,12 +352,16 @@ fn print_human(command: &Command, value: &Value) {
                 );
                 for peer in peers {
                     println!(
-                        "{:<16} {:<8} {:<22} {:<10} {:>6} {:<12}",
+                        "{:<16} {:<8} {:<22} {:<10} {:>14} {:<12}",
                         peer["name"].as_str().unwrap_or("?"),
                         peer["role"].as_str().unwrap_or("?"),
                         peer["peer_addr"].as_str().unwrap_or("?"),
                         peer["reachable"].as_bool().map(|b| if b { "yes" } else { "no" }).unwrap_or("-"),
-                        peer["lag_entries"].as_u64().map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                        match (peer["lag_entries"].as_u64(), peer["lag_seconds"].as_f64()) {
+                            (Some(entries), Some(seconds)) => format!("{entries} ({seconds:.1}s)"),
+                            (Some(entries), None) => entries.to_string(),
+                            _ => "-".into(),
+                        },
                         peer["sync"].as_str().unwrap_or("?"),
                     );
                 }

@@ -25,6 +25,7 @@ pub struct Metrics {
     degraded: IntGauge,
     peer_lag: IntGaugeVec,
     api_requests: IntCounterVec,
+    proposals: IntCounterVec,
     api_duration: HistogramVec,
     last_leader: std::sync::Mutex<Option<u64>>,
 }
@@ -50,6 +51,14 @@ impl Metrics {
             &["method", "status"],
         )?;
         registry.register(Box::new(api_requests.clone()))?;
+        let proposals = IntCounterVec::new(
+            Opts::new(
+                "tandem_proposals_total",
+                "Changes proposed through this node, by result: committed, rejected (deterministic), failed",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(proposals.clone()))?;
         let api_duration = HistogramVec::new(
             HistogramOpts::new("tandem_api_request_duration_seconds", "Admin API request duration")
                 .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10)?),
@@ -67,6 +76,7 @@ impl Metrics {
             degraded: gauge("tandem_node_degraded", "1 if the node serves its last state without a quorum")?,
             peer_lag,
             api_requests,
+            proposals,
             api_duration,
             registry,
             last_leader: std::sync::Mutex::new(None),
@@ -82,6 +92,11 @@ impl Metrics {
     pub fn observe_api(&self, method: &str, status: u16, duration: Duration) {
         self.api_requests.with_label_values(&[method, &status.to_string()]).inc();
         self.api_duration.with_label_values(&[method]).observe(duration.as_secs_f64());
+    }
+
+    /// Counts one proposal by its result: `committed`, `rejected` or `failed`.
+    pub fn observe_proposal(&self, result: &str) {
+        self.proposals.with_label_values(&[result]).inc();
     }
 
     /// Copies the node's current Raft and store state into the gauges.

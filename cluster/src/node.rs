@@ -111,6 +111,8 @@ pub struct PeerStatus {
     pub reachable: Option<bool>,
     /// Entries the peer is behind the leader's log (leader only).
     pub lag_entries: Option<u64>,
+    /// Seconds since the peer last had the leader's whole log (leader only; 0 when in sync).
+    pub lag_seconds: Option<f64>,
     /// `in_sync`, `catching_up`, `disconnected`, or `unknown` (on a follower).
     pub sync: String,
 }
@@ -150,6 +152,8 @@ pub struct ClusterNode {
     pub timing: Timing,
     applied: watch::Receiver<Revision>,
     membership_lock: tokio::sync::Mutex<()>,
+    /// When each peer last had the leader's whole log (leader only): its lag in seconds is the time since.
+    last_in_sync: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -180,6 +184,7 @@ impl ClusterNode {
             timing,
             applied,
             membership_lock: tokio::sync::Mutex::new(()),
+            last_in_sync: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -486,6 +491,14 @@ impl ClusterNode {
             }
             let matched =
                 metrics.replication.as_ref().and_then(|r| r.get(id).cloned()).flatten().map(|l| l.index);
+            let lag_seconds = if !is_leader {
+                None
+            } else if matched >= metrics.last_log_index {
+                Some(0.0)
+            } else {
+                let since = self.last_in_sync.lock().ok().and_then(|m| m.get(id).copied());
+                since.map(|t| t.elapsed().as_secs_f64())
+            };
             let (reachable, lag, sync) = if is_leader {
                 let lag = last_log.saturating_sub(matched.unwrap_or(0));
                 let recently = self.recently_reached(&node.peer_addr);
@@ -510,6 +523,7 @@ impl ClusterNode {
                 boot_addr: node.boot_addr.clone(),
                 reachable,
                 lag_entries: lag,
+                lag_seconds,
                 sync,
             });
         }
@@ -566,6 +580,15 @@ impl ClusterNode {
             }
             let metrics = self.raft.metrics().borrow().clone();
             let is_leader = metrics.current_leader == Some(self.id);
+            if let (true, Some(replication), Ok(mut in_sync)) =
+                (is_leader, &metrics.replication, self.last_in_sync.lock())
+            {
+                for (id, matched) in replication {
+                    if matched.map(|l| l.index) >= metrics.last_log_index || !in_sync.contains_key(id) {
+                        in_sync.insert(*id, Instant::now());
+                    }
+                }
+            }
             if self.role() != Role::Witness {
                 continue;
             }
