@@ -21,4 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
+# End-to-end tests start several real nodes each; three tests at a time keep a 2-core machine responsive
+# enough for Raft timeouts. Override with RUST_TEST_THREADS.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}"
 cargo test --workspace "$@"

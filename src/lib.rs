@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -50,6 +50,13 @@ fn pair_with_witness_fails_over_without_losing_acknowledged_writes() {
     a.add(&b);
     a.add(&w);
     assert_eq!(a.status()["mode"], "full+witness");
+    // A third data node is refused with a clear message.
+    let mut c = Node::new(root.path(), "c", "data");
+    c.start(true);
+    let refused = b.cli(&["servers", "add", "c", "--api", &c.api]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at most two data nodes"));
+    c.kill();
 
     let mut acknowledged: Vec<(String, u64)> = Vec::new();
     let mut killed: Option<String> = None;

@@ -1,0 +1,1 @@
+//! Resolving boot paths against the node store (in progress).

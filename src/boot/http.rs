@@ -1,0 +1,1 @@
+//! The HTTP boot server (in progress).

@@ -1,0 +1,1 @@
+//! The TFTP server (in progress).
