@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # command -> Debian package, for every external program a test drives.
 declare -A needed=(
   [curl]=curl
+  [tftp]=tftp-hpa
+  [atftp]=atftp
 )
 
 missing=()

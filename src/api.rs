@@ -50,6 +50,7 @@ use crate::metrics::Metrics;
 pub struct ApiState {
     pub node: Arc<ClusterNode>,
     pub metrics: Arc<Metrics>,
+    pub boot: crate::boot::BootState,
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled.
@@ -137,7 +138,15 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
                     "api_addr": node.info.api_addr, "boot_addr": node.info.boot_addr,
                     "initialized": !node.is_pristine().await}),
         )),
-        (&Method::GET, ["v1", "status"]) => Ok(json_response(StatusCode::OK, &node.status())),
+        (&Method::GET, ["v1", "status"]) => {
+            let mut status = serde_json::to_value(node.status()).unwrap_or_default();
+            let (green, red) = state.boot.heartbeats.online_by_state(crate::boot::ONLINE_WINDOW);
+            let known =
+                state.node.store.read().map(|s| s.projection().collection("terminals").count()).unwrap_or(0);
+            status["terminals"] = json!({"online": green + red, "green": green, "red": red,
+                                         "offline": known.saturating_sub(green + red)});
+            Ok(json_response(StatusCode::OK, &status))
+        }
         (_, ["v1", "docs", ..]) | (_, ["v1", "changes"]) | (_, ["v1", "history"])
             if node.role() == Role::Witness =>
         {

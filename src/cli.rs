@@ -341,6 +341,13 @@ fn print_human(command: &Command, value: &Value) {
             );
             println!("mode      {}", value["mode"].as_str().unwrap_or("?"));
             println!("revision  {} (applied index {})", value["revision"], value["applied_index"]);
+            if value["terminals"].is_object() {
+                let t = &value["terminals"];
+                println!(
+                    "terminals {} online ({} green, {} red), {} offline",
+                    t["online"], t["green"], t["red"], t["offline"]
+                );
+            }
             if value["degraded"].as_bool() == Some(true) {
                 println!("DEGRADED  {}", value["degraded_reason"].as_str().unwrap_or(""));
             }

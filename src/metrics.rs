@@ -11,6 +11,8 @@ use prometheus::{
 };
 use tandem_cluster::node::ClusterNode;
 
+use crate::boot::BootState;
+
 /// The node-level metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -28,11 +30,16 @@ pub struct Metrics {
     proposals: IntCounterVec,
     api_duration: HistogramVec,
     last_leader: std::sync::Mutex<Option<u64>>,
+    boot: BootState,
+    boot_requests: IntGaugeVec,
+    boot_bytes: IntGaugeVec,
+    tftp_transfers: IntGaugeVec,
+    terminals_online: IntGaugeVec,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them into `registry`.
-    pub fn new(registry: Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: Registry, boot: BootState) -> prometheus::Result<Self> {
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let gauge = IntGauge::new(name, help)?;
             registry.register(Box::new(gauge.clone()))?;
@@ -65,7 +72,37 @@ impl Metrics {
             &["method"],
         )?;
         registry.register(Box::new(api_duration.clone()))?;
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let boot_requests = gauge_vec(
+            "tandem_boot_requests_total",
+            "Boot requests served by this node, by protocol, path kind and outcome (a counter)",
+            &["protocol", "kind", "outcome"],
+        )?;
+        let boot_bytes = gauge_vec(
+            "tandem_boot_bytes_served_total",
+            "Bytes served to terminals (a counter)",
+            &["protocol"],
+        )?;
+        let tftp_transfers = gauge_vec(
+            "tandem_tftp_transfers",
+            "TFTP transfers: active now, and totals completed / failed / aborted / refused",
+            &["state"],
+        )?;
+        let terminals_online = gauge_vec(
+            "tandem_terminals_online",
+            "Terminals whose heartbeats arrive at this node",
+            &["state"],
+        )?;
         Ok(Metrics {
+            boot,
+            boot_requests,
+            boot_bytes,
+            tftp_transfers,
+            terminals_online,
             has_leader: gauge("tandem_raft_has_leader", "1 if this node knows a leader")?,
             is_leader: gauge("tandem_raft_is_leader", "1 if this node is the leader")?,
             term: gauge("tandem_raft_term", "Current Raft term")?,
@@ -117,12 +154,36 @@ impl Metrics {
             }
             *last = status.leader;
         }
+        self.refresh_boot();
         self.peer_lag.reset();
         for peer in &status.peers {
             if let Some(lag) = peer.lag_entries {
                 self.peer_lag.with_label_values(&[&peer.name]).set(lag as i64);
             }
         }
+    }
+
+    fn refresh_boot(&self) {
+        for (kind, outcome, count) in self.boot.http.request_counts() {
+            self.boot_requests
+                .with_label_values(&["http", kind.as_str(), outcome.as_str()])
+                .set(count as i64);
+        }
+        self.boot_bytes.with_label_values(&["http"]).set(self.boot.http.bytes_served() as i64);
+        let tftp = self.boot.tftp.snapshot();
+        self.boot_bytes.with_label_values(&["tftp"]).set(tftp.bytes as i64);
+        for (state, value) in [
+            ("active", tftp.active),
+            ("completed", tftp.completed),
+            ("failed", tftp.failed),
+            ("aborted", tftp.aborted),
+            ("refused", tftp.refused),
+        ] {
+            self.tftp_transfers.with_label_values(&[state]).set(value as i64);
+        }
+        let (green, red) = self.boot.heartbeats.online_by_state(crate::boot::ONLINE_WINDOW);
+        self.terminals_online.with_label_values(&["green"]).set(green as i64);
+        self.terminals_online.with_label_values(&["red"]).set(red as i64);
     }
 
     /// The text exposition of every metric in the registry.

@@ -14,12 +14,16 @@ use tandem_cluster::log_store::LogStore;
 use tandem_cluster::network::{PeerNetwork, serve_peer};
 use tandem_cluster::node::{ClusterNode, Timing};
 use tandem_cluster::state_machine::StateMachine;
-use tandem_cluster::{NodeInfo, Raft};
+use tandem_cluster::{NodeInfo, Raft, Role};
 use tandem_storage::{ChangeMeta, ChangeSet, Command, SledDatabase, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, serve_api};
+use crate::boot::content::StoreContent;
+use crate::boot::http::{BootHttpOptions, serve_boot_http_with};
+use crate::boot::tftp::{TftpOptions, serve_tftp};
+use crate::boot::{BootContent, BootState};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -59,6 +63,18 @@ pub async fn serve(config: Config) -> Result<()> {
     let peer_listener = TcpListener::bind(config.peer)
         .await
         .with_context(|| format!("binding the peer address {}", config.peer))?;
+    // Witnesses serve no configuration, so no boots either.
+    let boot_sockets = if config.role == Role::Witness {
+        None
+    } else {
+        let http = TcpListener::bind(config.boot)
+            .await
+            .with_context(|| format!("binding the boot HTTP address {}", config.boot))?;
+        let tftp = tokio::net::UdpSocket::bind(config.tftp)
+            .await
+            .with_context(|| format!("binding the TFTP address {}", config.tftp))?;
+        Some((http, tftp))
+    };
     let api_addr = api_listener.local_addr()?;
     let peer_addr = peer_listener.local_addr()?;
     let info = NodeInfo {
@@ -88,16 +104,28 @@ pub async fn serve(config: Config) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("initializing a single-node cluster: {e}"))?;
     }
 
-    let metrics = Arc::new(Metrics::new(registry)?);
+    let boot = BootState::default();
+    let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(serve_peer(peer_listener, raft.clone(), identity.cluster_secret.clone(), shutdown.clone()));
     tasks.spawn(serve_api(
         api_listener,
-        Arc::new(ApiState { node: node.clone(), metrics }),
+        Arc::new(ApiState { node: node.clone(), metrics, boot: boot.clone() }),
         shutdown.clone(),
     ));
     tasks.spawn(node.clone().run_duties(shutdown.clone()));
+    if let Some((http, tftp)) = boot_sockets {
+        let content: Arc<dyn BootContent> = Arc::new(boot_content(&node));
+        let options = BootHttpOptions {
+            heartbeats: boot.heartbeats.clone(),
+            stats: boot.http.clone(),
+            ..BootHttpOptions::default()
+        };
+        tasks.spawn(serve_boot_http_with(http, content.clone(), options, shutdown.clone()));
+        let options = TftpOptions { stats: boot.tftp.clone(), ..TftpOptions::default() };
+        tasks.spawn(serve_tftp(tftp, content, options, shutdown.clone()));
+    }
     if identity.pending_recovery.is_some() {
         tasks.spawn(record_recovery(node.clone(), identity.clone(), config.data_dir.clone()));
     }
@@ -163,4 +191,23 @@ async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_di
         }
         Err(error) => tracing::warn!(%error, "could not record the forced recovery in the history yet"),
     }
+}
+
+/// The boot content of this node: its own store; the boot servers of the cluster (this node first, then the
+/// other data nodes and mirrors, as the membership records their advertised boot addresses); ready once the
+/// node is a member of a cluster (a `--join` node that was never added has nothing trustworthy to serve).
+fn boot_content(node: &Arc<ClusterNode>) -> StoreContent {
+    let servers_node = node.clone();
+    let servers = Arc::new(move || {
+        let mut servers = vec![servers_node.info.boot_addr.clone()];
+        for (id, info, _) in servers_node.members() {
+            if id != servers_node.id && info.role != Role::Witness {
+                servers.push(info.boot_addr);
+            }
+        }
+        servers
+    });
+    let ready_node = node.clone();
+    let ready = Arc::new(move || ready_node.members().iter().any(|(id, _, _)| *id == ready_node.id));
+    StoreContent::new(node.store.clone(), servers).with_readiness(ready)
 }

@@ -18,8 +18,20 @@ use std::io::Read;
 use tandem_storage::{Digest, Mac};
 
 pub mod content;
+pub mod heartbeat;
 pub mod http;
 pub mod tftp;
+
+/// The boot servers' shared registries: heartbeats and counters (read by the API and metrics).
+#[derive(Clone, Debug, Default)]
+pub struct BootState {
+    pub heartbeats: std::sync::Arc<heartbeat::Heartbeats>,
+    pub http: std::sync::Arc<http::BootHttpStats>,
+    pub tftp: std::sync::Arc<tftp::TftpStats>,
+}
+
+/// A terminal counts as online while its heartbeats arrive at least this often.
+pub const ONLINE_WINDOW: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// A path a terminal may ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +131,13 @@ impl BootBody {
 /// tests may implement it over plain bytes.
 pub trait BootContent: Send + Sync + 'static {
     fn open(&self, path: &BootPath) -> Result<BootFile, BootError>;
+
+    /// The generic iPXE entry script (`/boot/v1/ipxe` over HTTP: a DHCP filename that fits every terminal),
+    /// which chains to `ipxe/{mac}` with iPXE's own `${mac}` expansion. It names no terminal, so it is not a
+    /// [`BootPath`]. Contents without one (test doubles) keep this default: not found.
+    fn open_ipxe_entry(&self) -> Result<BootFile, BootError> {
+        Err(BootError::NotFound("this server has no iPXE entry script".into()))
+    }
 }
 
 #[cfg(test)]

@@ -1,1 +1,0 @@
-//! The TFTP server (in progress).
