@@ -97,6 +97,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ServersCommand,
     },
+    /// Play a terminal: fetch the boot document and firmware from the first boot server that answers.
+    Boot(crate::boot::client::BootArgs),
     /// Offline recovery on a stopped node's data directory.
     Recover(RecoverArgs),
     /// Run a benchmark and print its figures.
@@ -303,7 +305,7 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
                               "api_addr": info["api_addr"], "boot_addr": info["boot_addr"]});
             (Method::POST, "/v1/cluster/servers".into(), Some(body))
         }
-        Command::Serve(_) | Command::Recover(_) | Command::Bench { .. } => {
+        Command::Serve(_) | Command::Recover(_) | Command::Bench { .. } | Command::Boot(_) => {
             unreachable!("not client commands")
         }
     };
@@ -480,6 +482,22 @@ pub fn main_with(cli: Cli) -> ExitCode {
                 let config = args.into_config().map_err(|message| CliError { code: EXIT_USAGE, message })?;
                 crate::serve::serve(config).await.map_err(|e| failed(format!("{e:#}")))
             }
+            Command::Boot(args) => match crate::boot::client::boot(args).await {
+                Ok(result) => {
+                    match &result.firmware {
+                        Some((name, digest)) => println!(
+                            "booted from {} at revision {}: firmware {name} ({digest}) verified",
+                            result.server, result.revision
+                        ),
+                        None => println!(
+                            "booted from {} at revision {} (no firmware assigned)",
+                            result.server, result.revision
+                        ),
+                    }
+                    Ok(())
+                }
+                Err(error) => Err(failed(format!("{error:#}"))),
+            },
             Command::Recover(args) => {
                 crate::recover::recover(args).await.map_err(|e| failed(format!("{e:#}")))
             }

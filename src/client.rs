@@ -44,6 +44,12 @@ impl ApiClient {
         }
     }
 
+    /// Sets how long a request may take.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base

@@ -17,6 +17,7 @@ use std::io::Read;
 
 use tandem_storage::{Digest, Mac};
 
+pub mod client;
 pub mod content;
 pub mod heartbeat;
 pub mod http;
