@@ -49,10 +49,13 @@ pub async fn serve(config: Config) -> Result<()> {
     let database = SledDatabase::open(&config.data_dir.join("db"))?;
     let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
     let store = Arc::new(RwLock::new(store));
-    let log_store =
-        LogStore::open(database.clone()).map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?;
     let registry = prometheus::Registry::new();
+    let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(&registry)?;
+    let log_store = LogStore::open(database.clone())
+        .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
+        .with_metrics(cluster_metrics.clone());
     let (state_machine, applied) = StateMachine::new(store.clone());
+    let state_machine = state_machine.with_metrics(cluster_metrics);
     let network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_sender(identity.id);

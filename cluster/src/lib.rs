@@ -6,6 +6,7 @@
 
 pub mod identity;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod recover;

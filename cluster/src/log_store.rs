@@ -100,6 +100,7 @@ pub struct LogStore {
     database: SledDatabase,
     log: sled::Tree,
     meta: sled::Tree,
+    metrics: Option<crate::metrics::ClusterMetrics>,
 }
 
 impl fmt::Debug for LogStore {
@@ -136,7 +137,7 @@ impl LogStore {
         };
         let log = open(LOG_TREE)?;
         let meta = open(META_TREE)?;
-        Ok(LogStore { database, log, meta })
+        Ok(LogStore { database, log, meta, metrics: None })
     }
 
     /// A reader of this log.
@@ -157,7 +158,14 @@ impl LogStore {
         self.durable().map_err(write_error)
     }
 
+    /// Observes every durable step in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::ClusterMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     fn durable(&self) -> std::result::Result<(), tandem_storage::Error> {
+        let _timer = self.metrics.as_ref().map(|m| m.fsync_seconds.start_timer());
         self.database.durable()
     }
 

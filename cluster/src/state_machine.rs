@@ -89,6 +89,7 @@ pub struct StateMachine {
     store: SharedStore,
     current: CurrentSnapshot,
     applied: watch::Sender<Revision>,
+    metrics: Option<crate::metrics::ClusterMetrics>,
 }
 
 impl fmt::Debug for StateMachine {
@@ -114,7 +115,13 @@ impl StateMachine {
     pub fn new(store: SharedStore) -> (StateMachine, watch::Receiver<Revision>) {
         let revision = store.read().unwrap_or_else(|poisoned| poisoned.into_inner()).revision();
         let (applied, receiver) = watch::channel(revision);
-        (StateMachine { store, current: Arc::default(), applied }, receiver)
+        (StateMachine { store, current: Arc::default(), applied, metrics: None }, receiver)
+    }
+
+    /// Observes every applied batch in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::ClusterMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The store this state machine applies to.
@@ -294,7 +301,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(Vec::new());
         }
         let store = self.store.clone();
+        let timer = self.metrics.as_ref().map(|m| m.apply_seconds.start_timer());
         let (responses, revision) = blocking(move || apply_batch(&store, entries)).await?;
+        drop(timer);
         self.applied.send_replace(revision);
         Ok(responses)
     }

@@ -1,0 +1,36 @@
+//! The cluster crate's Prometheus metrics: how long applying a batch and making the log durable take.
+//!
+//! Declared here, registered into a registry the caller passes in (never the global default), and handed to
+//! the log store and the state machine, which observe them where the work happens.
+
+use prometheus::{Histogram, HistogramOpts, Registry};
+
+/// Durations measured inside the Raft storage.
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    /// One `Store::apply` of a batch of committed entries.
+    pub apply_seconds: Histogram,
+    /// One flush + fsync of the node's database (log appends, votes, truncations, purges).
+    pub fsync_seconds: Histogram,
+}
+
+impl ClusterMetrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let buckets = prometheus::exponential_buckets(0.000_025, 2.0, 16)?;
+        let apply_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tandem_apply_duration_seconds",
+                "Applying one batch of committed entries to the store",
+            )
+            .buckets(buckets.clone()),
+        )?;
+        let fsync_seconds = Histogram::with_opts(
+            HistogramOpts::new("tandem_fsync_duration_seconds", "One flush + fsync of the node's database")
+                .buckets(buckets),
+        )?;
+        registry.register(Box::new(apply_seconds.clone()))?;
+        registry.register(Box::new(fsync_seconds.clone()))?;
+        Ok(ClusterMetrics { apply_seconds, fsync_seconds })
+    }
+}
