@@ -97,6 +97,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ServersCommand,
     },
+    /// Manage firmware images.
+    Firmware {
+        #[command(subcommand)]
+        command: FirmwareCommand,
+    },
     /// Play a terminal: fetch the boot document and firmware from the first boot server that answers.
     Boot(crate::boot::client::BootArgs),
     /// Offline recovery on a stopped node's data directory.
@@ -123,6 +128,12 @@ pub enum ServersCommand {
     List,
     /// Remove a server.
     Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FirmwareCommand {
+    /// Upload a firmware image (and optional kernel/initrd) and create or update its firmware document.
+    Add(crate::firmware::FirmwareAddArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,7 +316,11 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
                               "api_addr": info["api_addr"], "boot_addr": info["boot_addr"]});
             (Method::POST, "/v1/cluster/servers".into(), Some(body))
         }
-        Command::Serve(_) | Command::Recover(_) | Command::Bench { .. } | Command::Boot(_) => {
+        Command::Serve(_)
+        | Command::Recover(_)
+        | Command::Bench { .. }
+        | Command::Boot(_)
+        | Command::Firmware { .. } => {
             unreachable!("not client commands")
         }
     };
@@ -498,6 +513,35 @@ pub fn main_with(cli: Cli) -> ExitCode {
                 }
                 Err(error) => Err(failed(format!("{error:#}"))),
             },
+            Command::Firmware { command: FirmwareCommand::Add(args) } => {
+                let token = std::env::var("TANDEM_TOKEN").ok();
+                match crate::firmware::add(&cli.server, token.as_deref(), args).await {
+                    Ok(answer) if cli.json => {
+                        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+                        Ok(())
+                    }
+                    Ok(answer) => {
+                        println!(
+                            "firmware {} ({} bytes, sha256 {}) {} at revision {}",
+                            args.name,
+                            answer["size"],
+                            answer["digest"].as_str().unwrap_or("?"),
+                            answer["outcome"].as_str().unwrap_or("?"),
+                            answer["revision"]
+                        );
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let unreachable = error
+                            .downcast_ref::<ClientError>()
+                            .is_some_and(|e| matches!(e, ClientError::Unreachable { .. }));
+                        Err(CliError {
+                            code: if unreachable { EXIT_UNREACHABLE } else { EXIT_FAILED },
+                            message: format!("{error:#}"),
+                        })
+                    }
+                }
+            }
             Command::Recover(args) => {
                 crate::recover::recover(args).await.map_err(|e| failed(format!("{e:#}")))
             }

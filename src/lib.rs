@@ -28,6 +28,7 @@ pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod firmware;
 pub mod http;
 pub mod metrics;
 pub mod recover;

@@ -172,3 +172,56 @@ fn a_mirror_keeps_booting_terminals_with_its_primary_down() {
     assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("booted from {}", m.boot)));
     assert_eq!(sha256_file(&out.join("firmware-fw1")), digest);
 }
+
+#[test]
+fn firmware_add_uploads_files_and_writes_the_document_in_one_change() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data");
+    a.start(false);
+    let image = root.path().join("image.bin");
+    let kernel = root.path().join("vmlinuz");
+    let initrd = root.path().join("initrd.img");
+    std::fs::write(&image, vec![7u8; 2_500_000]).unwrap();
+    std::fs::write(&kernel, b"kernel bytes").unwrap();
+    std::fs::write(&initrd, b"initrd bytes").unwrap();
+    let answer = a.json(&[
+        "firmware",
+        "add",
+        "thin-os",
+        image.to_str().unwrap(),
+        "--version",
+        "9.1",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "quiet splash",
+    ]);
+    assert_eq!(answer["outcome"], "accepted");
+    let doc = &a.json(&["get", "firmware", "thin-os"])["document"];
+    assert_eq!(doc["version"], 1, "one change set created the document");
+    assert_eq!(doc["document"]["version"], "9.1");
+    assert_eq!(doc["document"]["size"], 2_500_000);
+    assert_eq!(doc["document"]["blob"].as_str().unwrap(), sha256_file(&image));
+    assert_eq!(doc["document"]["kernel"].as_str().unwrap(), sha256_file(&kernel));
+    a.ok(&["put", "terminals", "t1", "{\"mac\":\"02:00:00:00:03:01\",\"firmware\":\"thin-os\"}"]);
+    let script = Command::new("curl")
+        .args(["-sS", &format!("http://{}/boot/v1/ipxe/020000000301", a.boot)])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&script.stdout);
+    assert!(script.starts_with("#!ipxe"), "{script}");
+    assert!(
+        script.contains("kernel") && script.contains("quiet splash") && script.contains("--timeout"),
+        "{script}"
+    );
+    let out = root.path().join("boot");
+    let output = boot(&a.boot, "02:00:00:00:03:01", &out, &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(sha256_file(&out.join("firmware-thin-os")), sha256_file(&image));
+    // A missing file is a clear failure that writes nothing.
+    let missing = a.cli(&["firmware", "add", "other", "/nonexistent/file", "--version", "1"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(a.cli(&["get", "firmware", "other"]).status.code() == Some(1));
+}

@@ -103,13 +103,15 @@ impl Server {
 
     fn start_on(ip: &str, options: TftpOptions) -> Server {
         files();
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let socket = runtime.block_on(tokio::net::UdpSocket::bind((ip, 0))).unwrap();
         let addr = socket.local_addr().unwrap();
         let stats = options.stats.clone();
         let shutdown = CancellationToken::new();
         let task = runtime.spawn(serve_tftp(socket, Arc::new(Files), options, shutdown.clone()));
+        let handle = runtime.handle().clone();
+        let token = shutdown.clone();
+        std::thread::spawn(move || handle.block_on(token.cancelled()));
         Server { addr, stats, shutdown, task: Some(task), runtime: Some(runtime) }
     }
 
@@ -566,7 +568,8 @@ fn writes_unknown_names_traversal_and_an_unready_node_are_refused() {
     assert_eq!(code, 2, "{message}");
     assert!(message.contains("read-only"), "{message}");
 
-    for missing in ["firmware/nope", "etc/passwd", "/etc/passwd", "config/not-a-mac", "blobs/abc"] {
+    // `ipxe` is the generic entry script, which this test double does not have.
+    for missing in ["firmware/nope", "etc/passwd", "/etc/passwd", "config/not-a-mac", "blobs/abc", "ipxe"] {
         let (code, message) = refused(request(RRQ, missing, "octet", &[]));
         assert_eq!(code, 1, "{missing}: {message}");
         assert!(message.starts_with("file not found"), "{missing}: {message}");
@@ -580,7 +583,7 @@ fn writes_unknown_names_traversal_and_an_unready_node_are_refused() {
     assert_eq!(code, 0, "{message}");
     assert!(message.contains("not ready"), "{message}");
 
-    let stats = server.wait_for("every refusal counted", |s| s.refused == 10 && s.active == 0);
+    let stats = server.wait_for("every refusal counted", |s| s.refused == 11 && s.active == 0);
     assert_eq!((stats.completed, stats.failed), (0, 0), "{stats:?}");
 }
 

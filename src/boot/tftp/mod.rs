@@ -89,8 +89,9 @@
 //!
 //! [`BootContent::open`] and blob readers do blocking store reads, so each transfer opens and reads its file on a
 //! blocking thread (`spawn_blocking`) that hands the bytes over in 64 KiB parts through a channel holding at
-//! most two: a transfer holds about 192 KiB plus its window (block size × window size), whatever the file's
-//! size, and the async workers never wait for the store.
+//! most two: a transfer holds a few hundred KiB at most (parts in flight, its buffer, one window), whatever the
+//! file's size, and the async workers never wait for the store. The thread waits on the channel while the
+//! transfer waits for its client, and ends as soon as the transfer drops the channel.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
