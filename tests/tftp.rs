@@ -103,15 +103,13 @@ impl Server {
 
     fn start_on(ip: &str, options: TftpOptions) -> Server {
         files();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let socket = runtime.block_on(tokio::net::UdpSocket::bind((ip, 0))).unwrap();
         let addr = socket.local_addr().unwrap();
         let stats = options.stats.clone();
         let shutdown = CancellationToken::new();
         let task = runtime.spawn(serve_tftp(socket, Arc::new(Files), options, shutdown.clone()));
-        let handle = runtime.handle().clone();
-        let token = shutdown.clone();
-        std::thread::spawn(move || handle.block_on(token.cancelled()));
         Server { addr, stats, shutdown, task: Some(task), runtime: Some(runtime) }
     }
 
