@@ -38,6 +38,24 @@ use crate::state_machine::SharedStore;
 use crate::types::{NodeId, NodeInfo, Raft, Request, Response, Role};
 
 /// Raft timing of a node.
+///
+/// ## How openraft 0.9 uses these, and why the defaults
+/// - The leader sends a heartbeat on its tick, every `heartbeat_ms × 1.5` (openraft ticks at that period);
+///   `heartbeat_ms` is also the timeout of every AppendEntries request, so it must cover an HTTP round trip
+///   plus a follower's fsync on a loaded machine.
+/// - A follower that has seen a leader campaigns only once `election_max_ms` (the *leader lease*) **plus**
+///   its election timeout (drawn once at start in `[election_min_ms, election_max_ms)`) have passed since the
+///   last message from the leader: 600–800 ms with the defaults, i.e. four to five missed heartbeats, then up
+///   to one tick until the timer is checked. A failover (leader killed → new leader) therefore takes
+///   0.6–0.95 s plus one vote round trip.
+/// - A node also *refuses to vote* while its own lease (its `election_max_ms` since the last heartbeat) runs.
+///
+/// The witness gets its own election timeouts ([`Timing::witness_election_ms`]): its lease ends before the
+/// earliest moment a data node campaigns (so the data node's first vote request is granted instead of
+/// refused, which used to cost a second election round: ~2.8 s failovers), and its own first campaign comes
+/// after the latest moment a data node campaigns plus a tick (so a data node, not the witness, normally takes
+/// over and no hand-back is needed). It still campaigns, so a survivor that is behind the witness is never
+/// stuck.
 #[derive(Clone, Debug)]
 pub struct Timing {
     pub heartbeat_ms: u64,
@@ -47,21 +65,40 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { heartbeat_ms: 100, election_min_ms: 500, election_max_ms: 1000 }
+        Timing { heartbeat_ms: 100, election_min_ms: 200, election_max_ms: 400 }
     }
 }
 
 impl Timing {
+    /// The witness's election timeout range: `[max + min/2, max + 3·min/4)`. Its lease (the upper bound) ends
+    /// before a data node's earliest campaign (`max + min`), and its earliest campaign (lease + lower bound,
+    /// `2·max + 5·min/4`) comes after a data node's latest (`2·max`) plus one tick (`1.5 × heartbeat`) as long as
+    /// `5·min/4 > 1.5 × heartbeat` — true for the defaults (250 ms > 150 ms).
+    pub fn witness_election_ms(&self) -> (u64, u64) {
+        let max = self.election_max_ms;
+        let min = self.election_min_ms;
+        (max + min / 2, max + min * 3 / 4)
+    }
+
+    /// The longest a healthy cluster can be without a leader after losing one: the witness's lease plus its
+    /// longest election timeout plus a tick, twice (one split vote). A write that has seen no leader for
+    /// longer gives up: the cluster has lost its quorum.
+    pub fn failover_bound(&self) -> Duration {
+        let (_, witness_max) = self.witness_election_ms();
+        Duration::from_millis(2 * (2 * witness_max + self.heartbeat_ms * 3 / 2))
+    }
+
     /// The openraft configuration for a node of `role`.
     pub fn raft_config(&self, role: Role) -> openraft::Config {
-        // The witness waits longer before campaigning, so a data node usually wins; it still campaigns, so a
-        // pair whose survivor is behind it is never stuck.
-        let factor = if role == Role::Witness { 2 } else { 1 };
+        let (election_min, election_max) = match role {
+            Role::Witness => self.witness_election_ms(),
+            Role::Data | Role::Mirror => (self.election_min_ms, self.election_max_ms),
+        };
         openraft::Config {
             cluster_name: "tandem".into(),
             heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_min_ms * factor,
-            election_timeout_max: self.election_max_ms * factor,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             install_snapshot_timeout: 10_000,
             max_payload_entries: 512,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
@@ -241,10 +278,11 @@ impl ClusterNode {
         }
         let request = Request { command };
         let deadline = Instant::now() + WRITE_TIMEOUT;
-        // Since when no leader could take the write: past four election timeouts (longer than a failover), the cluster has no quorum
-        // (a pair whose partner died elects no one) and the write fails at once instead of at the deadline.
+        // Since when no leader could take the write: past the longest failover (`Timing::failover_bound`), the
+        // cluster has no quorum (a pair whose partner died elects no one) and the write fails at once instead of
+        // at the deadline.
         let mut leaderless_since: Option<Instant> = None;
-        let give_up_after = Duration::from_millis(self.timing.election_max_ms * 4);
+        let give_up_after = self.timing.failover_bound();
         loop {
             let metrics = self.raft.metrics().borrow().clone();
             match metrics.current_leader {
@@ -256,7 +294,9 @@ impl ClusterNode {
                     tokio::pin!(write);
                     // While the write waits for its commit, watch the quorum: a partner that died just before
                     // the write would otherwise keep it waiting until the deadline.
-                    let mut watch = tokio::time::interval(Duration::from_millis(100));
+                    // (`interval_at`: a plain interval ticks at once, costing every write a metrics copy.)
+                    let period = Duration::from_millis(100);
+                    let mut watch = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                     let result = loop {
                         tokio::select! {
                             result = &mut write => break result,

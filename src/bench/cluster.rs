@@ -30,6 +30,9 @@ pub struct ClusterBenchOptions {
     /// Failover runs.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Keep the temporary directory (the nodes' data and logs) after the run, for inspection.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 struct BenchNode {
@@ -115,7 +118,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Runs the cluster benchmark and prints its figures.
 pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let root = dir.path();
+    let root = dir.path().to_path_buf();
+    let root = root.as_path();
     let mut nodes =
         [BenchNode::new("a", "data")?, BenchNode::new("b", "data")?, BenchNode::new("w", "witness")?];
     nodes[0].start(root, false).await?;
@@ -232,6 +236,9 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
             failovers[failovers.len() - 1].as_secs_f64() * 1000.0,
             failovers.len()
         );
+    }
+    if options.keep {
+        println!("kept the nodes' data and logs in {}", dir.keep().display());
     }
     Ok(())
 }
