@@ -8,6 +8,7 @@ use hyper::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tandem_cluster::network::error_chain;
 
 /// Why a request did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +107,4 @@ impl ApiClient {
         let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
         Ok((status, revision, bytes))
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

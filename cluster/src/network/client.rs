@@ -362,7 +362,7 @@ fn peer_uri(addr: &str, path: &'static str) -> Result<Uri, TransportError> {
 }
 
 /// An error and its sources, `outer: inner: innermost` (hyper's own messages are terse).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

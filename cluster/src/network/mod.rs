@@ -91,7 +91,7 @@ mod server;
 
 use std::time::Duration;
 
-pub use client::{ForwardError, InvalidSecret, PeerClient, PeerNetwork};
+pub use client::{ForwardError, InvalidSecret, PeerClient, PeerNetwork, error_chain};
 pub use server::serve_peer;
 
 /// The header that carries the cluster secret on every peer request.
