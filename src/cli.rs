@@ -144,7 +144,7 @@ pub enum BenchCommand {
     Cluster(crate::bench::cluster::ClusterBenchOptions),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// A TOML config file (see docs/tandem.example.toml); flags override it.
     #[arg(long)]
@@ -493,8 +493,8 @@ pub fn main_with(cli: Cli) -> ExitCode {
     let result: Result<(), CliError> = runtime.block_on(async {
         match &cli.command {
             Command::Serve(args) => {
-                let args = ServeArgs { ..clone_serve_args(args) };
-                let config = args.into_config().map_err(|message| CliError { code: EXIT_USAGE, message })?;
+                let config =
+                    args.clone().into_config().map_err(|message| CliError { code: EXIT_USAGE, message })?;
                 crate::serve::serve(config).await.map_err(|e| failed(format!("{e:#}")))
             }
             Command::Boot(args) => match crate::boot::client::boot(args).await {
@@ -560,21 +560,5 @@ pub fn main_with(cli: Cli) -> ExitCode {
             eprintln!("error: {}", error.message);
             ExitCode::from(error.code)
         }
-    }
-}
-
-fn clone_serve_args(args: &ServeArgs) -> ServeArgs {
-    ServeArgs {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-        name: args.name.clone(),
-        api: args.api,
-        peer: args.peer,
-        boot: args.boot,
-        tftp: args.tftp,
-        boot_advertise: args.boot_advertise.clone(),
-        role: args.role.clone(),
-        join: args.join,
-        cluster_secret: args.cluster_secret.clone(),
     }
 }

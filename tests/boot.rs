@@ -62,14 +62,7 @@ fn headers(url: &str) -> (String, String) {
 #[test]
 fn terminals_boot_from_either_node_and_through_a_failover() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    let mut w = Node::new(root.path(), "w", "witness");
-    a.start(false);
-    b.start(true);
-    w.start(true);
-    a.add(&b);
-    a.add(&w);
+    let (mut a, mut b, w) = harness::pair_with_witness(root.path());
     let firmware: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let macs: Vec<String> = (0..20).map(|i| format!("02:00:00:00:01:{i:02x}")).collect();
     let digest = provision(&a, root.path(), &firmware, &macs);
@@ -156,11 +149,7 @@ fn terminals_boot_from_either_node_and_through_a_failover() {
 #[test]
 fn a_mirror_keeps_booting_terminals_with_its_primary_down() {
     let root = tempfile::tempdir().unwrap();
-    let mut p = Node::new(root.path(), "p", "data");
-    let mut m = Node::new(root.path(), "m", "mirror");
-    p.start(false);
-    m.start(true);
-    p.add(&m);
+    let (mut p, m) = harness::primary_with_mirror(root.path(), "p", "m");
     let macs = vec!["02:00:00:00:02:01".to_string()];
     let digest = provision(&p, root.path(), &[42u8; 70_000], &macs);
     let revision = p.status()["revision"].as_u64().unwrap();

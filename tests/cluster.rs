@@ -41,14 +41,7 @@ fn events_summary(node: &Node) -> Vec<(u64, String)> {
 #[test]
 fn pair_with_witness_fails_over_without_losing_acknowledged_writes() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    let mut w = Node::new(root.path(), "w", "witness");
-    a.start(false);
-    b.start(true);
-    w.start(true);
-    a.add(&b);
-    a.add(&w);
+    let (mut a, mut b, w) = harness::pair_with_witness(root.path());
     assert_eq!(a.status()["mode"], "full+witness");
     // A third data node is refused with a clear message.
     let mut c = Node::new(root.path(), "c", "data");
@@ -112,14 +105,7 @@ fn pair_with_witness_fails_over_without_losing_acknowledged_writes() {
 #[test]
 fn survivor_behind_the_witness_still_gets_a_leader() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    let mut w = Node::new(root.path(), "w", "witness");
-    a.start(false);
-    b.start(true);
-    w.start(true);
-    a.add(&b);
-    a.add(&w);
+    let (mut a, mut b, w) = harness::pair_with_witness(root.path());
     a.ok(&["put", "notes", "before", "{}"]);
     b.wait_status("b applied", Duration::from_secs(10), |s| s["revision"] == 1);
 
@@ -257,11 +243,7 @@ fn pair_without_witness_refuses_writes_fast_and_recovers_by_force() {
 #[test]
 fn a_mirror_serves_reads_refuses_writes_and_can_be_promoted() {
     let root = tempfile::tempdir().unwrap();
-    let mut p = Node::new(root.path(), "primary", "data");
-    let mut m = Node::new(root.path(), "mirror", "mirror");
-    p.start(false);
-    m.start(true);
-    p.add(&m);
+    let (mut p, mut m) = harness::primary_with_mirror(root.path(), "primary", "mirror");
     for i in 0..3 {
         p.ok(&["put", "notes", &format!("n{i}"), "{\"v\":1}"]);
     }

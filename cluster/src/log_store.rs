@@ -496,17 +496,17 @@ impl RaftLogReader<TypeConfig> for LogReader {
     }
 }
 
+/// The store reads exactly as its readers do.
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + Send>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>> {
-        let (start, end) = bounds(&range);
-        read_entries(&self.log, start, end, None)
+        self.reader().try_get_log_entries(range).await
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
-        read_entries(&self.log, start, Some(end), Some(READ_LIMIT_BYTES))
+        self.reader().limited_get_log_entries(start, end).await
     }
 }
 

@@ -60,8 +60,27 @@ impl Node {
         self
     }
 
-    /// Starts the process (`join`: wait to be added) and waits until its API answers.
+    /// Starts the process (`join`: wait to be added) and waits until its API answers. On a first start, a port
+    /// taken by another test between [`free_port`] and the bind is replaced and the start retried (bounded).
     pub fn start(&mut self, join: bool) {
+        for _ in 0..3 {
+            let first_start = !self.data_dir.exists();
+            match self.try_start(join) {
+                Ok(()) => return,
+                Err(log) if first_start && log.contains("Address already in use") => {
+                    let _ = std::fs::remove_dir_all(&self.data_dir);
+                    self.api = format!("127.0.0.1:{}", free_port());
+                    self.peer = format!("127.0.0.1:{}", free_port());
+                    self.boot = format!("127.0.0.1:{}", free_port());
+                    self.tftp = format!("127.0.0.1:{}", free_port());
+                }
+                Err(log) => panic!("{} exited at start:\n{log}", self.name),
+            }
+        }
+        panic!("{} could not find free ports in 3 tries:\n{}", self.name, self.log_text());
+    }
+
+    fn try_start(&mut self, join: bool) -> Result<(), String> {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut command = Command::new(tandem_bin());
@@ -84,10 +103,11 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.cli(&["status", "--json"]).status.success() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{} exited at start ({status}):\n{}", self.name, self.log_text());
+                self.child = None;
+                return Err(format!("({status})\n{}", self.log_text()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -192,6 +212,29 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A pair of data nodes `a` and `b` with a witness `w`, formed through `a` with `tandem servers add`.
+pub fn pair_with_witness(root: &Path) -> (Node, Node, Node) {
+    let mut a = Node::new(root, "a", "data");
+    let mut b = Node::new(root, "b", "data");
+    let mut w = Node::new(root, "w", "witness");
+    a.start(false);
+    b.start(true);
+    w.start(true);
+    a.add(&b);
+    a.add(&w);
+    (a, b, w)
+}
+
+/// A primary and one mirror, formed through the primary.
+pub fn primary_with_mirror(root: &Path, primary: &str, mirror: &str) -> (Node, Node) {
+    let mut p = Node::new(root, primary, "data");
+    let mut m = Node::new(root, mirror, "mirror");
+    p.start(false);
+    m.start(true);
+    p.add(&m);
+    (p, m)
 }
 
 /// Runs the CLI against `server`.
