@@ -31,6 +31,9 @@ pub struct Cli {
     /// The node to talk to.
     #[arg(long, global = true, env = "TANDEM_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
+    /// The API bearer token (its name is recorded as the actor of your changes).
+    #[arg(long, global = true, env = "TANDEM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -246,7 +249,7 @@ fn failed(message: impl Into<String>) -> CliError {
 
 /// Runs a client command against the API.
 pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
-    let client = ApiClient::new(&cli.server, std::env::var("TANDEM_TOKEN").ok());
+    let client = ApiClient::new(&cli.server, cli.token.clone());
     let (method, path, body): (Method, String, Option<Value>) = match &cli.command {
         Command::Status => (Method::GET, "/v1/status".into(), None),
         Command::Put { collection, id, document, reason, if_mod_revision, request_id } => {
@@ -302,7 +305,8 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Servers { command: ServersCommand::Add { name, api, role } } => {
             let api = api.clone().unwrap_or_else(|| format!("{name}:7070"));
-            let (status, info) = ApiClient::new(&api, None).send(Method::GET, "/v1/node", None).await?;
+            let (status, info) =
+                ApiClient::new(&api, cli.token.clone()).send(Method::GET, "/v1/node", None).await?;
             if status != 200 {
                 return Err(failed(format!("{api} did not say who it is (HTTP {status}): {info}")));
             }
@@ -514,7 +518,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
                 Err(error) => Err(failed(format!("{error:#}"))),
             },
             Command::Firmware { command: FirmwareCommand::Add(args) } => {
-                let token = std::env::var("TANDEM_TOKEN").ok();
+                let token = cli.token.clone();
                 match crate::firmware::add(&cli.server, token.as_deref(), args).await {
                     Ok(answer) if cli.json => {
                         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());

@@ -32,6 +32,8 @@ pub struct Config {
     pub join: bool,
     /// Shared secret that peers present to each other.
     pub cluster_secret: Option<String>,
+    /// Admin API bearer tokens (file only: `[[tokens]]`). None: the API is open, allowed on loopback only.
+    pub tokens: Vec<crate::api::auth::Token>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             role: Role::Data,
             join: false,
             cluster_secret: None,
+            tokens: Vec::new(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct FileConfig {
     pub role: Option<String>,
     pub join: Option<bool>,
     pub cluster_secret: Option<String>,
+    #[serde(default)]
+    pub tokens: Vec<crate::api::auth::Token>,
 }
 
 /// A configuration problem, with the key or file it concerns.
@@ -109,6 +114,9 @@ impl Config {
         self.role = role.unwrap_or(self.role);
         self.join = file.join.unwrap_or(self.join);
         self.cluster_secret = file.cluster_secret.or(self.cluster_secret);
+        if !file.tokens.is_empty() {
+            self.tokens = file.tokens;
+        }
         Ok(self)
     }
 
@@ -132,6 +140,14 @@ impl Config {
             && secret.len() < 8
         {
             return Err(ConfigError::Invalid("--cluster-secret must be at least 8 characters".into()));
+        }
+        crate::api::auth::Tokens::validate(&self.tokens).map_err(ConfigError::Invalid)?;
+        if self.tokens.is_empty() && !self.api.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "the admin API would listen on {} without tokens, open to anyone who can reach it: add [[tokens]] \
+                 (name, role, secret) to the config file, or bind --api to a loopback address",
+                self.api
+            )));
         }
         Ok(())
     }

@@ -46,6 +46,13 @@ pub async fn serve(config: Config) -> Result<()> {
         );
     }
 
+    if config.tokens.is_empty() {
+        tracing::warn!(
+            api = %config.api,
+            "no API tokens configured: the admin API is open to every local user (add [[tokens]] to the config file)"
+        );
+    }
+
     let database = SledDatabase::open(&config.data_dir.join("db"))?;
     let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
     let store = Arc::new(RwLock::new(store));
@@ -114,7 +121,12 @@ pub async fn serve(config: Config) -> Result<()> {
     tasks.spawn(serve_peer(peer_listener, raft.clone(), identity.cluster_secret.clone(), shutdown.clone()));
     tasks.spawn(serve_api(
         api_listener,
-        Arc::new(ApiState { node: node.clone(), metrics, boot: boot.clone() }),
+        Arc::new(ApiState {
+            node: node.clone(),
+            metrics,
+            boot: boot.clone(),
+            tokens: crate::api::auth::Tokens::new(config.tokens.clone()),
+        }),
         shutdown.clone(),
     ));
     tasks.spawn(node.clone().run_duties(shutdown.clone()));

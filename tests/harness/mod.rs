@@ -36,6 +36,9 @@ pub struct Node {
     child: Option<Child>,
     log: PathBuf,
     extra_env: Vec<(String, String)>,
+    config: Option<String>,
+    /// The token the CLI helpers pass (TANDEM_TOKEN), if any.
+    pub token: Option<String>,
 }
 
 impl Node {
@@ -52,7 +55,21 @@ impl Node {
             child: None,
             log: root.join(format!("{name}.log")),
             extra_env: Vec::new(),
+            config: None,
+            token: None,
         }
+    }
+
+    /// Starts the node with this TOML config file text (`--config`; flags still set name, role and ports).
+    pub fn with_config(mut self, toml: &str) -> Node {
+        self.config = Some(toml.into());
+        self
+    }
+
+    /// The token the CLI helpers ([`Node::cli`], [`Node::ok`], [`Node::json`]) present.
+    pub fn with_token(mut self, token: &str) -> Node {
+        self.token = Some(token.into());
+        self
     }
 
     pub fn with_env(mut self, key: &str, value: &str) -> Node {
@@ -95,6 +112,11 @@ impl Node {
             .stderr(log);
         for (key, value) in &self.extra_env {
             command.env(key, value);
+        }
+        if let Some(config) = &self.config {
+            let path = self.log.with_extension("toml");
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
         }
         if join {
             command.arg("--join");
@@ -152,7 +174,10 @@ impl Node {
 
     /// Runs `tandem --server <this node> ARGS`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.url(), args)
+        match &self.token {
+            Some(token) => cli_with_token(&self.url(), token, args),
+            None => cli(&self.url(), args),
+        }
     }
 
     /// Runs a CLI command that must succeed; returns its stdout.
@@ -240,4 +265,15 @@ pub fn primary_with_mirror(root: &Path, primary: &str, mirror: &str) -> (Node, N
 /// Runs the CLI against `server`.
 pub fn cli(server: &str, args: &[&str]) -> Output {
     Command::new(tandem_bin()).arg("--server").arg(server).args(args).output().expect("run tandem")
+}
+
+/// Runs `tandem --server SERVER ARGS` with `TANDEM_TOKEN=TOKEN`.
+pub fn cli_with_token(server: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(tandem_bin())
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env("TANDEM_TOKEN", token)
+        .output()
+        .expect("run tandem")
 }

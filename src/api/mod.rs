@@ -1,21 +1,9 @@
 //! The admin HTTP API: JSON over HTTP/1.1 on the node's API address.
 //!
-//! | method | path | what |
-//! |---|---|---|
-//! | GET | `/livez`, `/readyz` | liveness; readiness (a leader is known, or the node serves its last state) |
-//! | GET | `/metrics` | Prometheus text format |
-//! | GET | `/v1/node` | who this node is (the "discover" step of `servers add`) |
-//! | GET | `/v1/status` | node, Raft and cluster status |
-//! | GET | `/v1/docs/{collection}` | list documents |
-//! | GET | `/v1/docs/{collection}/{id}` | one document (`?consistency=local\|linearizable`) |
-//! | PUT | `/v1/docs/{collection}/{id}` | create or replace (`?reason=&request_id=&if_mod_revision=&if_absent`) |
-//! | DELETE | `/v1/docs/{collection}/{id}` | delete (`?reason=&if_mod_revision=`) |
-//! | POST | `/v1/changes` | a whole change set: `{reason, request_id, preconditions, operations}` |
-//! | GET | `/v1/history` | events (`?collection=&id=&actor=&from=&to=&limit=&newest_first`) |
-//! | POST | `/v1/blobs` | stream the body into the store as a blob; answers its digest and size |
-//! | GET | `/v1/blobs/{sha256}` | a blob's size, if the store has it |
-//! | GET, POST | `/v1/cluster/servers` | list members; add one (`{id, name, role, peer_addr, api_addr, boot_addr}`) |
-//! | DELETE | `/v1/cluster/servers/{name}` | remove a member |
+//! [`routes::ROUTES`] lists every endpoint with the access it needs, and `GET /v1/openapi.json` describes them
+//! all; [`auth`] checks the caller's bearer token against the route before a handler runs. Handlers of one
+//! concern live in their own file: `history` (export, diff, revert, undo, import), `watch`, `backup`,
+//! `blobs`, `openapi`; documents, changes, history listing and membership are here.
 //!
 //! Every response carries `X-Tandem-Revision`: the revision of the store that answered. Errors have one shape
 //! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the leader;
@@ -45,12 +33,25 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{ApiError, Body, json_response, parse_json, query_pairs, read_body, text_response};
 use crate::metrics::Metrics;
 
+pub mod auth;
+mod backup;
+mod blobs;
+mod history;
+mod openapi;
+pub mod routes;
+mod watch;
+
+use auth::{Caller, Tokens};
+use routes::Lookup;
+
 /// What the API handlers share.
 #[derive(Debug)]
 pub struct ApiState {
     pub node: Arc<ClusterNode>,
     pub metrics: Arc<Metrics>,
     pub boot: crate::boot::BootState,
+    /// The node's API tokens (empty: open, loopback only).
+    pub tokens: Tokens,
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled.
@@ -96,8 +97,11 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
 async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
-    let mut response = match route(&state, request).await {
-        Ok(response) => response,
+    let mut response = match authorize(&state, &request) {
+        Ok(caller) => match route(&state, &caller, request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        },
         Err(error) => error.into_response(),
     };
     let revision = state.node.revision();
@@ -108,11 +112,33 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Bo
     response
 }
 
-async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Finds the request's route in [`routes::ROUTES`] and checks the caller's token against it.
+fn authorize(state: &ApiState, request: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let method = request.method();
+    let path = request.uri().path();
+    match routes::lookup(method, path) {
+        Lookup::Found(route) => state.tokens.authorize(request.headers(), route.access),
+        Lookup::WrongMethod(allowed) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )
+        .with_hint(format!("allowed: {}", allowed.join(", ")))),
+        Lookup::NotFound => Err(ApiError::not_found(format!("no such endpoint: {method} {path}"))
+            .with_hint("GET /v1/openapi.json lists every endpoint")),
+    }
+}
+
+async fn route(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let query = query_pairs(request.uri().query());
     let method = request.method().clone();
+    let headers = request.headers().clone();
     let node = &state.node;
     match (&method, segments.as_slice()) {
         (&Method::GET, ["livez"]) => Ok(text_response(StatusCode::OK, "text/plain", "ok\n")),
@@ -147,7 +173,11 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
                                          "offline": known.saturating_sub(green + red)});
             Ok(json_response(StatusCode::OK, &status))
         }
-        (_, ["v1", "docs", ..]) | (_, ["v1", "changes"]) | (_, ["v1", "history"])
+        (
+            _,
+            ["v1", "docs" | "changes" | "history" | "export" | "diff" | "revert" | "undo" | "import", ..],
+        )
+        | (_, ["v1", "watch" | "backup" | "blobs", ..])
             if node.role() == Role::Witness =>
         {
             Err(ApiError::new(
@@ -162,7 +192,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
         (&Method::PUT, ["v1", "docs", collection, id]) => {
             let body = read_body(request.into_body(), MAX_CHANGE_SET_BYTES + 4096).await?;
             let document: serde_json::Value = parse_json(&body)?;
-            let mut change = ChangeSet::new(meta_from(&query, "api"));
+            let mut change = ChangeSet::new(meta_from(&query, &caller.name));
             change.operations.push(Operation::Put {
                 collection: collection.to_string(),
                 id: id.to_string(),
@@ -172,7 +202,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             write(state, change).await
         }
         (&Method::DELETE, ["v1", "docs", collection, id]) => {
-            let mut change = ChangeSet::new(meta_from(&query, "api"));
+            let mut change = ChangeSet::new(meta_from(&query, &caller.name));
             change
                 .operations
                 .push(Operation::Delete { collection: collection.to_string(), id: id.to_string() });
@@ -184,7 +214,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             let input: ChangeSetInput = parse_json(&body)?;
             let change = ChangeSet {
                 meta: ChangeMeta {
-                    actor: "api".into(),
+                    actor: caller.name.clone(),
                     reason: input.reason,
                     timestamp_ms: now_ms(),
                     request_id: input.request_id,
@@ -195,6 +225,15 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             write(state, change).await
         }
         (&Method::GET, ["v1", "history"]) => history(node, &query),
+        (&Method::GET, ["v1", "openapi.json"]) => openapi::document(),
+        (&Method::GET, ["v1", "export"]) => history::export(state, caller, request).await,
+        (&Method::GET, ["v1", "diff"]) => history::diff(state, caller, request).await,
+        (&Method::POST, ["v1", "revert"]) => history::revert(state, caller, request).await,
+        (&Method::POST, ["v1", "undo"]) => history::undo(state, caller, request).await,
+        (&Method::POST, ["v1", "import"]) => history::import(state, caller, request).await,
+        (&Method::GET, ["v1", "watch"]) => watch::watch(state, caller, request).await,
+        (&Method::GET, ["v1", "backup"]) => backup::backup(state, caller, request).await,
+        (&Method::GET, ["v1", "blobs", digest, "data"]) => blobs::blob_data(state, digest, request).await,
         (&Method::POST, ["v1", "blobs"]) => upload_blob(node, request.into_body()).await,
         (&Method::GET, ["v1", "blobs", digest]) => {
             let digest =
@@ -222,7 +261,8 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             let body = read_body(request.into_body(), 64 * 1024).await?;
             let input: AddServerInput = parse_json(&body)?;
             if let Some(response) =
-                proxy_to_leader(node, Method::POST, "/v1/cluster/servers", Some(body.to_vec())).await?
+                proxy_to_leader(node, &headers, Method::POST, "/v1/cluster/servers", Some(body.to_vec()))
+                    .await?
             {
                 return Ok(response);
             }
@@ -237,7 +277,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             Ok(json_response(StatusCode::OK, &json!({"added": input.name, "id": input.id})))
         }
         (&Method::DELETE, ["v1", "cluster", "servers", name]) => {
-            if let Some(response) = proxy_to_leader(node, Method::DELETE, &path, None).await? {
+            if let Some(response) = proxy_to_leader(node, &headers, Method::DELETE, &path, None).await? {
                 return Ok(response);
             }
             let id = node.remove_server(name).await.map_err(membership_error)?;
@@ -297,15 +337,15 @@ impl DocumentView {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn query_value<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn query_value<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
     query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn query_number(query: &[(String, String)], key: &str) -> Result<Option<u64>, ApiError> {
+pub(crate) fn query_number(query: &[(String, String)], key: &str) -> Result<Option<u64>, ApiError> {
     match query_value(query, key) {
         None => Ok(None),
         Some(text) => text.parse().map(Some).map_err(|_| {
@@ -314,7 +354,7 @@ fn query_number(query: &[(String, String)], key: &str) -> Result<Option<u64>, Ap
     }
 }
 
-fn meta_from(query: &[(String, String)], actor: &str) -> ChangeMeta {
+pub(crate) fn meta_from(query: &[(String, String)], actor: &str) -> ChangeMeta {
     ChangeMeta {
         actor: actor.into(),
         reason: query_value(query, "reason").unwrap_or_default().to_string(),
@@ -347,7 +387,7 @@ fn add_document_preconditions(
     Ok(())
 }
 
-async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
     let response = match state.node.write(Command::Change(change)).await {
         Ok(response) => response,
         Err(error) => {
@@ -387,7 +427,7 @@ pub fn rejection_error(rejection: &Rejection) -> ApiError {
     ApiError::new(status, code, rejection.to_string())
 }
 
-fn write_error(error: WriteError) -> ApiError {
+pub(crate) fn write_error(error: WriteError) -> ApiError {
     match &error {
         WriteError::ReadOnlyMirror { primary } => {
             ApiError::new(StatusCode::FORBIDDEN, "read_only_mirror", error.to_string())
@@ -541,13 +581,14 @@ async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<
     }
 }
 
-fn internal(message: &str) -> ApiError {
+pub(crate) fn internal(message: &str) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
 /// On a follower, sends the request to the leader's API and returns its answer; on the leader, `None`.
 async fn proxy_to_leader(
     node: &ClusterNode,
+    headers: &hyper::HeaderMap,
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
@@ -563,7 +604,13 @@ async fn proxy_to_leader(
                     "the leader is not in the membership",
                 ));
             };
-            let client = crate::client::ApiClient::new(&format!("http://{}", info.api_addr), None);
+            // The caller's own token goes along: every node of a cluster is given the same tokens.
+            let token = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::to_string);
+            let client = crate::client::ApiClient::new(&format!("http://{}", info.api_addr), token);
             let (status, value) = client
                 .send(method, path, body.map(|b| serde_json::from_slice(&b).unwrap_or_default()))
                 .await
