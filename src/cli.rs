@@ -145,6 +145,10 @@ pub enum BenchCommand {
     Storage(crate::bench::StorageBenchOptions),
     /// A pair with a witness on this machine: write throughput and failover time.
     Cluster(crate::bench::cluster::ClusterBenchOptions),
+    /// The boot server of one node: config requests/s and TFTP time against nginx and atftpd, peak memory.
+    Boot(crate::bench::boot::BootBenchOptions),
+    /// Operator commands on a large history: restore, history, export, diff, backup.
+    Operations(crate::bench::operations::OperationsBenchOptions),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -554,6 +558,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
             }
             Command::Bench { which: BenchCommand::Cluster(options) } => {
                 crate::bench::cluster::cluster(options).await.map_err(|e| failed(format!("{e:#}")))
+            }
+            Command::Bench { which: BenchCommand::Operations(options) } => {
+                crate::bench::operations::operations(options).await.map_err(|e| failed(format!("{e:#}")))
+            }
+            Command::Bench { which: BenchCommand::Boot(options) } => {
+                crate::bench::boot::boot(options).await.map_err(|e| failed(format!("{e:#}")))
             }
             _ => run_client(&cli).await,
         }

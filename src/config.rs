@@ -178,4 +178,17 @@ mod tests {
         let clash = Config { peer: Config::default().api, ..Config::default() };
         assert!(clash.validate().is_err());
     }
+
+    #[test]
+    fn an_api_open_beyond_loopback_needs_tokens() {
+        let open = Config { api: "0.0.0.0:7070".parse().unwrap(), ..Config::default() };
+        let error = open.validate().unwrap_err().to_string();
+        assert!(error.contains("[[tokens]]"), "{error}");
+        let token = crate::api::auth::Token {
+            name: "ops".into(),
+            role: crate::api::auth::TokenRole::Operator,
+            secret: "a-long-enough-secret".into(),
+        };
+        Config { tokens: vec![token], ..open }.validate().unwrap();
+    }
 }

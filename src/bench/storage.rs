@@ -33,7 +33,7 @@ pub struct StorageBenchOptions {
     pub batch: u64,
 }
 
-fn meta(i: u64) -> ChangeMeta {
+pub(crate) fn meta(i: u64) -> ChangeMeta {
     ChangeMeta {
         actor: "bench".into(),
         reason: String::new(),
@@ -42,7 +42,7 @@ fn meta(i: u64) -> ChangeMeta {
     }
 }
 
-fn terminal(i: u64) -> ChangeSet {
+pub(crate) fn terminal(i: u64) -> ChangeSet {
     let mac = format!(
         "02:00:{:02x}:{:02x}:{:02x}:{:02x}",
         (i >> 24) & 0xff,
@@ -58,7 +58,7 @@ fn terminal(i: u64) -> ChangeSet {
     )
 }
 
-fn patch(i: u64, terminals: u64) -> ChangeSet {
+pub(crate) fn patch(i: u64, terminals: u64) -> ChangeSet {
     let target = (i.wrapping_mul(2_654_435_761)) % terminals.max(1);
     ChangeSet::new(meta(i)).patch("terminals", &format!("t{target}"), json!({"settings": {"generation": i}}))
 }
@@ -67,13 +67,39 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
-fn check(outcomes: &[Outcome]) -> Result<()> {
+pub(crate) fn check(outcomes: &[Outcome]) -> Result<()> {
     for outcome in outcomes {
         if !matches!(outcome, Outcome::Accepted { .. }) {
             bail!("benchmark change set not accepted: {outcome:?}");
         }
     }
     Ok(())
+}
+
+/// Fills `store` with the benchmark data set: a 1 MiB firmware blob and document, two terminal servers,
+/// `terminals` terminals, then patches of random terminals until the history holds `events` events; applied
+/// `batch` change sets per apply and per fsync. Returns how many change sets were applied in batches.
+pub(crate) fn build_data_set(store: &mut Store, terminals: u64, events: u64, batch: u64) -> Result<u64> {
+    let (digest, size) =
+        store.put_blob(1, &vec![0xabu8; 1 << 20][..])?.map_err(|r| anyhow::anyhow!("{r}"))?;
+    check(&[store.apply_change_set(
+        ChangeSet::new(meta(0))
+            .put("firmware", "fw", json!({"version": "1", "blob": digest.to_string(), "size": size}))
+            .put("terminal_servers", "ts1", json!({"address": "10.0.0.1"}))
+            .put("terminal_servers", "ts2", json!({"address": "10.0.0.2"})),
+    )?])?;
+    let total = events.max(terminals + 1) - 1;
+    let mut i = 0;
+    while i < total {
+        let end = (i + batch.max(1)).min(total);
+        let commands: Vec<Command> = (i..end)
+            .map(|n| Command::Change(if n < terminals { terminal(n) } else { patch(n, terminals) }))
+            .collect();
+        check(&store.apply(&commands, None)?)?;
+        store.durable()?;
+        i = end;
+    }
+    Ok(total)
 }
 
 /// Runs the storage benchmark and prints its figures.
@@ -109,28 +135,8 @@ pub fn storage(options: &StorageBenchOptions) -> Result<()> {
 
     // 2. Batches of change sets per apply and per fsync, building the data set.
     let mut store = Store::open(&dir.path().join("main"))?;
-    let (digest, size) =
-        store.put_blob(1, &vec![0xabu8; 1 << 20][..])?.map_err(|r| anyhow::anyhow!("{r}"))?;
-    check(&[store.apply_change_set(
-        ChangeSet::new(meta(0))
-            .put("firmware", "fw", json!({"version": "1", "blob": digest.to_string(), "size": size}))
-            .put("terminal_servers", "ts1", json!({"address": "10.0.0.1"}))
-            .put("terminal_servers", "ts2", json!({"address": "10.0.0.2"})),
-    )?])?;
-    let total = options.events.max(options.terminals + 1) - 1;
     let start = Instant::now();
-    let mut i = 0;
-    while i < total {
-        let end = (i + options.batch).min(total);
-        let commands: Vec<Command> = (i..end)
-            .map(|n| {
-                Command::Change(if n < options.terminals { terminal(n) } else { patch(n, options.terminals) })
-            })
-            .collect();
-        check(&store.apply(&commands, None)?)?;
-        store.durable()?;
-        i = end;
-    }
+    let total = build_data_set(&mut store, options.terminals, options.events, options.batch)?;
     let elapsed = start.elapsed();
     println!(
         "batched:  {:>9.0} change sets/s  ({total} change sets in batches of {}, one fsync per batch)",
