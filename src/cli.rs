@@ -95,6 +95,16 @@ pub enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Print the whole configuration (now or at a revision) as JSON.
+    Export(crate::operations::ExportArgs),
+    /// Show what differs between two revisions.
+    Diff(crate::operations::DiffArgs),
+    /// Make the configuration what it was at a revision, as a new change (preview, confirm, apply).
+    Revert(crate::operations::RevertArgs),
+    /// Undo one change set, as a new change (preview, confirm, apply).
+    Undo(crate::operations::UndoArgs),
+    /// Make the configuration equal to an export file, as a new change (preview, confirm, apply).
+    Import(crate::operations::ImportArgs),
     /// Manage the cluster's servers.
     Servers {
         #[command(subcommand)]
@@ -107,8 +117,18 @@ pub enum Command {
     },
     /// Play a terminal: fetch the boot document and firmware from the first boot server that answers.
     Boot(crate::boot::client::BootArgs),
+    /// Print every change as it happens, from a revision on; resumes after a disconnect without gap or
+    /// duplicate (`--server` may list several servers, comma-separated, tried in turn).
+    Watch(crate::watch::WatchArgs),
+    /// Copy another installation's configuration here, one way: preview, confirm, copy blobs, apply.
+    Sync(crate::sync::SyncArgs),
     /// Offline recovery on a stopped node's data directory.
     Recover(RecoverArgs),
+    /// Take a backup, check one, or restore one (into a new cluster, or live into a running one).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -131,6 +151,38 @@ pub enum ServersCommand {
     List,
     /// Remove a server.
     Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Download a backup of the node's store: streamed to a temporary file, verified, renamed into place.
+    Create {
+        /// Where to write it (default: the name the server suggests, in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a backup file completely (offline): trailer, checksum, history, documents, blobs.
+    Verify { file: PathBuf },
+    /// Restore a backup: offline into a new data directory (a new cluster with the backup's history), or
+    /// with --live into the running cluster at --server as one new change (its history is kept).
+    Restore {
+        file: PathBuf,
+        /// Offline: the new node's data directory (must not exist, or be empty); then `tandem serve --data-dir`.
+        #[arg(long, conflicts_with = "live", required_unless_present = "live")]
+        data_dir: Option<PathBuf>,
+        /// Restore into the running cluster at --server (needs --reason).
+        #[arg(long)]
+        live: bool,
+        /// Why (recorded in the history; required with --live).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Apply without asking (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Only show what a live restore would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -328,7 +380,15 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
         | Command::Recover(_)
         | Command::Bench { .. }
         | Command::Boot(_)
-        | Command::Firmware { .. } => {
+        | Command::Backup { .. }
+        | Command::Watch(_)
+        | Command::Sync(_)
+        | Command::Firmware { .. }
+        | Command::Export(_)
+        | Command::Diff(_)
+        | Command::Revert(_)
+        | Command::Undo(_)
+        | Command::Import(_) => {
             unreachable!("not client commands")
         }
     };
@@ -550,9 +610,16 @@ pub fn main_with(cli: Cli) -> ExitCode {
                     }
                 }
             }
+            Command::Sync(args) => crate::sync::run(args, cli.token.as_deref(), cli.json)
+                .await
+                .map_err(|error| CliError { code: error.exit_code(), message: error.to_string() }),
             Command::Recover(args) => {
                 crate::recover::recover(args).await.map_err(|e| failed(format!("{e:#}")))
             }
+            Command::Backup { command } => crate::backup::run(&cli, command).await,
+            Command::Watch(args) => crate::watch::watch(&cli.server, cli.token.as_deref(), cli.json, args)
+                .await
+                .map_err(|e| CliError { code: e.exit_code(), message: e.to_string() }),
             Command::Bench { which: BenchCommand::Storage(options) } => {
                 crate::bench::storage(options).map_err(|e| failed(format!("{e:#}")))
             }
@@ -565,6 +632,11 @@ pub fn main_with(cli: Cli) -> ExitCode {
             Command::Bench { which: BenchCommand::Boot(options) } => {
                 crate::bench::boot::boot(options).await.map_err(|e| failed(format!("{e:#}")))
             }
+            Command::Export(args) => crate::operations::export(&cli, args).await,
+            Command::Diff(args) => crate::operations::diff(&cli, args).await,
+            Command::Revert(args) => crate::operations::revert(&cli, args).await,
+            Command::Undo(args) => crate::operations::undo(&cli, args).await,
+            Command::Import(args) => crate::operations::import(&cli, args).await,
             _ => run_client(&cli).await,
         }
     });

@@ -34,6 +34,28 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Admin API bearer tokens (file only: `[[tokens]]`). None: the API is open, allowed on loopback only.
     pub tokens: Vec<crate::api::auth::Token>,
+    /// Scheduled backups (file only: `[backup]`), written by whichever node leads. None: no schedule.
+    pub backup: Option<BackupSchedule>,
+}
+
+/// Scheduled backups: every `interval`, the leader writes a backup file into `dir` (unless nothing changed since
+/// the newest one there) and keeps the newest `retention` files of its cluster (see [`crate::backup::schedule`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSchedule {
+    /// The directory backups go to. It must exist: a missing directory (an unmounted backup disk) is reported
+    /// as a failure, never created on the disk underneath.
+    pub dir: PathBuf,
+    /// Time between two backups (file: seconds as a number, or text such as "90s", "30m", "1h", "1h30m", "1d").
+    pub interval: std::time::Duration,
+    /// How many backup files of this cluster to keep in `dir`; older ones are deleted.
+    pub retention: usize,
+}
+
+impl BackupSchedule {
+    /// The interval when the file does not give one.
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// The retention when the file does not give one.
+    pub const DEFAULT_RETENTION: usize = 24;
 }
 
 impl Default for Config {
@@ -50,6 +72,7 @@ impl Default for Config {
             join: false,
             cluster_secret: None,
             tokens: Vec::new(),
+            backup: None,
         }
     }
 }
@@ -78,6 +101,67 @@ pub struct FileConfig {
     pub cluster_secret: Option<String>,
     #[serde(default)]
     pub tokens: Vec<crate::api::auth::Token>,
+    pub backup: Option<FileBackup>,
+}
+
+/// The `[backup]` table of a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackup {
+    pub dir: Option<PathBuf>,
+    pub interval: Option<IntervalValue>,
+    pub retention: Option<u64>,
+}
+
+/// An interval as a config file may write it: seconds, or text with units.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum IntervalValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl IntervalValue {
+    fn to_duration(&self) -> Result<std::time::Duration, String> {
+        match self {
+            IntervalValue::Seconds(seconds) => Ok(std::time::Duration::from_secs(*seconds)),
+            IntervalValue::Text(text) => parse_interval(text),
+        }
+    }
+}
+
+/// Parses "90", "90s", "30m", "1h", "1h30m", "1d": whole numbers each followed by a unit (s, m, h, d); a bare
+/// number is seconds.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!("'{text}' is not an interval (write seconds, or e.g. \"90s\", \"30m\", \"1h30m\", \"1d\")")
+    };
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        total = value.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// A configuration problem, with the key or file it concerns.
@@ -117,6 +201,21 @@ impl Config {
         if !file.tokens.is_empty() {
             self.tokens = file.tokens;
         }
+        if let Some(backup) = file.backup {
+            let invalid = |message: String| ConfigError::Parse { path: path.into(), message };
+            let dir =
+                backup.dir.ok_or_else(|| invalid("[backup] needs dir = \"/path/to/backups\"".into()))?;
+            let interval = match &backup.interval {
+                Some(value) => value.to_duration().map_err(|e| invalid(format!("[backup] interval: {e}")))?,
+                None => BackupSchedule::DEFAULT_INTERVAL,
+            };
+            let retention = match backup.retention {
+                Some(count) => usize::try_from(count)
+                    .map_err(|_| invalid(format!("[backup] retention {count} is too large")))?,
+                None => BackupSchedule::DEFAULT_RETENTION,
+            };
+            self.backup = Some(BackupSchedule { dir, interval, retention });
+        }
         Ok(self)
     }
 
@@ -142,6 +241,19 @@ impl Config {
             return Err(ConfigError::Invalid("--cluster-secret must be at least 8 characters".into()));
         }
         crate::api::auth::Tokens::validate(&self.tokens).map_err(ConfigError::Invalid)?;
+        if let Some(backup) = &self.backup {
+            if backup.dir.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid("[backup] dir must not be empty".into()));
+            }
+            if backup.interval < std::time::Duration::from_secs(1) {
+                return Err(ConfigError::Invalid("[backup] interval must be at least 1 second".into()));
+            }
+            if backup.retention == 0 {
+                return Err(ConfigError::Invalid(
+                    "[backup] retention must be at least 1 (the number of backup files to keep)".into(),
+                ));
+            }
+        }
         if self.tokens.is_empty() && !self.api.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "the admin API would listen on {} without tokens, open to anyone who can reach it: add [[tokens]] \
@@ -165,6 +277,40 @@ mod tests {
         assert_eq!(config.name, "plant-a-1");
         assert_eq!(config.role, Role::Data);
         assert_eq!(config.api.port(), 7070);
+        let backup = config.backup.expect("the example has a [backup] table");
+        assert_eq!(backup.interval, std::time::Duration::from_secs(6 * 3600));
+        assert_eq!(backup.retention, 28);
+    }
+
+    #[test]
+    fn backup_intervals_read_as_seconds_or_with_units() {
+        let secs = |text: &str| parse_interval(text).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("1h30m"), Ok(5400));
+        assert_eq!(secs("1d"), Ok(86_400));
+        for bad in ["", "h", "1x", "1h30", "-5", "99999999999999999999d"] {
+            assert!(parse_interval(bad).is_err(), "{bad:?} was accepted");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.toml");
+        std::fs::write(&path, "[backup]\ndir = \"/b\"\ninterval = 5\n").unwrap();
+        let config = Config::default().merge_file(&path).unwrap();
+        assert_eq!(
+            config.backup,
+            Some(BackupSchedule {
+                dir: "/b".into(),
+                interval: std::time::Duration::from_secs(5),
+                retention: BackupSchedule::DEFAULT_RETENTION
+            })
+        );
+        std::fs::write(&path, "[backup]\ninterval = \"1h\"\n").unwrap();
+        assert!(matches!(Config::default().merge_file(&path), Err(ConfigError::Parse { .. })));
+        std::fs::write(&path, "[backup]\ndir = \"/b\"\nretention = 0\n").unwrap();
+        assert!(Config::default().merge_file(&path).unwrap().validate().is_err());
+        std::fs::write(&path, "[backup]\ndir = \"/b\"\nkeep = 3\n").unwrap();
+        assert!(matches!(Config::default().merge_file(&path), Err(ConfigError::Parse { .. })));
     }
 
     #[test]

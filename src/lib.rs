@@ -23,6 +23,7 @@
 //! (shared HTTP helpers).
 
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod boot;
 pub mod cli;
@@ -31,5 +32,8 @@ pub mod config;
 pub mod firmware;
 pub mod http;
 pub mod metrics;
+pub mod operations;
 pub mod recover;
 pub mod serve;
+pub mod sync;
+pub mod watch;

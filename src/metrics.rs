@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tandem_cluster::node::ClusterNode;
 
@@ -35,6 +36,11 @@ pub struct Metrics {
     boot_bytes: IntGaugeVec,
     tftp_transfers: IntGaugeVec,
     terminals_online: IntGaugeVec,
+    backup_last_success: IntGauge,
+    backup_last_size: IntGauge,
+    backup_last_revision: IntGauge,
+    backup_failures: IntCounter,
+    backup_last_error: IntGauge,
 }
 
 impl Metrics {
@@ -97,7 +103,29 @@ impl Metrics {
             "Terminals whose heartbeats arrive at this node",
             &["state"],
         )?;
+        let backup_failures = IntCounter::new(
+            "tandem_backup_failures_total",
+            "Scheduled backups that failed (directory missing or unwritable, disk full, verification)",
+        )?;
+        registry.register(Box::new(backup_failures.clone()))?;
         Ok(Metrics {
+            backup_last_success: gauge(
+                "tandem_backup_last_success_timestamp_seconds",
+                "Unix time of the last scheduled backup this node wrote (0: none since start)",
+            )?,
+            backup_last_size: gauge(
+                "tandem_backup_last_size_bytes",
+                "Size of the last scheduled backup file",
+            )?,
+            backup_last_revision: gauge(
+                "tandem_backup_last_revision",
+                "Configuration revision of the last scheduled backup file",
+            )?,
+            backup_failures,
+            backup_last_error: gauge(
+                "tandem_backup_last_error",
+                "1 if the last scheduled backup attempt on this node failed, 0 otherwise",
+            )?,
             boot,
             boot_requests,
             boot_bytes,
@@ -134,6 +162,25 @@ impl Metrics {
     /// Counts one proposal by its result: `committed`, `rejected` or `failed`.
     pub fn observe_proposal(&self, result: &str) {
         self.proposals.with_label_values(&[result]).inc();
+    }
+
+    /// Records a scheduled backup written and verified at `unix_seconds`.
+    pub fn observe_backup_written(&self, unix_seconds: u64, bytes: u64, revision: u64) {
+        self.backup_last_success.set(unix_seconds as i64);
+        self.backup_last_size.set(bytes as i64);
+        self.backup_last_revision.set(revision as i64);
+        self.backup_last_error.set(0);
+    }
+
+    /// Records a scheduled backup attempt that found nothing to do (nothing changed): no error any more.
+    pub fn observe_backup_unchanged(&self) {
+        self.backup_last_error.set(0);
+    }
+
+    /// Records a failed scheduled backup attempt.
+    pub fn observe_backup_failure(&self) {
+        self.backup_failures.inc();
+        self.backup_last_error.set(1);
     }
 
     /// Copies the node's current Raft and store state into the gauges.

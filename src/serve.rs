@@ -119,6 +119,11 @@ pub async fn serve(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(serve_peer(peer_listener, raft.clone(), identity.cluster_secret.clone(), shutdown.clone()));
+    let backup = crate::backup::BackupState::default();
+    if let Some(schedule) = config.backup.clone() {
+        let (node, metrics) = (node.clone(), metrics.clone());
+        tasks.spawn(crate::backup::schedule::run(node, schedule, backup.clone(), metrics, shutdown.clone()));
+    }
     tasks.spawn(serve_api(
         api_listener,
         Arc::new(ApiState {
@@ -126,6 +131,7 @@ pub async fn serve(config: Config) -> Result<()> {
             metrics,
             boot: boot.clone(),
             tokens: crate::api::auth::Tokens::new(config.tokens.clone()),
+            backup,
         }),
         shutdown.clone(),
     ));

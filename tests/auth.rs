@@ -137,3 +137,27 @@ fn a_node_without_tokens_is_open_on_loopback_and_says_so() {
     assert_eq!(node.history()[0]["actor"], tandem::api::auth::OPEN_ACTOR);
     assert!(node.log_text().contains("no API tokens configured"), "{}", node.log_text());
 }
+
+#[test]
+fn every_listed_route_reaches_a_handler() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "a", "data").with_config(&config()).with_token(ADMIN);
+    node.start(false);
+    node.ok(&["put", "notes", "auth-test", "{}"]);
+    for route in ROUTES {
+        let path = sample_path(route.pattern);
+        let (status, code) = request(&node, route.method, &path, Some(ADMIN));
+        assert!(status != 0, "{} {path}: no answer", route.method);
+        assert_ne!(code.as_deref(), Some("unrouted"), "{} {path} has no handler", route.method);
+        assert_ne!(status, 501, "{} {path} is not implemented", route.method);
+        assert!(status < 500, "{} {path} answered {status} {code:?}", route.method);
+    }
+    let output = Command::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {READER}")])
+        .arg(format!("http://{}/v1/openapi.json", node.api))
+        .output()
+        .unwrap();
+    let document: Value = serde_json::from_slice(&output.stdout).expect("the OpenAPI document is JSON");
+    let patterns: std::collections::BTreeSet<_> = ROUTES.iter().map(|r| r.pattern).collect();
+    assert_eq!(document["paths"].as_object().unwrap().len(), patterns.len());
+}

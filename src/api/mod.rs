@@ -52,6 +52,8 @@ pub struct ApiState {
     pub boot: crate::boot::BootState,
     /// The node's API tokens (empty: open, loopback only).
     pub tokens: Tokens,
+    /// What the backup scheduler last did (`"backup"` in `GET /v1/status`).
+    pub backup: crate::backup::BackupState,
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled.
@@ -104,9 +106,12 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Bo
         },
         Err(error) => error.into_response(),
     };
-    let revision = state.node.revision();
-    if let Ok(value) = HeaderValue::from_str(&revision.to_string()) {
-        response.headers_mut().insert("x-tandem-revision", value);
+    // A handler that answered from a known revision (a backup's snapshot) has set the header already.
+    if !response.headers().contains_key("x-tandem-revision") {
+        let revision = state.node.revision();
+        if let Ok(value) = HeaderValue::from_str(&revision.to_string()) {
+            response.headers_mut().insert("x-tandem-revision", value);
+        }
     }
     state.metrics.observe_api(method.as_str(), response.status().as_u16(), started.elapsed());
     response
@@ -171,6 +176,7 @@ async fn route(
                 state.node.store.read().map(|s| s.projection().collection("terminals").count()).unwrap_or(0);
             status["terminals"] = json!({"online": green + red, "green": green, "red": red,
                                          "offline": known.saturating_sub(green + red)});
+            status["backup"] = state.backup.status_json();
             Ok(json_response(StatusCode::OK, &status))
         }
         (

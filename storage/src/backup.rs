@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
 
+use crate::engine::WriteBatch;
 use crate::error::{Error, Result};
+use crate::keys::Meta;
 use crate::snapshot::{HashingWriter, SnapshotSource, SnapshotSummary, verify_snapshot};
 use crate::store::{Store, StoreOptions};
 
@@ -30,17 +32,12 @@ pub fn write_backup(source: &SnapshotSource, path: &Path) -> Result<SnapshotSumm
     let temp = temp_path(path);
     let result = (|| {
         let file = File::create(&temp).map_err(|e| Error::io(format!("creating {}", temp.display()), e))?;
-        let mut out = HashingWriter::new(BufWriter::new(file));
-        let (header, bytes) = source.write_to(&mut out)?;
-        let digest: [u8; 32] = out.hasher.clone().finalize().into();
-        let mut file = out.inner;
+        let mut file = BufWriter::new(file);
+        let summary = write_backup_to(source, &mut file)?;
         let io_error = |e| Error::io(format!("writing {}", temp.display()), e);
-        file.write_all(TRAILER_MAGIC).map_err(io_error)?;
-        file.write_all(&bytes.to_be_bytes()).map_err(io_error)?;
-        file.write_all(&digest).map_err(io_error)?;
         let file = file.into_inner().map_err(|e| io_error(e.into_error()))?;
         file.sync_all().map_err(io_error)?;
-        Ok(SnapshotSummary { header, bytes: bytes + TRAILER_LEN })
+        Ok(summary)
     })();
     let summary = match result {
         Ok(summary) => summary,
@@ -52,6 +49,22 @@ pub fn write_backup(source: &SnapshotSource, path: &Path) -> Result<SnapshotSumm
     fs::rename(&temp, path).map_err(|e| Error::io(format!("renaming {} into place", temp.display()), e))?;
     sync_parent(path)?;
     Ok(summary)
+}
+
+/// Writes the snapshot `source` followed by the backup trailer into `out`: the bytes of a backup file, for
+/// callers that stream a backup somewhere else than a local file (the admin API's `GET /v1/backup`). Flushes
+/// `out` but does not fsync anything; the summary counts the trailer.
+pub fn write_backup_to(source: &SnapshotSource, out: impl Write) -> Result<SnapshotSummary> {
+    let mut out = HashingWriter::new(out);
+    let (header, bytes) = source.write_to(&mut out)?;
+    let digest: [u8; 32] = out.hasher.clone().finalize().into();
+    let mut out = out.inner;
+    let io_error = |e| Error::io("writing a backup", e);
+    out.write_all(TRAILER_MAGIC).map_err(io_error)?;
+    out.write_all(&bytes.to_be_bytes()).map_err(io_error)?;
+    out.write_all(&digest).map_err(io_error)?;
+    out.flush().map_err(io_error)?;
+    Ok(SnapshotSummary { header, bytes: bytes + TRAILER_LEN })
 }
 
 /// Checks a backup file completely; returns what it holds.
@@ -76,6 +89,22 @@ pub fn restore_backup(path: &Path, dir: &Path, options: StoreOptions) -> Result<
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let summary = store.install_snapshot(BufReader::new(file).take(snapshot_length))?;
     Ok((store, summary))
+}
+
+impl Store {
+    /// Forgets the caller's applied position (see [`Store::position`]) and makes that durable.
+    ///
+    /// A backup carries the position of the store it was taken from; for the cluster crate that is a Raft log
+    /// id and the *source cluster's* membership. A backup restored as a new installation must not start with
+    /// them, or the new node would believe it belongs to the old cluster: without a position it starts as a
+    /// store that no log has been applied to yet, whatever revision its history has reached.
+    pub fn forget_position(&mut self) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(Meta::Position.key());
+        self.space.write(batch)?;
+        self.state.position = None;
+        self.durable()
+    }
 }
 
 /// Checks the trailer and the digest of the snapshot part; returns the snapshot's length.
@@ -126,4 +155,50 @@ fn sync_parent(path: &Path) -> Result<()> {
     File::open(parent)
         .and_then(|dir| dir.sync_all())
         .map_err(|e| Error::io(format!("fsyncing directory {}", parent.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ChangeMeta, ChangeSet};
+
+    fn store_with_history(dir: &Path) -> Store {
+        let mut store = Store::open(dir).unwrap();
+        for i in 0..3 {
+            let change = ChangeSet::new(ChangeMeta { actor: "t".into(), ..ChangeMeta::default() }).put(
+                "notes",
+                &format!("n{i}"),
+                serde_json::json!({"i": i}),
+            );
+            store.apply(&[crate::Command::Change(change)], Some(b"raft position")).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_streamed_backup_is_a_valid_backup_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_history(&dir.path().join("db"));
+        let mut bytes = Vec::new();
+        let summary = write_backup_to(&store.snapshot(), &mut bytes).unwrap();
+        assert_eq!(summary.bytes, bytes.len() as u64);
+        let path = dir.path().join("streamed.backup");
+        fs::write(&path, &bytes).unwrap();
+        let verified = verify_backup(&path).unwrap();
+        assert_eq!(verified.header.revision.0, 3);
+        assert_eq!(verified.bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_forgotten_position_stays_forgotten_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_history(&dir.path().join("db"));
+        assert_eq!(store.position(), Some(&b"raft position"[..]));
+        store.forget_position().unwrap();
+        assert_eq!(store.position(), None);
+        drop(store);
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        assert_eq!(store.position(), None);
+        assert_eq!(store.revision().0, 3);
+    }
 }

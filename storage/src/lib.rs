@@ -16,7 +16,9 @@
 //!    changed, its request id and the caller's position go into one atomic write ([`store`] explains the crash
 //!    story); [`Store::durable`] fsyncs, once per batch.
 //! 5. Later, [`Store::history`], [`Store::state_at`], [`Store::diff`] and [`Store::revert_to`] read the history
-//!    ([`history`]); [`snapshot`] streams the whole store to a new node or a backup file ([`backup`]).
+//!    ([`history`]); [`export`] writes the configuration as JSON and plans an import; [`undo`] plans a
+//!    revert or the undo of one change set ([`plan`]); [`snapshot`] streams the whole store to a new node or
+//!    a backup file ([`backup`]).
 //!
 //! ## Layers
 //! - [`engine`]: the storage trait ([`Keyspace`], [`Database`]) and its sled implementation, with a real fsync.
@@ -24,6 +26,7 @@
 //! - [`change`], [`event`], [`command`], [`rejection`]: the vocabulary.
 //! - [`decide`], [`projection`], [`collections`]: the pure logic.
 //! - [`store`], [`history`], [`blob`], [`snapshot`], [`backup`]: the store on disk.
+//! - [`plan`], [`export`], [`undo`]: going back in time and importing, always as new events.
 
 pub mod backup;
 pub mod blob;
@@ -36,14 +39,17 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod history;
 pub mod keys;
 pub mod limits;
 pub mod mac;
+pub mod plan;
 pub mod projection;
 pub mod rejection;
 pub mod snapshot;
 pub mod store;
+pub mod undo;
 
 pub use blob::BlobReader;
 pub use change::{ChangeMeta, ChangeSet, DocKey, Json, Operation, Precondition, Revision};
@@ -53,8 +59,11 @@ pub use digest::Digest;
 pub use engine::{Database, Keyspace, SledDatabase};
 pub use error::{Error, Result};
 pub use event::{DocumentChange, Event};
+pub use export::{Export, MissingBlob};
 pub use history::{DiffEntry, DiffKind, HistoryFilter};
 pub use mac::Mac;
+pub use plan::{CLUSTER_EVENTS, ChangeKind, Plan, PlannedChange};
 pub use projection::{Projection, StoredDocument};
 pub use rejection::Rejection;
 pub use store::{Store, StoreOptions};
+pub use undo::UndoError;
