@@ -38,14 +38,15 @@ pub struct Config {
     pub backup: Option<BackupSchedule>,
 }
 
-/// Scheduled backups: every `interval`, the leader writes a backup file into `dir` (unless nothing changed since
-/// the newest one there) and keeps the newest `retention` files of its cluster (see [`crate::backup::schedule`]).
+/// Scheduled backups: every `interval`, the leader writes a backup file into `dir` (unless nothing changed
+/// since the newest one there) and keeps the newest `retention` files of its cluster (see
+/// [`crate::backup::schedule`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupSchedule {
     /// The directory backups go to. It must exist: a missing directory (an unmounted backup disk) is reported
     /// as a failure, never created on the disk underneath.
     pub dir: PathBuf,
-    /// Time between two backups (file: seconds as a number, or text such as "90s", "30m", "1h", "1h30m", "1d").
+    /// Time between two backups (file: seconds as a number, or text: "90s", "30m", "1h", "1h30m", "1d").
     pub interval: std::time::Duration,
     /// How many backup files of this cluster to keep in `dir`; older ones are deleted.
     pub retention: usize,

@@ -221,6 +221,19 @@ fn is_light(entries: &[Entry]) -> bool {
 
 /// Applies a batch of entries with one store write (not fsynced: see the module documentation); returns the
 /// responses and the revision.
+/// The cluster id every node of a cluster agrees on: derived from the cluster's founding membership (the
+/// entry at log index 0, written by `initialize` on the first node), which every member applies, or receives
+/// inside a snapshot together with the id. A node added with `--join` thus takes its cluster's id instead of
+/// the random one its empty store was created with; a restore into a new data directory founds a new
+/// cluster and gets a new id.
+fn founding_cluster_id(membership: &openraft::Membership<NodeId, NodeInfo>) -> String {
+    let mut founders: Vec<NodeId> = membership.voter_ids().collect();
+    founders.sort_unstable();
+    let low = founders.first().copied().unwrap_or_default();
+    let high = founders.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |acc, id| acc.rotate_left(17) ^ id);
+    format!("{low:016x}{high:016x}")
+}
+
 fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response>, Revision)> {
     let Some(last) = entries.last().map(|entry| entry.log_id) else {
         return Ok((Vec::new(), read_store(store)?.revision()));
@@ -228,6 +241,7 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
     let mut carries_command = Vec::with_capacity(entries.len());
     let mut commands: Vec<Command> = Vec::new();
     let mut membership: Option<StoredMembership> = None;
+    let mut founded: Option<String> = None;
     for entry in entries {
         match entry.payload {
             EntryPayload::Blank => carries_command.push(false),
@@ -236,6 +250,9 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
                 carries_command.push(true);
             }
             EntryPayload::Membership(config) => {
+                if entry.log_id.index == 0 {
+                    founded = Some(founding_cluster_id(&config));
+                }
                 membership = Some(StoredMembership::new(Some(entry.log_id), config));
                 carries_command.push(false);
             }
@@ -244,6 +261,13 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
 
     let (start, outcomes, end) = {
         let mut guard = write_store(store)?;
+        if let Some(cluster_id) = founded
+            && guard.cluster_id() != cluster_id
+        {
+            guard
+                .set_cluster_id(&cluster_id)
+                .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
+        }
         let membership = match membership {
             Some(membership) => membership,
             None => position_of(&guard)?.membership,

@@ -172,8 +172,13 @@ async fn route(
         (&Method::GET, ["v1", "status"]) => {
             let mut status = serde_json::to_value(node.status()).unwrap_or_default();
             let (green, red) = state.boot.heartbeats.online_by_state(crate::boot::ONLINE_WINDOW);
-            let known =
-                state.node.store.read().map(|s| s.projection().collection("terminals").count()).unwrap_or(0);
+            let (known, cluster_id) = state
+                .node
+                .store
+                .read()
+                .map(|s| (s.projection().collection("terminals").count(), s.cluster_id().to_string()))
+                .unwrap_or_default();
+            status["cluster_id"] = json!(cluster_id);
             status["terminals"] = json!({"online": green + red, "green": green, "red": red,
                                          "offline": known.saturating_sub(green + red)});
             status["backup"] = state.backup.status_json();

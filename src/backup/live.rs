@@ -12,10 +12,10 @@
 //!    documents reference.
 //! 3. Ask the node which of those blobs it lacks (`GET /v1/blobs/{sha256}`).
 //! 4. Preview: a dry-run import says what would be created, changed and deleted, at which revision.
-//! 5. Stop here with `--dry-run`. Confirm (unless `--yes`), upload the missing blobs (`POST /v1/blobs`, streamed from the temporary
-//!    store, with a progress bar on a terminal), then import for real with `if_revision` = the preview's
-//!    revision: if someone changed the configuration since the preview, nothing is applied and the operator
-//!    sees a fresh preview on the next run.
+//! 5. Stop here with `--dry-run`. Otherwise confirm (unless `--yes`), upload the missing blobs
+//!    (`POST /v1/blobs`, streamed from the temporary store, with a progress bar on a terminal), then import
+//!    for real with `if_revision` = the preview's revision: if someone changed the configuration since the
+//!    preview, nothing is applied and the operator sees a fresh preview on the next run.
 //!
 //! The temporary store needs about as much disk space as the backup; it is removed on exit.
 

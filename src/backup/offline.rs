@@ -10,8 +10,10 @@
 //! 2. The file is verified first, so a damaged backup leaves nothing behind.
 //! 3. The store is restored into `DIR/db`, where `tandem serve` opens it (see `serve.rs`), with the backup's
 //!    history and revisions unchanged.
-//! 4. It gets a new cluster id: the new installation must never be taken for the old one (backup names,
-//!    sync, and an operator's eyes tell them apart by it).
+//! 4. It drops the source's cluster id: the new installation must never be taken for the old one (backup
+//!    names, sync, and an operator's eyes tell them apart by it). Its own id is fixed when `tandem serve`
+//!    founds the new cluster (every cluster's id derives from its founding membership, see
+//!    `tandem_cluster::state_machine`), and `tandem status` / `tandem backup create` show it.
 //! 5. It forgets the applied position that came with the backup: the source's Raft log id and *membership*.
 //!    With them, the new node would believe it belonged to the old cluster and wait for its members. Without
 //!    them, `tandem serve --data-dir DIR` finds a node that never joined a cluster, initializes a cluster of
@@ -88,7 +90,7 @@ pub async fn restore(file: &Path, data_dir: &Path, json: bool) -> Result<(), Cli
         .await
         .map_err(|e| failed(e.to_string()))
         .and_then(|result| result);
-    let (summary, cluster_id) = match result {
+    let summary = match result {
         Ok(restored) => restored,
         Err(error) => {
             // Leave nothing behind: a half-restored directory could later be started by mistake.
@@ -103,17 +105,15 @@ pub async fn restore(file: &Path, data_dir: &Path, json: bool) -> Result<(), Cli
     let header = &summary.header;
     if json {
         let answer = json!({"data_dir": data_dir, "revision": header.revision.0, "documents": header.documents,
-                            "blobs": header.blobs, "cluster_id": cluster_id,
-                            "source_cluster_id": header.cluster_id});
+                            "blobs": header.blobs, "source_cluster_id": header.cluster_id});
         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     } else {
         println!(
-            "restored revision {} ({}, {}) into {} as a new cluster {} (the backup came from {})",
+            "restored revision {} ({}, {}) into {} as a new cluster (the backup came from cluster {})",
             header.revision,
             count(header.documents, "document"),
             count(header.blobs, "blob"),
             data_dir.display(),
-            cluster_id,
             header.cluster_id
         );
         println!(
@@ -124,16 +124,16 @@ pub async fn restore(file: &Path, data_dir: &Path, json: bool) -> Result<(), Cli
     Ok(())
 }
 
-/// Restores `file` into `data_dir/db` with a new cluster id and no applied position (see the module docs).
-fn restore_as_new_cluster(file: &Path, data_dir: &Path) -> Result<(SnapshotSummary, String), CliError> {
+/// Restores `file` into `data_dir/db` without the source's cluster id and applied position (see the module
+/// docs).
+fn restore_as_new_cluster(file: &Path, data_dir: &Path) -> Result<SnapshotSummary, CliError> {
     let problem = |e: tandem_storage::Error| failed(format!("restoring {} failed: {e}", file.display()));
     std::fs::create_dir_all(data_dir)
         .map_err(|e| failed(format!("cannot create {}: {e}", data_dir.display())))?;
     // `tandem serve` keeps the store (and the Raft log) in the `db` directory of the data directory.
     let (mut store, summary) =
         restore_backup(file, &data_dir.join("db"), StoreOptions::default()).map_err(problem)?;
-    let cluster_id = new_cluster_id();
-    store.set_cluster_id(&cluster_id).map_err(problem)?;
+    store.set_cluster_id(&new_cluster_id()).map_err(problem)?;
     store.forget_position().map_err(problem)?;
-    Ok((summary, cluster_id))
+    Ok(summary)
 }

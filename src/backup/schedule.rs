@@ -136,9 +136,17 @@ pub async fn run(
         report.retention = Some(schedule.retention);
     });
     if !schedule.dir.is_dir() {
-        tracing::warn!(dir = %schedule.dir.display(), "the backup directory does not exist (yet): scheduled backups will fail until it does");
+        tracing::warn!(
+            dir = %schedule.dir.display(),
+            "the backup directory does not exist (yet): scheduled backups will fail until it does"
+        );
     }
-    tracing::info!(dir = %schedule.dir.display(), interval_s = schedule.interval.as_secs(), retention = schedule.retention, "scheduled backups on");
+    tracing::info!(
+        dir = %schedule.dir.display(),
+        interval_s = schedule.interval.as_secs(),
+        retention = schedule.retention,
+        "scheduled backups on"
+    );
     let mut delay = schedule.interval;
     let mut failures_in_a_row: u32 = 0;
     loop {
@@ -155,7 +163,13 @@ pub async fn run(
         match result {
             Ok(Attempt::Written { file, revision, bytes, deleted }) => {
                 failures_in_a_row = 0;
-                tracing::info!(file = %file.display(), revision, bytes, deleted, "scheduled backup written and verified");
+                tracing::info!(
+                    file = %file.display(),
+                    revision,
+                    bytes,
+                    deleted,
+                    "scheduled backup written and verified"
+                );
                 metrics.observe_backup_written(now, bytes, revision);
                 state.update(|report| {
                     report.last_attempt_unix = Some(now);
