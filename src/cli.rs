@@ -409,6 +409,30 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The backup part of `tandem status`.
+fn print_backup_status(backup: &Value) {
+    if backup["scheduled"].as_bool() != Some(true) {
+        println!("backup    not scheduled on this node");
+        return;
+    }
+    let last = match (backup["last_success_unix"].as_u64(), backup["last_revision"].as_u64()) {
+        (Some(at), Some(revision)) => format!(
+            "last r{revision} at {} ({:.1} MiB)",
+            format_time(at * 1000),
+            backup["last_size"].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+        ),
+        _ => "none written yet".into(),
+    };
+    println!(
+        "backup    every {} s to {}: {last}",
+        backup["interval_seconds"],
+        backup["dir"].as_str().unwrap_or("?")
+    );
+    if let Some(error) = backup["last_error"].as_str() {
+        println!("BACKUP FAILING  {error} ({} failures)", backup["failures_total"]);
+    }
+}
+
 fn print_human(command: &Command, value: &Value) {
     match command {
         Command::Status => {
@@ -425,6 +449,9 @@ fn print_human(command: &Command, value: &Value) {
                 value["leader_name"].as_str().unwrap_or("none")
             );
             println!("mode      {}", value["mode"].as_str().unwrap_or("?"));
+            if let Some(cluster) = value["cluster_id"].as_str() {
+                println!("cluster   {cluster}");
+            }
             println!("revision  {} (applied index {})", value["revision"], value["applied_index"]);
             if value["terminals"].is_object() {
                 let t = &value["terminals"];
@@ -436,6 +463,7 @@ fn print_human(command: &Command, value: &Value) {
             if value["degraded"].as_bool() == Some(true) {
                 println!("DEGRADED  {}", value["degraded_reason"].as_str().unwrap_or(""));
             }
+            print_backup_status(&value["backup"]);
             let peers = value["peers"].as_array().cloned().unwrap_or_default();
             if !peers.is_empty() {
                 println!(
@@ -455,6 +483,24 @@ fn print_human(command: &Command, value: &Value) {
                             _ => "-".into(),
                         },
                         peer["sync"].as_str().unwrap_or("?"),
+                    );
+                }
+            }
+            let recent = value["recent_changes"].as_array().cloned().unwrap_or_default();
+            if !recent.is_empty() {
+                println!("recent changes:");
+                for event in recent {
+                    let documents: Vec<&str> = event["documents"]
+                        .as_array()
+                        .map(|d| d.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "  r{:<7} {}  {:<12} {:<32} {}",
+                        event["revision"],
+                        format_time(event["timestamp_ms"].as_u64().unwrap_or(0)),
+                        event["actor"].as_str().unwrap_or("?"),
+                        event["reason"].as_str().unwrap_or(""),
+                        documents.join(" ")
                     );
                 }
             }
@@ -647,4 +693,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
             ExitCode::from(error.code)
         }
     }
+}
+
+/// A Unix time in milliseconds as RFC 3339 (UTC).
+fn format_time(unix_ms: u64) -> String {
+    tandem_cluster::node::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
 }

@@ -14,13 +14,16 @@
 //!    [`tandem_storage::Store::apply`] for the whole batch: `decide` turns the change set into an event (or a
 //!    rejection), the projection and the event are written in one atomic batch, then fsynced.
 //! 5. The API answers with the outcome and the revision; every node now serves the new configuration from its
-//!    own store (the boot server, when it lands, reads the same projection). Snapshots of the store
+//!    own store (the boot server reads the same projection). Snapshots of the store
 //!    (`tandem_storage::snapshot`) bring new nodes up to date and are the format of backups.
 //!
 //! ## Modules
-//! [`config`] (defaults, file, validation), [`serve`] (node start-up), [`api`] (admin HTTP API), [`client`]
-//! (its client), [`cli`] (the command line), [`metrics`] (Prometheus), [`bench`] (benchmarks), [`http`]
-//! (shared HTTP helpers).
+//! [`config`] (defaults, file, validation), [`serve`] (node start-up), [`api`] (admin HTTP API: routes,
+//! tokens, time travel, watch, backup streams), [`client`] (its client), [`cli`] (the command line),
+//! [`operations`] (export, diff, revert, undo, import commands), [`watch`] (the resuming watch client),
+//! [`backup`] (backup commands and the schedule), [`sync`] (one-way sync between installations), [`boot`]
+//! (HTTP and TFTP boot servers, boot client), [`firmware`] (uploads), [`metrics`] (Prometheus), [`bench`]
+//! (benchmarks), [`http`] (shared HTTP helpers).
 
 pub mod api;
 pub mod backup;

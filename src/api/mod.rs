@@ -179,6 +179,7 @@ async fn route(
                 .map(|s| (s.projection().collection("terminals").count(), s.cluster_id().to_string()))
                 .unwrap_or_default();
             status["cluster_id"] = json!(cluster_id);
+            status["recent_changes"] = recent_changes(node, 5);
             status["terminals"] = json!({"online": green + red, "green": green, "red": red,
                                          "offline": known.saturating_sub(green + red)});
             status["backup"] = state.backup.status_json();
@@ -531,6 +532,25 @@ fn history(node: &ClusterNode, query: &[(String, String)]) -> Result<Response<Bo
     let events = store.history(&filter).map_err(|e| internal(&e.to_string()))?;
     let events: Vec<serde_json::Value> = events.iter().map(event_json).collect();
     Ok(json_response(StatusCode::OK, &json!({"revision": store.revision(), "events": events})))
+}
+
+/// The newest `count` events, briefly (revision, time, actor, reason, documents), for the status page.
+fn recent_changes(node: &ClusterNode, count: usize) -> serde_json::Value {
+    let filter = HistoryFilter { limit: Some(count), newest_first: true, ..HistoryFilter::default() };
+    let events = match node.store.read() {
+        Ok(store) => store.history(&filter).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let brief: Vec<serde_json::Value> = events
+        .iter()
+        .map(|event| {
+            let documents: Vec<String> =
+                event.changes.iter().map(|c| format!("{}/{}", c.key.collection, c.key.id)).collect();
+            json!({"revision": event.revision, "timestamp_ms": event.meta.timestamp_ms, "actor": event.meta.actor,
+                   "reason": event.meta.reason, "documents": documents})
+        })
+        .collect();
+    json!(brief)
 }
 
 /// An event as the API shows it.

@@ -27,7 +27,7 @@ pub enum Protocol {
 /// Options of `tandem boot`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootArgs {
-    /// Boot servers as DHCP option 066 gives them: "HOST[:PORT] HOST[:PORT]", primary first; 0.0.0.0 = none.
+    /// Boot servers as DHCP option 066 gives them: `"HOST[:PORT] HOST[:PORT]"`, primary first; 0.0.0.0 = none.
     #[arg(long)]
     pub servers: String,
     /// The terminal's MAC address.
