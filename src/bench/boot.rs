@@ -749,6 +749,13 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
     let mut node = start_node(root).await?;
     let config = provision(&node, &image, size).await?;
     std::fs::write(www.join("config.json"), &config)?;
+    let status = read_status(node.proc.pid())?;
+    let field = |name: &str| parse_status_field(&status, name).map_or(f64::NAN, mib);
+    println!(
+        "node after the upload and the terminal: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        field("VmRSS"),
+        field("VmHWM")
+    );
 
     // 1. Boot-config requests/s.
     println!(
