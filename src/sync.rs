@@ -46,11 +46,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tandem_cluster::network::error_chain;
+use tandem_storage::{CLUSTER_EVENTS, Digest, MissingBlob};
 
 use crate::client::{ApiClient, ClientError};
 
-/// The collection of each cluster's own records, never synced.
-const CLUSTER_EVENTS: &str = "cluster_events";
 /// How long a JSON request (export, preview, import) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a blob copy may take: this much, plus one second per MiB (a copy slower than 1 MiB/s is stuck).
@@ -71,10 +70,10 @@ pub struct SyncArgs {
     #[arg(long)]
     pub yes: bool,
     /// The source's API token (default: --token / TANDEM_TOKEN).
-    #[arg(long, hide_env_values = true)]
+    #[arg(long, env = "TANDEM_FROM_TOKEN", hide_env_values = true)]
     pub from_token: Option<String>,
     /// The destination's API token, an operator token (default: --token / TANDEM_TOKEN).
-    #[arg(long, hide_env_values = true)]
+    #[arg(long, env = "TANDEM_TO_TOKEN", hide_env_values = true)]
     pub to_token: Option<String>,
 }
 
@@ -209,13 +208,6 @@ pub struct CollectionChanges {
     pub deleted: Vec<String>,
 }
 
-/// A blob the source's documents reference and the destination does not have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MissingBlob {
-    pub digest: String,
-    pub size: u64,
-}
-
 /// What applying would change, and at which destination revision that was computed.
 #[derive(Debug, Clone)]
 struct Preview {
@@ -327,6 +319,10 @@ async fn fetch_export(side: &Side) -> Result<Export, SyncError> {
     }
     if !answer["blobs"].is_object() && !answer["blobs"].is_null() {
         return Err(side.bad_answer(what, "its \"blobs\" is not an object"));
+    }
+    // Digests become URL paths below: only well-formed ones.
+    for digest in answer["blobs"].as_object().into_iter().flatten().map(|(digest, _)| digest) {
+        Digest::parse(digest).map_err(|e| side.bad_answer(what, format!("blob {digest:?}: {e}")))?;
     }
     Ok(Export { revision, value: answer })
 }
@@ -497,7 +493,7 @@ async fn copy_blobs(
     if missing.is_empty() {
         return Ok(copied);
     }
-    let total: u64 = missing.iter().map(|blob| blob.size).sum();
+    let total = total_size(missing);
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -522,7 +518,7 @@ async fn copy_blobs(
             },
         )??;
         copied.count += 1;
-        copied.bytes += blob.size;
+        copied.bytes = copied.bytes.saturating_add(blob.size);
     }
     bar.finish_and_clear();
     Ok(copied)
@@ -650,6 +646,11 @@ async fn apply(
     }
 }
 
+/// The sizes of `blobs` added up (saturating: they are what a server said).
+fn total_size(blobs: &[MissingBlob]) -> u64 {
+    blobs.iter().fold(0u64, |total, blob| total.saturating_add(blob.size))
+}
+
 /// The first 12 hex digits of a digest.
 fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
@@ -699,7 +700,7 @@ fn preview_text(report: &Report) -> String {
     if report.missing_blobs.is_empty() {
         out.push_str("\nBlobs to copy: none\n");
     } else {
-        let bytes: u64 = report.missing_blobs.iter().map(|blob| blob.size).sum();
+        let bytes = total_size(&report.missing_blobs);
         out.push_str(&format!("\nBlobs to copy: {} ({})\n", report.missing_blobs.len(), human_bytes(bytes)));
         for blob in &report.missing_blobs {
             out.push_str(&format!("  {}  {}\n", blob.digest, human_bytes(blob.size)));

@@ -36,6 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The most a refusal's body is read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The longest line of a stream: one event of the largest change set, JSON-escaped, fits several times.
+const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// `tandem watch` options (`--server` may list several servers, comma-separated).
 #[derive(Args, Debug, Clone)]
@@ -195,6 +197,8 @@ impl Session<'_> {
         let progressed = |position: &Position| position.covered != started_at;
         let mut body = body;
         let mut pending: Vec<u8> = Vec::new();
+        // How much of `pending` is known to hold no newline: each byte is looked at once.
+        let mut scanned = 0usize;
         loop {
             let frame = match tokio::time::timeout(IDLE_TIMEOUT, body.frame()).await {
                 Ok(Some(Ok(frame))) => frame,
@@ -216,8 +220,9 @@ impl Session<'_> {
             };
             let Ok(data) = frame.into_data() else { continue };
             pending.extend_from_slice(&data);
-            while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
+            while let Some(offset) = pending[scanned..].iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=scanned + offset).collect();
+                scanned = 0;
                 let line = &line[..line.len() - 1];
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -233,6 +238,13 @@ impl Session<'_> {
                     Some(SessionEnd::Lost { error, .. }) => return lost(error, progressed(position)),
                     Some(end) => return Ok(end),
                 }
+            }
+            scanned = pending.len();
+            if pending.len() > MAX_LINE {
+                return lost(
+                    format!("{}: sent a line longer than {} MiB", self.base, MAX_LINE >> 20),
+                    progressed(position),
+                );
             }
         }
     }

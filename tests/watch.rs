@@ -343,9 +343,22 @@ fn a_watch_survives_a_leader_failover_without_gap_or_duplicate() {
 
 #[test]
 fn a_slow_watcher_is_cut_off_with_the_revision_to_resume_from() {
+    // A queue of two frames fills at once.
+    slow_watcher_is_cut_off("2");
+}
+
+#[test]
+fn a_slow_watcher_of_big_events_is_cut_off_by_the_byte_bound() {
+    // A queue of 1000 frames would hold every event: only the byte bound (16 MiB) can cut this one off.
+    slow_watcher_is_cut_off("1000");
+}
+
+/// A watcher that stops reading a history of big events is cut off with the revision to resume from, and
+/// resuming there delivers exactly the rest. `buffer`: the node's `TANDEM_WATCH_BUFFER`.
+fn slow_watcher_is_cut_off(buffer: &str) {
     let root = tempfile::tempdir().unwrap();
     let mut node = Node::new(root.path(), "a", "data")
-        .with_env("TANDEM_WATCH_BUFFER", "2")
+        .with_env("TANDEM_WATCH_BUFFER", buffer)
         .with_env("TANDEM_WATCH_SLOW_MS", "1000");
     node.start(false);
     // 12 events of ~4 MB: far more than the socket buffers and the queue hold for a reader that stops.

@@ -46,6 +46,15 @@ pub enum TokenRole {
 }
 
 impl TokenRole {
+    /// The lower-case name used in config files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Reader => "reader",
+            TokenRole::Operator => "operator",
+            TokenRole::Admin => "admin",
+        }
+    }
+
     fn allows(self, access: Access) -> bool {
         match access {
             Access::Public | Access::Read => true,
@@ -99,11 +108,8 @@ impl Tokens {
         if self.is_open() {
             return Ok(Caller { name: OPEN_ACTOR.into(), role: TokenRole::Admin });
         }
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim);
+        let presented =
+            headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer_secret);
         let token = presented.and_then(|secret| {
             // Compare against every token without stopping early, so timing says nothing about which matched.
             let mut found = None;
@@ -137,8 +143,7 @@ impl Tokens {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("token '{}' has the {:?} role; this needs {needed}", token.name, token.role)
-                    .to_lowercase(),
+                format!("token '{}' has the {} role; this needs {needed}", token.name, token.role.as_str()),
             ));
         }
         Ok(Caller { name: token.name.clone(), role: token.role })
@@ -153,6 +158,13 @@ impl Tokens {
             if token.secret.len() < 16 {
                 return Err(format!("the secret of token '{}' must be at least 16 characters", token.name));
             }
+            if token.secret.trim() != token.secret {
+                // A request's header value is trimmed, so such a secret could never match.
+                return Err(format!(
+                    "the secret of token '{}' must not start or end with whitespace",
+                    token.name
+                ));
+            }
             for other in &tokens[i + 1..] {
                 if other.name == token.name {
                     return Err(format!("two tokens are named '{}'", token.name));
@@ -166,11 +178,18 @@ impl Tokens {
     }
 }
 
+/// The secret of an `Authorization: Bearer SECRET` value (the scheme is case-insensitive, RFC 9110).
+fn bearer_secret(value: &str) -> Option<&str> {
+    let (scheme, secret) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+}
+
+/// Compares the SHA-256 digests of both secrets byte by byte without stopping early: the time taken says
+/// nothing about how much of a secret matched, nor about its length.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -210,6 +229,24 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_is_case_insensitive_and_refusals_name_the_token_as_configured() {
+        let tokens = Tokens::new(vec![Token {
+            name: "Night-Shift".into(),
+            role: TokenRole::Reader,
+            secret: "reader-secret-012345678".into(),
+        }]);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "BEARER reader-secret-012345678".parse().unwrap());
+        assert_eq!(tokens.authorize(&headers, Access::Read).unwrap().name, "Night-Shift");
+        let refused = tokens.authorize(&headers, Access::Operate).unwrap_err();
+        assert!(refused.message.contains("'Night-Shift' has the reader role"), "{}", refused.message);
+        headers.insert(AUTHORIZATION, "Basic reader-secret-012345678".parse().unwrap());
+        assert_eq!(tokens.authorize(&headers, Access::Read).unwrap_err().status, 401);
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(!constant_time_eq(b"same", b"same-but-longer"));
+    }
+
+    #[test]
     fn open_nodes_allow_everything_as_local() {
         let caller = Tokens::default().authorize(&HeaderMap::new(), Access::Admin).unwrap();
         assert_eq!(caller, Caller { name: OPEN_ACTOR.into(), role: TokenRole::Admin });
@@ -223,5 +260,8 @@ mod tests {
         let b = Token { name: "b".into(), ..a.clone() };
         assert!(Tokens::validate(&[a.clone(), b]).is_err());
         assert!(Tokens::validate(&[a.clone(), a]).is_err());
+        let padded =
+            Token { name: "p".into(), role: TokenRole::Reader, secret: "padded-secret-0123456 ".into() };
+        assert!(Tokens::validate(&[padded]).is_err());
     }
 }

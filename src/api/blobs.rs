@@ -1,12 +1,13 @@
 //! `GET /v1/blobs/{sha256}/data`: a blob's bytes, streamed.
 //!
 //! This is how one installation copies firmware and modules to another (`tandem sync`) and how an operator
-//! fetches an image back. A blob can be tens of megabytes, so it is never read whole: the store's
-//! [`BlobReader`] reads one stored part at a time, and reading blocks on sled, so it runs on a blocking
-//! thread ([`tokio::task::spawn_blocking`]) that hands [`READ_CHUNK`]-sized pieces to the response through a
-//! channel holding at most [`CHANNEL_DEPTH`] of them. The thread waits while the client is slow and ends as
-//! soon as the response is dropped (the client went away), so memory per download is bounded whatever the
-//! blob's size.
+//! fetches an image back. A blob can be tens of megabytes, so it is never read whole: the response body
+//! ([`BlobBody`]) reads the next [`READ_CHUNK`] bytes from the store's [`BlobReader`] only when hyper asks
+//! for more, plus one chunk ahead while hyper writes the current one. Reading blocks on sled, so each read
+//! runs on a blocking thread ([`tokio::task::spawn_blocking`]), but only for the read itself: a slow or
+//! stalled client holds no thread, only the one chunk read ahead. (Parking a blocking thread per download
+//! until the client catches up would let a few hundred stalled downloads exhaust the blocking pool, which
+//! the state machine also applies on.) Memory per download is therefore bounded whatever the blob's size.
 //!
 //! The size is known before the first byte, so the answer carries `Content-Length`; a blob that turns out
 //! shorter than its size (a damaged store) ends the body with an error, which cuts the connection short
@@ -22,15 +23,13 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tandem_storage::{BlobReader, Digest};
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{ApiState, internal};
 use crate::http::{ApiError, Body};
 
-/// How many bytes the reader thread hands over at a time.
+/// How many bytes one read hands over at a time.
 pub const READ_CHUNK: usize = 256 * 1024;
-/// How many chunks may wait between the reader thread and the connection.
-const CHANNEL_DEPTH: usize = 2;
 
 /// Answers the blob's bytes: 400 for a malformed digest, 404 for a blob the store does not have.
 pub async fn blob_data(
@@ -51,7 +50,7 @@ pub async fn blob_data(
             .with_hint("POST /v1/blobs uploads one; GET /v1/blobs/{sha256} tells whether the store has it"));
     };
     let size = reader.size();
-    let mut response = Response::new(BodyExt::boxed(ChannelBody::start(reader)));
+    let mut response = Response::new(BodyExt::boxed(BlobBody::start(reader)));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -59,56 +58,74 @@ pub async fn blob_data(
     Ok(response)
 }
 
-/// A response body fed by a blocking reader thread through a bounded channel.
+/// What one read on the blocking pool gives back: the reader, and the chunk or why there is none.
+type ChunkRead = (BlobReader, std::io::Result<Bytes>);
+
+/// A response body that reads its blob one chunk at a time, each read on the blocking pool.
 #[derive(Debug)]
-struct ChannelBody {
-    receiver: mpsc::Receiver<std::io::Result<Bytes>>,
-    /// Bytes not yet handed to hyper.
+struct BlobBody {
+    /// The reader, when no read is in flight.
+    reader: Option<BlobReader>,
+    /// Bytes not yet asked of the reader.
+    unread: u64,
+    /// Bytes not yet handed to hyper (including the read in flight).
     remaining: u64,
+    /// The read in flight: the reader comes back with the chunk.
+    pending: Option<JoinHandle<ChunkRead>>,
 }
 
-impl ChannelBody {
-    /// Starts the reader thread for `reader`.
+impl BlobBody {
+    /// A body for the whole of `reader`, its first read already started.
     fn start(reader: BlobReader) -> Self {
         let size = reader.size();
-        let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
-        tokio::task::spawn_blocking(move || read_into(reader, &sender));
-        ChannelBody { receiver, remaining: size }
+        let mut body = BlobBody { reader: Some(reader), unread: size, remaining: size, pending: None };
+        body.start_read();
+        body
+    }
+
+    /// Starts reading the next chunk, unless one is in flight or everything has been asked for.
+    fn start_read(&mut self) {
+        if self.pending.is_some() || self.unread == 0 {
+            return;
+        }
+        let Some(mut reader) = self.reader.take() else { return };
+        let want = self.unread.min(READ_CHUNK as u64) as usize;
+        self.unread -= want as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let chunk = read_chunk(&mut reader, want);
+            (reader, chunk)
+        }));
+    }
+
+    /// Ends the body with `error`: nothing more is read or sent.
+    fn fail(&mut self, error: std::io::Error) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.remaining = 0;
+        self.unread = 0;
+        Poll::Ready(Some(Err(error)))
     }
 }
 
-/// Reads the whole blob into `sender`, chunk by chunk; stops at the first error or when the body is dropped.
-fn read_into(mut reader: BlobReader, sender: &mpsc::Sender<std::io::Result<Bytes>>) {
-    let mut unread = reader.size();
-    while unread > 0 {
-        let want = unread.min(READ_CHUNK as u64) as usize;
-        let mut chunk = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            match reader.read(&mut chunk[filled..]) {
-                Ok(0) => {
-                    let short =
-                        std::io::Error::new(ErrorKind::UnexpectedEof, "the blob is shorter than its size");
-                    let _ = sender.blocking_send(Err(short));
-                    return;
-                }
-                Ok(n) => filled += n,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) => {
-                    tracing::warn!(%error, "reading a blob failed; the download is cut short");
-                    let _ = sender.blocking_send(Err(error));
-                    return;
-                }
+/// Reads exactly `want` bytes; a blob that ends before is an error, never a short chunk.
+fn read_chunk(reader: &mut BlobReader, want: usize) -> std::io::Result<Bytes> {
+    let mut chunk = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        match reader.read(&mut chunk[filled..]) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the blob is shorter than its size",
+                ));
             }
-        }
-        unread -= want as u64;
-        if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-            return; // The client went away.
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
+    Ok(Bytes::from(chunk))
 }
 
-impl hyper::body::Body for ChannelBody {
+impl hyper::body::Body for BlobBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -119,19 +136,25 @@ impl hyper::body::Body for ChannelBody {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        match std::task::ready!(self.receiver.poll_recv(cx)) {
-            Some(Ok(chunk)) => {
+        self.start_read();
+        let Some(pending) = self.pending.as_mut() else {
+            return self.fail(std::io::Error::other("the blob reader stopped early"));
+        };
+        let joined = std::task::ready!(Pin::new(pending).poll(cx));
+        self.pending = None;
+        match joined {
+            Ok((reader, Ok(chunk))) => {
+                self.reader = Some(reader);
                 self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+                // Read ahead one chunk while hyper writes this one.
+                self.start_read();
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
-            Some(Err(error)) => {
-                self.remaining = 0;
-                Poll::Ready(Some(Err(error)))
+            Ok((_, Err(error))) => {
+                tracing::warn!(%error, "reading a blob failed; the download is cut short");
+                self.fail(error)
             }
-            None => {
-                self.remaining = 0;
-                Poll::Ready(Some(Err(std::io::Error::other("the blob reader stopped early"))))
-            }
+            Err(error) => self.fail(std::io::Error::other(format!("the blob read failed: {error}"))),
         }
     }
 

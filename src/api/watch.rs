@@ -11,7 +11,10 @@
 //!    `Accept: text/event-stream`), `collection`, and the SSE `Last-Event-ID` header (which wins over `from`:
 //!    a reconnecting browser sends the original URL plus the last id it saw). Anything else is a 400.
 //! 2. It spawns a [`Producer`] and answers at once with an [`EventStream`] body: the two are joined by a
-//!    bounded channel of encoded frames, so a slow reader can never make the node buffer without limit.
+//!    bounded channel of encoded frames, so a slow reader can never make the node buffer without limit. The
+//!    channel is bounded twice: in frames (the buffer) and in bytes ([`MAX_QUEUED_BYTES`]: every queued
+//!    frame holds permits of a per-watcher semaphore until the body hands it to hyper), because one event
+//!    can be megabytes and 256 of them would be gigabytes.
 //! 3. The producer first sends a heartbeat naming the revision it starts after, then reads the backlog in
 //!    batches ([`read_batch`]: at most 256 events or ~4 MiB, on a blocking thread, taking the store's read
 //!    lock only for one batch), then waits for [`ClusterNode::wait_applied`] to report new revisions. While
@@ -22,10 +25,10 @@
 //! - Every revision is either sent or, with `collection`, skipped because it did not touch the collection;
 //!   nothing is skipped silently. A heartbeat's `revision` is the last revision the stream has covered, so a
 //!   filtered watch can resume after it too.
-//! - A watcher that leaves the channel full for longer than the slow bound (5 s) is cut off: the stream
-//!   ends with a `too_slow` error naming `resume_from`, the first revision *not* delivered. Frames already
-//!   queued are delivered before that error (one slot of the channel is reserved for it), so resuming from
-//!   it gives exactly the rest.
+//! - A watcher that leaves the channel full (in frames or in bytes) for longer than the slow bound (5 s) is
+//!   cut off: the stream ends with a `too_slow` error naming `resume_from`, the first revision *not*
+//!   delivered. Frames already queued are delivered before that error (one slot of the channel is reserved
+//!   for it), so resuming from it gives exactly the rest.
 //! - A broken history (a missing or corrupt event) ends the stream with an error naming where to resume; it
 //!   is never papered over.
 //! - When the node shuts down, the API server ends open connections within its 2 s grace period; the
@@ -53,8 +56,8 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::json;
 use tandem_cluster::node::ClusterNode;
 use tandem_storage::{Event, Revision};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::auth::Caller;
 use super::{ApiState, event_json};
@@ -64,6 +67,8 @@ use crate::http::{ApiError, Body, query_pairs};
 const BATCH_EVENTS: usize = 256;
 /// ... and at most about this many bytes of documents.
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// At most this many bytes of frames wait between one watcher's producer and its connection.
+pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 /// How often an idle producer looks at the store's revision even without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -244,6 +249,7 @@ pub async fn watch(
         collection: watch.collection,
         limits,
         frames,
+        queued_bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)),
         last_sent: Instant::now(),
     };
     tokio::spawn(producer.run(from));
@@ -258,10 +264,24 @@ pub async fn watch(
     Ok(response)
 }
 
+/// One frame in the channel, holding its share of the watcher's byte budget until it is handed to hyper
+/// (heartbeats and the last frame are small and hold none).
+#[derive(Debug)]
+struct Queued {
+    bytes: Bytes,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl From<Bytes> for Queued {
+    fn from(bytes: Bytes) -> Self {
+        Queued { bytes, _budget: None }
+    }
+}
+
 /// The response body: the frames the producer queues, until it drops its end of the channel.
 #[derive(Debug)]
 struct EventStream {
-    frames: mpsc::Receiver<Bytes>,
+    frames: mpsc::Receiver<Queued>,
 }
 
 impl hyper::body::Body for EventStream {
@@ -272,7 +292,7 @@ impl hyper::body::Body for EventStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.frames.poll_recv(cx).map(|frame| frame.map(|bytes| Ok(Frame::data(bytes))))
+        self.frames.poll_recv(cx).map(|frame| frame.map(|queued| Ok(Frame::data(queued.bytes))))
     }
 }
 
@@ -292,7 +312,9 @@ struct Producer {
     format: Format,
     collection: Option<String>,
     limits: WatchLimits,
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<Queued>,
+    /// [`MAX_QUEUED_BYTES`] permits: a queued frame holds as many as it has bytes.
+    queued_bytes: Arc<Semaphore>,
     last_sent: Instant,
 }
 
@@ -302,7 +324,7 @@ impl Producer {
         match self.stream(from).await {
             Ending::ClientGone => {}
             Ending::Error(frame) => {
-                last_frame.send(frame);
+                last_frame.send(frame.into());
             }
         }
     }
@@ -360,28 +382,46 @@ impl Producer {
         }
     }
 
-    /// Queues the frame of `revision`, waiting at most the slow bound for room.
+    /// Queues the frame of `revision`, waiting at most the slow bound for room (in bytes, then in frames).
     async fn send(&mut self, frame: Bytes, revision: Revision) -> Result<(), Ending> {
-        match self.frames.send_timeout(frame, self.limits.slow).await {
+        let deadline = tokio::time::Instant::now() + self.limits.slow;
+        // A frame larger than the whole budget takes all of it: it then waits for an empty queue.
+        let cost = frame.len().clamp(1, MAX_QUEUED_BYTES) as u32;
+        let budget = tokio::select! {
+            _ = self.frames.closed() => return Err(Ending::ClientGone),
+            budget = tokio::time::timeout_at(deadline, self.queued_bytes.clone().acquire_many_owned(cost)) => {
+                match budget {
+                    Ok(Ok(permit)) => permit,
+                    // The semaphore is never closed; a closed one could only mean the watch is over.
+                    Ok(Err(_)) => return Err(Ending::ClientGone),
+                    Err(_) => return Err(self.too_slow(revision)),
+                }
+            }
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.frames.send_timeout(Queued { bytes: frame, _budget: Some(budget) }, left).await {
             Ok(()) => {
                 self.last_sent = Instant::now();
                 Ok(())
             }
             Err(SendTimeoutError::Closed(_)) => Err(Ending::ClientGone),
-            Err(SendTimeoutError::Timeout(_)) => {
-                tracing::info!(resume_from = %revision, "a watch is cut off: the watcher is too slow");
-                let error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_slow",
-                    format!(
-                        "the watcher did not keep up: its queue of events stayed full for {} ms",
-                        self.limits.slow.as_millis()
-                    ),
-                )
-                .with_hint(format!("resume with from={revision}"));
-                Err(Ending::Error(self.format.error(&error, revision)))
-            }
+            Err(SendTimeoutError::Timeout(_)) => Err(self.too_slow(revision)),
         }
+    }
+
+    /// The end of a watcher that did not keep up: the first revision not delivered is `revision`.
+    fn too_slow(&self, revision: Revision) -> Ending {
+        tracing::info!(resume_from = %revision, "a watch is cut off: the watcher is too slow");
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_slow",
+            format!(
+                "the watcher did not keep up: its queue of events stayed full for {} ms",
+                self.limits.slow.as_millis()
+            ),
+        )
+        .with_hint(format!("resume with from={revision}"));
+        Ending::Error(self.format.error(&error, revision))
     }
 
     /// Sends a heartbeat if the stream has been silent for the heartbeat interval; a full queue needs none.
@@ -390,7 +430,7 @@ impl Producer {
             return Ok(());
         }
         self.last_sent = Instant::now();
-        match self.frames.try_send(self.format.heartbeat(Revision(next.0.saturating_sub(1)))) {
+        match self.frames.try_send(self.format.heartbeat(Revision(next.0.saturating_sub(1))).into()) {
             Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(Ending::ClientGone),
         }

@@ -88,9 +88,9 @@ impl Export {
         export
     }
 
-    /// How many documents the export holds.
+    /// How many documents the export holds, `cluster_events` aside (like [`Export::documents`]).
     pub fn document_count(&self) -> usize {
-        self.collections.values().map(BTreeMap::len).sum()
+        self.documents().count()
     }
 
     /// Every document of the export except `cluster_events`, in key order.
