@@ -2,7 +2,6 @@
 //! files as blobs (streamed from disk, never whole in memory, with a progress bar on a terminal), then create
 //! or update the `firmware` document that names them, in one change set.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -13,7 +12,6 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 /// Options of `tandem firmware add`.
@@ -42,17 +40,8 @@ pub struct FirmwareAddArgs {
 async fn upload(server: &str, token: Option<&str>, path: &Path) -> Result<(String, u64)> {
     let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
     let size = file.metadata().await?.len();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(size);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let bar = crate::terminal::byte_progress(size, &label);
     let progress = bar.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
         chunk.map(|bytes: Bytes| {

@@ -39,4 +39,5 @@ pub mod operations;
 pub mod recover;
 pub mod serve;
 pub mod sync;
+pub mod terminal;
 pub mod watch;

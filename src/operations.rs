@@ -15,7 +15,6 @@
 //! With `--json`, stdout carries only the API's answer (the preview table goes to stderr).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -294,20 +293,13 @@ async fn preview_confirm_apply(
         )));
     }
     if !confirm.yes {
-        if !std::io::stdin().is_terminal() {
+        if !crate::terminal::can_ask() {
             return Err(failed(
                 "not applied: stdin is not a terminal, so nobody can confirm. Pass --yes to apply (or --dry-run \
                  to only preview); nothing was changed",
             ));
         }
-        eprint!("Apply? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| failed(format!("reading the answer: {e}")))?;
-        if !matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        if !crate::terminal::confirm("Apply?").await {
             return Err(failed("not applied: nothing was changed"));
         }
     }

@@ -31,7 +31,6 @@
 //! until it is deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,7 +41,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tandem_cluster::network::error_chain;
@@ -280,7 +279,7 @@ pub async fn run(args: &SyncArgs, default_token: Option<&str>, json_output: bool
         blobs_copied: BlobsCopied::default(),
         elapsed_ms: 0,
     };
-    let interactive = std::io::stdin().is_terminal();
+    let interactive = crate::terminal::can_ask();
     if preview.is_empty() || (!args.yes && !interactive) {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         print_preview(&report, json_output, false);
@@ -465,18 +464,9 @@ fn totals(collections: &BTreeMap<String, CollectionChanges>) -> Totals {
 
 /// Step 3: asks on the terminal; anything but "y"/"yes" is a no.
 async fn confirm(destination: &str) -> Result<(), SyncError> {
-    eprint!("Apply these changes to {destination}? [y/N] ");
-    let answer = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
-    })
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .unwrap_or_default();
-    match answer.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" => Ok(()),
-        _ => Err(SyncError::Declined),
+    match crate::terminal::confirm(&format!("Apply these changes to {destination}?")).await {
+        true => Ok(()),
+        false => Err(SyncError::Declined),
     }
 }
 
@@ -494,16 +484,7 @@ async fn copy_blobs(
         return Ok(copied);
     }
     let total = total_size(missing);
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::terminal::byte_progress(total, "copying blobs");
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));

@@ -20,7 +20,7 @@
 //! The temporary store needs about as much disk space as the backup; it is removed on exit.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::Method;
 use hyper::body::Frame;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 use tandem_storage::backup::restore_backup;
 use tandem_storage::{Digest, Store, StoreOptions};
@@ -65,7 +65,7 @@ enum ImportAnswer {
 
 /// Runs `tandem backup restore FILE --live`.
 pub async fn restore(cli: &Cli, file: &Path, reason: &str, yes: bool, dry_run: bool) -> Result<(), CliError> {
-    if !yes && !dry_run && !std::io::stdin().is_terminal() {
+    if !yes && !dry_run && !crate::terminal::can_ask() {
         return Err(failed(
             "not restored: stdin is not a terminal, so nobody can confirm; pass --yes to restore without asking",
         ));
@@ -292,18 +292,11 @@ fn print_preview(
 
 /// Asks on the terminal; anything but yes refuses.
 async fn confirm(reason: &str) -> Result<(), CliError> {
-    eprint!("apply this restore as one new change (reason: \"{reason}\")? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let line = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
-    })
-    .await
-    .map_err(|e| failed(e.to_string()))?
-    .map_err(|e| failed(format!("reading the answer failed: {e}")))?;
-    match line.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" => Ok(()),
-        _ => Err(failed("not restored: you did not confirm; nothing was changed")),
+    match crate::terminal::confirm(&format!("apply this restore as one new change (reason: \"{reason}\")?"))
+        .await
+    {
+        true => Ok(()),
+        false => Err(failed("not restored: you did not confirm; nothing was changed")),
     }
 }
 
@@ -313,16 +306,7 @@ async fn upload_blobs(cli: &Cli, store: &Arc<Store>, missing: &[(Digest, u64)]) 
         return Ok(());
     }
     let total: u64 = missing.iter().map(|(_, size)| size).sum();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("uploading blobs [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::terminal::byte_progress(total, "uploading blobs");
     for (digest, size) in missing {
         upload_blob(cli, store, *digest, *size, &bar).await?;
     }
