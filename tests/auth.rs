@@ -126,6 +126,20 @@ fn every_route_refuses_missing_and_weak_tokens_and_the_actor_is_the_token_name()
     let last = history.last().unwrap();
     assert_eq!(last["actor"], "ops");
     assert_eq!(history[0]["actor"], "ada");
+
+    // Revert and undo record the token's name too; a reader may not even preview them (403 before planning).
+    let undo = last["revision"].as_u64().unwrap().to_string();
+    let refused =
+        harness::cli_with_token(&node.url(), READER, &["undo", &undo, "--reason", "r", "--dry-run"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let undone =
+        harness::cli_with_token(&node.url(), OPERATOR, &["undo", &undo, "--reason", "oops", "--yes"]);
+    assert!(undone.status.success(), "{undone:?}");
+    let reverted =
+        harness::cli_with_token(&node.url(), ADMIN, &["revert", "--to", "2", "--reason", "back", "--yes"]);
+    assert!(reverted.status.success(), "{reverted:?}");
+    let actors: Vec<Value> = node.history().iter().rev().take(2).map(|e| e["actor"].clone()).collect();
+    assert_eq!(actors, vec![Value::from("ada"), Value::from("ops")]);
 }
 
 #[test]

@@ -58,11 +58,12 @@ pub async fn export(
     only_parameters(&query, &["at"])?;
     let at = query_number(&query, "at")?;
     catch_up(state, at).await;
-    let export = {
+    // Time travel replays from a checkpoint (a few hundred ms on a large history): off the async workers.
+    let export = tokio::task::block_in_place(|| {
         let store = read_store(state)?;
         let revision = at.map(|at| existing_revision(&store, at)).transpose()?;
-        store.export(revision).map_err(storage_error)?
-    };
+        store.export(revision).map_err(storage_error)
+    })?;
     Ok(json_response(StatusCode::OK, &export))
 }
 
@@ -81,11 +82,11 @@ pub async fn diff(
     };
     let (from, to) = (required("from")?, required("to")?);
     catch_up(state, Some(from.max(to))).await;
-    let entries = {
+    let entries = tokio::task::block_in_place(|| {
         let store = read_store(state)?;
         let (from, to) = (existing_revision(&store, from)?, existing_revision(&store, to)?);
-        store.diff(from, to).map_err(storage_error)?
-    };
+        store.diff(from, to).map_err(storage_error)
+    })?;
     let changes: Vec<serde_json::Value> = entries
         .iter()
         .map(|entry| {
@@ -254,7 +255,8 @@ async fn plan_and_apply(
         request_id: None,
     };
     for attempt in 1..=PLAN_ATTEMPTS {
-        let (prepared, change_set) = {
+        // Planning may replay history (revert) or scan it (undo): off the async workers.
+        let (prepared, change_set) = tokio::task::block_in_place(|| {
             let store = read_store(state)?;
             if let Some(expected) = options.if_revision
                 && store.revision() != expected
@@ -273,8 +275,8 @@ async fn plan_and_apply(
                 };
                 decide(store.projection(), &blob_size, &change_set).map_err(|r| rejection_error(&r))?;
             }
-            (prepared, change_set)
-        };
+            Ok::<_, ApiError>((prepared, change_set))
+        })?;
         let Prepared { plan, missing_blobs } = prepared;
         if plan.is_empty() {
             return Ok(answer(options.dry_run, plan.base, "unchanged", &plan, &missing_blobs));
