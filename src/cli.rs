@@ -82,16 +82,22 @@ pub enum Command {
     },
     /// List events (who changed what).
     History {
+        /// Only events that touched this collection.
         #[arg(long)]
         collection: Option<String>,
+        /// Only events that touched a document with this id.
         #[arg(long)]
         id: Option<String>,
+        /// Only events by this actor (a token's name; `local` on a node without tokens).
         #[arg(long)]
         actor: Option<String>,
+        /// From this revision on.
         #[arg(long)]
         from: Option<u64>,
+        /// Up to this revision.
         #[arg(long)]
         to: Option<u64>,
+        /// At most this many events (default 1000).
         #[arg(long)]
         limit: Option<u64>,
     },

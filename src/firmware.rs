@@ -21,6 +21,7 @@ pub struct FirmwareAddArgs {
     pub name: String,
     /// The firmware image.
     pub file: PathBuf,
+    /// The image's version, shown in boot documents.
     #[arg(long)]
     pub version: String,
     /// A kernel for iPXE boots.
@@ -32,6 +33,7 @@ pub struct FirmwareAddArgs {
     /// The kernel command line for iPXE boots.
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// Why (recorded in the history; default "firmware NAME version V").
     #[arg(long, default_value = "")]
     pub reason: String,
 }

@@ -36,6 +36,7 @@ pub struct BootArgs {
     /// Seconds to wait for each server (connect, and each read) before trying the next.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// How to fetch: HTTP (like iPXE and UEFI HTTP boot) or TFTP (like PXE ROMs).
     #[arg(long, value_enum, default_value = "http")]
     pub protocol: Protocol,
     /// Where to write `config.json` and the firmware.
