@@ -124,6 +124,23 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         ),
         (vec![format!("{base}/v1/nothing-here")], 404, "not_found"),
         (vec![format!("{base}/v1/docs/notes/n1?consistency=sometimes")], 400, "bad_request"),
+        // Names no document could have are refused, not answered with an empty list.
+        (vec![format!("{base}/v1/docs/%C2%84")], 400, "bad_request"),
+        (vec![format!("{base}/v1/docs/Notes/n1")], 400, "bad_request"),
+        (vec![format!("{base}/v1/docs/notes/.hidden")], 400, "bad_request"),
+        // Unknown fields inside an operation are refused.
+        (
+            vec![
+                "-X".into(),
+                "POST".into(),
+                "--data".into(),
+                r#"{"operations": [{"delete": {"collection": "notes", "id": "n1", "extra": 1}}]}"#.into(),
+                format!("{base}/v1/changes"),
+            ],
+            400,
+            "bad_request",
+        ),
+        (vec!["-X".into(), "PATCH".into(), format!("{base}/v1/docs/notes/n1")], 405, "method_not_allowed"),
     ];
     for (args, status, code) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -150,13 +167,37 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     ]);
     assert_eq!(status, 413, "{body}");
 
-    // Nothing changed: still one event, n1 untouched.
-    assert_eq!(node.history().len(), 1);
+    // 405 says which methods the path allows.
+    let output = Command::new("curl")
+        .args(["-sS", "-i", "-X", "PATCH", &format!("{base}/v1/docs/notes/n1")])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&output.stdout).to_lowercase();
+    assert!(head.contains("allow: get, put, delete"), "{head}");
+
+    // An empty request id is no request id: two different puts with one both apply.
+    for (id, value) in [("e1", "1"), ("e2", "2")] {
+        let (status, body) = curl(&[
+            "-X",
+            "PUT",
+            "--data",
+            &format!("{{\"v\": {value}}}"),
+            &format!("{base}/v1/docs/notes/{id}?request_id="),
+        ]);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("accepted"), "{body}");
+    }
+    node.ok(&["delete", "notes", "e1"]);
+    node.ok(&["delete", "notes", "e2"]);
+    let events = node.history().len();
+    assert_eq!(events, 5);
+
+    // Nothing else changed: n1 untouched.
     assert_eq!(node.json(&["get", "notes", "n1"])["document"]["document"]["a"], 1);
     // Every response says which revision it reflects.
     let output =
         Command::new("curl").args(["-sS", "-i", &format!("{base}/v1/docs/notes/n1")]).output().unwrap();
-    assert!(String::from_utf8_lossy(&output.stdout).to_lowercase().contains("x-tandem-revision: 1"));
+    assert!(String::from_utf8_lossy(&output.stdout).to_lowercase().contains("x-tandem-revision: 5"));
     // A CLI usage error exits 2, an unreachable server 3.
     assert_eq!(node.cli(&["put", "notes", "x", "{oops"]).status.code(), Some(2));
     assert_eq!(harness::cli("http://127.0.0.1:9", &["status"]).status.code(), Some(3));

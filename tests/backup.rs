@@ -477,3 +477,95 @@ fn scheduled_backups_come_from_the_leader_only_keep_the_newest_skip_when_unchang
         node.status();
     }
 }
+
+/// A node config with one operator and one reader token named `{prefix}-ops` and `{prefix}-reader`.
+fn tokens_config(prefix: &str, operator: &str, reader: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"{prefix}-ops\"\nrole = \"operator\"\nsecret = \"{operator}\"\n\n\
+         [[tokens]]\nname = \"{prefix}-reader\"\nrole = \"reader\"\nsecret = \"{reader}\"\n"
+    )
+}
+
+#[test]
+fn backups_need_an_operator_token_and_a_live_restore_is_recorded_under_its_name() {
+    const OPERATOR: &str = "backup-operator-secret-0001";
+    const READER: &str = "backup-reader-secret-000002";
+    const OTHER_OPERATOR: &str = "other-operator-secret-00003";
+    const OTHER_READER: &str = "other-reader-secret-0000004";
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "a", "data")
+        .with_config(&tokens_config("a", OPERATOR, READER))
+        .with_token(OPERATOR);
+    node.start(false);
+    put(&node, "notes", "n1", r#"{"text": "one"}"#);
+    let firmware = firmware_file(root.path(), "fw.bin", 5);
+    node.ok(&["firmware", "add", "fw1", firmware.to_str().unwrap(), "--version", "1.0"]);
+    let revision = node.status()["revision"].as_u64().unwrap();
+
+    // A reader may not take a backup: 403 naming the role, and no file (not even a partial one).
+    let file = root.path().join("tokens.backup");
+    let file_arg = file.to_str().unwrap();
+    let refused =
+        harness::cli_with_token(&node.url(), READER, &["backup", "create", "--out", file_arg, "--json"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("403") && stderr(&refused).contains("reader"), "{}", stderr(&refused));
+    assert!(!file.exists() && !root.path().join("tokens.backup.partial").exists());
+    // Without a token: 401.
+    let anonymous = harness::cli(&node.url(), &["backup", "create", "--out", file_arg]);
+    assert_eq!(anonymous.status.code(), Some(1), "{}", stderr(&anonymous));
+    assert!(stderr(&anonymous).contains("401"), "{}", stderr(&anonymous));
+    assert!(!file.exists());
+
+    // The operator may.
+    let created = create_backup(&node, &file);
+    assert_eq!(created["revision"].as_u64(), Some(revision));
+    json_of(&offline(&["backup", "verify", file_arg, "--json"]));
+
+    // A live restore into another installation with its own tokens: a reader is refused before anything is
+    // uploaded or written; its operator's restore (blob upload included) is recorded under its name.
+    let mut other = Node::new(root.path(), "other", "data")
+        .with_config(&tokens_config("other", OTHER_OPERATOR, OTHER_READER))
+        .with_token(OTHER_OPERATOR);
+    other.start(false);
+    put(&other, "notes", "stray", "{}");
+    let other_revision = other.status()["revision"].as_u64().unwrap();
+    let digest =
+        node.json(&["get", "firmware", "fw1"])["document"]["document"]["blob"].as_str().unwrap().to_string();
+    let restore = ["backup", "restore", file_arg, "--live", "--reason", "seed", "--yes", "--json"];
+    let refused = harness::cli_with_token(&other.url(), OTHER_READER, &restore);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("403") && stderr(&refused).contains("reader"), "{}", stderr(&refused));
+    assert_eq!(other.status()["revision"].as_u64(), Some(other_revision));
+    let (status, _) = curl_with_token(&format!("{}/v1/blobs/{digest}", other.url()), OTHER_OPERATOR);
+    assert_eq!(status, 404, "the refused restore uploaded a blob");
+    // The source's operator token is not valid here.
+    let foreign = harness::cli_with_token(&other.url(), OPERATOR, &restore);
+    assert_eq!(foreign.status.code(), Some(1), "{}", stderr(&foreign));
+    assert_eq!(other.status()["revision"].as_u64(), Some(other_revision));
+
+    let answer = json_of(&other.cli(&restore));
+    assert_eq!(answer["outcome"], "accepted", "{answer}");
+    assert_eq!(other.status()["revision"].as_u64(), Some(other_revision + 1));
+    let (status, _) = curl_with_token(&format!("{}/v1/blobs/{digest}", other.url()), OTHER_OPERATOR);
+    assert_eq!(status, 200, "the blob was not uploaded");
+    let history = other.history();
+    let event = history.last().unwrap();
+    assert_eq!(event["actor"], "other-ops", "{event}");
+    assert!(event["reason"].as_str().is_some_and(|r| r.contains("seed")), "{event}");
+    let restored: Value = serde_json::from_str(&other.ok(&["export"])).unwrap();
+    let original: Value = serde_json::from_str(&node.ok(&["export"])).unwrap();
+    assert_eq!(restored["collections"], original["collections"]);
+}
+
+/// curl with a bearer token: returns (HTTP status, body).
+fn curl_with_token(url: &str, token: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--max-time", "20", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -306,3 +306,148 @@ fn blob_data_streams_the_exact_bytes() {
     assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")), "{answer}");
     assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
 }
+
+/// Token secrets of the two installations: every one different, so a token of one side is unknown on the
+/// other.
+const SRC_READER: &str = "src-reader-secret-000000001";
+const SRC_OPERATOR: &str = "src-operator-secret-0000002";
+const DST_READER: &str = "dst-reader-secret-000000003";
+const DST_OPERATOR: &str = "dst-operator-secret-0000004";
+
+/// A node config with a reader token `{prefix}-reader` and an operator token `{prefix}-ops`.
+fn tokens_config(prefix: &str, reader: &str, operator: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"{prefix}-reader\"\nrole = \"reader\"\nsecret = \"{reader}\"\n\n\
+         [[tokens]]\nname = \"{prefix}-ops\"\nrole = \"operator\"\nsecret = \"{operator}\"\n"
+    )
+}
+
+/// `tandem sync` with exactly these token variables in its environment (none inherited).
+fn sync_with_env(source: &Node, destination: &Node, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(harness::tandem_bin());
+    command.args(["sync", "--from", &source.url(), "--to", &destination.url()]).args(extra);
+    for key in ["TANDEM_TOKEN", "TANDEM_FROM_TOKEN", "TANDEM_TO_TOKEN"] {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command.stdin(Stdio::null()).output().unwrap()
+}
+
+/// The HTTP status of `GET /v1/blobs/{digest}` on `node` with its token.
+fn blob_status(node: &Node, digest: &str) -> u16 {
+    let output = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-H"])
+        .arg(format!("Authorization: Bearer {}", node.token.as_deref().unwrap_or("")))
+        .arg(format!("{}/v1/blobs/{digest}", node.url()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+}
+
+/// The configuration `tandem export` prints (the node's own token).
+fn collections_of(node: &Node) -> Value {
+    let export: Value = serde_json::from_str(&node.ok(&["export"])).expect("the export is JSON");
+    export["collections"].clone()
+}
+
+#[test]
+fn sync_between_installations_with_tokens_uses_each_sides_own_token() {
+    let root = tempfile::tempdir().unwrap();
+    let mut source = Node::new(root.path(), "src", "data")
+        .with_config(&tokens_config("src", SRC_READER, SRC_OPERATOR))
+        .with_token(SRC_OPERATOR);
+    let mut destination = Node::new(root.path(), "dst", "data")
+        .with_config(&tokens_config("dst", DST_READER, DST_OPERATOR))
+        .with_token(DST_OPERATOR);
+    source.start(false);
+    destination.start(false);
+    // A firmware with a blob: the copy (GET .../data on the source, POST /v1/blobs on the destination)
+    // carries the tokens too.
+    let firmware = pattern(200_000, 3);
+    let digest = add_firmware(&source, root.path(), "fw1", &firmware);
+    source.ok(&["put", "terminals", "t1", r#"{"mac":"02:00:00:00:00:01","firmware":"fw1"}"#]);
+    destination.ok(&["put", "notes", "only-here", "{}"]);
+    let before = revision(&destination);
+    let events_before = destination.history().len();
+    let nothing_written = |what: &str| {
+        assert_eq!(revision(&destination), before, "{what}: the destination changed");
+        assert_eq!(blob_status(&destination, &digest), 404, "{what}: a blob was copied");
+    };
+
+    // A wrong source token (the destination's operator token, unknown on the source): 401, nothing written.
+    let wrong_source = sync_with_env(
+        &source,
+        &destination,
+        &["--yes", "--from-token", DST_OPERATOR, "--to-token", DST_OPERATOR],
+        &[],
+    );
+    assert_eq!(wrong_source.status.code(), Some(1), "{}", text(&wrong_source));
+    let said = text(&wrong_source);
+    assert!(said.contains(&source.url()) && said.contains("401"), "{said}");
+    nothing_written("a wrong source token");
+
+    // A reader token for the destination: the preview (an import) is refused with 403, nothing written.
+    let reader = sync_with_env(
+        &source,
+        &destination,
+        &["--yes", "--from-token", SRC_READER, "--to-token", DST_READER],
+        &[],
+    );
+    assert_eq!(reader.status.code(), Some(1), "{}", text(&reader));
+    let said = text(&reader);
+    assert!(said.contains(&destination.url()) && said.contains("403"), "{said}");
+    assert!(said.contains("dst-reader") && said.contains("reader role"), "{said}");
+    nothing_written("a reader token for the destination");
+    // The same through the environment variables.
+    let reader = sync_with_env(
+        &source,
+        &destination,
+        &["--yes"],
+        &[("TANDEM_FROM_TOKEN", SRC_READER), ("TANDEM_TO_TOKEN", DST_READER)],
+    );
+    assert_eq!(reader.status.code(), Some(1), "{}", text(&reader));
+    assert!(text(&reader).contains("403"), "{}", text(&reader));
+    nothing_written("a reader token for the destination (environment)");
+
+    // A reader token of the source and an operator token of the destination, as flags: applied, as the
+    // destination's operator.
+    let applied = sync_with_env(
+        &source,
+        &destination,
+        &["--yes", "--json", "--from-token", SRC_READER, "--to-token", DST_OPERATOR],
+        &[],
+    );
+    assert!(applied.status.success(), "{}", text(&applied));
+    let report: Value = serde_json::from_slice(&applied.stdout).expect("the report is JSON");
+    assert_eq!(report["outcome"], "applied", "{report:#}");
+    assert_eq!(report["new_revision"], before + 1, "{report:#}");
+    assert_eq!(report["blobs_copied"], json!({"count": 1, "bytes": firmware.len()}));
+    assert_eq!(collections_of(&destination), collections_of(&source));
+    assert_eq!(blob_status(&destination, &digest), 200);
+    let events = destination.history();
+    assert_eq!(events.len(), events_before + 1, "one new event");
+    let event = events.iter().max_by_key(|e| e["revision"].as_u64()).unwrap();
+    assert_eq!(event["actor"], "dst-ops", "{event:#}");
+    assert!(event["reason"].as_str().is_some_and(|r| r.contains("sync from")), "{event:#}");
+
+    // The environment variables instead of the flags.
+    source.ok(&["put", "lines", "l1", r#"{"name":"press"}"#]);
+    let applied = sync_with_env(
+        &source,
+        &destination,
+        &["--yes", "--json"],
+        &[("TANDEM_FROM_TOKEN", SRC_READER), ("TANDEM_TO_TOKEN", DST_OPERATOR)],
+    );
+    assert!(applied.status.success(), "{}", text(&applied));
+    let report: Value = serde_json::from_slice(&applied.stdout).expect("the report is JSON");
+    assert_eq!(report["outcome"], "applied", "{report:#}");
+    assert_eq!(report["new_revision"], before + 2, "{report:#}");
+    assert_eq!(report["totals"], json!({"created": 1, "changed": 0, "deleted": 0}), "{report:#}");
+    assert_eq!(collections_of(&destination), collections_of(&source));
+    let events = destination.history();
+    assert_eq!(events.len(), events_before + 2);
+    let event = events.iter().max_by_key(|e| e["revision"].as_u64()).unwrap();
+    assert_eq!(event["actor"], "dst-ops", "{event:#}");
+    // The source was only read: its last writer is still its own operator.
+    assert!(source.history().iter().all(|e| e["actor"] == "src-ops"));
+}

@@ -452,3 +452,43 @@ fn bad_watch_parameters_are_refused_with_a_json_error() {
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no server answered"), "{output:?}");
 }
+
+#[test]
+fn a_witness_refuses_a_watch_and_the_cli_moves_on_to_a_data_node() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, _b, witness) = harness::pair_with_witness(root.path());
+    const TOTAL: u64 = 6;
+    const LIMIT: u64 = 5;
+    for i in 1..=TOTAL {
+        assert_eq!(put_retrying(&a, &format!("n{i}")), i);
+    }
+
+    // The witness serves no history: 403 with the JSON error code "witness" and a hint where to ask.
+    let (status, body) = curl("GET", &format!("{}/v1/watch?from=1", witness.url()), &[], None);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "witness", "{body}");
+    assert!(body["hint"].as_str().is_some_and(|hint| hint.contains("data node")), "{body}");
+
+    // A witness alone: the CLI retries (bounded) and gives up with exit code 3, naming the witness.
+    let output = harness::cli(&witness.url(), &["watch", "--from", "1", "--retries", "2"]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("witness") && said.contains(&witness.api), "{said}");
+
+    // The witness first in the list: the CLI moves on to the data node and prints 1..=LIMIT, then exits.
+    let servers = format!("{},{}", witness.url(), a.url());
+    let mut child = watch_child(&servers, &["--limit", &LIMIT.to_string(), "--from", "1", "--json"]);
+    let lines = Lines::of(child.stdout.take().unwrap());
+    let seen: Vec<Value> = (0..LIMIT)
+        .map(|_| {
+            serde_json::from_str(&lines.next("events from the data node", Duration::from_secs(20))).unwrap()
+        })
+        .collect();
+    let (code, stderr) = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&witness.api) && stderr.contains("witness"), "{stderr}");
+    let revisions: Vec<u64> = seen.iter().map(|event| event["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revisions, (1..=LIMIT).collect::<Vec<u64>>());
+    assert_eq!(&seen[..], &a.history()[..LIMIT as usize]);
+    assert!(lines.receiver.recv_timeout(Duration::from_secs(1)).is_err(), "more than --limit events");
+}

@@ -99,12 +99,22 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
 async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
+    let path = request.uri().path().to_string();
     let mut response = match authorize(&state, &request) {
         Ok(caller) => match route(&state, &caller, request).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         },
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let mut response = error.into_response();
+            // RFC 9110: a 405 names the methods the path does allow.
+            if let Lookup::WrongMethod(allowed) = routes::lookup(&method, &path)
+                && let Ok(value) = HeaderValue::from_str(&allowed.join(", "))
+            {
+                response.headers_mut().insert(hyper::header::ALLOW, value);
+            }
+            response
+        }
     };
     // A handler that answered from a known revision (a backup's snapshot) has set the header already.
     if !response.headers().contains_key("x-tandem-revision") {
@@ -229,7 +239,7 @@ async fn route(
                     actor: caller.name.clone(),
                     reason: input.reason,
                     timestamp_ms: now_ms(),
-                    request_id: input.request_id,
+                    request_id: input.request_id.filter(|id| !id.is_empty()),
                 },
                 preconditions: input.preconditions,
                 operations: input.operations,
@@ -376,7 +386,8 @@ pub(crate) fn meta_from(query: &[(String, String)], actor: &str) -> ChangeMeta {
         actor: actor.into(),
         reason: query_value(query, "reason").unwrap_or_default().to_string(),
         timestamp_ms: now_ms(),
-        request_id: query_value(query, "request_id").map(str::to_string),
+        // An empty request id is no request id: it would make every later request with one a "duplicate".
+        request_id: query_value(query, "request_id").filter(|id| !id.is_empty()).map(str::to_string),
     }
 }
 
@@ -470,7 +481,15 @@ fn membership_error(error: MembershipError) -> ApiError {
     }
 }
 
+/// Refuses a collection name (and document id) that no document could have, before reading anything.
+fn check_names(collection: &str, id: Option<&str>) -> Result<(), ApiError> {
+    tandem_storage::collections::check_collection_name(collection)
+        .and_then(|()| id.map_or(Ok(()), tandem_storage::collections::check_document_id))
+        .map_err(|rejection| ApiError::bad_request(rejection.to_string()))
+}
+
 fn list_documents(node: &ClusterNode, collection: &str) -> Result<Response<Body>, ApiError> {
+    check_names(collection, None)?;
     let store = node.store.read().map_err(|_| internal("the store lock is poisoned"))?;
     let documents: Vec<DocumentView> = store
         .projection()
@@ -486,6 +505,7 @@ async fn get_document(
     id: &str,
     query: &[(String, String)],
 ) -> Result<Response<Body>, ApiError> {
+    check_names(collection, Some(id))?;
     match query_value(query, "consistency").unwrap_or("local") {
         "local" => {}
         "linearizable" => {

@@ -100,7 +100,7 @@ pub struct ChangeMeta {
 
 /// One operation on one document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
     /// Create or replace a document.
     Put { collection: String, id: String, document: Json },
@@ -123,7 +123,7 @@ impl Operation {
 
 /// A condition that must hold, before any operation of the change set, for it to be accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Precondition {
     /// The store is exactly at this revision (nothing changed since the client looked).
     StoreRevision { revision: Revision },
