@@ -492,3 +492,56 @@ fn a_witness_refuses_a_watch_and_the_cli_moves_on_to_a_data_node() {
     assert_eq!(&seen[..], &a.history()[..LIMIT as usize]);
     assert!(lines.receiver.recv_timeout(Duration::from_secs(1)).is_err(), "more than --limit events");
 }
+
+/// The status a watch request gets (the stream itself is abandoned after 2 s).
+fn watch_status(url: &str) -> u16 {
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "2", "-w", "%{http_code}"])
+        .arg(url)
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn a_node_serves_a_bounded_number_of_watchers_and_frees_a_slot_when_one_leaves() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "a", "data").with_env("TANDEM_WATCH_MAX", "2");
+    node.start(false);
+    put(&node, "n1");
+    let url = format!("{}/v1/watch?from=1", node.url());
+    let mut first = curl_stream(&url, &[]);
+    let mut second = curl_stream(&url, &[]);
+    // Both streams hold their slots once connected: a third watcher is refused (bounded wait for them).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused = false;
+    while Instant::now() < deadline {
+        if watch_status(&url) == 503 {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(refused, "a third watcher was never refused");
+    let (status, body) = curl("GET", &url.replace("from=1", "from=1&format=ndjson"), &[], None);
+    assert_eq!((status, body["code"].as_str()), (503, Some("too_many_watchers")), "{body}");
+    assert!(body["hint"].as_str().unwrap_or("").contains("another node"), "{body}");
+    // Other endpoints are not affected.
+    assert!(node.cli(&["status"]).status.success());
+
+    // One watcher leaves: its slot is free again.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = false;
+    while Instant::now() < deadline {
+        if watch_status(&url) == 200 {
+            admitted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(admitted, "the slot of a watcher that left was not given back");
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

@@ -41,7 +41,8 @@
 //! ## Test knobs
 //! Read once per process from the environment: `TANDEM_WATCH_BUFFER` (frames queued per watcher, default
 //! 256), `TANDEM_WATCH_SLOW_MS` (the slow bound, default 5000), `TANDEM_WATCH_HEARTBEAT_MS` (default
-//! 15000).
+//! 15000), `TANDEM_WATCH_MAX` (watchers open at once on this node, default 256: one more is answered 503
+//! `too_many_watchers`, so open streams cannot exhaust the node).
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -81,11 +82,18 @@ pub struct WatchLimits {
     pub slow: Duration,
     /// How long a stream may stay silent before a heartbeat is sent.
     pub heartbeat: Duration,
+    /// Watch streams open at once on this node.
+    pub watchers: usize,
 }
 
 impl Default for WatchLimits {
     fn default() -> Self {
-        WatchLimits { buffer: 256, slow: Duration::from_secs(5), heartbeat: Duration::from_secs(15) }
+        WatchLimits {
+            buffer: 256,
+            slow: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(15),
+            watchers: 256,
+        }
     }
 }
 
@@ -107,6 +115,7 @@ impl WatchLimits {
             buffer: knob("TANDEM_WATCH_BUFFER").map_or(defaults.buffer, |v| v.min(1 << 20) as usize),
             slow: knob("TANDEM_WATCH_SLOW_MS").map_or(defaults.slow, Duration::from_millis),
             heartbeat: knob("TANDEM_WATCH_HEARTBEAT_MS").map_or(defaults.heartbeat, Duration::from_millis),
+            watchers: knob("TANDEM_WATCH_MAX").map_or(defaults.watchers, |v| v.min(1 << 16) as usize),
         }
     }
 
@@ -240,6 +249,14 @@ pub async fn watch(
     let query = query_pairs(request.uri().query());
     let watch = WatchRequest::parse(&query, request.headers())?;
     let limits = *WatchLimits::get();
+    let Ok(slot) = watcher_slots(limits.watchers).try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_watchers",
+            format!("this node already serves {} watch streams", limits.watchers),
+        )
+        .with_hint("retry in a few seconds, or watch another node of the cluster"));
+    };
     let from = watch.from.unwrap_or_else(|| state.node.revision().next());
     // One slot more than the buffer: it is reserved for the frame that ends the stream.
     let (frames, receiver) = mpsc::channel(limits.buffer + 1);
@@ -254,7 +271,7 @@ pub async fn watch(
     };
     tokio::spawn(producer.run(from));
 
-    let mut response = Response::new(EventStream { frames: receiver }.boxed());
+    let mut response = Response::new(EventStream { frames: receiver, _slot: slot }.boxed());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(watch.format.content_type()));
@@ -282,6 +299,14 @@ impl From<Bytes> for Queued {
 #[derive(Debug)]
 struct EventStream {
     frames: mpsc::Receiver<Queued>,
+    /// This stream's place among the node's watchers, given back when the client goes.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The node's watcher slots (one set per process).
+fn watcher_slots(count: usize) -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(Semaphore::new(count))).clone()
 }
 
 impl hyper::body::Body for EventStream {
