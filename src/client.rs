@@ -22,12 +22,23 @@ pub enum ClientError {
 }
 
 /// A client of one node's admin API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
     token: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiClient {
+    /// Never shows the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiClient {
@@ -106,5 +117,18 @@ impl ApiClient {
             .and_then(|v| v.parse().ok());
         let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
         Ok((status, revision, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let client = ApiClient::new("127.0.0.1:7070", Some("very-secret-token-123".into()));
+        let text = format!("{client:?}");
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains("redacted"), "{text}");
     }
 }
