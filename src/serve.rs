@@ -61,7 +61,8 @@ pub async fn serve(config: Config) -> Result<()> {
     let log_store = LogStore::open(database.clone())
         .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
         .with_metrics(cluster_metrics.clone());
-    let (state_machine, applied) = StateMachine::new(store.clone());
+    let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
+        .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
     let state_machine = state_machine.with_metrics(cluster_metrics);
     let network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -306,6 +306,13 @@ fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
     assert_eq!(blob_on_b["document"]["document"]["blob"], digest.as_str());
     // The blob's bytes arrived too: check them in b's store directly.
     b.stop();
+    // The snapshot arrived as a file, and b kept only its current snapshot.
+    let snapshots: Vec<String> = std::fs::read_dir(b.data_dir.join("snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".snap"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "one snapshot file on b: {snapshots:?}");
     let database = tandem_storage::SledDatabase::open(&b.data_dir.join("db")).unwrap();
     let store =
         tandem_storage::Store::open_database(std::sync::Arc::new(database), Default::default()).unwrap();

@@ -2,7 +2,8 @@
 //!
 //! Adapts the storage crate to openraft: a Raft log store ([`log_store`]) and a state machine
 //! ([`state_machine`]) that applies committed [`tandem_storage::Command`]s through
-//! [`tandem_storage::Store::apply`], the peer network ([`network`]), and the node with its roles ([`types`]).
+//! [`tandem_storage::Store::apply`] and keeps its snapshots in files ([`snapshot_files`]), the peer network
+//! ([`network`]), and the node with its roles ([`types`]).
 
 pub mod identity;
 pub mod log_store;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod recover;
+pub mod snapshot_files;
 pub mod state_machine;
 pub mod types;
 

@@ -42,19 +42,31 @@
 //! no difference beyond the noise at 64).
 //!
 //! ## Snapshots
-//! The snapshot builder takes [`Store::snapshot`] (a detached, cheap view) and the applied position under
-//! the read lock — both describe the same point — then writes the stream into memory outside the lock, on a
-//! blocking thread, while the store keeps applying. Snapshot ids are `term-index-random`, unique even when two
-//! snapshots end at the same log id (openraft sends snapshots in chunks keyed by id). The last snapshot built
-//! or installed is kept in memory for [`RaftStateMachine::get_current_snapshot`]; if none exists yet but
-//! something was applied, one is built on demand (a leader without a snapshot for a lagging follower stops
-//! with a fatal error). It is not persisted: after a restart the state machine itself is the source of the
-//! next one.
+//! A snapshot is the whole store, firmware blobs included, so it lives in a file, never whole in memory
+//! (openraft's `SnapshotData` is a [`tokio::fs::File`]). The files are in the directory given to
+//! [`StateMachine::new`] (`<data dir>/snapshots` on a node), managed by [`crate::snapshot_files`]: at most
+//! one `{snapshot_id}.snap`, the current snapshot, plus the temporary file of a build or a transfer under way.
 //!
-//! Installing a snapshot ([`Store::install_snapshot`]) replaces the whole store atomically (a fresh
-//! generation, then a durable switch), then stores the snapshot meta's log id and membership as the applied
-//! position and fsyncs. A crash between the two leaves the position that came inside the snapshot, which the
-//! leader built from the same lock as its data, so the store and its position agree either way.
+//! The snapshot builder takes [`Store::snapshot`] (a detached, cheap view) and the applied position under
+//! the read lock — both describe the same point — then, outside the lock and on a blocking thread while the
+//! store keeps applying, streams it through a buffered writer into a temporary file, fsyncs it and renames it
+//! to `{snapshot_id}.snap`. Snapshot ids are `term-index-random`, unique even when two snapshots end at the
+//! same log id (openraft sends snapshots in chunks keyed by id). Only the meta and path of the last snapshot
+//! built or installed are kept in memory; [`RaftStateMachine::get_current_snapshot`] opens the file afresh
+//! for each caller. If none exists yet but something was applied, one is built on demand (a leader without a
+//! snapshot for a lagging follower stops with a fatal error). Replacing the current snapshot deletes the
+//! previous file; a sender still reading it keeps reading (an open file outlives its name on Linux).
+//!
+//! Receiving: [`RaftStateMachine::begin_receiving_snapshot`] creates a temporary file that openraft fills
+//! chunk by chunk. [`RaftStateMachine::install_snapshot`] gets it back, reads it from the start into
+//! [`Store::install_snapshot`], which replaces the whole store atomically (a fresh generation, then a
+//! durable switch), then stores the snapshot meta's log id and membership as the applied position and
+//! fsyncs. A crash between the two leaves the position that came inside the snapshot, which the leader built
+//! from the same lock as its data, so the store and its position agree either way. Only then is the file
+//! renamed to `{snapshot_id}.snap` and made the current snapshot.
+//!
+//! Snapshot files are not kept across a restart: the state machine itself is the source of the next one, so
+//! [`StateMachine::new`] deletes whatever `*.snap` and `*.tmp` files a crash (or a clean stop) left behind.
 //!
 //! ## Waiting for a revision
 //! [`StateMachine::new`] also returns a [`watch::Receiver`] of the store's revision, updated after each
@@ -65,15 +77,19 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt;
-use std::io::Cursor;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::io::{self, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError, StorageIOError,
 };
 use tandem_storage::{Command, Outcome, Revision, Store};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+
+use crate::snapshot_files::SnapshotFiles;
 
 use crate::types::{
     AppliedPosition, LogId, NodeId, NodeInfo, Response, StoredMembership, TypeConfig, decode_exact,
@@ -87,46 +103,27 @@ type Entry = openraft::Entry<TypeConfig>;
 type Meta = SnapshotMeta<NodeId, NodeInfo>;
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
-/// A snapshot kept in memory: its meta and its bytes (shared, so handing it out copies once).
-#[derive(Clone)]
-struct StoredSnapshot {
-    meta: Meta,
-    data: Arc<Vec<u8>>,
-}
-
-impl StoredSnapshot {
-    fn to_snapshot(&self) -> Snapshot<TypeConfig> {
-        Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(self.data.as_ref().clone())) }
-    }
-}
-
-impl fmt::Debug for StoredSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredSnapshot").field("meta", &self.meta).field("bytes", &self.data.len()).finish()
-    }
-}
-
-/// The current snapshot, shared by the state machine and its builders.
-type CurrentSnapshot = Arc<Mutex<Option<StoredSnapshot>>>;
-
 /// Tandem's Raft state machine (see the module documentation).
 pub struct StateMachine {
     store: SharedStore,
-    current: CurrentSnapshot,
+    files: Arc<SnapshotFiles>,
     applied: watch::Sender<Revision>,
     metrics: Option<crate::metrics::ClusterMetrics>,
 }
 
 impl fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateMachine").field("applied", &*self.applied.borrow()).finish()
+        f.debug_struct("StateMachine")
+            .field("applied", &*self.applied.borrow())
+            .field("snapshot_dir", &self.files.dir())
+            .finish()
     }
 }
 
 /// Builds a snapshot of the store; runs beside the state machine.
 pub struct SnapshotBuilder {
     store: SharedStore,
-    current: CurrentSnapshot,
+    files: Arc<SnapshotFiles>,
 }
 
 impl fmt::Debug for SnapshotBuilder {
@@ -136,11 +133,18 @@ impl fmt::Debug for SnapshotBuilder {
 }
 
 impl StateMachine {
-    /// A state machine over `store`, and a receiver of the revision it has durably applied.
-    pub fn new(store: SharedStore) -> (StateMachine, watch::Receiver<Revision>) {
+    /// A state machine over `store` keeping its snapshot files in `snapshot_dir` (created if needed; the
+    /// snapshot files a previous run left there are deleted), and a receiver of the revision it has durably
+    /// applied. Fails if the directory cannot be created or cleaned.
+    pub fn new(
+        store: SharedStore,
+        snapshot_dir: PathBuf,
+    ) -> Result<(StateMachine, watch::Receiver<Revision>)> {
+        let files = SnapshotFiles::open(snapshot_dir)
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?;
         let revision = store.read().unwrap_or_else(|poisoned| poisoned.into_inner()).revision();
         let (applied, receiver) = watch::channel(revision);
-        (StateMachine { store, current: Arc::default(), applied, metrics: None }, receiver)
+        Ok((StateMachine { store, files: Arc::new(files), applied, metrics: None }, receiver))
     }
 
     /// Observes every applied batch in `metrics`.
@@ -152,6 +156,11 @@ impl StateMachine {
     /// The store this state machine applies to.
     pub fn store(&self) -> &SharedStore {
         &self.store
+    }
+
+    /// The directory the snapshot files are in.
+    pub fn snapshot_dir(&self) -> &Path {
+        self.files.dir()
     }
 
     /// Another receiver of the applied revision.
@@ -312,45 +321,41 @@ fn snapshot_id(last_applied: Option<LogId>) -> String {
     }
 }
 
-/// Makes `snapshot` the current one — unless it is older than the current one and `replace` is false (a
-/// build that raced with an install must not bring an older snapshot back).
-fn remember(current: &CurrentSnapshot, snapshot: StoredSnapshot, replace: bool) {
-    let mut current = current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let newer = current.as_ref().is_none_or(|old| snapshot.meta.last_log_id >= old.meta.last_log_id);
-    if replace || newer {
-        *current = Some(snapshot);
-    }
+/// A failure while writing a snapshot (its signature, when known) as openraft's error.
+fn snapshot_write_error(
+    signature: Option<openraft::storage::SnapshotSignature<NodeId>>,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(signature, AnyError::new(&e)).into()
 }
 
-/// Builds a snapshot of the store as it is now and makes it the current one.
-async fn build_snapshot(store: &SharedStore, current: &CurrentSnapshot) -> Result<Snapshot<TypeConfig>> {
+/// Builds a snapshot of the store as it is now into a file and makes it the current one (see the module
+/// documentation).
+async fn build_snapshot(store: &SharedStore, files: &Arc<SnapshotFiles>) -> Result<Snapshot<TypeConfig>> {
     let (source, position) = {
         let guard = read_store(store)?;
         (guard.snapshot(), position_of(&guard)?)
     };
-    let data = blocking(move || {
-        let mut data = Vec::new();
-        source
-            .write_to(&mut data)
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?;
-        Ok(data)
-    })
-    .await?;
     let meta = Meta {
         last_log_id: position.last_applied,
         last_membership: position.membership,
         snapshot_id: snapshot_id(position.last_applied),
     };
-    tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "built a snapshot");
-    let stored = StoredSnapshot { meta, data: Arc::new(data) };
-    let snapshot = stored.to_snapshot();
-    remember(current, stored, false);
-    Ok(snapshot)
+    let files = files.clone();
+    let built = meta.clone();
+    let (file, bytes) = blocking(move || {
+        files
+            .store_built(&built, |out| source.write_to(out).map(|(_, bytes)| bytes).map_err(io::Error::other))
+            .map_err(|e| snapshot_write_error(Some(built.signature()), e))
+    })
+    .await?;
+    tracing::info!(snapshot = %meta.snapshot_id, bytes, "built a snapshot");
+    Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        build_snapshot(&self.store, &self.current).await
+        build_snapshot(&self.store, &self.files).await
     }
 }
 
@@ -384,50 +389,69 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder { store: self.store.clone(), current: self.current.clone() }
+        SnapshotBuilder { store: self.store.clone(), files: self.files.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>> {
+        let files = self.files.clone();
+        let file =
+            blocking(move || files.begin_receiving().map_err(|e| snapshot_write_error(None, e))).await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<()> {
-        let data = snapshot.into_inner();
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> Result<()> {
+        let signature = meta.signature();
+        let mut snapshot = *snapshot;
+        snapshot.flush().await.map_err(|e| snapshot_write_error(Some(signature.clone()), e))?;
+        let mut file = snapshot.into_std().await;
         let position =
             AppliedPosition { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        let signature = meta.signature();
         let store = self.store.clone();
-        let (data, revision) = blocking(move || {
-            let error = |e: tandem_storage::Error| {
-                StorageError::from(StorageIOError::write_snapshot(Some(signature.clone()), AnyError::new(&e)))
-            };
+        let files = self.files.clone();
+        let meta = meta.clone();
+        let revision = blocking(move || {
+            let error = |e: tandem_storage::Error| snapshot_write_error(Some(signature.clone()), e);
             let position = try_encode(&position).map_err(sm_write_error)?;
-            let mut guard = write_store(&store)?;
-            let summary = guard.install_snapshot(data.as_slice()).map_err(error)?;
-            guard.apply(&[], Some(&position)).map_err(error)?;
-            guard.durable().map_err(error)?;
-            tracing::info!(
-                revision = %summary.header.revision,
-                bytes = summary.bytes,
-                "installed a snapshot"
-            );
-            Ok((data, guard.revision()))
+            file.seek(SeekFrom::Start(0)).map_err(|e| {
+                StorageError::from(StorageIOError::read_snapshot(Some(signature.clone()), AnyError::new(&e)))
+            })?;
+            let revision = {
+                let mut guard = write_store(&store)?;
+                let summary = guard.install_snapshot(BufReader::new(&file)).map_err(error)?;
+                guard.apply(&[], Some(&position)).map_err(error)?;
+                guard.durable().map_err(error)?;
+                tracing::info!(
+                    revision = %summary.header.revision,
+                    bytes = summary.bytes,
+                    "installed a snapshot"
+                );
+                guard.revision()
+            };
+            files
+                .keep_received(&meta, &mut file)
+                .map_err(|e| snapshot_write_error(Some(signature.clone()), e))?;
+            Ok(revision)
         })
         .await?;
-        remember(&self.current, StoredSnapshot { meta: meta.clone(), data: Arc::new(data) }, true);
         self.applied.send_replace(revision);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        if let Some(snapshot) = current {
-            return Ok(Some(snapshot.to_snapshot()));
+        let files = self.files.clone();
+        let current = blocking(move || {
+            files
+                .open_current()
+                .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e))))
+        })
+        .await?;
+        if let Some((meta, file)) = current {
+            return Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }));
         }
         let applied = position_of(&*read_store(&self.store)?)?;
         if applied.last_applied.is_none() {
             return Ok(None);
         }
-        build_snapshot(&self.store, &self.current).await.map(Some)
+        build_snapshot(&self.store, &self.files).await.map(Some)
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +15,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapsho
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     CommittedLeaderId, Config, Entry, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
-    ServerState, SnapshotMeta, StorageError, Vote,
+    ServerState, SnapshotMeta, StorageError, StorageIOError, Vote,
 };
 use tandem_cluster::network::{
     ForwardError, MAX_BODY_BYTES, PeerClient, PeerNetwork, SECRET_HEADER, VOTE_PATH, serve_peer,
@@ -24,7 +23,7 @@ use tandem_cluster::network::{
 use tandem_cluster::types::{LogId, StoredMembership, encode};
 use tandem_cluster::{NodeId, NodeInfo, Raft, Request, Response, TypeConfig};
 use tandem_storage::{ChangeMeta, ChangeSet, Command, Outcome, Revision};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -153,8 +152,20 @@ impl RaftSnapshotBuilder<TypeConfig> for MemMachine {
         };
         let data = encode(&inner.applied);
         inner.snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot { meta, snapshot: snapshot_file(&data).map_err(snapshot_error)? })
     }
+}
+
+/// An anonymous temporary file holding `data`: openraft's snapshot data is a file.
+fn snapshot_file(data: &[u8]) -> std::io::Result<Box<tokio::fs::File>> {
+    let mut file = tempfile::tempfile()?;
+    std::io::Write::write_all(&mut file, data)?;
+    std::io::Seek::rewind(&mut file)?;
+    Ok(Box::new(tokio::fs::File::from_std(file)))
+}
+
+fn snapshot_error(e: std::io::Error) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, &e).into()
 }
 
 impl RaftStateMachine<TypeConfig> for MemMachine {
@@ -199,28 +210,33 @@ impl RaftStateMachine<TypeConfig> for MemMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        snapshot_file(&[]).map_err(snapshot_error)
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
+        let mut data = Vec::new();
+        snapshot.rewind().await.map_err(snapshot_error)?;
+        snapshot.read_to_end(&mut data).await.map_err(snapshot_error)?;
         let mut inner = self.inner();
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), snapshot.into_inner()));
+        inner.snapshot = Some((meta.clone(), data));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(self
-            .inner()
-            .snapshot
-            .clone()
-            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let current = self.inner().snapshot.clone();
+        match current {
+            None => Ok(None),
+            Some((meta, data)) => {
+                Ok(Some(Snapshot { meta, snapshot: snapshot_file(&data).map_err(snapshot_error)? }))
+            }
+        }
     }
 }
 

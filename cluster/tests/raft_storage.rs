@@ -1,6 +1,7 @@
 //! What openraft's suite does not check: normal entries through the state machine (outcomes, revisions, one
 //! batch), the applied position and the log surviving a reopen, truncate and purge surviving a reopen, a
-//! snapshot carrying real data to another node, and the size limit of replication reads.
+//! snapshot carrying real data to another node, snapshots living in files (one kept, streamed from file to
+//! file, leftovers deleted at start), and the size limit of replication reads.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,9 +13,11 @@ use openraft::{
 };
 use serde_json::json;
 use tandem_cluster::{LogStore, NodeId, Request, StateMachine, TypeConfig};
+use tandem_storage::snapshot::verify_snapshot;
 use tandem_storage::{
-    ChangeMeta, ChangeSet, Command, DocKey, Outcome, Revision, SledDatabase, Store, StoreOptions,
+    ChangeMeta, ChangeSet, Command, Digest, DocKey, Outcome, Revision, SledDatabase, Store, StoreOptions,
 };
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 fn log_id(term: u64, index: u64) -> LogId<NodeId> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -45,13 +48,34 @@ fn membership(index: u64, voters: &[NodeId]) -> Entry<TypeConfig> {
     Entry { log_id: log_id(1, index), payload: EntryPayload::Membership(Membership::new(vec![voters], ())) }
 }
 
-/// A node's storage: the log store and the state machine over one sled database in `dir`.
+/// A node's storage: the log store and the state machine over one sled database in `dir/db`, with the
+/// snapshot files in `dir/snapshots` (as `tandem serve` lays out a data directory).
 fn open(dir: &Path) -> (LogStore, StateMachine, tokio::sync::watch::Receiver<Revision>) {
-    let database = SledDatabase::open(dir).unwrap();
+    let database = SledDatabase::open(&dir.join("db")).unwrap();
     let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default()).unwrap();
     let log = LogStore::open(database).unwrap();
-    let (state_machine, applied) = StateMachine::new(Arc::new(RwLock::new(store)));
+    let (state_machine, applied) =
+        StateMachine::new(Arc::new(RwLock::new(store)), dir.join("snapshots")).unwrap();
     (log, state_machine, applied)
+}
+
+/// The names of the files in `dir` that end with `suffix`, sorted.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Everything in a snapshot file handed out by the state machine, from its start.
+async fn read_snapshot(file: &mut tokio::fs::File) -> Vec<u8> {
+    file.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await.unwrap();
+    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,6 +223,13 @@ async fn a_snapshot_brings_another_node_to_the_same_state() {
     assert_eq!(last_applied, Some(log_id(1, 4)));
     assert_eq!(stored.log_id(), &Some(log_id(1, 1)));
     assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, current.meta);
+    // The leader's own file was handed over (as openraft's suite does): copied in, not moved.
+    let follower_snapshots = follower_dir.path().join("snapshots");
+    assert_eq!(
+        files_ending(&follower_snapshots, ".snap"),
+        vec![format!("{}.snap", current.meta.snapshot_id)]
+    );
+    assert_eq!(files_ending(&leader_dir.path().join("snapshots"), ".snap").len(), 1);
     {
         let follower_store = follower.store().read().unwrap();
         let leader_store = leader.store().read().unwrap();
@@ -210,6 +241,122 @@ async fn a_snapshot_brings_another_node_to_the_same_state() {
     let responses = follower.apply(vec![put(5, "ts1", "a"), put(6, "ts4", "d")]).await.unwrap();
     assert_eq!(responses[0].outcome, Some(Outcome::Duplicate { revision: Revision(1) }));
     assert_eq!(responses[1].outcome, Some(Outcome::Accepted { revision: Revision(4) }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_live_in_files_and_only_the_current_one_is_kept() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader_snapshots = leader_dir.path().join("snapshots");
+    let follower_snapshots = follower_dir.path().join("snapshots");
+    let (leader_log, mut leader, _) = open(leader_dir.path());
+    assert_eq!(leader.snapshot_dir(), leader_snapshots);
+
+    // A 2.5 MiB blob (uploaded in 1 MiB chunks) and a document: the snapshot carries both.
+    let blob: Vec<u8> = (0..5 * 512 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let digest = Digest::of(&blob);
+    let mut entries = vec![membership(1, &[1, 2])];
+    for (i, data) in blob.chunks(1024 * 1024).enumerate() {
+        entries.push(command(
+            2 + i as u64,
+            Command::BlobChunk { upload: 7, chunk: i as u32, data: data.to_vec() },
+        ));
+    }
+    entries.push(command(5, Command::BlobCommit { upload: 7, digest, size: blob.len() as u64 }));
+    entries.push(put(6, "ts1", "a"));
+    leader.apply(entries).await.unwrap();
+
+    // Several builds: each leaves exactly one `.snap`, named after its id, and no temporary file; every
+    // file handed out stays readable and complete after a later build deleted its name.
+    let mut built = Vec::new();
+    for round in 0..3u64 {
+        leader.apply(vec![put(7 + round, &format!("ts-r{round}"), &format!("r{round}"))]).await.unwrap();
+        let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 7 + round)));
+        assert_eq!(
+            files_ending(&leader_snapshots, ".snap"),
+            vec![format!("{}.snap", snapshot.meta.snapshot_id)]
+        );
+        assert!(files_ending(&leader_snapshots, ".tmp").is_empty());
+        built.push(snapshot);
+    }
+    let mut contents = Vec::new();
+    for (round, snapshot) in built.iter_mut().enumerate() {
+        let bytes = read_snapshot(&mut snapshot.snapshot).await;
+        let summary = verify_snapshot(bytes.as_slice()).unwrap();
+        assert_eq!(summary.header.revision, Revision(2 + round as u64));
+        assert_eq!(summary.header.blob_bytes, blob.len() as u64);
+        assert_eq!(summary.bytes, bytes.len() as u64);
+        contents.push(bytes);
+    }
+    let mut current = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, built[2].meta);
+    assert_eq!(read_snapshot(&mut current.snapshot).await, contents[2], "a fresh handle on the same file");
+
+    // The follower receives it through the state machine API, from file to file in 1 MiB chunks as
+    // openraft's chunked transfer does. A transfer abandoned before it loses its file when the next begins.
+    let (_follower_log, mut follower, mut follower_applied) = open(follower_dir.path());
+    let mut abandoned = follower.begin_receiving_snapshot().await.unwrap();
+    abandoned.write_all(b"the first megabyte of a snapshot").await.unwrap();
+    drop(abandoned);
+    assert_eq!(files_ending(&follower_snapshots, ".tmp").len(), 1);
+    let mut receiving = follower.begin_receiving_snapshot().await.unwrap();
+    assert_eq!(files_ending(&follower_snapshots, ".tmp").len(), 1, "the abandoned file is gone");
+    let mut sending = leader.get_current_snapshot().await.unwrap().unwrap();
+    let mut chunk = vec![0u8; 1024 * 1024];
+    let mut chunks = 0;
+    loop {
+        let n = sending.snapshot.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        receiving.write_all(&chunk[..n]).await.unwrap();
+        chunks += 1;
+        assert!(chunks < 100, "the snapshot is a few MiB");
+    }
+    receiving.shutdown().await.unwrap();
+    follower.install_snapshot(&sending.meta, receiving).await.unwrap();
+
+    assert_eq!(*follower_applied.borrow_and_update(), Revision(4));
+    assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(1, 9)));
+    assert_eq!(
+        files_ending(&follower_snapshots, ".snap"),
+        vec![format!("{}.snap", sending.meta.snapshot_id)],
+        "the received file became the current snapshot"
+    );
+    assert!(files_ending(&follower_snapshots, ".tmp").is_empty());
+    let mut installed = follower.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(installed.meta, sending.meta);
+    assert_eq!(read_snapshot(&mut installed.snapshot).await, contents[2]);
+    {
+        let follower_store = follower.store().read().unwrap();
+        assert_eq!(follower_store.projection(), leader.store().read().unwrap().projection());
+        let mut reader = follower_store.open_blob(&digest).expect("the blob came with the snapshot");
+        let mut copy = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut copy).unwrap();
+        assert!(copy == blob, "the blob's bytes survived the transfer");
+    }
+
+    // A build on the follower replaces the installed snapshot: still one file.
+    let rebuilt = follower.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(
+        files_ending(&follower_snapshots, ".snap"),
+        vec![format!("{}.snap", rebuilt.meta.snapshot_id)]
+    );
+
+    // A restart deletes the snapshot files of the previous run (here as a crash would leave them, with a
+    // build under way) and leaves other files alone; the next snapshot is built from the store.
+    drop((leader, leader_log, built, current, sending));
+    std::fs::write(leader_snapshots.join("building-0123456789abcdef.tmp"), b"half").unwrap();
+    std::fs::write(leader_snapshots.join("notes.txt"), b"not a snapshot").unwrap();
+    assert_eq!(files_ending(&leader_snapshots, ".snap").len(), 1);
+    let (_leader_log, mut leader, _) = open(leader_dir.path());
+    assert!(files_ending(&leader_snapshots, ".snap").is_empty());
+    assert!(files_ending(&leader_snapshots, ".tmp").is_empty());
+    assert_eq!(files_ending(&leader_snapshots, ".txt"), vec!["notes.txt".to_owned()]);
+    let rebuilt = leader.get_current_snapshot().await.unwrap().expect("built on demand after a restart");
+    assert_eq!(rebuilt.meta.last_log_id, Some(log_id(1, 9)));
+    assert_eq!(files_ending(&leader_snapshots, ".snap").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! suite does not make: a log entry survives bincode, and a large one survives a reopen.
 //!
 //! Every store the suite builds lives in a fresh sled database in a fresh temporary directory, shared by the
-//! log store and the [`Store`] exactly as on a node (sled cannot open one directory twice in a process).
+//! log store and the [`Store`] exactly as on a node (sled cannot open one directory twice in a process); the
+//! state machine's snapshot files go to a `snapshots` directory inside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -31,7 +32,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         let store =
             Store::open_database(Arc::new(database.clone()), StoreOptions::default()).map_err(setup_error)?;
         let log_store = LogStore::open(database)?;
-        let (state_machine, _applied) = StateMachine::new(Arc::new(RwLock::new(store)));
+        let (state_machine, _applied) =
+            StateMachine::new(Arc::new(RwLock::new(store)), dir.path().join("snapshots"))?;
         Ok((dir, log_store, state_machine))
     }
 }
