@@ -22,13 +22,14 @@
 //! tokens, time travel, watch, backup streams), [`client`] (its client), [`cli`] (the command line),
 //! [`operations`] (export, diff, revert, undo, import commands), [`watch`] (the resuming watch client),
 //! [`backup`] (backup commands and the schedule), [`sync`] (one-way sync between installations), [`boot`]
-//! (HTTP and TFTP boot servers, boot client), [`firmware`] (uploads), [`metrics`] (Prometheus), [`bench`]
+//! (HTTP and TFTP boot servers, boot client), [`firmware`] (uploads), [`metrics`] (Prometheus), [`bench`](mod@bench)
 //! (benchmarks), [`http`] (shared HTTP helpers).
 
 pub mod api;
 pub mod backup;
 pub mod bench;
 pub mod boot;
+pub mod chunked_read;
 pub mod cli;
 pub mod client;
 pub mod config;

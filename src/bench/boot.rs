@@ -20,7 +20,7 @@
 //!
 //! The external programs come from Debian packages: `scripts/bench-deps.sh` installs the missing ones. All
 //! traffic stays on 127.0.0.1; every wait is bounded; every child process is stopped when the benchmark ends,
-//! also on error ([`Proc`] stops its process when dropped, and clients run with `kill_on_drop`).
+//! also on error (`Proc` stops its process when dropped, and clients run with `kill_on_drop`).
 
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

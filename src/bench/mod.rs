@@ -1,4 +1,4 @@
-//! Benchmarks that print figures: `tandem bench storage` ([`storage`]), `tandem bench cluster`
+//! Benchmarks that print figures: `tandem bench storage` ([`storage`](mod@storage)), `tandem bench cluster`
 //! ([`cluster`]) and `tandem bench boot` ([`boot`]). Speed is measured here, never asserted in tests.
 
 pub mod boot;

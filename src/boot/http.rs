@@ -35,7 +35,8 @@
 //!
 //! A firmware image can be hundreds of MiB and twenty terminals may fetch it at once, so a blob body is never
 //! read whole: [`BootResponseBody`] reads [`STREAM_CHUNK`] bytes at a time from the store's `BlobReader` (which
-//! holds one 32 KiB part and reads sled with blocking calls) on the blocking thread pool, and reads the next
+//! holds one 32 KiB part and reads sled with blocking calls) through a [`ChunkedRead`] (shared with the admin
+//! API's blob downloads) on the blocking thread pool, and reads the next
 //! chunk only when hyper has taken the previous one, which happens as the client's TCP window opens. Per
 //! download that bounds memory to about two chunks plus hyper's write buffer (well under 1 MiB), and no thread
 //! waits on a slow client: a blocking thread is busy only while it reads one chunk from disk.
@@ -72,11 +73,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tandem_storage::Mac;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::heartbeat::{HeartbeatReport, Heartbeats, MAX_REPORT_BYTES};
 use super::{BootBody, BootContent, BootError, BootFile, BootPath};
+use crate::chunked_read::ChunkedRead;
 
 /// How many bytes of a blob are read from the store per step of a download.
 pub const STREAM_CHUNK: usize = 128 * 1024;
@@ -694,18 +695,9 @@ enum BodyKind {
     Stream(BlobStream),
 }
 
-/// What one blocking read gives back: the reader, and the chunk or the error.
-type ChunkRead = (Box<dyn Read + Send>, std::io::Result<Vec<u8>>);
-
+/// A blob being streamed, counted in the boot statistics.
 struct BlobStream {
-    /// The reader, when no read is in flight.
-    reader: Option<Box<dyn Read + Send>>,
-    /// Bytes not yet asked of the reader.
-    unread: u64,
-    /// Bytes not yet handed to hyper (including the read in flight).
-    unsent: u64,
-    /// The read in flight: the reader comes back with the chunk.
-    pending: Option<JoinHandle<ChunkRead>>,
+    chunks: ChunkedRead,
     stats: Arc<BootHttpStats>,
     _active: GaugeGuard,
 }
@@ -738,10 +730,7 @@ impl BootResponseBody {
         let active = GaugeGuard::new(stats.clone(), |s| &s.downloads_active);
         BootResponseBody {
             kind: BodyKind::Stream(BlobStream {
-                reader: Some(reader),
-                unread: length,
-                unsent: length,
-                pending: None,
+                chunks: ChunkedRead::new(reader, length, STREAM_CHUNK),
                 stats,
                 _active: active,
             }),
@@ -750,76 +739,13 @@ impl BootResponseBody {
 }
 
 impl BlobStream {
-    /// Starts reading the next chunk on the blocking pool, if there is one to read and none in flight.
-    fn start_read(&mut self) {
-        if self.pending.is_some() || self.unread == 0 {
-            return;
-        }
-        let Some(mut reader) = self.reader.take() else {
-            return;
-        };
-        let want = self.unread.min(STREAM_CHUNK as u64) as usize;
-        self.unread -= want as u64;
-        // The buffer is allocated here, on the async worker, not on the blocking thread: glibc gives each thread
-        // that allocates its own heap arena and rarely returns freed memory, so buffers allocated on many
-        // blocking threads grew the node by tens of MiB under 20 concurrent downloads (`tandem bench boot`).
-        let mut chunk = vec![0u8; want];
-        self.pending = Some(tokio::task::spawn_blocking(move || {
-            let result = read_exact_or_eof(&mut reader, &mut chunk).and_then(|filled| {
-                if filled < want {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the blob is shorter than its size",
-                    ))
-                } else {
-                    Ok(chunk)
-                }
-            });
-            (reader, result)
-        }));
-    }
-
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
-        self.start_read();
-        let Some(pending) = self.pending.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let joined = std::task::ready!(Pin::new(pending).poll(cx));
-        self.pending = None;
-        match joined {
-            Ok((reader, Ok(chunk))) => {
-                self.reader = Some(reader);
-                self.unsent -= chunk.len() as u64;
-                self.stats.bytes_served.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                // Read ahead one chunk while hyper writes this one.
-                self.start_read();
-                Poll::Ready(Some(Ok(Bytes::from(chunk))))
-            }
-            Ok((_, Err(error))) => {
-                tracing::warn!(%error, "boot HTTP: reading a blob failed; the download is cut short");
-                self.unread = 0;
-                Poll::Ready(Some(Err(error)))
-            }
-            Err(error) => {
-                self.unread = 0;
-                Poll::Ready(Some(Err(std::io::Error::other(error))))
-            }
+        let chunk = std::task::ready!(self.chunks.poll_chunk(cx));
+        if let Some(Ok(bytes)) = &chunk {
+            self.stats.bytes_served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
+        Poll::Ready(chunk)
     }
-}
-
-/// Reads until `buffer` is full or the reader ends; returns how much was read.
-fn read_exact_or_eof(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
 }
 
 impl hyper::body::Body for BootResponseBody {
@@ -852,7 +778,7 @@ impl hyper::body::Body for BootResponseBody {
         match &self.kind {
             BodyKind::Empty => true,
             BodyKind::Full(bytes, _) => bytes.is_none(),
-            BodyKind::Stream(stream) => stream.unsent == 0,
+            BodyKind::Stream(stream) => stream.chunks.unsent() == 0,
         }
     }
 
@@ -860,7 +786,7 @@ impl hyper::body::Body for BootResponseBody {
         match &self.kind {
             BodyKind::Empty => SizeHint::with_exact(0),
             BodyKind::Full(bytes, _) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            BodyKind::Stream(stream) => SizeHint::with_exact(stream.unsent),
+            BodyKind::Stream(stream) => SizeHint::with_exact(stream.chunks.unsent()),
         }
     }
 }
