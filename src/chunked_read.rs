@@ -22,6 +22,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 /// What one read on the blocking pool gives back: the reader, and the filled chunk or why there is none.
@@ -116,6 +117,27 @@ impl ChunkedRead {
         self.unread = 0;
         self.unsent = 0;
         error
+    }
+}
+
+/// As a response body on its own (the admin API's blob downloads; the boot server wraps it to count bytes).
+impl hyper::body::Body for ChunkedRead {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.get_mut().poll_chunk(cx).map(|chunk| chunk.map(|result| result.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.unsent == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.unsent)
     }
 }
 

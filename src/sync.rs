@@ -4,12 +4,11 @@
 //! other collection) on one installation and copies it to others. Sync is a client of both admin APIs and
 //! never writes to the source. It runs in six steps, each a function below:
 //!
-//! 1. `fetch_export`: `GET /v1/export` on both sides: every document and the blobs they reference, at one
+//! 1. `fetch_export`: `GET /v1/export` on the source: every document and the blobs they reference, at one
 //!    revision.
 //! 2. `preview`: the destination computes what importing the source's export would change
-//!    (`POST /v1/import` with `dry_run: true`) and at which of its revisions; sync adds the blobs the
-//!    destination lacks (`missing_blobs`). If the destination cannot preview because blobs are missing, the
-//!    preview is computed here from the two exports instead ([`diff_exports`]); both give the same answer.
+//!    (`POST /v1/import` with `dry_run: true`), at which of its revisions, and which of the export's blobs
+//!    it lacks — one request, computed where the data is.
 //! 3. `confirm`: a person says yes on a terminal, or the caller passed `--yes`; with neither, nothing
 //!    happens (exit 1).
 //! 4. `copy_blobs`: each missing blob streams from the source (`GET /v1/blobs/{sha256}/data`) straight
@@ -30,7 +29,7 @@
 //! when `TANDEM_SYNC_TEST_HOLD_FILE` names a file, sync creates it just before step 5 and waits (at most 60 s)
 //! until it is deleted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -188,17 +187,6 @@ struct Export {
     value: Value,
 }
 
-impl Export {
-    /// Every referenced blob and its size.
-    fn blobs(&self) -> BTreeMap<String, u64> {
-        let mut blobs = BTreeMap::new();
-        for (digest, size) in self.value["blobs"].as_object().into_iter().flatten() {
-            blobs.insert(digest.clone(), size.as_u64().unwrap_or(0));
-        }
-        blobs
-    }
-}
-
 /// What the import will do to the documents of one collection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CollectionChanges {
@@ -265,9 +253,8 @@ pub async fn run(args: &SyncArgs, default_token: Option<&str>, json_output: bool
     let destination = Side::new(&args.to, token(&args.to_token));
 
     let source_export = fetch_export(&source).await?;
-    let destination_export = fetch_export(&destination).await?;
     let reason = format!("sync from {} at revision {}", source.url, source_export.revision);
-    let preview = preview(&destination, &source_export, &destination_export, &reason).await?;
+    let preview = preview(&destination, &source_export, &reason).await?;
     let mut report = Report {
         outcome: if preview.is_empty() { "unchanged" } else { "preview" },
         source: SideReport { url: source.url.clone(), revision: source_export.revision },
@@ -304,7 +291,7 @@ pub async fn run(args: &SyncArgs, default_token: Option<&str>, json_output: bool
     Ok(())
 }
 
-/// Step 1: the whole configuration of one side.
+/// Step 1: the whole configuration of the source.
 async fn fetch_export(side: &Side) -> Result<Export, SyncError> {
     let what = "the export (GET /v1/export)";
     let (status, _, answer) = side.send(Method::GET, "/v1/export", None).await?;
@@ -335,44 +322,29 @@ fn export_to_send(source: &Export) -> Value {
     value
 }
 
-/// Step 2: what importing the source's export would change on the destination.
-async fn preview(
-    destination: &Side,
-    source: &Export,
-    destination_export: &Export,
-    reason: &str,
-) -> Result<Preview, SyncError> {
+/// Step 2: what importing the source's export would change on the destination, and the blobs it lacks.
+async fn preview(destination: &Side, source: &Export, reason: &str) -> Result<Preview, SyncError> {
     let what = "the preview (POST /v1/import, dry run)";
     let body = json!({"export": export_to_send(source), "dry_run": true, "reason": reason, "source": source_label(source)});
     let (status, _, answer) = destination.send(Method::POST, "/v1/import", Some(body)).await?;
-    let mut preview = match status {
-        200 => {
-            let revision = answer["revision"]
-                .as_u64()
-                .ok_or_else(|| destination.bad_answer(what, "it has no \"revision\" number"))?;
-            Preview {
-                destination_revision: revision,
-                collections: changes_from_answer(&answer).map_err(|e| destination.bad_answer(what, e))?,
-                missing_blobs: blobs_from_answer(&answer),
-            }
-        }
-        // The destination cannot preview an export whose blobs it lacks: compute the same preview here, at
-        // the revision the destination's export was taken (the apply is conditional on it).
-        422 if answer["code"] == "missing_blobs" => Preview {
-            destination_revision: destination_export.revision,
-            collections: diff_exports(&source.value, &destination_export.value),
-            missing_blobs: Vec::new(),
-        },
-        _ => return Err(destination.refused(what, status, &answer)),
-    };
-    let known: BTreeSet<String> = preview.missing_blobs.iter().map(|b| b.digest.clone()).collect();
-    for blob in missing_blobs(destination, source).await? {
-        if !known.contains(&blob.digest) {
-            preview.missing_blobs.push(blob);
-        }
+    if status != 200 {
+        return Err(destination.refused(what, status, &answer));
     }
-    preview.missing_blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
-    Ok(preview)
+    let revision = answer["revision"]
+        .as_u64()
+        .ok_or_else(|| destination.bad_answer(what, "it has no \"revision\" number"))?;
+    let mut missing_blobs = blobs_from_answer(&answer);
+    // Digests become URL paths when the blobs are copied: only well-formed ones.
+    for blob in &missing_blobs {
+        Digest::parse(&blob.digest)
+            .map_err(|e| destination.bad_answer(what, format!("blob {:?}: {e}", blob.digest)))?;
+    }
+    missing_blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    Ok(Preview {
+        destination_revision: revision,
+        collections: changes_from_answer(&answer).map_err(|e| destination.bad_answer(what, e))?,
+        missing_blobs,
+    })
 }
 
 /// How the import records where the export came from.
@@ -407,49 +379,6 @@ fn blobs_from_answer(answer: &Value) -> Vec<MissingBlob> {
             Some(MissingBlob { digest: blob["digest"].as_str()?.to_string(), size: blob["size"].as_u64()? })
         })
         .collect()
-}
-
-/// The differences between two exports, as the import would apply them (`cluster_events` left out).
-pub fn diff_exports(source: &Value, destination: &Value) -> BTreeMap<String, CollectionChanges> {
-    let empty = serde_json::Map::new();
-    let source = source["collections"].as_object().unwrap_or(&empty);
-    let destination = destination["collections"].as_object().unwrap_or(&empty);
-    let names: BTreeSet<&String> = source.keys().chain(destination.keys()).collect();
-    let mut result = BTreeMap::new();
-    for name in names.into_iter().filter(|name| name.as_str() != CLUSTER_EVENTS) {
-        let theirs = source.get(name).and_then(Value::as_object).unwrap_or(&empty);
-        let ours = destination.get(name).and_then(Value::as_object).unwrap_or(&empty);
-        let mut changes = CollectionChanges::default();
-        for (id, document) in theirs {
-            match ours.get(id) {
-                None => changes.created.push(id.clone()),
-                Some(current) if current != document => changes.changed.push(id.clone()),
-                Some(_) => {}
-            }
-        }
-        changes.deleted = ours.keys().filter(|id| !theirs.contains_key(*id)).cloned().collect();
-        changes.created.sort();
-        changes.changed.sort();
-        changes.deleted.sort();
-        if changes != CollectionChanges::default() {
-            result.insert(name.clone(), changes);
-        }
-    }
-    result
-}
-
-/// The source's blobs that the destination's store does not have (`GET /v1/blobs/{sha256}` answers 404).
-async fn missing_blobs(destination: &Side, source: &Export) -> Result<Vec<MissingBlob>, SyncError> {
-    let mut missing = Vec::new();
-    for (digest, size) in source.blobs() {
-        let (status, _, answer) = destination.send(Method::GET, &format!("/v1/blobs/{digest}"), None).await?;
-        match status {
-            200 => {}
-            404 => missing.push(MissingBlob { digest, size }),
-            _ => return Err(destination.refused(&format!("the blob lookup {digest}"), status, &answer)),
-        }
-    }
-    Ok(missing)
 }
 
 fn totals(collections: &BTreeMap<String, CollectionChanges>) -> Totals {
@@ -717,33 +646,6 @@ fn print_report(report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exports_diff_like_an_import_and_leave_cluster_events_alone() {
-        let source = json!({"revision": 9, "collections": {
-            "terminals": {"t1": {"mac": "02:00:00:00:00:01"}, "t2": {"mac": "02:00:00:00:00:02", "model": "x"}},
-            "termcap": {"x": {}},
-            "cluster_events": {"epoch-2": {"event": "forced_recovery"}},
-        }});
-        let destination = json!({"revision": 4, "collections": {
-            "terminals": {"t2": {"mac": "02:00:00:00:00:02"}, "t9": {"mac": "02:00:00:00:00:09"}},
-            "modules": {"m": {"blob": "00"}},
-            "cluster_events": {"epoch-1": {"event": "forced_recovery"}},
-        }});
-        let diff = diff_exports(&source, &destination);
-        assert_eq!(diff.keys().collect::<Vec<_>>(), ["modules", "termcap", "terminals"]);
-        assert_eq!(
-            diff["terminals"],
-            CollectionChanges {
-                created: vec!["t1".into()],
-                changed: vec!["t2".into()],
-                deleted: vec!["t9".into()]
-            }
-        );
-        assert_eq!(diff["modules"].deleted, ["m"]);
-        assert_eq!(diff["termcap"].created, ["x"]);
-        assert!(diff_exports(&source, &source).is_empty());
-    }
 
     #[test]
     fn preview_answers_are_grouped_and_unknown_kinds_refused() {

@@ -2,17 +2,13 @@
 //!
 //! This is how one installation copies firmware and modules to another (`tandem sync`) and how an operator
 //! fetches an image back. A blob can be tens of megabytes, so it is never read whole: the response body
-//! ([`BlobBody`]) is a [`ChunkedRead`] of the store's `BlobReader`, [`READ_CHUNK`] bytes at a time, read on
+//! is a [`ChunkedRead`] of the store's `BlobReader`, [`READ_CHUNK`] bytes at a time, read on
 //! the blocking pool only when hyper asks for more — the same streaming the boot server uses; its module
 //! explains why no thread waits on a slow client. The answer carries `Content-Length`; a blob shorter than
 //! its size (a damaged store) cuts the connection rather than handing out a truncated file.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tandem_storage::Digest;
@@ -43,35 +39,11 @@ pub async fn blob_data(
             .with_hint("POST /v1/blobs uploads one; GET /v1/blobs/{sha256} tells whether the store has it"));
     };
     let size = reader.size();
-    let body = BlobBody(ChunkedRead::new(Box::new(reader), size, READ_CHUNK));
+    let body = ChunkedRead::new(Box::new(reader), size, READ_CHUNK);
     let mut response = Response::new(BodyExt::boxed(body));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
     Ok(response)
-}
-
-/// The response body: the blob, chunk by chunk.
-#[derive(Debug)]
-struct BlobBody(ChunkedRead);
-
-impl hyper::body::Body for BlobBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.0.poll_chunk(cx).map(|chunk| chunk.map(|result| result.map(Frame::data)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.unsent() == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.unsent())
-    }
 }

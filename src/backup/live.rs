@@ -10,9 +10,9 @@
 //!    there ([`tandem_storage::Store::export`], exactly what `GET /v1/export` would have answered): every
 //!    collection except `cluster_events`, which records the *source* cluster's own life, and the blobs the
 //!    documents reference.
-//! 3. Ask the node which of those blobs it lacks (`GET /v1/blobs/{sha256}`).
-//! 4. Preview: a dry-run import says what would be created, changed and deleted, at which revision.
-//! 5. Stop here with `--dry-run`. Otherwise confirm (unless `--yes`), upload the missing blobs
+//! 3. Preview: a dry-run import says what would be created, changed and deleted, at which revision, and
+//!    which of the backup's blobs the node lacks.
+//! 4. Stop here with `--dry-run`. Otherwise confirm (unless `--yes`), upload the missing blobs
 //!    (`POST /v1/blobs`, streamed from the temporary store, with a progress bar on a terminal), then import
 //!    for real with `if_revision` = the preview's revision: if someone changed the configuration since the
 //!    preview, nothing is applied and the operator sees a fresh preview on the next run.
@@ -56,13 +56,6 @@ struct BackupContents {
     cluster_id: String,
 }
 
-/// What the import answered.
-enum ImportAnswer {
-    Done(Value),
-    /// 422 `missing_blobs`: the node wants the blobs before it previews or applies.
-    MissingBlobs,
-}
-
 /// Runs `tandem backup restore FILE --live`.
 pub async fn restore(cli: &Cli, file: &Path, reason: &str, yes: bool, dry_run: bool) -> Result<(), CliError> {
     if !yes && !dry_run && !crate::terminal::can_ask() {
@@ -78,32 +71,11 @@ pub async fn restore(cli: &Cli, file: &Path, reason: &str, yes: bool, dry_run: b
         contents.cluster_id,
         contents.revision
     );
-    let missing = missing_blobs(&client, &contents.blobs).await?;
-    let mut uploaded = false;
-    let preview = match import(&client, &contents.export, reason, &source, true, None).await? {
-        ImportAnswer::Done(preview) => preview,
-        ImportAnswer::MissingBlobs if dry_run => {
-            return Err(failed(format!(
-                "the node previews only with every blob present, and it lacks {} of the backup's: run without --dry-run to upload them and see the preview before confirming",
-                missing.len()
-            )));
-        }
-        ImportAnswer::MissingBlobs => {
-            // This node previews only with every blob present: upload them first (they change nothing by
-            // themselves: a blob that no document references is inert).
-            upload_blobs(cli, &contents.store, &missing).await?;
-            uploaded = true;
-            match import(&client, &contents.export, reason, &source, true, None).await? {
-                ImportAnswer::Done(preview) => preview,
-                ImportAnswer::MissingBlobs => {
-                    return Err(failed("the node still reports missing blobs after they were uploaded"));
-                }
-            }
-        }
-    };
-    print_preview(cli, file, &contents, &preview, if uploaded { &[] } else { &missing });
-    let nothing_to_upload = uploaded || missing.is_empty();
-    if preview["outcome"] == "unchanged" && nothing_to_upload {
+    // The dry run says what would change and which of the backup's blobs the node lacks.
+    let preview = import(&client, &contents.export, reason, &source, true, None).await?;
+    let missing = missing_blobs(&preview, &contents.blobs)?;
+    print_preview(cli, file, &contents, &preview, &missing);
+    if preview["outcome"] == "unchanged" && missing.is_empty() {
         report(cli, "the configuration already equals the backup's: nothing to restore", &preview);
         return Ok(());
     }
@@ -114,18 +86,9 @@ pub async fn restore(cli: &Cli, file: &Path, reason: &str, yes: bool, dry_run: b
     if !yes {
         confirm(reason).await?;
     }
-    if !uploaded {
-        upload_blobs(cli, &contents.store, &missing).await?;
-    }
+    upload_blobs(cli, &contents.store, &missing).await?;
     let at = preview["revision"].as_u64();
-    let answer = match import(&client, &contents.export, reason, &source, false, at).await? {
-        ImportAnswer::Done(answer) => answer,
-        ImportAnswer::MissingBlobs => {
-            return Err(failed(
-                "the node reports missing blobs although they were uploaded; run the restore again",
-            ));
-        }
-    };
+    let answer = import(&client, &contents.export, reason, &source, false, at).await?;
     let changes = answer["changes"].as_array().map_or(0, Vec::len);
     let message = match answer["outcome"].as_str() {
         Some("unchanged") => "the configuration already equals the backup's: nothing was changed".to_string(),
@@ -189,21 +152,17 @@ fn export_of(store: &Store) -> Result<(Value, BTreeMap<Digest, u64>), CliError> 
     Ok((export, blobs))
 }
 
-/// The blobs of `blobs` the node does not have.
-async fn missing_blobs(
-    client: &ApiClient,
-    blobs: &BTreeMap<Digest, u64>,
-) -> Result<Vec<(Digest, u64)>, CliError> {
+/// The blobs the dry run says the node lacks, checked against the backup's own list (the backup holds every
+/// blob it references, so any other digest is a confused answer).
+fn missing_blobs(preview: &Value, blobs: &BTreeMap<Digest, u64>) -> Result<Vec<(Digest, u64)>, CliError> {
     let mut missing = Vec::new();
-    for (digest, size) in blobs {
-        let (status, answer) = client.send(Method::GET, &format!("/v1/blobs/{digest}"), None).await?;
-        match status {
-            200 => {}
-            404 => missing.push((*digest, *size)),
-            _ => {
+    for blob in preview["missing_blobs"].as_array().into_iter().flatten() {
+        let digest = blob["digest"].as_str().and_then(|d| Digest::parse(d).ok());
+        match digest.and_then(|digest| blobs.get(&digest).map(|size| (digest, *size))) {
+            Some(known) => missing.push(known),
+            None => {
                 return Err(failed(format!(
-                    "asking the node for blob {digest} failed (HTTP {status}): {}",
-                    answer["message"].as_str().unwrap_or("?")
+                    "the node asked for a blob the backup does not reference: {blob}"
                 )));
             }
         }
@@ -219,7 +178,7 @@ async fn import(
     source: &str,
     dry_run: bool,
     if_revision: Option<u64>,
-) -> Result<ImportAnswer, CliError> {
+) -> Result<Value, CliError> {
     let mut body = json!({"export": export, "reason": reason, "dry_run": dry_run, "source": source});
     if let Some(revision) = if_revision {
         body["if_revision"] = json!(revision);
@@ -230,8 +189,7 @@ async fn import(
         format!("{} (HTTP {status}){hint}", answer["message"].as_str().unwrap_or("no message"))
     };
     match status {
-        200 => Ok(ImportAnswer::Done(answer)),
-        422 if answer["code"] == "missing_blobs" => Ok(ImportAnswer::MissingBlobs),
+        200 => Ok(answer),
         412 => Err(failed(format!(
             "not restored: the configuration changed since the preview ({}); run the restore again to see a new preview",
             message()
