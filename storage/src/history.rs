@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::change::{ChangeMeta, ChangeSet, DocKey, Json, Operation, Precondition, Revision};
+use crate::change::{ChangeMeta, ChangeSet, DocKey, Revision};
 use crate::codec::{decode, join_parts};
 use crate::engine::Keyspace;
 use crate::error::{Error, Result};
@@ -196,21 +196,13 @@ impl Store {
         Ok(diff_projections(&self.state_at(a)?, &self.state_at(b)?))
     }
 
-    /// The change set that makes the current configuration equal to the one at `revision`, or `None` when
-    /// they are already equal. It requires the store to still be at the current revision when applied, so a
-    /// change that slips in between is not silently overwritten.
+    /// The change set that makes the current configuration equal to the one at `revision` (leaving
+    /// `cluster_events` alone), or `None` when they are already equal: [`Store::revert_plan`] as a change set.
+    /// It requires the store to still be at the current revision when applied, so a change that slips in
+    /// between is not silently overwritten.
     pub fn revert_to(&self, revision: Revision, meta: ChangeMeta) -> Result<Option<ChangeSet>> {
-        let target = self.state_at(revision)?;
-        let mut change_set =
-            ChangeSet::new(meta).require(Precondition::StoreRevision { revision: self.revision() });
-        for entry in diff_projections(&self.state.projection, &target) {
-            let DocKey { collection, id } = entry.key;
-            change_set.operations.push(match entry.after {
-                Some(document) => Operation::Put { collection, id, document: Json(document.value()) },
-                None => Operation::Delete { collection, id },
-            });
-        }
-        Ok((!change_set.operations.is_empty()).then_some(change_set))
+        let plan = self.revert_plan(revision)?;
+        Ok((!plan.is_empty()).then(|| plan.change_set(meta)))
     }
 }
 
