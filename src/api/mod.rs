@@ -573,6 +573,12 @@ fn recent_changes(node: &ClusterNode, count: usize) -> serde_json::Value {
     json!(brief)
 }
 
+/// A stored document body as JSON. Bodies are canonical JSON written by the store, so one that does not parse
+/// is damage: it is shown as its text rather than as `null`, which would read as a deletion.
+fn stored_body(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_string()))
+}
+
 /// An event as the API shows it.
 pub fn event_json(event: &Event) -> serde_json::Value {
     let changes: Vec<serde_json::Value> = event
@@ -580,7 +586,7 @@ pub fn event_json(event: &Event) -> serde_json::Value {
         .iter()
         .map(|change| {
             json!({"collection": change.key.collection, "id": change.key.id,
-                   "document": change.after.as_ref().map(|body| serde_json::from_str::<serde_json::Value>(body).unwrap_or_default())})
+                   "document": change.after.as_deref().map(stored_body)})
         })
         .collect();
     json!({"revision": event.revision, "actor": event.meta.actor, "reason": event.meta.reason,
