@@ -17,6 +17,10 @@
 //! sled makes a write atomic and visible at once, but durable only after a flush, and on Linux its flush calls
 //! `sync_file_range`, which is not an fsync. [`Database::durable`] therefore flushes and then calls
 //! `fsync` on sled's `db` file itself.
+//!
+//! ## Crashes while sled writes its own snapshot
+//! sled refuses to open a directory in which a crash left one of its snapshot files half-written;
+//! [`SledDatabase::open`] first deletes such a file (see `sled_snapshots`).
 
 use std::fmt;
 use std::fs::File;
@@ -26,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::sled_snapshots;
 
 /// A key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -100,6 +105,7 @@ impl SledDatabase {
     /// Opens (or creates) the sled database in `path`, dropping generations left by an interrupted install.
     pub fn open(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        sled_snapshots::discard_unfinished(path)?;
         let db = open_sled(path)
             .map_err(|e| Error::engine(format!("opening the database in {}", path.display()), e))?;
         let db_path = path.join("db");

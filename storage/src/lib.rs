@@ -47,6 +47,7 @@ pub mod mac;
 pub mod plan;
 pub mod projection;
 pub mod rejection;
+mod sled_snapshots;
 pub mod snapshot;
 pub mod store;
 pub mod undo;
