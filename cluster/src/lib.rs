@@ -10,6 +10,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod recover;
 pub mod snapshot_files;
 pub mod state_machine;
@@ -17,4 +18,4 @@ pub mod types;
 
 pub use log_store::{LogReader, LogStore};
 pub use state_machine::{SharedStore, SnapshotBuilder, StateMachine};
-pub use types::{NodeId, NodeInfo, Raft, Request, Response, Role, TypeConfig};
+pub use types::{NodeId, NodeInfo, Raft, Request, Response, Role, TypeConfig, Written};

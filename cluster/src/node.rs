@@ -4,7 +4,8 @@
 //! write a command, read at a consistency level, change membership, report status — and hides openraft.
 //!
 //! ## Writes
-//! A data node that leads proposes with `client_write`. A data node that follows forwards the request to the
+//! A data node that leads proposes through its [`Proposer`], which packs concurrent writes into shared log
+//! entries (group commit). A data node that follows forwards the request to the
 //! leader over the peer network (`POST /cluster/write`). A mirror refuses, naming the primary; a witness
 //! refuses, since it serves no configuration. Before proposing, the leader checks that a quorum acknowledged it
 //! recently (`millis_since_quorum_ack`): if not — a pair whose partner died — the write fails at once with a
@@ -34,8 +35,9 @@ use tandem_storage::{Command, Revision};
 use tokio::sync::watch;
 
 use crate::network::{ForwardError, PeerNetwork};
+use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
-use crate::types::{NodeId, NodeInfo, Raft, Request, Response, Role};
+use crate::types::{NodeId, NodeInfo, Raft, Role, Written};
 
 /// Raft timing of a node.
 ///
@@ -188,6 +190,8 @@ pub struct ClusterNode {
     pub network: PeerNetwork,
     pub timing: Timing,
     applied: watch::Receiver<Revision>,
+    /// Packs this node's writes into shared log entries while it leads.
+    proposer: Proposer,
     membership_lock: tokio::sync::Mutex<()>,
     /// When each peer last had the leader's whole log (leader only): its lag in seconds is the time since.
     last_in_sync: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
@@ -215,6 +219,7 @@ impl ClusterNode {
         Arc::new(ClusterNode {
             id,
             info,
+            proposer: Proposer::start(raft.clone()),
             raft,
             store,
             network,
@@ -265,7 +270,7 @@ impl ClusterNode {
     }
 
     /// Proposes a command through the leader, wherever it is.
-    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+    pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
         match self.role() {
             Role::Mirror => {
                 let leader = self.raft.metrics().borrow().current_leader;
@@ -276,7 +281,6 @@ impl ClusterNode {
             Role::Witness => return Err(WriteError::Witness),
             Role::Data => {}
         }
-        let request = Request { command };
         let deadline = Instant::now() + WRITE_TIMEOUT;
         // Since when no leader could take the write: past the longest failover (`Timing::failover_bound`), the
         // cluster has no quorum (a pair whose partner died elects no one) and the write fails at once instead of
@@ -290,7 +294,7 @@ impl ClusterNode {
                     self.check_quorum(&metrics)?;
                     leaderless_since = None;
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    let write = tokio::time::timeout(remaining, self.raft.client_write(request.clone()));
+                    let write = tokio::time::timeout(remaining, self.proposer.propose(command.clone()));
                     tokio::pin!(write);
                     // While the write waits for its commit, watch the quorum: a partner that died just before
                     // the write would otherwise keep it waiting until the deadline.
@@ -309,7 +313,7 @@ impl ClusterNode {
                         }
                     };
                     match result {
-                        Ok(Ok(response)) => return Ok(response.data),
+                        Ok(Ok(written)) => return Ok(written),
                         Ok(Err(error)) => {
                             if error.forward_to_leader::<NodeInfo>().is_none() {
                                 return Err(WriteError::Failed(error.to_string()));
@@ -323,7 +327,7 @@ impl ClusterNode {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match node {
                         Some(node) => {
-                            match self.network.forward_write(&node, request.clone(), remaining).await {
+                            match self.network.forward_write(&node, command.clone(), remaining).await {
                                 Ok(response) => return Ok(response),
                                 Err(ForwardError::NotLeader { .. }) => {
                                     // The leader moved (or the witness is handing over): follow the new one.

@@ -2,11 +2,11 @@
 //!
 //! ## Applying committed entries
 //! openraft hands over committed entries in batches. [`StateMachine`] collects the [`Command`]s of the
-//! batch's normal entries and calls [`Store::apply`] **once** for the whole batch, passing the batch's
-//! [`AppliedPosition`] (the last entry's log id, and the membership of the last membership entry applied so
-//! far). The store writes the events, the projection and that position in one atomic write. Each entry gets a
-//! [`Response`]: the command's [`tandem_storage::Outcome`] (or none for blank and membership entries) and the
-//! store's revision right after that entry.
+//! batch's normal entries (each entry carries one or more) and calls [`Store::apply`] **once** for the whole
+//! batch, passing the batch's [`AppliedPosition`] (the last entry's log id, and the membership of the last
+//! membership entry applied so far). The store writes the events, the projection and that position in one
+//! atomic write. Each entry gets a [`Response`]: its commands' [`tandem_storage::Outcome`]s (none for blank
+//! and membership entries) and the store's revision right after that entry.
 //!
 //! ## Crash story: why applying does not fsync
 //! The applied position is stored *in the same atomic write* as the state it describes, so after a crash
@@ -217,19 +217,23 @@ fn is_light(entries: &[Entry]) -> bool {
     let mut operations = 0;
     for entry in entries {
         match &entry.payload {
-            EntryPayload::Normal(request) => match &request.command {
-                Command::Change(change) => operations += change.operations.len() + change.preconditions.len(),
-                Command::BlobChunk { .. } => return false,
-                _ => operations += 1,
-            },
+            EntryPayload::Normal(request) => {
+                for command in &request.commands {
+                    match command {
+                        Command::Change(change) => {
+                            operations += change.operations.len() + change.preconditions.len()
+                        }
+                        Command::BlobChunk { .. } => return false,
+                        _ => operations += 1,
+                    }
+                }
+            }
             EntryPayload::Blank | EntryPayload::Membership(_) => {}
         }
     }
     operations <= LIGHT_OPERATIONS
 }
 
-/// Applies a batch of entries with one store write (not fsynced: see the module documentation); returns the
-/// responses and the revision.
 /// The cluster id every node of a cluster agrees on: derived from the cluster's founding membership (the
 /// entry at log index 0, written by `initialize` on the first node), which every member applies, or receives
 /// inside a snapshot together with the id. A node added with `--join` thus takes its cluster's id instead of
@@ -243,27 +247,30 @@ fn founding_cluster_id(membership: &openraft::Membership<NodeId, NodeInfo>) -> S
     format!("{low:016x}{high:016x}")
 }
 
+/// Applies a batch of entries with one store write (not fsynced: see the module documentation); returns the
+/// responses and the revision.
 fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response>, Revision)> {
     let Some(last) = entries.last().map(|entry| entry.log_id) else {
         return Ok((Vec::new(), read_store(store)?.revision()));
     };
-    let mut carries_command = Vec::with_capacity(entries.len());
+    // How many commands each entry carries, so that the outcomes can be handed back entry by entry.
+    let mut command_counts = Vec::with_capacity(entries.len());
     let mut commands: Vec<Command> = Vec::new();
     let mut membership: Option<StoredMembership> = None;
     let mut founded: Option<String> = None;
     for entry in entries {
         match entry.payload {
-            EntryPayload::Blank => carries_command.push(false),
+            EntryPayload::Blank => command_counts.push(0),
             EntryPayload::Normal(request) => {
-                commands.push(request.command);
-                carries_command.push(true);
+                command_counts.push(request.commands.len());
+                commands.extend(request.commands);
             }
             EntryPayload::Membership(config) => {
                 if entry.log_id.index == 0 {
                     founded = Some(founding_cluster_id(&config));
                 }
                 membership = Some(StoredMembership::new(Some(entry.log_id), config));
-                carries_command.push(false);
+                command_counts.push(0);
             }
         }
     }
@@ -299,14 +306,16 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
     }
     let mut outcomes = outcomes.into_iter();
     let mut revision = start;
-    let responses = carries_command
+    let responses = command_counts
         .into_iter()
-        .map(|command| {
-            let outcome = if command { outcomes.next() } else { None };
-            if let Some(Outcome::Accepted { revision: accepted }) = &outcome {
-                revision = revision.max(*accepted);
+        .map(|count| {
+            let outcomes: Vec<Outcome> = outcomes.by_ref().take(count).collect();
+            for outcome in &outcomes {
+                if let Outcome::Accepted { revision: accepted } = outcome {
+                    revision = revision.max(*accepted);
+                }
             }
-            Response { outcome, revision }
+            Response { outcomes, revision }
         })
         .collect();
     Ok((responses, end))

@@ -1,7 +1,9 @@
 //! The types openraft is instantiated with, and what travels through the replicated log.
 //!
-//! - [`Request`]: one log entry's payload — a storage [`Command`] (a change set, or a piece of a blob upload).
-//! - [`Response`]: what applying it gave — the storage [`Outcome`] and the revision the store reached.
+//! - [`Request`]: one log entry's payload — storage [`Command`]s (change sets, pieces of a blob upload), one
+//!   per client write packed into the entry.
+//! - [`Response`]: what applying it gave — each command's storage [`Outcome`] and the revision the store
+//!   reached; [`Written`] is one client write's share of it.
 //! - [`NodeInfo`]: what the cluster knows of each member: its name, role and addresses. It travels in
 //!   membership log entries, so every node (mirrors included) can list every boot server.
 
@@ -68,18 +70,38 @@ pub struct NodeInfo {
     pub boot_addr: String,
 }
 
-/// The payload of one log entry.
+/// The payload of one log entry: the commands of one or more client writes, applied in this order.
+///
+/// The leader packs the writes that arrive while earlier ones are being replicated into one entry (see
+/// [`crate::proposer`]): one log append, one fsync and one replication round trip for all of them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    pub command: Command,
+    pub commands: Vec<Command>,
+}
+
+impl Request {
+    /// An entry that carries one command.
+    pub fn one(command: Command) -> Self {
+        Request { commands: vec![command] }
+    }
 }
 
 /// The result of applying one log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
-    /// The outcome of the command; `None` for entries that carry no command (blank, membership).
-    pub outcome: Option<Outcome>,
+    /// The outcome of each of the entry's commands, in order; empty for entries that carry no command (blank,
+    /// membership).
+    pub outcomes: Vec<Outcome>,
     /// The store's revision right after this entry was applied.
+    pub revision: Revision,
+}
+
+/// The result of one client write: its command's outcome, and a revision at which it is visible.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub outcome: Outcome,
+    /// The store's revision right after the entry that carried the command was applied (at least the
+    /// command's own revision, if it made one).
     pub revision: Revision,
 }
 
@@ -113,6 +135,16 @@ pub struct AppliedPosition {
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
         .expect("bincode encoding of a cluster type")
+}
+
+/// The length of `value`'s bincode encoding, counted without building it.
+pub fn encoded_size<T: Serialize>(value: &T) -> usize {
+    let mut counter = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard()) {
+        Ok(()) => counter.bytes_written,
+        // Cannot happen for Tandem's types; counted as too large to share an entry.
+        Err(_) => usize::MAX / 2,
+    }
 }
 
 /// Decodes bincode with a size limit (network and disk input).

@@ -186,22 +186,26 @@ impl RaftStateMachine<TypeConfig> for MemMachine {
         for entry in entries {
             inner.last_applied = Some(entry.log_id);
             let revision = Revision(entry.log_id.index);
-            let outcome = match entry.payload {
-                EntryPayload::Blank => None,
+            let outcomes = match entry.payload {
+                EntryPayload::Blank => vec![],
                 EntryPayload::Membership(membership) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    None
+                    vec![]
                 }
                 EntryPayload::Normal(request) => {
-                    let outcome = match &request.command {
-                        Command::BlobAbort { upload } => Outcome::UploadAborted { upload: *upload },
-                        _ => Outcome::Accepted { revision },
-                    };
+                    let outcomes = request
+                        .commands
+                        .iter()
+                        .map(|command| match command {
+                            Command::BlobAbort { upload } => Outcome::UploadAborted { upload: *upload },
+                            _ => Outcome::Accepted { revision },
+                        })
+                        .collect();
                     inner.applied.push(request);
-                    Some(outcome)
+                    outcomes
                 }
             };
-            responses.push(Response { outcome, revision });
+            responses.push(Response { outcomes, revision });
         }
         Ok(responses)
     }
@@ -352,10 +356,10 @@ async fn single_node_cluster_answers_vote_append_and_forwarded_writes() {
     let network = PeerNetwork::new(SECRET).unwrap();
 
     // A write forwarded over HTTP goes through client_write and comes back with the state machine's answer.
-    let request = Request { command: Command::BlobAbort { upload: 7 } };
-    let response = network.forward_write(&node.info, request.clone(), TTL).await.expect("forwarded write");
-    assert_eq!(response.outcome, Some(Outcome::UploadAborted { upload: 7 }));
-    assert_eq!(node.machine.inner().applied, vec![request]);
+    let command = Command::BlobAbort { upload: 7 };
+    let written = network.forward_write(&node.info, command.clone(), TTL).await.expect("forwarded write");
+    assert_eq!(written.outcome, Outcome::UploadAborted { upload: 7 });
+    assert_eq!(node.machine.inner().applied, vec![Request::one(command)]);
 
     // Vote and AppendEntries round trips: a stale candidate and a stale leader are told about the real vote.
     let mut client = client_to(&network, 1, &node.info).await;
@@ -413,7 +417,7 @@ async fn follower_takes_vote_append_and_snapshot_over_http() {
     assert_eq!(node.log.inner().entries.len(), 1);
 
     // A write sent to a follower is not executed there: the caller learns who leads.
-    let write = Request { command: Command::BlobAbort { upload: 1 } };
+    let write = Command::BlobAbort { upload: 1 };
     match network.forward_write(&node.info, write, TTL).await {
         Err(ForwardError::NotLeader { leader_id, leader_node }) => {
             assert_eq!(leader_id, Some(2));
@@ -472,8 +476,7 @@ async fn requests_without_the_right_secret_get_401_and_change_nothing() {
     };
     let append = client.append_entries(append, option(TTL)).await;
     assert!(matches!(append, Err(RPCError::Unreachable(_))), "{append:?}");
-    let write =
-        wrong.forward_write(&node.info, Request { command: Command::BlobAbort { upload: 1 } }, TTL).await;
+    let write = wrong.forward_write(&node.info, Command::BlobAbort { upload: 1 }, TTL).await;
     assert!(matches!(write, Err(ForwardError::Refused(_))), "{write:?}");
 
     // Raw: no header, a wrong one, and the right one with a different length.
@@ -577,7 +580,7 @@ async fn appends_too_large_to_send_ask_openraft_for_fewer_entries() {
         let meta = ChangeMeta { reason: "r".repeat(size), ..Default::default() };
         Entry {
             log_id: log_id(1, 2, index),
-            payload: EntryPayload::Normal(Request { command: Command::Change(ChangeSet::new(meta)) }),
+            payload: EntryPayload::Normal(Request::one(Command::Change(ChangeSet::new(meta)))),
         }
     };
     let append = |entries: Vec<Entry<TypeConfig>>| AppendEntriesRequest {
@@ -644,8 +647,7 @@ async fn unreachable_peers_map_to_unreachable_within_the_ttl() {
     let result = client.vote(VoteRequest::new(Vote::new(1, 1), None), option(Duration::from_secs(3))).await;
     assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
-    let write =
-        network.forward_write(&info, Request { command: Command::BlobAbort { upload: 1 } }, TTL).await;
+    let write = network.forward_write(&info, Command::BlobAbort { upload: 1 }, TTL).await;
     assert!(matches!(write, Err(ForwardError::Unreachable(_))), "{write:?}");
 
     // A peer that accepts connections but never answers: bounded by the ttl.

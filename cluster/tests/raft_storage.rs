@@ -28,7 +28,7 @@ fn blank(index: u64) -> Entry<TypeConfig> {
 }
 
 fn command(index: u64, command: Command) -> Entry<TypeConfig> {
-    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(Request { command }) }
+    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(Request::one(command)) }
 }
 
 fn put(index: u64, id: &str, request_id: &str) -> Entry<TypeConfig> {
@@ -78,6 +78,51 @@ async fn read_snapshot(file: &mut tokio::fs::File) -> Vec<u8> {
     bytes
 }
 
+/// The commands of one client write each, packed into one entry by the leader's proposer.
+fn packed(index: u64, entries: Vec<Entry<TypeConfig>>) -> Entry<TypeConfig> {
+    let commands = entries
+        .into_iter()
+        .flat_map(|entry| match entry.payload {
+            EntryPayload::Normal(request) => request.commands,
+            _ => vec![],
+        })
+        .collect();
+    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(Request { commands }) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_several_writes_answers_each_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, applied) = open(dir.path());
+    let responses = sm
+        .apply(vec![
+            membership(1, &[1]),
+            packed(2, vec![put(0, "ts1", "r1"), put(0, "ts2", "r2"), put(0, "ts1-again", "r1")]),
+            packed(3, vec![command(0, Command::BlobAbort { upload: 5 }), put(0, "ts3", "r3")]),
+        ])
+        .await
+        .unwrap();
+    let summary: Vec<_> = responses.iter().map(|r| (r.outcomes.clone(), r.revision.0)).collect();
+    assert_eq!(summary[0], (vec![], 0));
+    assert_eq!(
+        summary[1],
+        (
+            vec![
+                Outcome::Accepted { revision: Revision(1) },
+                Outcome::Accepted { revision: Revision(2) },
+                Outcome::Duplicate { revision: Revision(1) },
+            ],
+            2
+        )
+    );
+    assert!(matches!(
+        summary[2].0.as_slice(),
+        [Outcome::Rejected(_), Outcome::Accepted { revision: Revision(3) }]
+    ));
+    assert_eq!(summary[2].1, 3);
+    assert_eq!(*applied.borrow(), Revision(3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_entries_is_applied_at_once_and_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,14 +142,15 @@ async fn a_batch_of_entries_is_applied_at_once_and_survives_a_reopen() {
         log.save_committed(Some(log_id(1, 7))).await.unwrap();
 
         let responses = sm.apply(entries).await.unwrap();
-        let summary: Vec<_> = responses.iter().map(|r| (r.outcome.clone(), r.revision.0)).collect();
-        assert_eq!(summary[0], (None, 0));
-        assert_eq!(summary[1], (None, 0));
-        assert_eq!(summary[2], (Some(Outcome::Accepted { revision: Revision(1) }), 1));
-        assert_eq!(summary[3], (Some(Outcome::Accepted { revision: Revision(2) }), 2));
-        assert_eq!(summary[4], (Some(Outcome::Duplicate { revision: Revision(1) }), 2));
-        assert!(matches!(summary[5], (Some(Outcome::Rejected(_)), 2)), "{:?}", summary[5]);
-        assert_eq!(summary[6], (None, 2));
+        let summary: Vec<_> = responses.iter().map(|r| (r.outcomes.clone(), r.revision.0)).collect();
+        assert_eq!(summary[0], (vec![], 0));
+        assert_eq!(summary[1], (vec![], 0));
+        assert_eq!(summary[2], (vec![Outcome::Accepted { revision: Revision(1) }], 1));
+        assert_eq!(summary[3], (vec![Outcome::Accepted { revision: Revision(2) }], 2));
+        assert_eq!(summary[4], (vec![Outcome::Duplicate { revision: Revision(1) }], 2));
+        assert!(matches!(summary[5].0.as_slice(), [Outcome::Rejected(_)]), "{:?}", summary[5]);
+        assert_eq!(summary[5].1, 2);
+        assert_eq!(summary[6], (vec![], 2));
         assert_eq!(*applied.borrow_and_update(), Revision(2));
 
         let (last_applied, stored) = sm.applied_state().await.unwrap();
@@ -239,8 +285,8 @@ async fn a_snapshot_brings_another_node_to_the_same_state() {
 
     // The follower keeps applying after the install: request ids came with the snapshot.
     let responses = follower.apply(vec![put(5, "ts1", "a"), put(6, "ts4", "d")]).await.unwrap();
-    assert_eq!(responses[0].outcome, Some(Outcome::Duplicate { revision: Revision(1) }));
-    assert_eq!(responses[1].outcome, Some(Outcome::Accepted { revision: Revision(4) }));
+    assert_eq!(responses[0].outcomes, [Outcome::Duplicate { revision: Revision(1) }]);
+    assert_eq!(responses[1].outcomes, [Outcome::Accepted { revision: Revision(4) }]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,7 +67,10 @@ fn entries_round_trip_through_bincode() {
     let normal = Entry::<TypeConfig> {
         log_id: log_id(3, 17),
         payload: EntryPayload::Normal(Request {
-            command: Command::BlobChunk { upload: 9, chunk: 2, data: vec![1, 2, 3] },
+            commands: vec![
+                Command::BlobChunk { upload: 9, chunk: 2, data: vec![1, 2, 3] },
+                Command::BlobAbort { upload: 8 },
+            ],
         }),
     };
     let nodes = BTreeMap::from([
@@ -92,7 +95,7 @@ fn an_entry_larger_than_128_kib_survives_a_reopen() {
     let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let big = Entry::<TypeConfig> {
         log_id: log_id(1, 2),
-        payload: EntryPayload::Normal(Request { command: Command::BlobChunk { upload: 1, chunk: 0, data } }),
+        payload: EntryPayload::Normal(Request::one(Command::BlobChunk { upload: 1, chunk: 0, data })),
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

@@ -294,24 +294,24 @@ async fn plan_and_apply(
                 return Err(write_error(error));
             }
         };
-        let rejected = matches!(response.outcome, Some(Outcome::Rejected(_)));
+        let rejected = matches!(response.outcome, Outcome::Rejected(_));
         state.metrics.observe_proposal(if rejected { "rejected" } else { "committed" });
         match response.outcome {
-            Some(Outcome::Accepted { revision }) => {
+            Outcome::Accepted { revision } => {
                 // Read your writes: on a follower, answer once this node serves the new revision too.
                 node.wait_applied(revision, CATCH_UP).await;
                 return Ok(answer(false, revision, "accepted", &plan, &[]));
             }
-            Some(Outcome::Rejected(Rejection::PreconditionFailed(_)))
+            Outcome::Rejected(Rejection::PreconditionFailed(_))
                 if options.if_revision.is_none() && attempt < PLAN_ATTEMPTS =>
             {
                 // Overtaken by a concurrent change (or this follower lags): plan again on the newer state.
                 node.wait_applied(plan.base.next(), Duration::from_secs(2)).await;
             }
-            Some(Outcome::Rejected(Rejection::PreconditionFailed(_))) => {
+            Outcome::Rejected(Rejection::PreconditionFailed(_)) => {
                 return Err(moved_on(plan.base, node.revision()));
             }
-            Some(Outcome::Rejected(rejection)) => return Err(rejection_error(&rejection)),
+            Outcome::Rejected(rejection) => return Err(rejection_error(&rejection)),
             other => return Err(internal(&format!("unexpected outcome {other:?}"))),
         }
     }

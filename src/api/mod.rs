@@ -424,18 +424,18 @@ pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Respons
         }
     };
     let result = match &response.outcome {
-        Some(Outcome::Rejected(_)) => "rejected",
+        Outcome::Rejected(_) => "rejected",
         _ => "committed",
     };
     state.metrics.observe_proposal(result);
     match response.outcome {
-        Some(Outcome::Accepted { revision }) => {
+        Outcome::Accepted { revision } => {
             Ok(json_response(StatusCode::OK, &json!({"outcome": "accepted", "revision": revision})))
         }
-        Some(Outcome::Duplicate { revision }) => {
+        Outcome::Duplicate { revision } => {
             Ok(json_response(StatusCode::OK, &json!({"outcome": "duplicate", "revision": revision})))
         }
-        Some(Outcome::Rejected(rejection)) => Err(rejection_error(&rejection)),
+        Outcome::Rejected(rejection) => Err(rejection_error(&rejection)),
         other => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -620,7 +620,7 @@ async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<
             let take = buffer.len().min(MAX_BLOB_CHUNK);
             let data: Vec<u8> = buffer.drain(..take).collect();
             let response = node.write(send(chunk, data)).await.map_err(write_error)?;
-            if let Some(Outcome::Rejected(rejection)) = response.outcome {
+            if let Outcome::Rejected(rejection) = response.outcome {
                 return Err(rejection_error(&rejection));
             }
             chunk += 1;
@@ -635,10 +635,10 @@ async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<
     let digest = tandem_storage::Digest::from(hasher);
     let response = node.write(Command::BlobCommit { upload, digest, size }).await.map_err(write_error)?;
     match response.outcome {
-        Some(Outcome::BlobCommitted { digest, size }) => {
+        Outcome::BlobCommitted { digest, size } => {
             Ok(json_response(StatusCode::OK, &json!({"digest": digest.to_string(), "size": size})))
         }
-        Some(Outcome::Rejected(rejection)) => Err(rejection_error(&rejection)),
+        Outcome::Rejected(rejection) => Err(rejection_error(&rejection)),
         other => Err(internal(&format!("unexpected outcome {other:?}"))),
     }
 }

@@ -25,11 +25,12 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tandem_storage::{Command, Outcome};
 
 use super::{
     APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
-use crate::types::{NodeId, NodeInfo, Request, Response, TypeConfig, decode, try_encode};
+use crate::types::{NodeId, NodeInfo, Request, TypeConfig, Written, decode, try_encode};
 
 /// An upper bound on TCP connect; each RPC's own ttl is usually shorter and wins.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -146,9 +147,10 @@ impl PeerNetwork {
     pub async fn forward_write(
         &self,
         leader: &NodeInfo,
-        request: Request,
+        command: Command,
         timeout: Duration,
-    ) -> Result<Response, ForwardError> {
+    ) -> Result<Written, ForwardError> {
+        let request = Request::one(command);
         type WriteResult =
             Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>;
         let result: WriteResult =
@@ -162,7 +164,16 @@ impl PeerNetwork {
                 | TransportError::Encode(_) => ForwardError::Refused(e.to_string()),
             })?;
         match result {
-            Ok(written) => Ok(written.data),
+            Ok(written) => {
+                let revision = written.data.revision;
+                match <[Outcome; 1]>::try_from(written.data.outcomes) {
+                    Ok([outcome]) => Ok(Written { outcome, revision }),
+                    Err(outcomes) => Err(ForwardError::Refused(format!(
+                        "the leader answered a one-command entry with {} outcomes",
+                        outcomes.len()
+                    ))),
+                }
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(hint))) => {
                 Err(ForwardError::NotLeader { leader_id: hint.leader_id, leader_node: hint.leader_node })
             }

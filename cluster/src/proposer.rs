@@ -1,0 +1,144 @@
+//! Group commit: the leader packs concurrent client writes into shared log entries.
+//!
+//! In openraft 0.9 every `client_write` becomes its own log entry, and the leader appends and fsyncs each one
+//! before it replicates it; measured on the 2-core machine, 64 concurrent writers reached only ~1,800
+//! changes/s, one log append, one fsync and one replication round trip per change.
+//!
+//! The [`Proposer`] puts a queue in front of `client_write` and keeps at most [`MAX_IN_FLIGHT`] entries in
+//! flight. A write that arrives while the pipeline is full waits in the queue; when an entry completes, the
+//! next entry takes everything waiting (up to [`MAX_COMMANDS`] commands and [`MAX_BYTES`] bytes of commands).
+//! A lone writer sees no difference, since its entry leaves at once; many writers share appends, fsyncs and
+//! round trips, and the batch grows by itself with the load. The state machine applies an entry's commands in
+//! order ([`crate::state_machine`]), each with its own outcome, exactly as if they had been separate entries.
+//!
+//! Each write gets back its own command's outcome. When the entry cannot be written (this node stopped
+//! leading, Raft stopped), every write in it gets the same error and its caller decides whether to follow the
+//! new leader. A write whose caller stopped waiting (it timed out) before its entry was formed is dropped
+//! rather than proposed: its caller already reported it as failed.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use openraft::error::{ClientWriteError, Fatal, RaftError};
+use tandem_storage::Command;
+
+use crate::types::{NodeId, NodeInfo, Raft, Request, Written, encoded_size};
+
+/// Entries proposed and not yet applied, at most. One keeps the batches largest; the second lets the next
+/// batch be formed and appended while the previous one is being replicated.
+pub const MAX_IN_FLIGHT: usize = 2;
+/// Commands in one entry, at most.
+pub const MAX_COMMANDS: usize = 256;
+/// Encoded commands in one entry, at most, in bytes (a single larger command gets an entry of its own; the
+/// API's body limits keep that under the peer network's limit).
+pub const MAX_BYTES: usize = 1024 * 1024;
+/// Writes waiting for an entry, at most; further writers wait to enter the queue.
+const QUEUE: usize = 4 * MAX_COMMANDS;
+
+/// Why a proposed write was not applied: openraft's own client-write error, so callers can still tell "not
+/// the leader" (with the leader's address) from a fatal error.
+pub type ProposeError = RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>;
+
+/// A write waiting for its entry.
+struct Pending {
+    command: Command,
+    size: usize,
+    reply: oneshot::Sender<Result<Written, ProposeError>>,
+}
+
+/// The queue in front of `Raft::client_write` (see the module documentation). Cheap to share by reference;
+/// its task ends when the proposer is dropped.
+#[derive(Debug)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the proposer's task on the current tokio runtime.
+    pub fn start(raft: Raft) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(form_entries(raft, waiting));
+        Proposer { queue }
+    }
+
+    /// Proposes `command` in the next entry and waits until that entry is applied.
+    pub async fn propose(&self, command: Command) -> Result<Written, ProposeError> {
+        let size = encoded_size(&command);
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send(Pending { command, size, reply }).await.is_err() {
+            return Err(RaftError::Fatal(Fatal::Stopped));
+        }
+        answer.await.unwrap_or(Err(RaftError::Fatal(Fatal::Stopped)))
+    }
+}
+
+/// The proposer's task: waits for a free slot in the pipeline, then for a first write, then takes whatever
+/// else is waiting (within the limits), and proposes it all as one entry.
+async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A write that did not fit the previous entry: it opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match waiting.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMMANDS && bytes < MAX_BYTES {
+            match waiting.try_recv() {
+                Ok(pending) if bytes + pending.size > MAX_BYTES => {
+                    carried = Some(pending);
+                    break;
+                }
+                Ok(pending) => {
+                    bytes += pending.size;
+                    batch.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        batch.retain(|pending| !pending.reply.is_closed());
+        if !batch.is_empty() {
+            tokio::spawn(propose_entry(raft.clone(), batch, slot));
+        }
+    }
+}
+
+/// Proposes one entry and hands each write its outcome; the slot is freed once the entry is applied.
+async fn propose_entry(raft: Raft, batch: Vec<Pending>, slot: OwnedSemaphorePermit) {
+    let (commands, replies): (Vec<Command>, Vec<_>) =
+        batch.into_iter().map(|pending| (pending.command, pending.reply)).unzip();
+    let count = commands.len();
+    let result = raft.client_write(Request { commands }).await;
+    drop(slot);
+    match result {
+        Ok(written) if written.data.outcomes.len() == count => {
+            let revision = written.data.revision;
+            for (reply, outcome) in replies.into_iter().zip(written.data.outcomes) {
+                let _ = reply.send(Ok(Written { outcome, revision }));
+            }
+        }
+        Ok(written) => {
+            let error = RaftError::Fatal(Fatal::Panicked);
+            tracing::error!(
+                commands = count,
+                outcomes = written.data.outcomes.len(),
+                "an entry's outcomes do not match its commands"
+            );
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
