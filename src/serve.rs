@@ -63,7 +63,7 @@ pub async fn serve(config: Config) -> Result<()> {
         .with_metrics(cluster_metrics.clone());
     let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
         .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
-    let state_machine = state_machine.with_metrics(cluster_metrics);
+    let state_machine = state_machine.with_metrics(cluster_metrics.clone());
     let network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_sender(identity.id);
@@ -109,6 +109,7 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
+    node.proposer().set_metrics(cluster_metrics.clone());
     if node.is_pristine().await && !config.join {
         node.initialize_single()
             .await
@@ -119,7 +120,13 @@ pub async fn serve(config: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
     let shutdown = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    tasks.spawn(serve_peer(peer_listener, raft.clone(), identity.cluster_secret.clone(), shutdown.clone()));
+    tasks.spawn(serve_peer(
+        peer_listener,
+        raft.clone(),
+        node.proposer(),
+        identity.cluster_secret.clone(),
+        shutdown.clone(),
+    ));
     let backup = crate::backup::BackupState::default();
     if let Some(schedule) = config.backup.clone() {
         let (node, metrics) = (node.clone(), metrics.clone());

@@ -1,7 +1,8 @@
-//! The cluster crate's Prometheus metrics: how long applying a batch and making the log durable take.
+//! The cluster crate's Prometheus metrics: how long applying a batch and making the log durable take, and how
+//! many writes share a log entry.
 //!
 //! Declared here, registered into a registry the caller passes in (never the global default), and handed to
-//! the log store and the state machine, which observe them where the work happens.
+//! the log store, the state machine and the proposer, which observe them where the work happens.
 
 use prometheus::{Histogram, HistogramOpts, Registry};
 
@@ -12,6 +13,8 @@ pub struct ClusterMetrics {
     pub apply_seconds: Histogram,
     /// One flush + fsync of the node's database (log appends, votes, truncations, purges).
     pub fsync_seconds: Histogram,
+    /// How many client writes each log entry proposed by this node carried (group commit).
+    pub entry_writes: Histogram,
 }
 
 impl ClusterMetrics {
@@ -29,8 +32,16 @@ impl ClusterMetrics {
             HistogramOpts::new("tandem_fsync_duration_seconds", "One flush + fsync of the node's database")
                 .buckets(buckets),
         )?;
+        let entry_writes = Histogram::with_opts(
+            HistogramOpts::new(
+                "tandem_entry_writes",
+                "Client writes carried by one log entry this node proposed (group commit)",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 9)?),
+        )?;
         registry.register(Box::new(apply_seconds.clone()))?;
+        registry.register(Box::new(entry_writes.clone()))?;
         registry.register(Box::new(fsync_seconds.clone()))?;
-        Ok(ClusterMetrics { apply_seconds, fsync_seconds })
+        Ok(ClusterMetrics { apply_seconds, fsync_seconds, entry_writes })
     }
 }

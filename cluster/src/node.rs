@@ -191,7 +191,7 @@ pub struct ClusterNode {
     pub timing: Timing,
     applied: watch::Receiver<Revision>,
     /// Packs this node's writes into shared log entries while it leads.
-    proposer: Proposer,
+    proposer: Arc<Proposer>,
     membership_lock: tokio::sync::Mutex<()>,
     /// When each peer last had the leader's whole log (leader only): its lag in seconds is the time since.
     last_in_sync: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
@@ -219,7 +219,7 @@ impl ClusterNode {
         Arc::new(ClusterNode {
             id,
             info,
-            proposer: Proposer::start(raft.clone()),
+            proposer: Arc::new(Proposer::start(raft.clone())),
             raft,
             store,
             network,
@@ -228,6 +228,11 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_in_sync: std::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The proposer of this node's writes, for the peer endpoint to propose forwarded writes through.
+    pub fn proposer(&self) -> Arc<Proposer> {
+        self.proposer.clone()
     }
 
     /// The node's role: as the cluster's membership records it (a mirror promoted by a forced recovery is a

@@ -8,22 +8,25 @@
 //! flight. A write that arrives while the pipeline is full waits in the queue; when an entry completes, the
 //! next entry takes everything waiting (up to [`MAX_COMMANDS`] commands and [`MAX_BYTES`] bytes of commands).
 //! A lone writer sees no difference, since its entry leaves at once; many writers share appends, fsyncs and
-//! round trips, and the batch grows by itself with the load. The state machine applies an entry's commands in
-//! order ([`crate::state_machine`]), each with its own outcome, exactly as if they had been separate entries.
+//! round trips, and the batch grows by itself with the load. Entries are submitted to Raft in the order their
+//! writes were queued, and the state machine applies an entry's commands in order ([`crate::state_machine`]),
+//! each with its own outcome, exactly as if they had been separate entries.
 //!
 //! Each write gets back its own command's outcome. When the entry cannot be written (this node stopped
 //! leading, Raft stopped), every write in it gets the same error and its caller decides whether to follow the
 //! new leader. A write whose caller stopped waiting (it timed out) before its entry was formed is dropped
 //! rather than proposed: its caller already reported it as failed.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::raft::ClientWriteResult;
 use tandem_storage::Command;
 
-use crate::types::{NodeId, NodeInfo, Raft, Request, Written, encoded_size};
+use crate::metrics::ClusterMetrics;
+use crate::types::{NodeId, NodeInfo, Raft, Request, TypeConfig, Written, encoded_size};
 
 /// Entries proposed and not yet applied, at most. One keeps the batches largest; the second lets the next
 /// batch be formed and appended while the previous one is being replicated.
@@ -52,14 +55,24 @@ struct Pending {
 #[derive(Debug)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
+    metrics: Metrics,
 }
+
+/// Set once, after the proposer started (the task reads it for every entry).
+type Metrics = Arc<OnceLock<ClusterMetrics>>;
 
 impl Proposer {
     /// Starts the proposer's task on the current tokio runtime.
     pub fn start(raft: Raft) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(form_entries(raft, waiting));
-        Proposer { queue }
+        let metrics = Metrics::default();
+        tokio::spawn(form_entries(raft, waiting, metrics.clone()));
+        Proposer { queue, metrics }
+    }
+
+    /// Observes the number of writes per entry in `metrics` from now on (the first call wins).
+    pub fn set_metrics(&self, metrics: ClusterMetrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Proposes `command` in the next entry and waits until that entry is applied.
@@ -75,7 +88,7 @@ impl Proposer {
 
 /// The proposer's task: waits for a free slot in the pipeline, then for a first write, then takes whatever
 /// else is waiting (within the limits), and proposes it all as one entry.
-async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>) {
+async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>, metrics: Metrics) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // A write that did not fit the previous entry: it opens the next one.
     let mut carried: Option<Pending> = None;
@@ -105,40 +118,55 @@ async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>) {
         }
         batch.retain(|pending| !pending.reply.is_closed());
         if !batch.is_empty() {
-            tokio::spawn(propose_entry(raft.clone(), batch, slot));
+            if let Some(metrics) = metrics.get() {
+                metrics.entry_writes.observe(batch.len() as f64);
+            }
+            // Submitted here, in queue order (so entries keep the order writes arrived in); answered by a
+            // task of its own, so the next entry can be formed meanwhile.
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|pending| (pending.command, pending.reply)).unzip();
+            match raft.client_write_ff(Request { commands }).await {
+                Ok(receiver) => {
+                    tokio::spawn(answer_entry(receiver, replies, slot));
+                }
+                Err(fatal) => answer_all(replies, &RaftError::Fatal(fatal)),
+            }
         }
     }
 }
 
-/// Proposes one entry and hands each write its outcome; the slot is freed once the entry is applied.
-async fn propose_entry(raft: Raft, batch: Vec<Pending>, slot: OwnedSemaphorePermit) {
-    let (commands, replies): (Vec<Command>, Vec<_>) =
-        batch.into_iter().map(|pending| (pending.command, pending.reply)).unzip();
-    let count = commands.len();
-    let result = raft.client_write(Request { commands }).await;
+/// Waits until the entry is applied and hands each write its outcome; the slot is freed then.
+async fn answer_entry(
+    receiver: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+    replies: Vec<oneshot::Sender<Result<Written, ProposeError>>>,
+    slot: OwnedSemaphorePermit,
+) {
+    let result = receiver.await;
     drop(slot);
     match result {
-        Ok(written) if written.data.outcomes.len() == count => {
+        Ok(Ok(written)) if written.data.outcomes.len() == replies.len() => {
             let revision = written.data.revision;
             for (reply, outcome) in replies.into_iter().zip(written.data.outcomes) {
                 let _ = reply.send(Ok(Written { outcome, revision }));
             }
         }
-        Ok(written) => {
-            let error = RaftError::Fatal(Fatal::Panicked);
+        Ok(Ok(written)) => {
             tracing::error!(
-                commands = count,
+                commands = replies.len(),
                 outcomes = written.data.outcomes.len(),
                 "an entry's outcomes do not match its commands"
             );
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
+            answer_all(replies, &RaftError::Fatal(Fatal::Panicked));
         }
-        Err(error) => {
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
-        }
+        Ok(Err(refused)) => answer_all(replies, &RaftError::APIError(refused)),
+        // Raft dropped the request: it stopped.
+        Err(_) => answer_all(replies, &RaftError::Fatal(Fatal::Stopped)),
+    }
+}
+
+/// Hands every write of an entry the same error.
+fn answer_all(replies: Vec<oneshot::Sender<Result<Written, ProposeError>>>, error: &ProposeError) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
     }
 }

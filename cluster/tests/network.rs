@@ -20,6 +20,7 @@ use openraft::{
 use tandem_cluster::network::{
     ForwardError, MAX_BODY_BYTES, PeerClient, PeerNetwork, SECRET_HEADER, VOTE_PATH, serve_peer,
 };
+use tandem_cluster::proposer::Proposer;
 use tandem_cluster::types::{LogId, StoredMembership, encode};
 use tandem_cluster::{NodeId, NodeInfo, Raft, Request, Response, TypeConfig};
 use tandem_storage::{ChangeMeta, ChangeSet, Command, Outcome, Revision};
@@ -254,6 +255,7 @@ struct TestNode {
     addr: SocketAddr,
     log: MemLog,
     machine: MemMachine,
+    proposer: Arc<Proposer>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -275,8 +277,15 @@ impl TestNode {
         let network = PeerNetwork::new(SECRET).expect("secret");
         let raft = Raft::new(id, config, network, log.clone(), machine.clone()).await.expect("raft");
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_peer(listener, raft.clone(), SECRET.to_owned(), shutdown.clone()));
-        TestNode { raft, info, addr, log, machine, shutdown, server }
+        let proposer = Arc::new(Proposer::start(raft.clone()));
+        let server = tokio::spawn(serve_peer(
+            listener,
+            raft.clone(),
+            proposer.clone(),
+            SECRET.to_owned(),
+            shutdown.clone(),
+        ));
+        TestNode { raft, info, addr, log, machine, proposer, shutdown, server }
     }
 
     async fn stop(self) {
@@ -341,6 +350,61 @@ fn post_head(path: &str, secret: Option<&str>, content_length: usize) -> String 
 // ---------------------------------------------------------------------------------------------------------
 // Tests.
 
+/// Group commit: writes proposed together share entries, each gets its own command's outcome, none is lost
+/// or applied twice, and forwarded writes join the same queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
+    const WRITES: u64 = 60;
+    let node = TestNode::start(1).await;
+    node.raft.initialize(BTreeMap::from([(1, node.info.clone())])).await.expect("initialize");
+    node.raft
+        .wait(Some(Duration::from_secs(10)))
+        .state(ServerState::Leader, "single node leads")
+        .await
+        .expect("leader");
+    let network = PeerNetwork::new(SECRET).unwrap();
+
+    let local = (0..WRITES).map(|upload| node.proposer.propose(Command::BlobAbort { upload }));
+    let forwarded = (WRITES..WRITES + 5)
+        .map(|upload| network.forward_write(&node.info, Command::BlobAbort { upload }, TTL));
+    let (local, forwarded) = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::join(
+            futures_util::future::join_all(local),
+            futures_util::future::join_all(forwarded),
+        ),
+    )
+    .await
+    .expect("every write is answered");
+    for (upload, written) in (0..).zip(local) {
+        assert_eq!(written.expect("a local write").outcome, Outcome::UploadAborted { upload });
+    }
+    for (upload, written) in (WRITES..).zip(forwarded) {
+        assert_eq!(written.expect("a forwarded write").outcome, Outcome::UploadAborted { upload });
+    }
+
+    let applied = node.machine.inner().applied.clone();
+    let mut uploads: Vec<u64> = applied
+        .iter()
+        .flat_map(|request| &request.commands)
+        .map(|command| match command {
+            Command::BlobAbort { upload } => *upload,
+            other => panic!("unexpected command {other:?}"),
+        })
+        .collect();
+    let local_order: Vec<u64> = uploads.iter().copied().filter(|upload| *upload < WRITES).collect();
+    assert_eq!(local_order, (0..WRITES).collect::<Vec<_>>(), "local writes keep their order");
+    uploads.sort_unstable();
+    assert_eq!(uploads, (0..WRITES + 5).collect::<Vec<_>>(), "every write applied exactly once");
+    assert!(
+        applied.len() <= WRITES as usize / 2,
+        "{} entries for {} writes: the writes were not packed",
+        applied.len(),
+        WRITES + 5
+    );
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn single_node_cluster_answers_vote_append_and_forwarded_writes() {
     let node = TestNode::start(1).await;
@@ -355,7 +419,7 @@ async fn single_node_cluster_answers_vote_append_and_forwarded_writes() {
 
     let network = PeerNetwork::new(SECRET).unwrap();
 
-    // A write forwarded over HTTP goes through client_write and comes back with the state machine's answer.
+    // A write forwarded over HTTP goes through the proposer and comes back with the state machine's answer.
     let command = Command::BlobAbort { upload: 7 };
     let written = network.forward_write(&node.info, command.clone(), TTL).await.expect("forwarded write");
     assert_eq!(written.outcome, Outcome::UploadAborted { upload: 7 });

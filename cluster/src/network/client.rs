@@ -20,17 +20,18 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tandem_storage::{Command, Outcome};
+use tandem_storage::Command;
 
 use super::{
     APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
-use crate::types::{NodeId, NodeInfo, Request, TypeConfig, Written, decode, try_encode};
+use crate::proposer::ProposeError;
+use crate::types::{NodeId, NodeInfo, TypeConfig, Written, decode, try_encode};
 
 /// An upper bound on TCP connect; each RPC's own ttl is usually shorter and wins.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,19 +143,17 @@ impl PeerNetwork {
 
     /// Sends a client write to `leader` (`POST /cluster/write`) and returns what applying it gave.
     ///
-    /// The receiving node calls `Raft::client_write` and does not forward further: if it is not the leader
-    /// either, this returns [`ForwardError::NotLeader`] with its hint and the caller decides.
+    /// The receiving node proposes it through its own [`crate::proposer::Proposer`] (so it shares an entry
+    /// with the leader's other writes) and does not forward further: if it is not the leader either, this
+    /// returns [`ForwardError::NotLeader`] with its hint and the caller decides.
     pub async fn forward_write(
         &self,
         leader: &NodeInfo,
         command: Command,
         timeout: Duration,
     ) -> Result<Written, ForwardError> {
-        let request = Request::one(command);
-        type WriteResult =
-            Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>>;
-        let result: WriteResult =
-            self.call(&leader.peer_addr, WRITE_PATH, &request, timeout).await.map_err(|e| match e {
+        let result: Result<Written, ProposeError> =
+            self.call(&leader.peer_addr, WRITE_PATH, &command, timeout).await.map_err(|e| match e {
                 TransportError::Connect { .. }
                 | TransportError::Timeout { .. }
                 | TransportError::BadAddress { .. } => ForwardError::Unreachable(e.to_string()),
@@ -164,16 +163,7 @@ impl PeerNetwork {
                 | TransportError::Encode(_) => ForwardError::Refused(e.to_string()),
             })?;
         match result {
-            Ok(written) => {
-                let revision = written.data.revision;
-                match <[Outcome; 1]>::try_from(written.data.outcomes) {
-                    Ok([outcome]) => Ok(Written { outcome, revision }),
-                    Err(outcomes) => Err(ForwardError::Refused(format!(
-                        "the leader answered a one-command entry with {} outcomes",
-                        outcomes.len()
-                    ))),
-                }
-            }
+            Ok(written) => Ok(written),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(hint))) => {
                 Err(ForwardError::NotLeader { leader_id: hint.leader_id, leader_node: hint.leader_node })
             }

@@ -13,7 +13,7 @@
 //! | `/raft/append`     | `AppendEntriesRequest<TypeConfig>`    | `Result<AppendEntriesResponse, RaftError>`                     |
 //! | `/raft/vote`       | `VoteRequest<NodeId>`                 | `Result<VoteResponse, RaftError>`                              |
 //! | `/raft/snapshot`   | `InstallSnapshotRequest<TypeConfig>`  | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
-//! | `/cluster/write`   | [`crate::Request`]                    | `Result<ClientWriteResponse, RaftError<ClientWriteError>>`     |
+//! | `/cluster/write`   | `tandem_storage::Command`             | `Result<Written, RaftError<ClientWriteError>>`                 |
 //!
 //! A `200 OK` means the request reached Raft: its body is whatever the local `Raft` call returned, error
 //! included. The client turns such an error into [`openraft::error::RemoteError`] — for example a follower that

@@ -30,6 +30,7 @@ use super::{
     APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, SECRET_HEADER, SHUTDOWN_GRACE,
     SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
+use crate::proposer::Proposer;
 use crate::types::{Raft, decode, try_encode};
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -39,11 +40,17 @@ type HttpResponse = hyper::Response<Full<Bytes>>;
 /// Connections are kept alive between requests. On shutdown the listener is closed at once, idle connections
 /// are closed, and requests in flight get [`SHUTDOWN_GRACE`] to finish before their connections are dropped;
 /// this function returns when that is done. Errors on single connections are logged, never returned.
-pub async fn serve_peer(listener: TcpListener, raft: Raft, secret: String, shutdown: CancellationToken) {
+pub async fn serve_peer(
+    listener: TcpListener,
+    raft: Raft,
+    proposer: Arc<Proposer>,
+    secret: String,
+    shutdown: CancellationToken,
+) {
     if secret.is_empty() {
         tracing::error!("the peer endpoint has an empty cluster secret: every request will be refused");
     }
-    let service = Arc::new(PeerService { raft, secret: secret.into_bytes() });
+    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes() });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -148,6 +155,8 @@ impl Route {
 /// The state shared by all connections.
 struct PeerService {
     raft: Raft,
+    /// Forwarded writes join the leader's own in shared log entries.
+    proposer: Arc<Proposer>,
     secret: Vec<u8>,
 }
 
@@ -203,7 +212,7 @@ impl PeerService {
             Route::Append => rpc("AppendEntries", body, |rpc| raft.append_entries(rpc)).await,
             Route::Vote => rpc("Vote", body, |rpc| raft.vote(rpc)).await,
             Route::Snapshot => rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await,
-            Route::Write => rpc("write Request", body, |request| raft.client_write(request)).await,
+            Route::Write => rpc("write Command", body, |command| self.proposer.propose(command)).await,
         }
     }
 }
