@@ -135,6 +135,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Make API tokens for a node's config file (offline): a new token, or the digest of a secret.
+    Token {
+        #[command(subcommand)]
+        command: crate::token::TokenCommand,
+    },
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -385,6 +390,7 @@ pub async fn run_client(cli: &Cli) -> Result<(), CliError> {
         Command::Serve(_)
         | Command::Recover(_)
         | Command::Bench { .. }
+        | Command::Token { .. }
         | Command::Boot(_)
         | Command::Backup { .. }
         | Command::Watch(_)
@@ -665,6 +671,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             Command::Sync(args) => crate::sync::run(args, cli.token.as_deref(), cli.json)
                 .await
                 .map_err(|error| CliError { code: error.exit_code(), message: error.to_string() }),
+            Command::Token { command } => crate::token::run(command, cli.json).map_err(failed),
             Command::Recover(args) => {
                 crate::recover::recover(args).await.map_err(|e| failed(format!("{e:#}")))
             }

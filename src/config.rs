@@ -331,11 +331,11 @@ mod tests {
         let open = Config { api: "0.0.0.0:7070".parse().unwrap(), ..Config::default() };
         let error = open.validate().unwrap_err().to_string();
         assert!(error.contains("[[tokens]]"), "{error}");
-        let token = crate::api::auth::Token {
-            name: "ops".into(),
-            role: crate::api::auth::TokenRole::Operator,
-            secret: "a-long-enough-secret".into(),
-        };
+        let token = crate::api::auth::Token::with_secret(
+            "ops",
+            crate::api::auth::TokenRole::Operator,
+            "a-long-enough-secret",
+        );
         Config { tokens: vec![token], ..open }.validate().unwrap();
     }
 }

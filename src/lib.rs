@@ -41,4 +41,5 @@ pub mod recover;
 pub mod serve;
 pub mod sync;
 pub mod terminal;
+pub mod token;
 pub mod watch;

@@ -175,3 +175,81 @@ fn every_listed_route_reaches_a_handler() {
     let patterns: std::collections::BTreeSet<_> = ROUTES.iter().map(|r| r.pattern).collect();
     assert_eq!(document["paths"].as_object().unwrap().len(), patterns.len());
 }
+
+/// `tandem token new` makes a token whose config entry holds only the secret's digest; a node configured
+/// with it accepts the secret (and records the token's name), refuses anything else, and `tandem token hash`
+/// gives the same digest for the secret.
+#[test]
+fn a_token_made_by_token_new_works_with_only_its_digest_in_the_config() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let made = Command::new(harness::tandem_bin())
+        .args(["token", "new", "line-7", "--role", "operator", "--json"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let (secret, digest) = (made["secret"].as_str().unwrap(), made["secret_sha256"].as_str().unwrap());
+    assert_eq!((secret.len(), digest.len()), (64, 64));
+    assert_eq!(made["role"], "operator");
+
+    let text = Command::new(harness::tandem_bin())
+        .args(["token", "new", "line-7", "--role", "operator"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("[[tokens]]\nname = \"line-7\"\nrole = \"operator\"\nsecret_sha256 = \""),
+        "{text}"
+    );
+    assert!(!text.contains(secret), "each token gets its own secret");
+
+    let mut hash = Command::new(harness::tandem_bin())
+        .args(["token", "hash", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hash.stdin.take().unwrap().write_all(format!("{secret}\n").as_bytes()).unwrap();
+    let hashed = hash.wait_with_output().unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    let hashed: Value = serde_json::from_slice(&hashed.stdout).unwrap();
+    assert_eq!(hashed["secret_sha256"], digest);
+
+    let config = format!(
+        "[[tokens]]\nname = \"line-7\"\nrole = \"operator\"\nsecret_sha256 = \"{digest}\"\n\n\
+         [[tokens]]\nname = \"eve\"\nrole = \"reader\"\nsecret = \"{READER}\"\n"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::new(root.path(), "a", "data").with_config(&config).with_token(secret);
+    node.start(false);
+    node.ok(&["put", "notes", "n1", "{}"]);
+    assert_eq!(node.history()[0]["actor"], "line-7");
+    // The digest itself is not a secret that opens anything.
+    assert_eq!(request(&node, "PUT", "/v1/docs/notes/n2", Some(digest)).0, 401);
+    assert_eq!(request(&node, "PUT", "/v1/docs/notes/n2", Some(READER)).0, 403);
+    assert_eq!(node.history().len(), 1);
+}
+
+/// A config whose token is malformed keeps the node from starting, with a message naming the token.
+#[test]
+fn a_malformed_token_entry_stops_the_node_with_a_clear_message() {
+    let root = tempfile::tempdir().unwrap();
+    let config_path = root.path().join("bad.toml");
+    std::fs::write(
+        &config_path,
+        "[[tokens]]\nname = \"ops\"\nrole = \"operator\"\nsecret_sha256 = \"not-hex\"\n",
+    )
+    .unwrap();
+    let output = Command::new(harness::tandem_bin())
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .args(["--data-dir"])
+        .arg(root.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("secret_sha256 of token 'ops' must be 64 hex digits"), "{stderr}");
+}

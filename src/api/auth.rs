@@ -1,7 +1,10 @@
 //! Who may call what: bearer tokens with a role each, checked before any handler runs.
 //!
-//! Tokens live in the node's own config file (`[[tokens]]`, never replicated): a name, a role and a secret.
-//! A request presents `Authorization: Bearer SECRET`; the token's name becomes the actor recorded in every
+//! Tokens live in the node's own config file (`[[tokens]]`, never replicated): a name, a role and either
+//! the secret itself (`secret`) or only its SHA-256 (`secret_sha256`, what `tandem token new` prints), so
+//! that the config file, its backups and whoever can read them hold nothing that grants access. The node keeps
+//! only digests in memory either way, and compares the digest of the presented secret with each of them in
+//! constant time. A request presents `Authorization: Bearer SECRET`; the token's name becomes the actor recorded in every
 //! event the request causes. Roles nest: `admin` ⊃ `operator` ⊃ `reader`.
 //!
 //! | role | may |
@@ -71,7 +74,37 @@ pub struct Token {
     /// Recorded as the actor of every event this token causes.
     pub name: String,
     pub role: TokenRole,
-    pub secret: String,
+    /// The secret in clear (at least 16 characters).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Instead of `secret`: the SHA-256 of the secret, 64 hex digits.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+}
+
+impl Token {
+    /// A token whose secret is given in clear.
+    pub fn with_secret(name: &str, role: TokenRole, secret: &str) -> Self {
+        Token { name: name.into(), role, secret: Some(secret.into()), secret_sha256: None }
+    }
+
+    /// The SHA-256 of the token's secret, or why the token has none.
+    fn digest(&self) -> Result<[u8; 32], String> {
+        match (&self.secret, &self.secret_sha256) {
+            (Some(secret), None) => Ok(sha256(secret.as_bytes())),
+            (None, Some(hex_digest)) => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(hex_digest.trim(), &mut digest).map_err(|_| {
+                    format!("the secret_sha256 of token '{}' must be 64 hex digits", self.name)
+                })?;
+                Ok(digest)
+            }
+            (Some(_), Some(_)) => {
+                Err(format!("token '{}' has both secret and secret_sha256: keep one", self.name))
+            }
+            (None, None) => Err(format!("token '{}' needs a secret or a secret_sha256", self.name)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Token {
@@ -87,14 +120,31 @@ pub struct Caller {
     pub role: TokenRole,
 }
 
+/// A token as the node keeps it: no secret, only its digest.
+#[derive(Debug, Clone)]
+struct KnownToken {
+    name: String,
+    role: TokenRole,
+    digest: [u8; 32],
+}
+
 /// The node's tokens.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    tokens: Vec<Token>,
+    tokens: Vec<KnownToken>,
 }
 
 impl Tokens {
+    /// The tokens of a config that passed [`Tokens::validate`]. A token without a usable secret (which
+    /// validation refuses) is left out: it could never match.
     pub fn new(tokens: Vec<Token>) -> Self {
+        let tokens = tokens
+            .into_iter()
+            .filter_map(|token| {
+                let digest = token.digest().ok()?;
+                Some(KnownToken { name: token.name, role: token.role, digest })
+            })
+            .collect();
         Tokens { tokens }
     }
 
@@ -111,10 +161,11 @@ impl Tokens {
         let presented =
             headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer_secret);
         let token = presented.and_then(|secret| {
+            let presented = sha256(secret.as_bytes());
             // Compare against every token without stopping early, so timing says nothing about which matched.
             let mut found = None;
             for token in &self.tokens {
-                if constant_time_eq(token.secret.as_bytes(), secret.as_bytes()) {
+                if digests_equal(&token.digest, &presented) {
                     found = Some(token);
                 }
             }
@@ -149,33 +200,48 @@ impl Tokens {
         Ok(Caller { name: token.name.clone(), role: token.role })
     }
 
-    /// Checks the tokens of a config: names and secrets unique, secrets long enough.
+    /// Checks the tokens of a config: names and secrets unique, each with one secret (in clear and long
+    /// enough, or as a well-formed digest).
     pub fn validate(tokens: &[Token]) -> Result<(), String> {
+        let mut digests = Vec::with_capacity(tokens.len());
         for (i, token) in tokens.iter().enumerate() {
             if token.name.is_empty() || token.name.len() > 64 || token.name.chars().any(char::is_whitespace) {
                 return Err(format!("token name '{}' must be 1-64 characters without spaces", token.name));
             }
-            if token.secret.len() < 16 {
-                return Err(format!("the secret of token '{}' must be at least 16 characters", token.name));
+            if let Some(secret) = &token.secret {
+                if secret.len() < 16 {
+                    return Err(format!(
+                        "the secret of token '{}' must be at least 16 characters",
+                        token.name
+                    ));
+                }
+                if secret.trim() != secret {
+                    // A request's header value is trimmed, so such a secret could never match.
+                    return Err(format!(
+                        "the secret of token '{}' must not start or end with whitespace",
+                        token.name
+                    ));
+                }
             }
-            if token.secret.trim() != token.secret {
-                // A request's header value is trimmed, so such a secret could never match.
-                return Err(format!(
-                    "the secret of token '{}' must not start or end with whitespace",
-                    token.name
-                ));
-            }
-            for other in &tokens[i + 1..] {
+            let digest = token.digest()?;
+            for (other, other_digest) in tokens[..i].iter().zip(&digests) {
                 if other.name == token.name {
                     return Err(format!("two tokens are named '{}'", token.name));
                 }
-                if other.secret == token.secret {
-                    return Err(format!("tokens '{}' and '{}' have the same secret", token.name, other.name));
+                if *other_digest == digest {
+                    return Err(format!("tokens '{}' and '{}' have the same secret", other.name, token.name));
                 }
             }
+            digests.push(digest);
         }
         Ok(())
     }
+}
+
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
 }
 
 /// The secret of an `Authorization: Bearer SECRET` value (the scheme is case-insensitive, RFC 9110).
@@ -184,11 +250,9 @@ fn bearer_secret(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
 
-/// Compares the SHA-256 digests of both secrets byte by byte without stopping early: the time taken says
-/// nothing about how much of a secret matched, nor about its length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+/// Compares two digests byte by byte without stopping early. Secrets are compared by their SHA-256, so the
+/// time taken says nothing about how much of a secret matched, nor about its length.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -198,9 +262,14 @@ mod tests {
 
     fn tokens() -> Tokens {
         Tokens::new(vec![
-            Token { name: "ada".into(), role: TokenRole::Admin, secret: "admin-secret-0123456789".into() },
-            Token { name: "ops".into(), role: TokenRole::Operator, secret: "operator-secret-0123456".into() },
-            Token { name: "eve".into(), role: TokenRole::Reader, secret: "reader-secret-012345678".into() },
+            Token::with_secret("ada", TokenRole::Admin, "admin-secret-0123456789"),
+            Token::with_secret("ops", TokenRole::Operator, "operator-secret-0123456"),
+            // Configured by its digest only.
+            Token {
+                secret: None,
+                secret_sha256: Some(hex::encode(sha256(b"reader-secret-012345678"))),
+                ..Token::with_secret("eve", TokenRole::Reader, "")
+            },
         ])
     }
 
@@ -230,11 +299,11 @@ mod tests {
 
     #[test]
     fn the_scheme_is_case_insensitive_and_refusals_name_the_token_as_configured() {
-        let tokens = Tokens::new(vec![Token {
-            name: "Night-Shift".into(),
-            role: TokenRole::Reader,
-            secret: "reader-secret-012345678".into(),
-        }]);
+        let tokens = Tokens::new(vec![Token::with_secret(
+            "Night-Shift",
+            TokenRole::Reader,
+            "reader-secret-012345678",
+        )]);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, "BEARER reader-secret-012345678".parse().unwrap());
         assert_eq!(tokens.authorize(&headers, Access::Read).unwrap().name, "Night-Shift");
@@ -242,8 +311,8 @@ mod tests {
         assert!(refused.message.contains("'Night-Shift' has the reader role"), "{}", refused.message);
         headers.insert(AUTHORIZATION, "Basic reader-secret-012345678".parse().unwrap());
         assert_eq!(tokens.authorize(&headers, Access::Read).unwrap_err().status, 401);
-        assert!(constant_time_eq(b"same", b"same"));
-        assert!(!constant_time_eq(b"same", b"same-but-longer"));
+        assert!(digests_equal(&sha256(b"same"), &sha256(b"same")));
+        assert!(!digests_equal(&sha256(b"same"), &sha256(b"same-but-longer")));
     }
 
     #[test]
@@ -254,14 +323,29 @@ mod tests {
 
     #[test]
     fn bad_token_lists_are_refused() {
-        let short = Token { name: "a".into(), role: TokenRole::Reader, secret: "short".into() };
+        let short = Token::with_secret("a", TokenRole::Reader, "short");
         assert!(Tokens::validate(&[short]).is_err());
-        let a = Token { name: "a".into(), role: TokenRole::Reader, secret: "same-secret-0123456".into() };
+        let a = Token::with_secret("a", TokenRole::Reader, "same-secret-0123456");
         let b = Token { name: "b".into(), ..a.clone() };
         assert!(Tokens::validate(&[a.clone(), b]).is_err());
-        assert!(Tokens::validate(&[a.clone(), a]).is_err());
-        let padded =
-            Token { name: "p".into(), role: TokenRole::Reader, secret: "padded-secret-0123456 ".into() };
+        assert!(Tokens::validate(&[a.clone(), a.clone()]).is_err());
+        let padded = Token::with_secret("p", TokenRole::Reader, "padded-secret-0123456 ");
         assert!(Tokens::validate(&[padded]).is_err());
+
+        // The same secret once in clear and once as a digest is still the same secret.
+        let digest = hex::encode(sha256(b"same-secret-0123456"));
+        let hashed =
+            Token { name: "h".into(), secret: None, secret_sha256: Some(digest.clone()), ..a.clone() };
+        let error = Tokens::validate(&[a.clone(), hashed.clone()]).unwrap_err();
+        assert!(error.contains("same secret"), "{error}");
+        assert!(Tokens::validate(std::slice::from_ref(&hashed)).is_ok());
+        let both = Token { secret_sha256: Some(digest), ..a.clone() };
+        assert!(Tokens::validate(&[both]).unwrap_err().contains("keep one"));
+        let neither = Token { secret: None, ..a.clone() };
+        assert!(Tokens::validate(&[neither]).unwrap_err().contains("needs a secret"));
+        for bad in ["abc", &"g".repeat(64), &"a".repeat(66)] {
+            let malformed = Token { secret_sha256: Some(bad.to_owned()), ..hashed.clone() };
+            assert!(Tokens::validate(&[malformed]).unwrap_err().contains("64 hex digits"), "{bad}");
+        }
     }
 }
