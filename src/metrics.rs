@@ -240,3 +240,180 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use prometheus::core::Collector;
+    use prometheus::proto::MetricType;
+    use tandem_cluster::metrics::ClusterMetrics;
+
+    use super::*;
+
+    /// The operator's reference that must list every metric, and nothing else.
+    const DOC: &str = include_str!("../docs/metrics.md");
+
+    /// A registered metric: its type as the doc writes it, and its label names.
+    #[derive(Debug)]
+    struct Registered {
+        kind: &'static str,
+        labels: Vec<String>,
+    }
+
+    /// Every metric a node registers into its `/metrics` registry, by name.
+    fn registered_metrics() -> BTreeMap<String, Registered> {
+        let registry = Registry::new();
+        let cluster = ClusterMetrics::new(&registry).expect("cluster metrics");
+        let metrics = Metrics::new(registry.clone(), BootState::default()).expect("node metrics");
+        // Exhaustive patterns (no `..`): a metric added to either struct does not compile here until it is listed.
+        let Metrics {
+            registry: _,
+            has_leader,
+            is_leader,
+            term,
+            leader_changes,
+            last_log_index,
+            applied_index,
+            revision,
+            degraded,
+            peer_lag,
+            api_requests,
+            proposals,
+            api_duration,
+            last_leader: _,
+            boot: _,
+            boot_requests,
+            boot_bytes,
+            tftp_transfers,
+            terminals_online,
+            backup_last_success,
+            backup_last_size,
+            backup_last_revision,
+            backup_failures,
+            backup_last_error,
+        } = &metrics;
+        let ClusterMetrics { apply_seconds, fsync_seconds, entry_writes } = &cluster;
+        let collectors: [&dyn Collector; 24] = [
+            has_leader,
+            is_leader,
+            term,
+            leader_changes,
+            last_log_index,
+            applied_index,
+            revision,
+            degraded,
+            peer_lag,
+            api_requests,
+            proposals,
+            api_duration,
+            boot_requests,
+            boot_bytes,
+            tftp_transfers,
+            terminals_online,
+            backup_last_success,
+            backup_last_size,
+            backup_last_revision,
+            backup_failures,
+            backup_last_error,
+            apply_seconds,
+            fsync_seconds,
+            entry_writes,
+        ];
+
+        // One sample in every labelled family (an empty one is not gathered), then the exposition's view: it
+        // must hold exactly the collectors above, and gives each metric's type.
+        peer_lag.with_label_values(&["b"]).set(0);
+        boot_requests.with_label_values(&["http", "config", "ok"]).set(0);
+        metrics.observe_api("GET", 200, Duration::ZERO);
+        metrics.observe_proposal("committed");
+        metrics.refresh_boot();
+        let types: BTreeMap<String, MetricType> = registry
+            .gather()
+            .iter()
+            .map(|family| (family.name().to_string(), family.get_field_type()))
+            .collect();
+
+        let mut registered = BTreeMap::new();
+        for desc in collectors.iter().flat_map(|collector| collector.desc()) {
+            let kind = match types.get(&desc.fq_name) {
+                Some(MetricType::COUNTER) => "counter",
+                Some(MetricType::GAUGE) => "gauge",
+                Some(MetricType::HISTOGRAM) => "histogram",
+                other => panic!("{}: unexpected type {other:?}", desc.fq_name),
+            };
+            let metric = Registered { kind, labels: desc.variable_labels.clone() };
+            assert!(registered.insert(desc.fq_name.clone(), metric).is_none(), "{} twice", desc.fq_name);
+        }
+        assert_eq!(
+            types.keys().collect::<Vec<_>>(),
+            registered.keys().collect::<Vec<_>>(),
+            "the registry holds metrics that are not fields of Metrics or ClusterMetrics (or the reverse)"
+        );
+        registered
+    }
+
+    /// The doc's table rows that document a metric: `| \`name\` | type | labels | meaning |`, by name.
+    fn documented_rows() -> BTreeMap<String, Vec<String>> {
+        let mut rows = BTreeMap::new();
+        for line in DOC.lines().filter(|line| line.starts_with("| `tandem_")) {
+            let cells: Vec<String> =
+                line.trim_matches('|').split('|').map(|cell| cell.trim().to_string()).collect();
+            let name = cells[0].trim_matches('`').to_string();
+            assert!(rows.insert(name.clone(), cells).is_none(), "docs/metrics.md lists {name} twice");
+        }
+        rows
+    }
+
+    /// Every `tandem_…` word anywhere in the doc (tables, prose, alert expressions).
+    fn mentioned_names() -> BTreeSet<&'static str> {
+        DOC.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("tandem_"))
+            .collect()
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_the_registered_metrics() {
+        let registered = registered_metrics();
+        let rows = documented_rows();
+        let mut problems = Vec::new();
+        for (name, metric) in &registered {
+            let Some(cells) = rows.get(name) else {
+                problems.push(format!("{name} is registered but has no table row in docs/metrics.md"));
+                continue;
+            };
+            if cells.len() != 4 {
+                problems.push(format!("{name}: its row has {} cells, not 4", cells.len()));
+                continue;
+            }
+            if cells[1].split_whitespace().next() != Some(metric.kind) {
+                problems.push(format!(
+                    "{name}: the doc says type {:?}, the metric is a {}",
+                    cells[1], metric.kind
+                ));
+            }
+            if metric.labels.is_empty() && cells[2] != "—" {
+                problems.push(format!("{name} has no labels, but the doc lists {:?}", cells[2]));
+            }
+            for label in &metric.labels {
+                if !cells[2].contains(&format!("`{label}`")) {
+                    problems.push(format!("{name}: label `{label}` is missing from the doc's labels column"));
+                }
+            }
+        }
+        for name in rows.keys().filter(|name| !registered.contains_key(*name)) {
+            problems.push(format!("docs/metrics.md documents {name}, which no code registers"));
+        }
+        for word in mentioned_names() {
+            let histogram_series = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                word.strip_suffix(suffix)
+                    .and_then(|base| registered.get(base))
+                    .is_some_and(|metric| metric.kind == "histogram")
+            });
+            if !registered.contains_key(word) && !histogram_series {
+                problems.push(format!("docs/metrics.md mentions {word}, which is not a metric"));
+            }
+        }
+        assert!(problems.is_empty(), "docs/metrics.md is out of date:\n{}", problems.join("\n"));
+    }
+}
