@@ -22,7 +22,7 @@
 //! traffic stays on 127.0.0.1; every wait is bounded; every child process is stopped when the benchmark ends,
 //! also on error (`Proc` stops its process when dropped, and clients run with `kill_on_drop`).
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,10 +214,6 @@ fn find_programs() -> Result<Programs> {
     Ok(Programs { nginx, wrk, atftp, curl, reference_tftp })
 }
 
-fn free_tcp_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -357,9 +353,9 @@ struct Node {
 }
 
 async fn start_node(root: &Path) -> Result<Node> {
-    let api = format!("127.0.0.1:{}", free_tcp_port()?);
-    let peer = format!("127.0.0.1:{}", free_tcp_port()?);
-    let boot = format!("127.0.0.1:{}", free_tcp_port()?);
+    let api = format!("127.0.0.1:{}", super::free_port()?);
+    let peer = format!("127.0.0.1:{}", super::free_port()?);
+    let boot = format!("127.0.0.1:{}", super::free_port()?);
     let tftp_port = free_udp_port()?;
     let mut command = Command::new(std::env::current_exe()?);
     command
@@ -432,7 +428,7 @@ async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
 
 /// nginx serving `www` on a free port; returns the server and its port.
 async fn start_nginx(programs: &Programs, root: &Path, www: &Path) -> Result<(Proc, u16)> {
-    let port = free_tcp_port()?;
+    let port = super::free_port()?;
     let prefix = root.join("nginx");
     std::fs::create_dir_all(&prefix)?;
     let p = |name: &str| prefix.join(name).display().to_string();

@@ -7,7 +7,6 @@
 //! 2. **failover**: `--runs` times, SIGKILL the leader and time until the first write acknowledged by the
 //!    surviving data node (a client retrying every 20 ms), then restart the killed node and let it catch up.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,7 +46,7 @@ struct BenchNode {
 
 impl BenchNode {
     fn new(name: &'static str, role: &'static str) -> Result<Self> {
-        let port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+        let port = super::free_port;
         Ok(BenchNode {
             name,
             role,

@@ -46,10 +46,6 @@ impl Drop for NodeProcess {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn run_tandem(args: &[&str]) -> Result<Duration> {
     let start = Instant::now();
     let output = Command::new(std::env::current_exe()?)
@@ -126,14 +122,14 @@ pub async fn operations(options: &OperationsBenchOptions) -> Result<()> {
         ms(restore)
     );
 
-    let api = format!("127.0.0.1:{}", free_port()?);
+    let api = format!("127.0.0.1:{}", super::free_port()?);
     let log = std::fs::File::create(dir.path().join("node.log"))?;
     let _node = NodeProcess(
         Command::new(std::env::current_exe()?)
             .args(["serve", "--data-dir", &data_path, "--name", "bench", "--api", &api])
-            .args(["--peer", &format!("127.0.0.1:{}", free_port()?)])
-            .args(["--boot", &format!("127.0.0.1:{}", free_port()?)])
-            .args(["--tftp", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--peer", &format!("127.0.0.1:{}", super::free_port()?)])
+            .args(["--boot", &format!("127.0.0.1:{}", super::free_port()?)])
+            .args(["--tftp", &format!("127.0.0.1:{}", super::free_port()?)])
             .args(["--cluster-secret", "bench-secret-0123"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
