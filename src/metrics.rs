@@ -164,7 +164,8 @@ impl Metrics {
         self.proposals.with_label_values(&[result]).inc();
     }
 
-    /// Records a scheduled backup written and verified at `unix_seconds`.
+    /// Records the newest backup, written and verified at `unix_seconds` (by this node just now, or found by an
+    /// attempt that had nothing to write): no error any more.
     pub fn observe_backup_written(&self, unix_seconds: u64, bytes: u64, revision: u64) {
         self.backup_last_success.set(unix_seconds as i64);
         self.backup_last_size.set(bytes as i64);
@@ -172,9 +173,11 @@ impl Metrics {
         self.backup_last_error.set(0);
     }
 
-    /// Records a scheduled backup attempt that found nothing to do (nothing changed): no error any more.
-    pub fn observe_backup_unchanged(&self) {
-        self.backup_last_error.set(0);
+    /// Records the newest backup found in the backup directory (at start), leaving the error as it is.
+    pub fn observe_backup_found(&self, unix_seconds: u64, bytes: u64, revision: u64) {
+        self.backup_last_success.set(unix_seconds as i64);
+        self.backup_last_size.set(bytes as i64);
+        self.backup_last_revision.set(revision as i64);
     }
 
     /// Records a failed scheduled backup attempt.

@@ -130,6 +130,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let backup = crate::backup::BackupState::default();
     if let Some(schedule) = config.backup.clone() {
         let (node, metrics) = (node.clone(), metrics.clone());
+        crate::backup::schedule::seed(&node, &schedule, &backup, &metrics);
         tasks.spawn(crate::backup::schedule::run(node, schedule, backup.clone(), metrics, shutdown.clone()));
     }
     tasks.spawn(serve_api(

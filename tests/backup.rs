@@ -476,6 +476,19 @@ fn scheduled_backups_come_from_the_leader_only_keep_the_newest_skip_when_unchang
     for node in [&a, &b, &w] {
         node.status();
     }
+
+    // Restarted, the node reports the newest backup in its directory (found at start, or by an attempt that
+    // found nothing changed), not zero: an alert on the backup's age does not fire because of a restart.
+    let restarted = if leader_name == "a" { &mut a } else { &mut b };
+    restarted.stop();
+    restarted.start(false);
+    // Found at start, before the API answers: there from the first status on.
+    let status = restarted.status();
+    assert_eq!(status["backup"]["last_revision"].as_u64(), Some(revision + 1), "{status}");
+    assert!(status["backup"]["last_success_unix"].as_u64() > Some(0), "{status}");
+    let (_, metrics) = curl(&format!("{}/metrics", restarted.url()));
+    assert!(metrics.contains(&format!("tandem_backup_last_revision {}", revision + 1)), "{metrics}");
+    assert!(!metrics.contains("tandem_backup_last_success_timestamp_seconds 0\n"), "{metrics}");
 }
 
 /// A node config with one operator and one reader token named `{prefix}-ops` and `{prefix}-reader`.

@@ -13,8 +13,11 @@
 //! 5. Delete this cluster's oldest backup files beyond `retention`, and temporary files of attempts that
 //!    died half-way. Files of other clusters and every other name are never touched.
 //!
-//! The outcome of the last attempt, the last success and the last error are kept in a [`BackupState`] that
-//! `GET /v1/status` shows under `"backup"`, and in the `tandem_backup_*` metrics. A failure (the directory is
+//! The outcome of the last attempt, the newest backup and the last error are kept in a [`BackupState`] that
+//! `GET /v1/status` shows under `"backup"`, and in the `tandem_backup_*` metrics. "The newest backup" is the
+//! newest file of this cluster in `dir` as this node last saw it: written by this node, or found there when
+//! the node started or when an attempt found nothing changed. So a restarted node, or one that took over from
+//! the node that wrote the files, reports the backup that exists, not zero. A failure (the directory is
 //! missing — an unmounted disk is never papered over by creating it — or unwritable, the disk is full, the
 //! file does not verify) is logged, counted and retried with a backoff that starts at
 //! [`RETRY_FIRST`] and doubles up to the interval (at most [`RETRY_MAX`]); it never stops the node.
@@ -64,7 +67,7 @@ pub struct BackupReport {
     pub retention: Option<usize>,
     pub last_attempt_unix: Option<u64>,
     pub last_outcome: Option<AttemptOutcome>,
-    /// The last backup this node wrote.
+    /// When the newest backup of this cluster in `dir` was written (see the module documentation).
     pub last_success_unix: Option<u64>,
     pub last_file: Option<PathBuf>,
     pub last_revision: Option<u64>,
@@ -117,8 +120,67 @@ pub enum BackupError {
 #[derive(Debug)]
 enum Attempt {
     Written { file: PathBuf, revision: u64, bytes: u64, deleted: usize },
-    Unchanged { revision: u64 },
+    Unchanged { newest: NewestBackup },
     NotLeader,
+}
+
+/// The newest backup file of this cluster in the directory.
+#[derive(Debug, Clone)]
+struct NewestBackup {
+    file: PathBuf,
+    revision: u64,
+    bytes: u64,
+    /// When it was written (its modification time), Unix seconds.
+    written_unix: u64,
+}
+
+impl NewestBackup {
+    fn of(name: &name::BackupName, file: PathBuf) -> Result<Self, BackupError> {
+        let metadata = std::fs::metadata(&file)
+            .map_err(|source| BackupError::Directory { dir: file.clone(), source })?;
+        let written_unix = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_secs());
+        Ok(NewestBackup { revision: name.revision, bytes: metadata.len(), written_unix, file })
+    }
+
+    /// Shows it as the newest backup in the report and the metrics; `clear_error` also clears the error.
+    fn record(self, state: &BackupState, metrics: &Metrics, clear_error: bool) {
+        if clear_error {
+            metrics.observe_backup_written(self.written_unix, self.bytes, self.revision);
+        } else {
+            metrics.observe_backup_found(self.written_unix, self.bytes, self.revision);
+        }
+        state.update(|report| {
+            report.last_success_unix = Some(self.written_unix);
+            report.last_file = Some(self.file);
+            report.last_revision = Some(self.revision);
+            report.last_size = Some(self.bytes);
+        });
+    }
+}
+
+/// Shows the schedule, and the newest backup of this node's cluster already in the schedule's directory (if it can be read and
+/// has one) in `state` and `metrics`. Called once at start, before the API serves, so that a restarted node
+/// never reports "no backup" while one exists. Reads one directory: fine on the starting thread.
+pub fn seed(node: &ClusterNode, schedule: &BackupSchedule, state: &BackupState, metrics: &Metrics) {
+    state.update(|report| {
+        report.scheduled = true;
+        report.dir = Some(schedule.dir.clone());
+        report.interval_seconds = Some(schedule.interval.as_secs());
+        report.retention = Some(schedule.retention);
+    });
+    let Some(cluster_id) = node.store.read().ok().map(|store| store.cluster_id().to_string()) else { return };
+    let Some((name, file)) = backups_in(&schedule.dir, &cluster_id).ok().and_then(|mut found| found.pop())
+    else {
+        return;
+    };
+    if let Ok(newest) = NewestBackup::of(&name, file) {
+        tracing::info!(file = %newest.file.display(), revision = newest.revision, "newest backup found");
+        newest.record(state, metrics, false);
+    }
 }
 
 /// Runs the schedule until `shutdown` (see the module documentation).
@@ -181,10 +243,13 @@ pub async fn run(
                     report.last_error = None;
                 });
             }
-            Ok(Attempt::Unchanged { revision }) => {
+            Ok(Attempt::Unchanged { newest }) => {
                 failures_in_a_row = 0;
-                tracing::debug!(revision, "scheduled backup skipped: nothing changed since the newest one");
-                metrics.observe_backup_unchanged();
+                tracing::debug!(
+                    revision = newest.revision,
+                    "scheduled backup skipped: nothing changed since the newest one"
+                );
+                newest.record(&state, &metrics, true);
                 state.update(|report| {
                     report.last_attempt_unix = Some(now);
                     report.last_outcome = Some(AttemptOutcome::Unchanged);
@@ -259,9 +324,9 @@ fn write_into(
     still_leader: impl Fn() -> bool,
 ) -> Result<Attempt, BackupError> {
     let revision = source.revision().0;
-    let existing = backups_in(dir, cluster_id)?;
-    if existing.last().is_some_and(|(newest, _)| newest.revision == revision) {
-        return Ok(Attempt::Unchanged { revision });
+    let mut existing = backups_in(dir, cluster_id)?;
+    if let Some((newest, file)) = existing.pop().filter(|(newest, _)| newest.revision == revision) {
+        return Ok(Attempt::Unchanged { newest: NewestBackup::of(&newest, file)? });
     }
     if !still_leader() {
         return Ok(Attempt::NotLeader);
@@ -346,7 +411,10 @@ mod tests {
                 .unwrap();
         }
         let outcome = write_into(&store.snapshot(), &cluster, &backups, 2, || true).unwrap();
-        assert!(matches!(outcome, Attempt::Unchanged { revision: 0 }), "{outcome:?}");
+        let Attempt::Unchanged { newest } = outcome else { panic!("{outcome:?}") };
+        assert_eq!((newest.revision, newest.bytes), (0, 1));
+        assert!(newest.file.ends_with(format!("tandem-{cluster}-r0-20200102T000000Z.backup")));
+        assert!(newest.written_unix > 0);
 
         let change = tandem_storage::ChangeSet::new(tandem_storage::ChangeMeta::default()).put(
             "notes",
@@ -365,10 +433,10 @@ mod tests {
         assert_eq!(ours.len(), 2);
         assert_eq!(ours[0].0.stamp, "20200102T000000Z");
         assert!(foreign.exists() && backups.join("notes.txt").exists());
-        assert!(matches!(
-            write_into(&store.snapshot(), &cluster, &backups, 2, || true).unwrap(),
-            Attempt::Unchanged { revision: 1 }
-        ));
+        let outcome = write_into(&store.snapshot(), &cluster, &backups, 2, || true).unwrap();
+        let Attempt::Unchanged { newest } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(newest.file, file);
+        assert_eq!(newest.bytes, std::fs::metadata(&file).unwrap().len());
 
         let not_a_directory = dir.path().join("file");
         std::fs::write(&not_a_directory, b"").unwrap();
