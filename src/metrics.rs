@@ -21,7 +21,7 @@ pub struct Metrics {
     has_leader: IntGauge,
     is_leader: IntGauge,
     term: IntGauge,
-    leader_changes: IntGauge,
+    leader_changes: IntCounter,
     last_log_index: IntGauge,
     applied_index: IntGauge,
     revision: IntGauge,
@@ -32,9 +32,12 @@ pub struct Metrics {
     api_duration: HistogramVec,
     last_leader: std::sync::Mutex<Option<u64>>,
     boot: BootState,
-    boot_requests: IntGaugeVec,
-    boot_bytes: IntGaugeVec,
-    tftp_transfers: IntGaugeVec,
+    /// Held while the boot counters are brought up to the boot server's totals (one scrape at a time).
+    boot_refresh: std::sync::Mutex<()>,
+    boot_requests: IntCounterVec,
+    boot_bytes: IntCounterVec,
+    tftp_active: IntGauge,
+    tftp_transfers: IntCounterVec,
     terminals_online: IntGaugeVec,
     backup_last_success: IntGauge,
     backup_last_size: IntGauge,
@@ -83,19 +86,26 @@ impl Metrics {
             registry.register(Box::new(gauge.clone()))?;
             Ok(gauge)
         };
-        let boot_requests = gauge_vec(
+        let leader_changes =
+            IntCounter::new("tandem_raft_leader_changes_seen", "Leader changes seen since start")?;
+        registry.register(Box::new(leader_changes.clone()))?;
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        };
+        let boot_requests = counter_vec(
             "tandem_boot_requests_total",
-            "Boot requests served by this node, by protocol, path kind and outcome (a counter)",
+            "Boot requests served by this node, by protocol, path kind and outcome",
             &["protocol", "kind", "outcome"],
         )?;
-        let boot_bytes = gauge_vec(
-            "tandem_boot_bytes_served_total",
-            "Bytes served to terminals (a counter)",
-            &["protocol"],
-        )?;
-        let tftp_transfers = gauge_vec(
-            "tandem_tftp_transfers",
-            "TFTP transfers: active now, and totals completed / failed / aborted / refused",
+        let boot_bytes =
+            counter_vec("tandem_boot_bytes_served_total", "Bytes served to terminals", &["protocol"])?;
+        let tftp_active = IntGauge::new("tandem_tftp_transfers_active", "TFTP transfers running now")?;
+        registry.register(Box::new(tftp_active.clone()))?;
+        let tftp_transfers = counter_vec(
+            "tandem_tftp_transfers_total",
+            "TFTP transfers ended, by how: completed, failed, aborted (by the client), refused",
             &["state"],
         )?;
         let terminals_online = gauge_vec(
@@ -127,14 +137,16 @@ impl Metrics {
                 "1 if the last scheduled backup attempt on this node failed, 0 otherwise",
             )?,
             boot,
+            boot_refresh: std::sync::Mutex::new(()),
             boot_requests,
             boot_bytes,
+            tftp_active,
             tftp_transfers,
             terminals_online,
             has_leader: gauge("tandem_raft_has_leader", "1 if this node knows a leader")?,
             is_leader: gauge("tandem_raft_is_leader", "1 if this node is the leader")?,
             term: gauge("tandem_raft_term", "Current Raft term")?,
-            leader_changes: gauge("tandem_raft_leader_changes_seen", "Leader changes seen since start")?,
+            leader_changes,
             last_log_index: gauge("tandem_raft_last_log_index", "Index of the last Raft log entry")?,
             applied_index: gauge("tandem_raft_applied_index", "Index of the last applied Raft log entry")?,
             revision: gauge("tandem_store_revision", "Configuration revision of this node's store")?,
@@ -213,23 +225,25 @@ impl Metrics {
         }
     }
 
+    /// Brings the boot metrics up to the boot server's own totals. The boot server counts in atomics of its
+    /// own; the counters here advance by the difference, so they are Prometheus counters (never going down
+    /// while the process lives), and one scrape at a time does this.
     fn refresh_boot(&self) {
+        let _one_at_a_time = self.boot_refresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for (kind, outcome, count) in self.boot.http.request_counts() {
-            self.boot_requests
-                .with_label_values(&["http", kind.as_str(), outcome.as_str()])
-                .set(count as i64);
+            advance(&self.boot_requests.with_label_values(&["http", kind.as_str(), outcome.as_str()]), count);
         }
-        self.boot_bytes.with_label_values(&["http"]).set(self.boot.http.bytes_served() as i64);
+        advance(&self.boot_bytes.with_label_values(&["http"]), self.boot.http.bytes_served());
         let tftp = self.boot.tftp.snapshot();
-        self.boot_bytes.with_label_values(&["tftp"]).set(tftp.bytes as i64);
-        for (state, value) in [
-            ("active", tftp.active),
+        advance(&self.boot_bytes.with_label_values(&["tftp"]), tftp.bytes);
+        self.tftp_active.set(tftp.active as i64);
+        for (state, total) in [
             ("completed", tftp.completed),
             ("failed", tftp.failed),
             ("aborted", tftp.aborted),
             ("refused", tftp.refused),
         ] {
-            self.tftp_transfers.with_label_values(&[state]).set(value as i64);
+            advance(&self.tftp_transfers.with_label_values(&[state]), total);
         }
         let (green, red) = self.boot.heartbeats.online_by_state(crate::boot::ONLINE_WINDOW);
         self.terminals_online.with_label_values(&["green"]).set(green as i64);
@@ -241,6 +255,14 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// Advances `counter` to `total` (never backwards).
+fn advance(counter: &IntCounter, total: u64) {
+    let behind = total.saturating_sub(counter.get());
+    if behind > 0 {
+        counter.inc_by(behind);
     }
 }
 
@@ -286,8 +308,10 @@ mod tests {
             api_duration,
             last_leader: _,
             boot: _,
+            boot_refresh: _,
             boot_requests,
             boot_bytes,
+            tftp_active,
             tftp_transfers,
             terminals_online,
             backup_last_success,
@@ -297,7 +321,7 @@ mod tests {
             backup_last_error,
         } = &metrics;
         let ClusterMetrics { apply_seconds, fsync_seconds, entry_writes } = &cluster;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 25] = [
             has_leader,
             is_leader,
             term,
@@ -312,6 +336,7 @@ mod tests {
             api_duration,
             boot_requests,
             boot_bytes,
+            tftp_active,
             tftp_transfers,
             terminals_online,
             backup_last_success,
@@ -327,7 +352,7 @@ mod tests {
         // One sample in every labelled family (an empty one is not gathered), then the exposition's view: it
         // must hold exactly the collectors above, and gives each metric's type.
         peer_lag.with_label_values(&["b"]).set(0);
-        boot_requests.with_label_values(&["http", "config", "ok"]).set(0);
+        boot_requests.with_label_values(&["http", "config", "ok"]).inc_by(0);
         metrics.observe_api("GET", 200, Duration::ZERO);
         metrics.observe_proposal("committed");
         metrics.refresh_boot();
@@ -418,5 +443,17 @@ mod tests {
             }
         }
         assert!(problems.is_empty(), "docs/metrics.md is out of date:\n{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn a_counter_follows_a_total_upwards_only() {
+        let counter = IntCounter::new("t", "t").unwrap();
+        advance(&counter, 5);
+        assert_eq!(counter.get(), 5);
+        advance(&counter, 5);
+        advance(&counter, 3);
+        assert_eq!(counter.get(), 5, "never backwards");
+        advance(&counter, 8);
+        assert_eq!(counter.get(), 8);
     }
 }
