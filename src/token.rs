@@ -1,7 +1,7 @@
 //! `tandem token`: make API tokens for a node's config file, offline.
 //!
-//! `tandem token new NAME --role ROLE` draws a random secret (32 bytes from the operating system's generator,
-//! as 64 hex digits) and prints the `[[tokens]]` entry to paste into the config file of every node that should
+//! `tandem token new NAME --role ROLE` draws a random secret (32 bytes from `rand`'s cryptographically secure
+//! generator, seeded by the operating system; 64 hex digits) and prints the `[[tokens]]` entry to paste into the config file of every node that should
 //! accept it, with only the secret's SHA-256 (`secret_sha256`), and the secret itself, once, for the client
 //! (`--token` or `TANDEM_TOKEN`). `tandem token hash` prints the `secret_sha256` of a secret read from
 //! standard input, to replace a `secret = "..."` already in a config file.
@@ -43,8 +43,11 @@ fn parse_role(text: &str) -> Result<TokenRole, String> {
 pub fn run(command: &TokenCommand, json: bool) -> Result<(), String> {
     match command {
         TokenCommand::New { name, role } => {
-            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_whitespace() || c == '"') {
-                return Err(format!("token name '{name}' must be 1-64 characters without spaces or quotes"));
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.@".contains(c);
+            if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+                return Err(format!(
+                    "token name '{name}' must be 1-64 characters of letters, digits, '-', '_', '.' and '@'"
+                ));
             }
             let secret = hex::encode(rand::random::<[u8; 32]>());
             let digest = hex::encode(sha256(secret.as_bytes()));

@@ -205,6 +205,8 @@ impl std::fmt::Debug for ClusterNode {
 
 /// How long a write waits for its commit before it is reported as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+// The proposer drops the replies of an entry that got no answer after its limit: nobody may still wait then.
+const _: () = assert!(WRITE_TIMEOUT.as_secs() < crate::proposer::ANSWER_LIMIT.as_secs());
 
 impl ClusterNode {
     pub fn new(

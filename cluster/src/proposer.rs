@@ -18,6 +18,7 @@
 //! rather than proposed: its caller already reported it as failed.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -36,6 +37,8 @@ pub const MAX_COMMANDS: usize = 256;
 /// Encoded commands in one entry, at most, in bytes (a single larger command gets an entry of its own; the
 /// API's body limits keep that under the peer network's limit).
 pub const MAX_BYTES: usize = 1024 * 1024;
+/// How long a proposed entry's writes wait for their answer, at most (longer than any caller waits).
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(15);
 /// Writes waiting for an entry, at most; further writers wait to enter the queue.
 const QUEUE: usize = 4 * MAX_COMMANDS;
 
@@ -127,7 +130,7 @@ async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>, metrics:
                 batch.into_iter().map(|pending| (pending.command, pending.reply)).unzip();
             match raft.client_write_ff(Request { commands }).await {
                 Ok(receiver) => {
-                    tokio::spawn(answer_entry(receiver, replies, slot));
+                    tokio::spawn(answer_entry(raft.clone(), receiver, replies, slot));
                 }
                 Err(fatal) => answer_all(replies, &RaftError::Fatal(fatal)),
             }
@@ -135,14 +138,48 @@ async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>, metrics:
     }
 }
 
-/// Waits until the entry is applied and hands each write its outcome; the slot is freed then.
+/// Waits until the entry is applied and hands each write its outcome.
+///
+/// The entry's pipeline slot is freed when the answer comes, or earlier when this node's term or leader
+/// changes: openraft 0.9 does not answer every pending write of a deposed leader (entries that a snapshot
+/// from the new leader replaces are purged without an answer), and a slot held forever would stop all later
+/// writes. The writes themselves wait for their answer at most [`ANSWER_LIMIT`]; by then their callers have
+/// given up ([`crate::node`]'s write timeout is shorter), and dropping the replies tells anyone still waiting
+/// that the outcome is unknown.
 async fn answer_entry(
-    receiver: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+    raft: Raft,
+    mut receiver: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
     replies: Vec<oneshot::Sender<Result<Written, ProposeError>>>,
     slot: OwnedSemaphorePermit,
 ) {
-    let result = receiver.await;
+    let mut slot = Some(slot);
+    let mut metrics = raft.metrics();
+    let (term, leader) = {
+        let now = metrics.borrow_and_update();
+        (now.current_term, now.current_leader)
+    };
+    let limit = tokio::time::sleep(ANSWER_LIMIT);
+    tokio::pin!(limit);
+    let result = loop {
+        tokio::select! {
+            result = &mut receiver => break Some(result),
+            changed = metrics.changed(), if slot.is_some() => {
+                let now = metrics.borrow_and_update();
+                if changed.is_err() || now.current_term != term || now.current_leader != leader {
+                    slot = None;
+                }
+            }
+            () = &mut limit => break None,
+        }
+    };
     drop(slot);
+    let Some(result) = result else {
+        tracing::warn!(
+            writes = replies.len(),
+            "no answer for a proposed entry in time: its outcome is unknown"
+        );
+        return;
+    };
     match result {
         Ok(Ok(written)) if written.data.outcomes.len() == replies.len() => {
             let revision = written.data.revision;

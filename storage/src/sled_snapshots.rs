@@ -2,8 +2,8 @@
 //!
 //! sled 0.34 keeps, beside its log (`db`), a snapshot of its page table in a file `snap.<LSN>`. It writes a
 //! new one under the name `snap.<LSN>.generating`, fsyncs it, renames it to `snap.<LSN>` and only then
-//! deletes older snapshots and reuses log segments. It writes one while it opens a database (recovery) and
-//! now and then afterwards.
+//! deletes older snapshots and reuses log segments. In 0.34.7 it writes one while it opens a database
+//! (recovery), when the log has grown since the last one.
 //!
 //! The flaw: when sled opens a database it picks the file with the greatest name among *all* files starting
 //! with `snap.`, `.generating` ones included, and refuses to open the database when that file's checksum
@@ -49,10 +49,19 @@ pub fn discard_unfinished(dir: &Path) -> Result<Vec<PathBuf>> {
             continue;
         }
         let path = entry.path();
-        if is_complete(&path)? {
-            continue;
+        // A file gone meanwhile was renamed or deleted by the sled that wrote it (another process, which
+        // then holds the database's lock and makes our open fail with a clear message): nothing to do.
+        match is_complete(&path) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         }
-        std::fs::remove_file(&path).map_err(|e| Error::io(format!("deleting {}", path.display()), e))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("deleting {}", path.display()), e)),
+        }
         tracing::warn!(file = %path.display(), "deleted a sled snapshot file left half-written by a crash");
         discarded.push(path);
     }
@@ -66,11 +75,9 @@ pub fn discard_unfinished(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Whether the snapshot file at `path` passes the checks sled makes when it reads one.
-fn is_complete(path: &Path) -> Result<bool> {
+fn is_complete(path: &Path) -> std::io::Result<bool> {
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    File::open(path).and_then(|mut file| file.read_to_end(&mut bytes))?;
     if bytes.len() <= TRAILER_LEN {
         return Ok(false);
     }
