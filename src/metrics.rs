@@ -179,9 +179,7 @@ impl Metrics {
     /// Records the newest backup, written and verified at `unix_seconds` (by this node just now, or found by an
     /// attempt that had nothing to write): no error any more.
     pub fn observe_backup_written(&self, unix_seconds: u64, bytes: u64, revision: u64) {
-        self.backup_last_success.set(unix_seconds as i64);
-        self.backup_last_size.set(bytes as i64);
-        self.backup_last_revision.set(revision as i64);
+        self.observe_backup_found(unix_seconds, bytes, revision);
         self.backup_last_error.set(0);
     }
 

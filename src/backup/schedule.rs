@@ -104,6 +104,8 @@ impl BackupState {
 pub enum BackupError {
     #[error("cannot read the backup directory {dir}: {source} (it must exist and be a writable directory)")]
     Directory { dir: PathBuf, source: std::io::Error },
+    #[error("cannot read {file}: {source}")]
+    Inspect { file: PathBuf, source: std::io::Error },
     #[error("writing {file} failed: {source}")]
     Write { file: PathBuf, source: tandem_storage::Error },
     #[error("{file} was written but does not verify, so it was deleted: {source}")]
@@ -136,8 +138,8 @@ struct NewestBackup {
 
 impl NewestBackup {
     fn of(name: &name::BackupName, file: PathBuf) -> Result<Self, BackupError> {
-        let metadata = std::fs::metadata(&file)
-            .map_err(|source| BackupError::Directory { dir: file.clone(), source })?;
+        let metadata =
+            std::fs::metadata(&file).map_err(|source| BackupError::Inspect { file: file.clone(), source })?;
         let written_unix = metadata
             .modified()
             .ok()
@@ -162,9 +164,10 @@ impl NewestBackup {
     }
 }
 
-/// Shows the schedule, and the newest backup of this node's cluster already in the schedule's directory (if it can be read and
-/// has one) in `state` and `metrics`. Called once at start, before the API serves, so that a restarted node
-/// never reports "no backup" while one exists. Reads one directory: fine on the starting thread.
+/// Shows the schedule, and the newest backup of this node's cluster already in the schedule's directory (if
+/// it can be read and has one), in `state` and `metrics`. Called once at start, before [`run`] and before the
+/// API serves, so that a restarted node never reports "no backup" while one exists. Reads one directory: fine
+/// on the starting thread.
 pub fn seed(node: &ClusterNode, schedule: &BackupSchedule, state: &BackupState, metrics: &Metrics) {
     state.update(|report| {
         report.scheduled = true;
@@ -183,7 +186,7 @@ pub fn seed(node: &ClusterNode, schedule: &BackupSchedule, state: &BackupState, 
     }
 }
 
-/// Runs the schedule until `shutdown` (see the module documentation).
+/// Runs the schedule until `shutdown` (see the module documentation); [`seed`] the state first.
 pub async fn run(
     node: Arc<ClusterNode>,
     schedule: BackupSchedule,
@@ -191,12 +194,6 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    state.update(|report| {
-        report.scheduled = true;
-        report.dir = Some(schedule.dir.clone());
-        report.interval_seconds = Some(schedule.interval.as_secs());
-        report.retention = Some(schedule.retention);
-    });
     if !schedule.dir.is_dir() {
         tracing::warn!(
             dir = %schedule.dir.display(),

@@ -6,10 +6,10 @@ pub mod cluster;
 pub mod operations;
 pub mod storage;
 
-/// A free TCP port on 127.0.0.1 for a benchmark's server (bound and released), never one this process was
-/// given before: the kernel may hand out a released port again at once, and a node given the same port for
+/// A free TCP port on 127.0.0.1 for a benchmark's or a test's server (bound and released), never one this
+/// process was given before: the kernel may hand out a released port again at once, and a node given the same port for
 /// two of its addresses refuses to start.
-pub(crate) fn free_port() -> std::io::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());

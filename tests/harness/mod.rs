@@ -5,30 +5,18 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const SECRET: &str = "test-cluster-secret";
 
-/// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is accepted), never one
-/// this test process was given before: the kernel may hand out a port again as soon as it is released, and a
-/// node given the same port twice refuses to start (seen in CI: `--api and --peer are both ...`).
+/// A free TCP port on 127.0.0.1, never one this test process was given before (see
+/// [`tandem::bench::free_port`]; the race with other processes is accepted).
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if given.insert(port) {
-            return port;
-        }
-    }
-    panic!("no new free port in 1000 tries");
+    tandem::bench::free_port().expect("a free port")
 }
 
 pub fn tandem_bin() -> &'static str {
