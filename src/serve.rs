@@ -27,6 +27,39 @@ use crate::boot::{BootContent, BootState};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
+/// Opens the node's sled database. If sled cannot recover it (damage a power cut left in files sled never
+/// fsynced), it is moved aside to `db.broken-<unix time>` and an empty one takes its place: the state
+/// machine fills it from the snapshot kept in `snapshots/` and the Raft log replays the rest (see
+/// docs/storage.md, "Where every byte lives"). A database locked by another process is not touched.
+fn open_or_rebuild_database(path: &std::path::Path) -> Result<SledDatabase> {
+    let error = match SledDatabase::open(path) {
+        Ok(database) => return Ok(database),
+        Err(error) => error,
+    };
+    let rebuildable =
+        matches!(error, tandem_storage::Error::Engine { .. } | tandem_storage::Error::Corrupt(_))
+            && !error.to_string().contains("could not acquire lock");
+    if !rebuildable {
+        return Err(error.into());
+    }
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let aside = path.with_file_name(format!("db.broken-{seconds}"));
+    tracing::error!(
+        %error,
+        moved_to = %aside.display(),
+        "the database cannot be opened: moving it aside and rebuilding it from the last snapshot and the Raft log"
+    );
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("moving the damaged database {} aside", path.display()))?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent).and_then(|dir| dir.sync_all()).context("syncing the data directory")?;
+    }
+    Ok(SledDatabase::open(path)?)
+}
+
 /// Runs a node until it is told to stop.
 pub async fn serve(config: Config) -> Result<()> {
     config.validate()?;
@@ -53,12 +86,12 @@ pub async fn serve(config: Config) -> Result<()> {
         );
     }
 
-    let database = SledDatabase::open(&config.data_dir.join("db"))?;
+    let database = open_or_rebuild_database(&config.data_dir.join("db"))?;
     let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
     let store = Arc::new(RwLock::new(store));
     let registry = prometheus::Registry::new();
     let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(&registry)?;
-    let log_store = LogStore::open(database.clone())
+    let log_store = LogStore::open(&config.data_dir.join("raft-log"), database.clone())
         .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
         .with_metrics(cluster_metrics.clone());
     let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
