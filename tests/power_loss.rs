@@ -69,7 +69,7 @@ struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
+        Rng((seed ^ 0x9e37_79b9_7f4a_7c15) | 1)
     }
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -109,8 +109,6 @@ struct Ack {
     /// The document as written.
     body: Value,
     request_id: Option<String>,
-    /// Firmware: the blob's sha256 and size.
-    blob: Option<(String, u64)>,
 }
 
 impl Ack {
@@ -165,7 +163,6 @@ fn firmware_add(node: &Node, cycle: u32, name: &str, file: &Path, bytes: &[u8]) 
         id: name.into(),
         body: json!({"version": version, "blob": digest, "size": bytes.len()}),
         request_id: None,
-        blob: Some((digest, bytes.len() as u64)),
     })
 }
 
@@ -184,7 +181,7 @@ struct Mix {
 /// Writes one cycle's changes through `nodes` (firmware through the first); returns the acknowledgements.
 fn write_cycle(nodes: &[&Node], root: &Path, cycle: u32, mix: Mix, rng: &mut Rng) -> Vec<Ack> {
     let mut acks = Vec::new();
-    let mut doc = |collection: &str, id: String, body: Value, acks: &mut Vec<Ack>| {
+    let doc = |collection: &str, id: String, body: Value, acks: &mut Vec<Ack>| {
         let request_id = format!("pl-{cycle}-{id}");
         let revision = put(nodes, collection, &id, &body, &request_id)
             .unwrap_or_else(|e| panic!("cycle {cycle}: writing before the cut: {e}"));
@@ -195,7 +192,6 @@ fn write_cycle(nodes: &[&Node], root: &Path, cycle: u32, mix: Mix, rng: &mut Rng
             id,
             body,
             request_id: Some(request_id),
-            blob: None,
         });
     };
     for i in 0..mix.large_docs {
@@ -211,7 +207,8 @@ fn write_cycle(nodes: &[&Node], root: &Path, cycle: u32, mix: Mix, rng: &mut Rng
     doc("notes", "rolling".into(), json!({"cycle": cycle, "v": rng.text(40)}), &mut acks);
     if mix.firmware_every > 0 && (cycle - 1) % mix.firmware_every == 0 {
         let span = mix.firmware_max - mix.firmware_min + 1;
-        let size = (mix.firmware_min + rng.below(span)) as usize;
+        // The first one is the smallest (256 KiB: one sled blob file), the others anywhere in the range.
+        let size = if cycle == 1 { mix.firmware_min } else { mix.firmware_min + rng.below(span) } as usize;
         let bytes = rng.bytes(size);
         let ack = firmware_add(nodes[0], cycle, &format!("fw-c{cycle}"), &root.join("firmware.bin"), &bytes)
             .unwrap_or_else(|e| panic!("cycle {cycle}: writing before the cut: {e}"));
@@ -411,11 +408,12 @@ impl Ledger {
     }
 }
 
-/// Restarts a killed node and waits (bounded) for its API; how long it took, or a failure naming the cycle.
+/// Restarts a killed node on the same data directory (without waiting).
 fn restart(node: &mut Node) {
     node.spawn(false);
 }
 
+/// Waits (bounded) for a restarted node's API; how long it took, or a failure naming the cycle.
 fn wait_back(node: &mut Node, cycle: u32) -> Duration {
     match node.wait_answering(RESTART_LIMIT) {
         Ok(took) => took,
@@ -438,6 +436,80 @@ fn tail(log: &str, lines: usize) -> String {
     let from = all.len().saturating_sub(lines);
     let head = all.first().copied().unwrap_or("");
     if from == 0 { log.to_string() } else { format!("{head}\n…\n{}", all[from..].join("\n")) }
+}
+
+/// The first write after a cut must get a new revision, never one already acknowledged for another change;
+/// it is then acknowledged like any other.
+fn probe(nodes: &[&Node], ledger: &mut Ledger, cycle: u32, problems: &mut Vec<String>) {
+    let max = ledger.max_revision();
+    let id = format!("probe-{cycle}");
+    let body = json!({"after_cut": cycle});
+    match put(nodes, "notes", &id, &body, &id) {
+        Ok(revision) if revision <= max => problems.push(format!(
+            "revision {revision} was given to a new change (notes/{id}) after the cut, but it was acknowledged for \
+             {} before it",
+            ledger.acks.iter().find(|a| a.revision == revision).map(Ack::name).unwrap_or_else(|| "?".into())
+        )),
+        Ok(revision) => ledger.acks.push(Ack {
+            cycle,
+            revision,
+            collection: "notes".into(),
+            id: id.clone(),
+            body,
+            request_id: Some(id),
+        }),
+        Err(e) => problems.push(format!("the first write after the cut failed: {e}")),
+    }
+}
+
+/// After a cut of a pair + witness: both data nodes converge (bounded) on at least the newest acknowledged
+/// revision, each keeps every acknowledged change, their histories are identical, and the next write gets a
+/// new revision. Fails the test with every problem found; otherwise remembers the history for later cuts.
+fn check_pair(a: &Node, b: &Node, leader: &str, ledger: &mut Ledger, cycle: u32, seed: u64) {
+    let mut problems = Vec::new();
+    let max = ledger.max_revision();
+    let until = Instant::now() + Duration::from_secs(30);
+    let revisions = loop {
+        let revisions: Vec<u64> = [a, b]
+            .iter()
+            .map(|n| query(n, &["status"]).map(|s| s["revision"].as_u64().unwrap_or(0)).unwrap_or(0))
+            .collect();
+        if (revisions[0] == revisions[1] && revisions[0] >= max) || Instant::now() > until {
+            break revisions;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if revisions[0] != revisions[1] || revisions[0] < max {
+        problems.push(format!(
+            "30 s after the restart a is at revision {}, b at {}; the newest acknowledged change is {max}",
+            revisions[0], revisions[1]
+        ));
+    }
+    let (problems_a, history_a) = ledger.check(a, cycle);
+    let (problems_b, history_b) = ledger.check(b, cycle);
+    problems.extend(problems_a);
+    problems.extend(problems_b);
+    if history_a != history_b {
+        let differ = history_a
+            .keys()
+            .chain(history_b.keys())
+            .find(|r| history_a.get(r) != history_b.get(r))
+            .copied()
+            .unwrap_or(0);
+        problems.push(format!(
+            "the data nodes' histories differ: a has {} events, b {}; first difference at revision {differ}",
+            history_a.len(),
+            history_b.len()
+        ));
+    }
+    let through: [&Node; 2] = if leader == "a" { [a, b] } else { [b, a] };
+    probe(&through, ledger, cycle, &mut problems);
+    fail_if_any(
+        cycle,
+        &problems,
+        &format!("leader {leader}, {} acknowledged changes so far, seed {seed}", ledger.acks.len()),
+    );
+    ledger.seen = history_a;
 }
 
 /// Fails the test with every problem of this cycle, the first ones in full.
@@ -491,25 +563,7 @@ fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
         restarts.push(wait_back(&mut node, cycle));
         let (mut problems, history) = ledger.check(&node, cycle);
         // The next change must get a new revision, never one already acknowledged for another change.
-        let max = ledger.max_revision();
-        let probe = json!({"after_cut": cycle});
-        match put(&[&node], "notes", &format!("probe-{cycle}"), &probe, &format!("probe-{cycle}")) {
-            Ok(revision) if revision <= max => problems.push(format!(
-                "revision {revision} was given to a new change (notes/probe-{cycle}) after the cut, but it was \
-                 acknowledged for {} before it",
-                ledger.acks.iter().find(|a| a.revision == revision).map(Ack::name).unwrap_or_else(|| "?".into())
-            )),
-            Ok(revision) => ledger.acks.push(Ack {
-                cycle,
-                revision,
-                collection: "notes".into(),
-                id: format!("probe-{cycle}"),
-                body: probe,
-                request_id: Some(format!("probe-{cycle}")),
-                blob: None,
-            }),
-            Err(e) => problems.push(format!("the first write after the cut failed: {e}")),
-        }
+        probe(&[&node], &mut ledger, cycle, &mut problems);
         fail_if_any(
             cycle,
             &problems,
@@ -607,77 +661,18 @@ fn pair_with_witness_keeps_every_acknowledged_change_when_all_lose_power() {
         b.kill();
         w.kill();
         fs.power_cut();
+        let spawned = Instant::now();
         for node in [&mut a, &mut b, &mut w] {
             restart(node);
         }
-        let back = [&mut a, &mut b, &mut w].into_iter().map(|n| wait_back(n, cycle)).max().unwrap();
+        for node in [&mut a, &mut b, &mut w] {
+            wait_back(node, cycle);
+        }
+        let back = spawned.elapsed();
         restarts.push(back);
         let (leader, took) = wait_data_leader(&[&a, &b], cycle);
         elections.push(took);
-        let mut problems = Vec::new();
-        // Both data nodes reach the same revision, at least the newest acknowledged one (bounded).
-        let max = ledger.max_revision();
-        let until = Instant::now() + Duration::from_secs(30);
-        let revisions = loop {
-            let revisions: Vec<u64> = [&a, &b]
-                .iter()
-                .map(|n| query(n, &["status"]).map(|s| s["revision"].as_u64().unwrap_or(0)).unwrap_or(0))
-                .collect();
-            if (revisions[0] == revisions[1] && revisions[0] >= max) || Instant::now() > until {
-                break revisions;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        if revisions[0] != revisions[1] || revisions[0] < max {
-            problems.push(format!(
-                "30 s after the restart a is at revision {}, b at {}; the newest acknowledged change is {max}",
-                revisions[0], revisions[1]
-            ));
-        }
-        let (problems_a, history_a) = ledger.check(&a, cycle);
-        let (problems_b, history_b) = ledger.check(&b, cycle);
-        problems.extend(problems_a);
-        problems.extend(problems_b);
-        if history_a != history_b {
-            let differ = history_a
-                .keys()
-                .chain(history_b.keys())
-                .find(|r| history_a.get(r) != history_b.get(r))
-                .copied()
-                .unwrap_or(0);
-            problems.push(format!(
-                "the data nodes' histories differ: a has {} events, b {}; first difference at revision {differ}",
-                history_a.len(),
-                history_b.len()
-            ));
-        }
-        // The next change gets a new revision on the cluster.
-        let through: [&Node; 2] = if leader == "a" { [&a, &b] } else { [&b, &a] };
-        let probe = json!({"after_cut": cycle});
-        let id = format!("probe-{cycle}");
-        match put(&through, "notes", &id, &probe, &id) {
-            Ok(revision) if revision <= max => problems.push(format!(
-                "revision {revision} was given to a new change (notes/{id}) after the cut, but it was acknowledged \
-                 for {} before it",
-                ledger.acks.iter().find(|a| a.revision == revision).map(Ack::name).unwrap_or_else(|| "?".into())
-            )),
-            Ok(revision) => ledger.acks.push(Ack {
-                cycle,
-                revision,
-                collection: "notes".into(),
-                id: id.clone(),
-                body: probe,
-                request_id: Some(id),
-                blob: None,
-            }),
-            Err(e) => problems.push(format!("the first write after the cut failed: {e}")),
-        }
-        fail_if_any(
-            cycle,
-            &problems,
-            &format!("leader {leader}, {} acknowledged changes so far, seed {seed}", ledger.acks.len()),
-        );
-        ledger.seen = history_a;
+        check_pair(&a, &b, &leader, &mut ledger, cycle, seed);
         eprintln!(
             "cycle {cycle}: {} acknowledged changes kept on a and b, all back in {back:?}, leader {leader} after \
              {took:?} ({:?} so far)",
@@ -751,7 +746,6 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
                 id: name.clone(),
                 body: json!({"version": version, "blob": digest, "size": size}),
                 request_id: None,
-                blob: Some((digest, size as u64)),
             });
         }
         fs.power_cut();
@@ -759,26 +753,7 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
         let back = wait_back(&mut node, cycle);
         // (check also downloads every firmware document the node shows and compares its bytes)
         let (mut problems, history) = ledger.check(&node, cycle);
-        let max = ledger.max_revision();
-        let id = format!("probe-{cycle}");
-        let probe = json!({"after_cut": cycle});
-        match put(&[&node], "notes", &id, &probe, &id) {
-            Ok(revision) if revision <= max => problems.push(format!(
-                "revision {revision} was given to a new change (notes/{id}) after the cut, but it was acknowledged \
-                 for {} before it",
-                ledger.acks.iter().find(|a| a.revision == revision).map(Ack::name).unwrap_or_else(|| "?".into())
-            )),
-            Ok(revision) => ledger.acks.push(Ack {
-                cycle,
-                revision,
-                collection: "notes".into(),
-                id: id.clone(),
-                body: probe,
-                request_id: Some(id),
-                blob: None,
-            }),
-            Err(e) => problems.push(format!("the first write after the cut failed: {e}")),
-        }
+        probe(&[&node], &mut ledger, cycle, &mut problems);
         // The same upload again, now without a cut: the node takes it (a half-stored blob does not block it).
         match firmware_add(&node, cycle, &name, &root.path().join("firmware.bin"), &bytes) {
             Ok(ack) => ledger.acks.push(ack),
@@ -812,5 +787,94 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
         started.elapsed()
     ));
     drop(node);
+    drop(fs);
+}
+
+/// Pair + witness, snapshots and purges every 20 entries: per cycle the follower data node is killed, the
+/// leader and the witness commit enough to purge the log past it, the follower restarts (and catches up
+/// through a snapshot install, blobs included), and at a random point of that catch-up all three lose power.
+#[test]
+fn pair_with_witness_cut_during_a_snapshot_install() {
+    let test = "pair_with_witness_cut_during_a_snapshot_install";
+    let Some((binary, _turn)) = lazyfs_or_skip(test) else { return };
+    let (cycles, seed) = (cycles(), seed());
+    eprintln!("cut during a snapshot install: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
+    let root = tempfile::tempdir().unwrap();
+    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let mut a = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
+    let mut b = Node::new(root.path(), "b", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
+    let mut w = Node::new(root.path(), "w", "witness").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
+    for node in [&mut a, &mut b, &mut w] {
+        node.data_dir = fs.path().join(&node.name);
+    }
+    a.start(false);
+    b.start(true);
+    w.start(true);
+    a.add(&b);
+    a.add(&w);
+    let mix = Mix {
+        large_docs: 2,
+        small_docs: 20,
+        firmware_every: 2,
+        firmware_min: 256 * 1024,
+        firmware_max: 1 << 20,
+    };
+    let mut rng = Rng::new(seed);
+    let mut ledger = Ledger::default();
+    let started = Instant::now();
+    let mut through_snapshot = 0;
+    for cycle in 1..=cycles {
+        let (leader_name, _) = wait_data_leader(&[&a, &b], cycle);
+        let (leader, follower) = if leader_name == "a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+        let behind =
+            query(follower, &["status"]).map(|s| s["last_log_index"].as_u64().unwrap_or(0)).unwrap_or(0);
+        follower.kill();
+        ledger.acks.extend(write_cycle(&[&*leader], root.path(), cycle, mix, &mut rng));
+        // The leader purges past the follower's log (bounded wait): it can only catch up by a snapshot.
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut purged = 0;
+        while Instant::now() < until {
+            purged = query(leader, &["status"]).map(|s| s["purged_index"].as_u64().unwrap_or(0)).unwrap_or(0);
+            if purged > behind {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if purged > behind {
+            through_snapshot += 1;
+        }
+        follower.spawn(false);
+        let _ = follower.wait_answering(RESTART_LIMIT);
+        std::thread::sleep(Duration::from_millis(rng.below(1500)));
+        // Everyone loses power in the middle of the catch-up.
+        a.kill();
+        b.kill();
+        w.kill();
+        fs.power_cut();
+        let spawned = Instant::now();
+        for node in [&mut a, &mut b, &mut w] {
+            restart(node);
+        }
+        for node in [&mut a, &mut b, &mut w] {
+            wait_back(node, cycle);
+        }
+        let back = spawned.elapsed();
+        let (leader, took) = wait_data_leader(&[&a, &b], cycle);
+        check_pair(&a, &b, &leader, &mut ledger, cycle, seed);
+        eprintln!(
+            "cycle {cycle}: {} acknowledged changes kept on a and b, all back in {back:?}, leader {leader} after \
+             {took:?} ({:?} so far)",
+            ledger.acks.len(),
+            started.elapsed()
+        );
+    }
+    assert!(through_snapshot > 0, "the follower never had to catch up through a snapshot");
+    say(&format!(
+        "power_loss cut during a snapshot install: {cycles} cuts ({through_snapshot} with the follower behind the \
+         leader's purged log), {} acknowledged changes kept, {:?}",
+        ledger.acks.len(),
+        started.elapsed()
+    ));
+    drop((a, b, w));
     drop(fs);
 }
