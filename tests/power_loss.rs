@@ -63,6 +63,29 @@ fn lazyfs_or_skip(test: &str) -> Option<(std::path::PathBuf, std::sync::MutexGua
     }
 }
 
+/// The test's directory (node logs, LazyFS's config, FIFOs, log and the real directory under the mount). Kept,
+/// and its path printed, when the test fails or `TANDEM_POWERLOSS_KEEP=1`; removed otherwise.
+#[derive(Debug)]
+struct Workdir(tempfile::TempDir);
+
+impl Workdir {
+    fn new(test: &str) -> Workdir {
+        Workdir(tempfile::Builder::new().prefix(&format!("tandem-{test}-")).tempdir().unwrap())
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("TANDEM_POWERLOSS_KEEP").is_some_and(|v| v == "1") {
+            self.0.disable_cleanup(true);
+            say(&format!("power_loss: kept {} (node logs *.log, LazyFS in lazyfs/)", self.path().display()));
+        }
+    }
+}
+
 /// xorshift64*: reproducible sizes and contents from the printed seed.
 #[derive(Debug)]
 struct Rng(u64);
@@ -504,6 +527,10 @@ fn check_pair(a: &Node, b: &Node, leader: &str, ledger: &mut Ledger, cycle: u32,
     }
     let through: [&Node; 2] = if leader == "a" { [a, b] } else { [b, a] };
     probe(&through, ledger, cycle, &mut problems);
+    if !problems.is_empty() {
+        problems.extend(recent_errors(a, 5));
+        problems.extend(recent_errors(b, 5));
+    }
     fail_if_any(
         cycle,
         &problems,
@@ -512,20 +539,56 @@ fn check_pair(a: &Node, b: &Node, leader: &str, ledger: &mut Ledger, cycle: u32,
     ledger.seen = history_a;
 }
 
+/// The errors and panics `node` logged since its last start (at most `max`, each cut to 300 characters): what
+/// a failure report needs beside the symptoms (a Raft core that quit on a storage error still answers
+/// `status`).
+fn recent_errors(node: &Node, max: usize) -> Vec<String> {
+    let log = node.log_text();
+    let since = log.rfind("serving: api").map_or(0, |at| at);
+    log[since..]
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("panicked") || l.starts_with("error:"))
+        .filter(|l| !l.contains("failure sending RaftMsg"))
+        .take(max)
+        .map(|l| format!("{} log: {}", node.name, l.chars().take(300).collect::<String>()))
+        .collect()
+}
+
 /// Fails the test with every problem of this cycle, the first ones in full.
 fn fail_if_any(cycle: u32, problems: &[String], context: &str) {
     if problems.is_empty() {
         return;
     }
-    let shown: Vec<&str> = problems.iter().take(25).map(String::as_str).collect();
+    // Summaries first (what was lost, reused or diverged), then the first details, then the nodes' own words.
+    let (logs, found): (Vec<&String>, Vec<&String>) = problems.iter().partition(|p| p.contains(" log: "));
+    let summary = |p: &&String| {
+        [
+            "acknowledged changes lost",
+            "was given to a new change",
+            "differ",
+            "after the restart",
+            "before a cut",
+        ]
+        .iter()
+        .any(|k| p.contains(k))
+    };
+    let mut ordered: Vec<&String> = found.iter().copied().filter(summary).collect();
+    ordered.extend(found.iter().copied().filter(|p| !summary(p)));
+    let shown: Vec<&str> = ordered.iter().take(20).map(|p| p.as_str()).collect();
+    let more = if ordered.len() > shown.len() {
+        format!("\n  … and {} more", ordered.len() - shown.len())
+    } else {
+        String::new()
+    };
+    let logs: Vec<&str> = logs.iter().map(|p| p.as_str()).collect();
     panic!(
-        "cycle {cycle}: {} problem(s) after the power cut ({context}):\n  {}{}",
-        problems.len(),
+        "cycle {cycle}: {} problem(s) after the power cut ({context}):\n  {}{more}{}",
+        found.len(),
         shown.join("\n  "),
-        if problems.len() > shown.len() {
-            format!("\n  … and {} more", problems.len() - shown.len())
-        } else {
+        if logs.is_empty() {
             String::new()
+        } else {
+            format!("\n since their restart:\n  {}", logs.join("\n  "))
         }
     );
 }
@@ -539,7 +602,7 @@ fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
     };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("single node: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
-    let root = tempfile::tempdir().unwrap();
+    let root = Workdir::new("single-node");
     let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
     let mut node = Node::new(root.path(), "a", "data");
     node.data_dir = fs.path().join("a");
@@ -564,6 +627,9 @@ fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
         let (mut problems, history) = ledger.check(&node, cycle);
         // The next change must get a new revision, never one already acknowledged for another change.
         probe(&[&node], &mut ledger, cycle, &mut problems);
+        if !problems.is_empty() {
+            problems.extend(recent_errors(&node, 5));
+        }
         fail_if_any(
             cycle,
             &problems,
@@ -626,7 +692,7 @@ fn pair_with_witness_keeps_every_acknowledged_change_when_all_lose_power() {
     let Some((binary, _turn)) = lazyfs_or_skip(test) else { return };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("pair + witness: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
-    let root = tempfile::tempdir().unwrap();
+    let root = Workdir::new("pair");
     let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
     // All three data directories on one mount: a plant-wide outage cuts them at once. Logs stay outside.
     let mut a = Node::new(root.path(), "a", "data");
@@ -702,7 +768,7 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
     let Some((binary, _turn)) = lazyfs_or_skip(test) else { return };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("cut during upload: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
-    let root = tempfile::tempdir().unwrap();
+    let root = Workdir::new("upload");
     let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
     let mut node = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     node.data_dir = fs.path().join("a");
@@ -713,6 +779,7 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
     let started = Instant::now();
     let mut purged = Vec::new();
     let mut cut_acknowledged = 0;
+    let mut upload_ms = 1000;
     for cycle in 1..=cycles {
         ledger.acks.extend(write_cycle(&[&node], root.path(), cycle, mix, &mut rng));
         // Start an upload, and cut the power somewhere in it.
@@ -730,7 +797,8 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(50 + rng.below(1500)));
+        // Anywhere from the first byte to just past the acknowledgement (the last uncut upload's time, +20 %).
+        std::thread::sleep(Duration::from_millis(rng.below(upload_ms * 6 / 5 + 1)));
         node.kill();
         let output = upload.wait_with_output().unwrap();
         if output.status.success() {
@@ -754,8 +822,14 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
         // (check also downloads every firmware document the node shows and compares its bytes)
         let (mut problems, history) = ledger.check(&node, cycle);
         probe(&[&node], &mut ledger, cycle, &mut problems);
+        if !problems.is_empty() {
+            problems.extend(recent_errors(&node, 5));
+        }
         // The same upload again, now without a cut: the node takes it (a half-stored blob does not block it).
-        match firmware_add(&node, cycle, &name, &root.path().join("firmware.bin"), &bytes) {
+        let upload_started = Instant::now();
+        let again = firmware_add(&node, cycle, &name, &root.path().join("firmware.bin"), &bytes);
+        upload_ms = upload_started.elapsed().as_millis() as u64;
+        match again {
             Ok(ack) => ledger.acks.push(ack),
             Err(e) => problems.push(format!("uploading {name} again after the cut failed: {e}")),
         }
@@ -799,7 +873,7 @@ fn pair_with_witness_cut_during_a_snapshot_install() {
     let Some((binary, _turn)) = lazyfs_or_skip(test) else { return };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("cut during a snapshot install: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
-    let root = tempfile::tempdir().unwrap();
+    let root = Workdir::new("snapshot");
     let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
     let mut a = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     let mut b = Node::new(root.path(), "b", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
