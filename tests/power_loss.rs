@@ -70,7 +70,9 @@ struct Workdir(tempfile::TempDir);
 
 impl Workdir {
     fn new(test: &str) -> Workdir {
-        Workdir(tempfile::Builder::new().prefix(&format!("tandem-{test}-")).tempdir().unwrap())
+        // No '-' in the name: LazyFS ignores a --config-path containing "-o" (any case) and looks for
+        // config/default.toml instead.
+        Workdir(tempfile::Builder::new().prefix(&format!("tandem_powerloss_{test}_")).tempdir().unwrap())
     }
     fn path(&self) -> &Path {
         self.0.path()
@@ -602,7 +604,7 @@ fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
     };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("single node: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
-    let root = Workdir::new("single-node");
+    let root = Workdir::new("single");
     let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
     let mut node = Node::new(root.path(), "a", "data");
     node.data_dir = fs.path().join("a");

@@ -94,6 +94,13 @@ impl LazyFs {
             assert!(made.success(), "mkfifo {}", path.display());
         }
         let config = work.join("lazyfs.toml");
+        // LazyFS's argument parser takes a --config-path containing "-o" (any case) for a mount option and
+        // falls back to config/default.toml.
+        assert!(
+            !config.to_string_lossy().to_lowercase().contains("-o"),
+            "LazyFS cannot take a config path containing \"-o\": {} (set TMPDIR elsewhere)",
+            config.display()
+        );
         std::fs::write(
             &config,
             format!(
