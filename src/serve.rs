@@ -15,7 +15,7 @@ use tandem_cluster::network::{PeerNetwork, serve_peer};
 use tandem_cluster::node::{ClusterNode, Timing};
 use tandem_cluster::state_machine::StateMachine;
 use tandem_cluster::{NodeInfo, Raft, Role};
-use tandem_storage::{ChangeMeta, ChangeSet, Command, SledDatabase, Store, StoreOptions};
+use tandem_storage::{ChangeMeta, ChangeSet, Command, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,39 +26,6 @@ use crate::boot::tftp::{TftpOptions, serve_tftp};
 use crate::boot::{BootContent, BootState};
 use crate::config::Config;
 use crate::metrics::Metrics;
-
-/// Opens the node's sled database. If sled cannot recover it (damage a power cut left in files sled never
-/// fsynced), it is moved aside to `db.broken-<unix time>` and an empty one takes its place: the state
-/// machine fills it from the snapshot kept in `snapshots/` and the Raft log replays the rest (see
-/// docs/storage.md, "Where every byte lives"). A database locked by another process is not touched.
-fn open_or_rebuild_database(path: &std::path::Path) -> Result<SledDatabase> {
-    let error = match SledDatabase::open(path) {
-        Ok(database) => return Ok(database),
-        Err(error) => error,
-    };
-    let rebuildable =
-        matches!(error, tandem_storage::Error::Engine { .. } | tandem_storage::Error::Corrupt(_))
-            && !error.to_string().contains("could not acquire lock");
-    if !rebuildable {
-        return Err(error.into());
-    }
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let aside = path.with_file_name(format!("db.broken-{seconds}"));
-    tracing::error!(
-        %error,
-        moved_to = %aside.display(),
-        "the database cannot be opened: moving it aside and rebuilding it from the last snapshot and the Raft log"
-    );
-    std::fs::rename(path, &aside)
-        .with_context(|| format!("moving the damaged database {} aside", path.display()))?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent).and_then(|dir| dir.sync_all()).context("syncing the data directory")?;
-    }
-    Ok(SledDatabase::open(path)?)
-}
 
 /// Runs a node until it is told to stop.
 pub async fn serve(config: Config) -> Result<()> {
@@ -86,8 +53,18 @@ pub async fn serve(config: Config) -> Result<()> {
         );
     }
 
-    let database = open_or_rebuild_database(&config.data_dir.join("db"))?;
-    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
+    // A database sled cannot load after a crash is moved aside; the state machine refills the empty one
+    // from the kept snapshot and the Raft log replays the rest (docs/storage.md, "Where every byte lives").
+    let opened =
+        tandem_storage::rebuild::open_or_set_aside(&config.data_dir.join("db"), StoreOptions::default())?;
+    if let Some(aside) = &opened.set_aside {
+        tracing::error!(
+            reason = %aside.reason,
+            moved_to = %aside.moved_to.display(),
+            "the database could not be loaded after a crash: moved it aside; rebuilding it from the last snapshot and the Raft log"
+        );
+    }
+    let (database, store) = (opened.database, opened.store);
     let store = Arc::new(RwLock::new(store));
     let registry = prometheus::Registry::new();
     let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(&registry)?;

@@ -370,6 +370,28 @@ fn snapshot_write_error(
 /// Builds a snapshot of the store as it is now into a file and makes it the current one (see the module
 /// documentation).
 async fn build_snapshot(store: &SharedStore, files: &Arc<SnapshotFiles>) -> Result<Snapshot<TypeConfig>> {
+    // A snapshot is written from a view taken under the lock while applies go on; an upload in that view may
+    // end (aborted, or committed as a duplicate) and lose its parts before they are copied. The view is then
+    // stale, not damaged: take a new one. Uploads end far more rarely than a snapshot takes, so a few
+    // attempts are plenty.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match build_snapshot_once(store, files).await {
+            Err(error)
+                if attempts < 5 && error.to_string().contains("the store changed under a snapshot") =>
+            {
+                tracing::info!(%error, attempts, "building the snapshot again");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn build_snapshot_once(
+    store: &SharedStore,
+    files: &Arc<SnapshotFiles>,
+) -> Result<Snapshot<TypeConfig>> {
     let (source, position) = {
         let guard = read_store(store)?;
         (guard.snapshot(), position_of(&guard)?)

@@ -226,6 +226,24 @@ impl SledDatabase {
     }
 }
 
+/// The segment size of new databases: 8 MiB, so that sled's blob threshold (a quarter of it, 2 MiB) is
+/// above the largest page the store can make (a leaf holds at most 17 values, and no stored value reaches
+/// 64 KiB: about 1.1 MiB). sled then never writes a blob file, which is where a power cut hurt it most: it
+/// deletes a blob file as soon as the page is rewritten, before the log that no longer needs it is durable,
+/// and after the cut its durable log points at a file that is gone (it panics, or silently loses the page).
+const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+/// sled's default, which databases created before [`SEGMENT_BYTES`] have (sled refuses to open a database
+/// with another segment size than the one it was created with).
+const OLD_SEGMENT_BYTES: usize = 512 * 1024;
+
+/// The segment size to open the database in `path` with: what its `conf` file says, else [`SEGMENT_BYTES`].
+fn segment_size(path: &Path) -> usize {
+    let Ok(conf) = std::fs::read_to_string(path.join("conf")) else { return SEGMENT_BYTES };
+    conf.lines()
+        .find_map(|line| line.strip_prefix("segment_size:")?.trim().parse().ok())
+        .unwrap_or(OLD_SEGMENT_BYTES)
+}
+
 /// How long [`SledDatabase::open`] waits for the file lock of a database that was just closed.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -239,7 +257,7 @@ fn open_sled(path: &Path) -> sled::Result<sled::Db> {
     loop {
         // sled 0.34 panics in recovery on some damage a power cut leaves ("tried to serialize
         // Uninitialized"): caught, it is an error like any other, and the caller can rebuild.
-        let config = sled::Config::new().path(path).flush_every_ms(None);
+        let config = sled::Config::new().path(path).flush_every_ms(None).segment_size(segment_size(path));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
             .unwrap_or_else(|panic| {
                 let message = panic
