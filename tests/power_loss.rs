@@ -230,7 +230,7 @@ fn write_cycle(nodes: &[&Node], root: &Path, cycle: u32, mix: Mix, rng: &mut Rng
     }
     // One document rewritten every cycle: only its newest acknowledged version is its current body.
     doc("notes", "rolling".into(), json!({"cycle": cycle, "v": rng.text(40)}), &mut acks);
-    if mix.firmware_every > 0 && (cycle - 1) % mix.firmware_every == 0 {
+    if mix.firmware_every > 0 && (cycle - 1).is_multiple_of(mix.firmware_every) {
         let span = mix.firmware_max - mix.firmware_min + 1;
         // The first one is the smallest (256 KiB: one sled blob file), the others anywhere in the range.
         let size = if cycle == 1 { mix.firmware_min } else { mix.firmware_min + rng.below(span) } as usize;
