@@ -88,6 +88,17 @@ impl Drop for Workdir {
     }
 }
 
+/// A LazyFS mounted under `root`, or None after saying why the test is skipped.
+fn mount_or_skip(test: &str, binary: &Path, root: &Path) -> Option<LazyFs> {
+    match LazyFs::mount(binary, &root.join("lazyfs")) {
+        Ok(fs) => Some(fs),
+        Err(why) => {
+            say(&format!("power_loss::{test}: skipped: {why}"));
+            None
+        }
+    }
+}
+
 /// xorshift64*: reproducible sizes and contents from the printed seed.
 #[derive(Debug)]
 struct Rng(u64);
@@ -230,7 +241,7 @@ fn write_cycle(nodes: &[&Node], root: &Path, cycle: u32, mix: Mix, rng: &mut Rng
     }
     // One document rewritten every cycle: only its newest acknowledged version is its current body.
     doc("notes", "rolling".into(), json!({"cycle": cycle, "v": rng.text(40)}), &mut acks);
-    if mix.firmware_every > 0 && (cycle - 1) % mix.firmware_every == 0 {
+    if mix.firmware_every > 0 && (cycle - 1).is_multiple_of(mix.firmware_every) {
         let span = mix.firmware_max - mix.firmware_min + 1;
         // The first one is the smallest (256 KiB: one sled blob file), the others anywhere in the range.
         let size = if cycle == 1 { mix.firmware_min } else { mix.firmware_min + rng.below(span) } as usize;
@@ -597,15 +608,12 @@ fn fail_if_any(cycle: u32, problems: &[String], context: &str) {
 
 #[test]
 fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
-    let Some((binary, _turn)) =
-        lazyfs_or_skip("single_node_keeps_every_acknowledged_change_through_power_cuts")
-    else {
-        return;
-    };
+    let test = "single_node_keeps_every_acknowledged_change_through_power_cuts";
+    let Some((binary, _turn)) = lazyfs_or_skip(test) else { return };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("single node: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("single");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     let mut node = Node::new(root.path(), "a", "data");
     node.data_dir = fs.path().join("a");
     node.start(false);
@@ -695,7 +703,7 @@ fn pair_with_witness_keeps_every_acknowledged_change_when_all_lose_power() {
     let (cycles, seed) = (cycles(), seed());
     eprintln!("pair + witness: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("pair");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     // All three data directories on one mount: a plant-wide outage cuts them at once. Logs stay outside.
     let mut a = Node::new(root.path(), "a", "data");
     let mut b = Node::new(root.path(), "b", "data");
@@ -771,7 +779,7 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
     let (cycles, seed) = (cycles(), seed());
     eprintln!("cut during upload: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("upload");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     let mut node = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     node.data_dir = fs.path().join("a");
     node.start(false);
@@ -876,7 +884,7 @@ fn pair_with_witness_cut_during_a_snapshot_install() {
     let (cycles, seed) = (cycles(), seed());
     eprintln!("cut during a snapshot install: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("snapshot");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     let mut a = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     let mut b = Node::new(root.path(), "b", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     let mut w = Node::new(root.path(), "w", "witness").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
