@@ -14,8 +14,10 @@
 //!
 //! They need root, `/dev/fuse`, `fusermount3` and a LazyFS binary (`scripts/test.sh` provides the last two);
 //! without them each test prints "skipped: …" and passes. `TANDEM_POWERLOSS_CYCLES` (default 20) sets the
-//! number of cycles, `TANDEM_POWERLOSS_SEED` the seed of the sizes and contents (printed at the start).
-//! Run alone: `cargo test --test power_loss -- --nocapture --test-threads 1`.
+//! number of cycles, `TANDEM_POWERLOSS_SEED` the seed of the sizes and contents (printed at the start). A
+//! failing test keeps its directory (node logs, LazyFS's log, the real files under the mount) and prints its
+//! path; `TANDEM_POWERLOSS_KEEP=1` keeps it always. The scenarios take turns (one LazyFS at a time).
+//! Run alone: `TANDEM_LAZYFS=$(tools/lazyfs/build.sh | tail -1) cargo test --test power_loss -- --nocapture`.
 
 mod harness;
 #[path = "harness/lazyfs.rs"]
