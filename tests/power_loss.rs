@@ -563,7 +563,7 @@ fn recent_errors(node: &Node, max: usize) -> Vec<String> {
     log[since..]
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("panicked") || l.starts_with("error:"))
-        .filter(|l| !l.contains("failure sending RaftMsg"))
+        .filter(|l| !l.contains("failure sending RaftMsg") && !l.contains("Connection refused"))
         .take(max)
         .map(|l| format!("{} log: {}", node.name, l.chars().take(300).collect::<String>()))
         .collect()
