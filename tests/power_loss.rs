@@ -14,8 +14,10 @@
 //!
 //! They need root, `/dev/fuse`, `fusermount3` and a LazyFS binary (`scripts/test.sh` provides the last two);
 //! without them each test prints "skipped: …" and passes. `TANDEM_POWERLOSS_CYCLES` (default 20) sets the
-//! number of cycles, `TANDEM_POWERLOSS_SEED` the seed of the sizes and contents (printed at the start).
-//! Run alone: `cargo test --test power_loss -- --nocapture --test-threads 1`.
+//! number of cycles, `TANDEM_POWERLOSS_SEED` the seed of the sizes and contents (printed at the start). A
+//! failing test keeps its directory (node logs, LazyFS's log, the real files under the mount) and prints its
+//! path; `TANDEM_POWERLOSS_KEEP=1` keeps it always. The scenarios take turns (one LazyFS at a time).
+//! Run alone: `TANDEM_LAZYFS=$(tools/lazyfs/build.sh | tail -1) cargo test --test power_loss -- --nocapture`.
 
 mod harness;
 #[path = "harness/lazyfs.rs"]
@@ -84,6 +86,17 @@ impl Drop for Workdir {
         if std::thread::panicking() || std::env::var_os("TANDEM_POWERLOSS_KEEP").is_some_and(|v| v == "1") {
             self.0.disable_cleanup(true);
             say(&format!("power_loss: kept {} (node logs *.log, LazyFS in lazyfs/)", self.path().display()));
+        }
+    }
+}
+
+/// A LazyFS mounted under `root`, or None after saying why the test is skipped.
+fn mount_or_skip(test: &str, binary: &Path, root: &Path) -> Option<LazyFs> {
+    match LazyFs::mount(binary, &root.join("lazyfs")) {
+        Ok(fs) => Some(fs),
+        Err(why) => {
+            say(&format!("power_loss::{test}: skipped: {why}"));
+            None
         }
     }
 }
@@ -550,7 +563,7 @@ fn recent_errors(node: &Node, max: usize) -> Vec<String> {
     log[since..]
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("panicked") || l.starts_with("error:"))
-        .filter(|l| !l.contains("failure sending RaftMsg"))
+        .filter(|l| !l.contains("failure sending RaftMsg") && !l.contains("Connection refused"))
         .take(max)
         .map(|l| format!("{} log: {}", node.name, l.chars().take(300).collect::<String>()))
         .collect()
@@ -597,15 +610,12 @@ fn fail_if_any(cycle: u32, problems: &[String], context: &str) {
 
 #[test]
 fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
-    let Some((binary, _turn)) =
-        lazyfs_or_skip("single_node_keeps_every_acknowledged_change_through_power_cuts")
-    else {
-        return;
-    };
+    let test = "single_node_keeps_every_acknowledged_change_through_power_cuts";
+    let Some((binary, _turn)) = lazyfs_or_skip(test) else { return };
     let (cycles, seed) = (cycles(), seed());
     eprintln!("single node: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("single");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     let mut node = Node::new(root.path(), "a", "data");
     node.data_dir = fs.path().join("a");
     node.start(false);
@@ -695,7 +705,7 @@ fn pair_with_witness_keeps_every_acknowledged_change_when_all_lose_power() {
     let (cycles, seed) = (cycles(), seed());
     eprintln!("pair + witness: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("pair");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     // All three data directories on one mount: a plant-wide outage cuts them at once. Logs stay outside.
     let mut a = Node::new(root.path(), "a", "data");
     let mut b = Node::new(root.path(), "b", "data");
@@ -771,7 +781,7 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
     let (cycles, seed) = (cycles(), seed());
     eprintln!("cut during upload: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("upload");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     let mut node = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     node.data_dir = fs.path().join("a");
     node.start(false);
@@ -876,7 +886,7 @@ fn pair_with_witness_cut_during_a_snapshot_install() {
     let (cycles, seed) = (cycles(), seed());
     eprintln!("cut during a snapshot install: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("snapshot");
-    let mut fs = LazyFs::mount(&binary, &root.path().join("lazyfs"));
+    let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
     let mut a = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     let mut b = Node::new(root.path(), "b", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
     let mut w = Node::new(root.path(), "w", "witness").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");

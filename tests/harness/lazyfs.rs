@@ -80,8 +80,9 @@ impl LazyFs {
     }
 
     /// Mounts a LazyFS at `work/mnt` over `work/under`, with its config, FIFOs and log in `work`; waits until
-    /// the mount is live. Panics (after cleaning up) if it is not within 20 s.
-    pub fn mount(binary: &Path, work: &Path) -> LazyFs {
+    /// the mount is live. Err: this machine does not let it mount (the kernel refused: a container without
+    /// the right to mount), a reason to skip. Panics on any other failure, or if not mounted within 20 s.
+    pub fn mount(binary: &Path, work: &Path) -> Result<LazyFs, String> {
         let mount = work.join("mnt");
         let under = work.join("under");
         std::fs::create_dir_all(&mount).unwrap();
@@ -144,7 +145,15 @@ impl LazyFs {
         while !fs.is_mounted() {
             if let Some(status) = fs.child.as_mut().unwrap().try_wait().unwrap() {
                 fs.child = None;
-                panic!("LazyFS exited before mounting ({status}):\n{}", fs.log_text());
+                let log = fs.log_text();
+                if ["Operation not permitted", "Permission denied"]
+                    .iter()
+                    .any(|refusal| log.contains(refusal))
+                {
+                    let line = log.lines().find(|l| l.contains("not permitted") || l.contains("denied"));
+                    return Err(format!("the kernel refused the FUSE mount: {}", line.unwrap_or("").trim()));
+                }
+                panic!("LazyFS exited before mounting ({status}):\n{log}");
             }
             if Instant::now() > deadline {
                 panic!(
@@ -156,7 +165,7 @@ impl LazyFs {
             std::thread::sleep(Duration::from_millis(20));
         }
         fs.mounted = true;
-        fs
+        Ok(fs)
     }
 
     /// The mounted directory: what the nodes' data directories go under.
