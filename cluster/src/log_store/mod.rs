@@ -475,7 +475,7 @@ fn cut_torn_tail(segment: &Segment, offset: u64, why: &str) -> io::Result<()> {
         "the Raft log ends in a torn write (a crash during a write): cutting it off; it was never acknowledged"
     );
     segment.file.set_len(offset)?;
-    segment.file.set_len(segment.capacity)?;
+    segment::preallocate(&segment.file, segment.capacity)?;
     segment.file.sync_all()
 }
 
