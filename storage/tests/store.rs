@@ -269,3 +269,34 @@ fn an_upload_that_ends_while_a_snapshot_is_written_makes_the_snapshot_stale_not_
     // A view taken now no longer has the upload, and writes.
     store.snapshot().write_to(std::io::sink()).unwrap();
 }
+
+/// A backup written by the storage format that shipped before the Raft log left sled (snapshot format 1 in a
+/// `TANDBKUP` trailer), committed as a file: every later build must restore it. Regenerate only if the format
+/// is meant to change (and then keep the old file too): `TANDEM_WRITE_FIXTURE=1 cargo test -p tandem-storage
+/// --test store a_backup_file_of_the_first_format`.
+#[test]
+fn a_backup_file_of_the_first_format_still_verifies_and_restores() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1.backup");
+    if std::env::var_os("TANDEM_WRITE_FIXTURE").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        populate(&mut store);
+        write_backup(&store.snapshot(), &fixture).unwrap();
+    }
+    let summary = verify_backup(&fixture).expect("the committed backup verifies");
+    assert_eq!(summary.header.revision, Revision(13));
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = restore_backup(&fixture, dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.revision(), Revision(13));
+    let body = |collection: &str, id: &str| -> Option<serde_json::Value> {
+        let document = store.get(&tandem_storage::DocKey::new(collection, id))?;
+        Some(serde_json::from_str(&document.body).unwrap())
+    };
+    assert_eq!(body("terminal_servers", "ts1").expect("ts1")["address"], "10.0.0.5");
+    assert_eq!(body("terminals", "t3").expect("t3")["settings"]["kiosk"], true);
+    assert!(body("terminals", "t4").is_none(), "the deletion came back");
+    let digest = *store.blobs().next().expect("the firmware blob").0;
+    let mut bytes = Vec::new();
+    store.open_blob(&digest).unwrap().read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"firmware image bytes");
+}
