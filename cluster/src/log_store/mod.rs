@@ -28,7 +28,8 @@
 //!   this node towards a quorum only from that moment. A follower receives many entries per AppendEntries
 //!   request and makes them durable with one sync.
 //! - `truncate`: a truncation record, synced before returning, so a cut suffix never comes back.
-//! - `purge`: first the state machine's database is made durable ([`tandem_storage::Database::durable`]):
+//! - `purge`: first everything written to the log is synced, then the state machine's database is made
+//!   durable ([`tandem_storage::Database::durable`]):
 //!   the purged entries are covered by a snapshot of state applied before the purge, and after a crash the
 //!   state machine must not come back behind a log that no longer has the entries to catch up from. Then a
 //!   purge record is synced, and whole segments that hold nothing past the purged index are deleted (and the
@@ -634,7 +635,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.last_purged.is_some_and(|purged| purged >= log_id) {
             return Ok(());
         }
-        // The state the snapshot behind this purge was built from must be on disk before the entries go.
+        // The state the snapshot behind this purge was built from must be on disk before the entries go. But
+        // first the log itself: a follower applies committed entries it has appended but not yet synced
+        // (the leader and the witness made them committed), and a state machine made durable ahead of its
+        // own log comes back after a crash with an applied position past the log's end, which openraft
+        // only accepts when a snapshot covers it. Everything applied was appended, so syncing the log
+        // first keeps the durable state machine at or behind the durable log.
+        self.synced().await.map_err(write_error)?;
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || state.durable())
             .await
