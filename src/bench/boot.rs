@@ -1,7 +1,7 @@
 //! `tandem bench boot`: the boot server of one node against reference servers, on this machine.
 //!
 //! It starts one `tandem serve` process (this executable) on free loopback ports in a temporary directory,
-//! uploads a firmware image of `--size-mib` MiB (pseudo-random bytes) with [`crate::firmware::add`], creates a
+//! uploads a firmware image of `--size-mib` MiB (pseudo-random bytes) with [`crate::client::firmware::add`], creates a
 //! terminal that boots it through the API, and then measures, each figure beside its goal:
 //! 1. **boot-config requests/s**: `wrk -t2 -c64 -d{seconds}s --latency` (64 keep-alive connections) on
 //!    `GET /boot/v1/config/{mac}` of the node's boot HTTP address, then on the same JSON bytes served as a
@@ -378,7 +378,7 @@ async fn start_node(root: &Path) -> Result<Node> {
 /// Uploads the image, creates the terminal (with a model, terminal servers and settings, as a plant would), and
 /// waits until the node serves its boot document; returns the document's bytes.
 async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
-    let args = crate::firmware::FirmwareAddArgs {
+    let firmware = crate::client::firmware::Firmware {
         name: FIRMWARE.into(),
         file: image.to_path_buf(),
         version: "1.0".into(),
@@ -387,7 +387,10 @@ async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
         cmdline: None,
         reason: "bench boot".into(),
     };
-    let answer = crate::firmware::add(&node.api, None, &args).await.context("uploading the firmware")?;
+    let client = ApiClient::new(&node.api, None);
+    let progress = std::sync::Arc::new(crate::client::NoProgress);
+    let answer =
+        crate::client::firmware::add(&client, &firmware, progress).await.context("uploading the firmware")?;
     if answer["size"].as_u64() != Some(size) {
         bail!("the firmware upload answered {answer}");
     }
