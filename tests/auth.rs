@@ -9,7 +9,7 @@ use std::process::Command;
 use harness::Node;
 use serde_json::Value;
 use tandem::auth::Access;
-use tandem::node::api::routes::ROUTES;
+use tandem::node::api::ROUTES;
 
 const ADMIN: &str = "admin-secret-0123456789";
 const OPERATOR: &str = "operator-secret-0123456";

@@ -14,13 +14,12 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::ApiState;
-use crate::auth::Caller;
+use super::routes::Call;
 use crate::http::{ApiError, Body};
 
 /// The size of the pieces the body is sent in.
@@ -30,11 +29,9 @@ const PIECES_IN_FLIGHT: usize = 4;
 
 type Piece = Result<Frame<Bytes>, io::Error>;
 
-pub async fn backup(
-    state: &ApiState,
-    caller: &Caller,
-    _request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+/// `GET /v1/backup`.
+pub async fn backup(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, caller, .. } = call;
     let (source, cluster_id) = {
         let store = state.node.store.read().map_err(|_| super::internal("the store lock is poisoned"))?;
         (store.snapshot(), store.cluster_id().to_string())

@@ -24,17 +24,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
 use tandem_storage::{
-    ChangeKind, ChangeMeta, Command, Digest, Export, MissingBlob, Outcome, Plan, Rejection, Revision, Store,
-    UndoError, decide,
+    ChangeKind, ChangeMeta, Command, Digest, Export, HistoryFilter, MissingBlob, Outcome, Plan, Rejection,
+    Revision, Store, UndoError, decide,
 };
 
-use super::{ApiState, internal, now_ms, query_number, rejection_error, write_error};
+use super::routes::Call;
+use super::{
+    ApiState, event_json, internal, now_ms, query_number, query_value, rejection_error, write_error,
+};
 use crate::auth::Caller;
 use crate::http::{ApiError, Body, json_response, parse_json, query_pairs, read_body};
 
@@ -49,11 +51,8 @@ const PLAN_ATTEMPTS: usize = 3;
 /// a moment ago) before answering that it does not exist.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
-pub async fn export(
-    state: &ApiState,
-    _caller: &Caller,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn export(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, request, .. } = call;
     let query = query_pairs(request.uri().query());
     only_parameters(&query, &["at"])?;
     let at = query_number(&query, "at")?;
@@ -67,11 +66,8 @@ pub async fn export(
     Ok(json_response(StatusCode::OK, &export))
 }
 
-pub async fn diff(
-    state: &ApiState,
-    _caller: &Caller,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn diff(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, request, .. } = call;
     let query = query_pairs(request.uri().query());
     only_parameters(&query, &["from", "to"])?;
     let required = |name: &str| {
@@ -112,11 +108,8 @@ struct RevertInput {
     if_revision: Option<u64>,
 }
 
-pub async fn revert(
-    state: &ApiState,
-    caller: &Caller,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn revert(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, caller, request, .. } = call;
     let body = read_body(request.into_body(), MAX_REQUEST_BODY).await?;
     let input: RevertInput = parse_json(&body)?;
     let options = WriteOptions::new(input.reason, input.dry_run, input.if_revision)?;
@@ -130,7 +123,7 @@ pub async fn revert(
         ));
     }
     catch_up(state, Some(input.to)).await;
-    plan_and_apply(state, caller, options, |store| {
+    plan_and_apply(state, &caller, options, |store| {
         let to = existing_revision(store, input.to)?;
         Ok(Prepared::plan(store.revert_plan(to).map_err(storage_error)?))
     })
@@ -150,16 +143,13 @@ struct UndoInput {
     if_revision: Option<u64>,
 }
 
-pub async fn undo(
-    state: &ApiState,
-    caller: &Caller,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn undo(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, caller, request, .. } = call;
     let body = read_body(request.into_body(), MAX_REQUEST_BODY).await?;
     let input: UndoInput = parse_json(&body)?;
     let options = WriteOptions::new(input.reason, input.dry_run, input.if_revision)?;
     catch_up(state, Some(input.revision)).await;
-    plan_and_apply(state, caller, options, |store| {
+    plan_and_apply(state, &caller, options, |store| {
         store.undo_plan(Revision(input.revision)).map(Prepared::plan).map_err(undo_error)
     })
     .await
@@ -181,11 +171,8 @@ struct ImportInput {
     source: Option<String>,
 }
 
-pub async fn import(
-    state: &ApiState,
-    caller: &Caller,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn import(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, caller, request, .. } = call;
     let body = read_body(request.into_body(), MAX_IMPORT_BODY).await?;
     let input: ImportInput = parse_json(&body)?;
     drop(body);
@@ -195,7 +182,7 @@ pub async fn import(
     };
     let options = WriteOptions::new(reason, input.dry_run, input.if_revision)?;
     let export = input.export;
-    plan_and_apply(state, caller, options, |store| {
+    plan_and_apply(state, &caller, options, |store| {
         let missing_blobs = export
             .missing_blobs(&|digest| store.blob_size(digest))
             .map_err(|e| ApiError::bad_request(format!("the export's blob list is not valid: {e}")))?;
@@ -428,4 +415,21 @@ fn undo_error(error: UndoError) -> ApiError {
         }
         UndoError::Storage(error) => storage_error(error),
     }
+}
+/// `GET /v1/history`: events, filtered by collection, id, actor and revisions.
+pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let query = &call.query;
+    let filter = HistoryFilter {
+        collection: query_value(query, "collection").map(str::to_string),
+        id: query_value(query, "id").map(str::to_string),
+        actor: query_value(query, "actor").map(str::to_string),
+        from: query_number(query, "from")?.map(Revision),
+        to: query_number(query, "to")?.map(Revision),
+        limit: Some(query_number(query, "limit")?.unwrap_or(1000).min(100_000) as usize),
+        newest_first: query_value(query, "newest_first").is_some(),
+    };
+    let store = read_store(call.state)?;
+    let events = store.history(&filter).map_err(|e| internal(&e.to_string()))?;
+    let events: Vec<serde_json::Value> = events.iter().map(event_json).collect();
+    Ok(json_response(StatusCode::OK, &json!({"revision": store.revision(), "events": events})))
 }

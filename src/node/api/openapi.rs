@@ -1,19 +1,21 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3 document of the admin API, `docs/openapi.json`, compiled in.
 //!
 //! The document is written by hand (it carries descriptions, parameters and schemas a route table cannot), so
-//! the tests below keep it true: it must describe exactly the routes of [`super::routes::ROUTES`] — no route
+//! the tests below keep it true: it must describe exactly the routes of [`super::ROUTES`] — no route
 //! missing, none extra — with the same access (public operations have no security requirement, the others
 //! name the least role in `x-tandem-access`) and every path parameter declared. `tests/auth.rs` calls every
 //! route on a real node and checks each reaches a handler.
 
 use hyper::{Response, StatusCode};
 
+use super::routes::Call;
 use crate::http::{ApiError, Body, text_response};
 
 /// The document, as served.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
-pub fn document() -> Result<Response<Body>, ApiError> {
+/// `GET /v1/openapi.json`.
+pub async fn document(_call: Call<'_>) -> Result<Response<Body>, ApiError> {
     Ok(text_response(StatusCode::OK, "application/json", OPENAPI_JSON))
 }
 
@@ -25,7 +27,7 @@ mod tests {
 
     use super::*;
     use crate::auth::Access;
-    use crate::node::api::routes::ROUTES;
+    use crate::node::api::ROUTES;
 
     fn operations(document: &Value) -> BTreeSet<(String, String)> {
         let mut found = BTreeSet::new();

@@ -1,55 +1,106 @@
-//! The admin API's route table: every endpoint, the access it needs, and a one-line summary.
+//! The shape of the admin API's route table ([`super::ROUTES`]): a [`Route`] names its method, its path
+//! pattern, the access it needs, a one-line summary and its [`Handler`]; [`lookup`] finds the route of a
+//! request.
 //!
-//! The table is the single list of what the API offers. Authorization looks up the route of a request here
-//! before anything else runs (so an unknown path is a 404 and a known one without the right token is a
-//! 401/403, whatever its handler would do), and a test checks that the OpenAPI document served at
-//! `/v1/openapi.json` describes exactly these routes and that every one of them reaches a handler.
+//! The table is the single list of what the API offers: authorization looks the request's route up before
+//! anything else runs (so an unknown path is a 404 and a known one without the right token is a 401/403,
+//! whatever its handler would do), and the same route's handler answers it. A test checks that the OpenAPI
+//! document served at `/v1/openapi.json` describes exactly these routes; `tests/auth.rs` calls every one.
 
-use hyper::Method;
+use std::future::Future;
+use std::pin::Pin;
 
-use crate::auth::Access;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
 
-/// One endpoint: method, path pattern (`{name}` matches one non-empty segment), access, summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use super::ApiState;
+use crate::auth::{Access, Caller};
+use crate::http::{ApiError, Body};
+
+/// What a handler is given: the shared state, the authorized caller, the request, the values of the
+/// pattern's `{name}` segments (in order) and the decoded query.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub state: &'a ApiState,
+    pub caller: Caller,
+    pub request: Request<Incoming>,
+    pub params: Vec<String>,
+    pub query: Vec<(String, String)>,
+}
+
+impl Call<'_> {
+    /// The value of the pattern's `index`th `{name}` segment (the route matched, so it is there).
+    pub fn param(&self, index: usize) -> String {
+        self.params.get(index).cloned().unwrap_or_default()
+    }
+}
+
+/// What a handler returns: its response, later.
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
+
+/// A route's handler: `async fn(Call<'_>) -> Result<Response<Body>, ApiError>`, boxed by [`handler!`].
+pub type Handler = for<'a> fn(Call<'a>) -> Reply<'a>;
+
+/// `handler!(module::function)`: an `async fn(Call<'_>) -> Result<Response<Body>, ApiError>` as a
+/// [`Handler`] for the route table.
+macro_rules! handler {
+    ($function:path) => {{
+        fn handler(call: $crate::node::api::routes::Call<'_>) -> $crate::node::api::routes::Reply<'_> {
+            Box::pin($function(call))
+        }
+        handler as $crate::node::api::routes::Handler
+    }};
+}
+pub(crate) use handler;
+
+/// One endpoint: method, path pattern (`{name}` matches one non-empty segment), access, summary, handler.
+#[derive(Debug, Clone, Copy)]
 pub struct Route {
     pub method: &'static str,
     pub pattern: &'static str,
     pub access: Access,
     pub summary: &'static str,
+    /// Only nodes that hold the configuration answer it: a witness refuses (403 `witness`).
+    pub serves_configuration: bool,
+    pub handler: Handler,
 }
 
-const fn route(method: &'static str, pattern: &'static str, access: Access, summary: &'static str) -> Route {
-    Route { method, pattern, access, summary }
+/// Routes are the same route when method and pattern are (handlers are not compared).
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method && self.pattern == other.pattern
+    }
 }
 
-/// Every endpoint of the admin API.
-pub const ROUTES: &[Route] = &[
-    route("GET", "/livez", Access::Public, "Liveness: the process answers"),
-    route("GET", "/readyz", Access::Public, "Readiness: the node is a member of a cluster"),
-    route("GET", "/metrics", Access::Read, "Prometheus metrics (text format)"),
-    route("GET", "/v1/openapi.json", Access::Read, "This API's OpenAPI 3 document"),
-    route("GET", "/v1/node", Access::Read, "Who this node is (name, id, role, addresses)"),
-    route("GET", "/v1/status", Access::Read, "Node, Raft, cluster, terminal and backup status"),
-    route("GET", "/v1/docs/{collection}", Access::Read, "List the documents of a collection"),
-    route("GET", "/v1/docs/{collection}/{id}", Access::Read, "One document, now or at a revision"),
-    route("PUT", "/v1/docs/{collection}/{id}", Access::Operate, "Create or replace a document"),
-    route("DELETE", "/v1/docs/{collection}/{id}", Access::Operate, "Delete a document"),
-    route("POST", "/v1/changes", Access::Operate, "Apply a change set atomically"),
-    route("GET", "/v1/history", Access::Read, "Events: who changed what, filtered"),
-    route("GET", "/v1/export", Access::Read, "The whole configuration (now or at a revision) as JSON"),
-    route("GET", "/v1/diff", Access::Read, "Differences between two revisions"),
-    route("POST", "/v1/revert", Access::Operate, "Make the configuration equal to a past revision"),
-    route("POST", "/v1/undo", Access::Operate, "Apply the inverse of one change set"),
-    route("POST", "/v1/import", Access::Operate, "Make the configuration equal to an export"),
-    route("GET", "/v1/watch", Access::Read, "Stream events from a revision on (NDJSON or SSE)"),
-    route("GET", "/v1/backup", Access::Operate, "Stream a backup of the store"),
-    route("POST", "/v1/blobs", Access::Operate, "Upload a blob (streamed)"),
-    route("GET", "/v1/blobs/{sha256}", Access::Read, "A blob's size, if the store has it"),
-    route("GET", "/v1/blobs/{sha256}/data", Access::Read, "A blob's bytes"),
-    route("GET", "/v1/cluster/servers", Access::Read, "The cluster's members"),
-    route("POST", "/v1/cluster/servers", Access::Admin, "Add a member"),
-    route("DELETE", "/v1/cluster/servers/{name}", Access::Admin, "Remove a member"),
-];
+impl Eq for Route {}
+
+/// A route every node answers.
+pub const fn route(
+    method: &'static str,
+    pattern: &'static str,
+    access: Access,
+    summary: &'static str,
+    handler: Handler,
+) -> Route {
+    Route { method, pattern, access, summary, serves_configuration: false, handler }
+}
+
+/// A route only a node with the configuration answers (a witness refuses it).
+pub const fn serves_configuration(route: Route) -> Route {
+    Route { serves_configuration: true, ..route }
+}
+
+impl Route {
+    /// The values of the pattern's `{name}` segments in `path` (which matched the pattern).
+    pub fn params(&self, path: &str) -> Vec<String> {
+        split(self.pattern)
+            .iter()
+            .zip(split(path))
+            .filter(|(part, _)| part.starts_with('{'))
+            .map(|(_, segment)| segment.to_string())
+            .collect()
+    }
+}
 
 /// What a request's method and path matched.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,7 +115,7 @@ pub enum Lookup {
 pub fn lookup(method: &Method, path: &str) -> Lookup {
     let segments = split(path);
     let mut methods = Vec::new();
-    for route in ROUTES {
+    for route in super::ROUTES {
         if matches(route.pattern, &segments) {
             if route.method == method.as_str() {
                 return Lookup::Found(route);
@@ -107,9 +158,16 @@ mod tests {
     }
 
     #[test]
+    fn path_parameters_are_read_in_order() {
+        let Lookup::Found(route) = lookup(&Method::GET, "/v1/docs/terminals/t1") else { panic!() };
+        assert_eq!(route.params("/v1/docs/terminals/t1"), ["terminals", "t1"]);
+    }
+
+    #[test]
     fn every_route_is_listed_once() {
-        for (i, a) in ROUTES.iter().enumerate() {
-            for b in &ROUTES[i + 1..] {
+        let routes = super::super::ROUTES;
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
                 assert!(
                     !(a.method == b.method && a.pattern == b.pattern),
                     "{} {} twice",

@@ -51,17 +51,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::json;
 use tandem_cluster::node::ClusterNode;
 use tandem_storage::{Event, Revision};
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::{ApiState, event_json};
-use crate::auth::Caller;
+use super::event_json;
+use super::routes::Call;
 use crate::http::{ApiError, Body, query_pairs};
 
 /// At most this many events are read under one hold of the store's lock.
@@ -241,11 +241,8 @@ fn parse_revision(key: &str, text: &str) -> Result<Revision, ApiError> {
 }
 
 /// `GET /v1/watch?from=REV&format=ndjson|sse&collection=C`.
-pub async fn watch(
-    state: &ApiState,
-    _caller: &Caller,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn watch(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let Call { state, request, .. } = call;
     let query = query_pairs(request.uri().query());
     let watch = WatchRequest::parse(&query, request.headers())?;
     let limits = *WatchLimits::get();
