@@ -200,7 +200,7 @@ async fn wait_for_signal() {
 async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_dir: std::path::PathBuf) {
     let Some((actor, reason, at_ms)) = identity.pending_recovery.clone() else { return };
     for _ in 0..600 {
-        if node.raft.metrics().borrow().current_leader == Some(node.id) {
+        if node.is_leader() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -245,5 +245,5 @@ fn boot_content(node: &Arc<ClusterNode>) -> StoreContent {
     });
     let ready_node = node.clone();
     let ready = Arc::new(move || ready_node.members().iter().any(|(id, _, _)| *id == ready_node.id));
-    StoreContent::new(node.store.clone(), servers).with_readiness(ready)
+    StoreContent::new(node.shared_store(), servers).with_readiness(ready)
 }

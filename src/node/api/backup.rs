@@ -33,7 +33,7 @@ type Piece = Result<Frame<Bytes>, io::Error>;
 pub async fn backup(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let Call { state, caller, .. } = call;
     let (source, cluster_id) = {
-        let store = state.node.store.read().map_err(|_| super::internal("the store lock is poisoned"))?;
+        let store = state.node.read_store()?;
         (store.snapshot(), store.cluster_id().to_string())
     };
     let revision = source.revision();

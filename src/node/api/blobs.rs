@@ -33,7 +33,7 @@ pub async fn blob_data(call: Call<'_>) -> Result<Response<Body>, ApiError> {
             .with_hint("a blob is named by the sha256 of its bytes: 64 hex digits")
     })?;
     let reader = {
-        let store = state.node.store.read().map_err(|_| internal("the store lock is poisoned"))?;
+        let store = state.node.read_store()?;
         store.open_blob(&digest)
     };
     let Some(reader) = reader else {
@@ -52,7 +52,7 @@ pub async fn blob_data(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `GET /v1/blobs/{sha256}`: the blob's size, if the store has it.
 pub async fn size(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let digest = Digest::parse(&call.param(0)).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let store = call.state.node.store.read().map_err(|_| internal("the store lock is poisoned"))?;
+    let store = call.state.node.read_store()?;
     match store.blob_size(&digest) {
         Some(size) => Ok(json_response(StatusCode::OK, &json!({"digest": digest.to_string(), "size": size}))),
         None => Err(ApiError::not_found(format!("no blob {digest}"))),

@@ -8,7 +8,7 @@ use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
 use tandem_storage::{ChangeSet, DocKey, Operation, Precondition, Revision, StoredDocument};
 
 use super::routes::Call;
-use super::{internal, meta_from, query_number, query_value, write, write_error};
+use super::{meta_from, query_number, query_value, write, write_error};
 use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 
 /// `PUT /v1/docs/{collection}/{id}`: create or replace a document.
@@ -102,7 +102,7 @@ fn check_names(collection: &str, id: Option<&str>) -> Result<(), ApiError> {
 
 fn list_documents(node: &ClusterNode, collection: &str) -> Result<Response<Body>, ApiError> {
     check_names(collection, None)?;
-    let store = node.store.read().map_err(|_| internal("the store lock is poisoned"))?;
+    let store = node.read_store()?;
     let documents: Vec<DocumentView> = store
         .projection()
         .collection(collection)
@@ -130,7 +130,7 @@ async fn get_document(
         }
     }
     let key = DocKey::new(collection, id);
-    let store = node.store.read().map_err(|_| internal("the store lock is poisoned"))?;
+    let store = node.read_store()?;
     if let Some(at) = query_number(query, "at")? {
         let document = store.get_at(&key, Revision(at)).map_err(|e| ApiError::bad_request(e.to_string()))?;
         return match document {

@@ -358,14 +358,13 @@ fn missing_blobs_error(missing: &[MissingBlob]) -> ApiError {
 async fn catch_up(state: &ApiState, revision: Option<u64>) {
     let node = &state.node;
     let Some(revision) = revision.map(Revision) else { return };
-    let is_leader = node.raft.metrics().borrow().current_leader == Some(node.id);
-    if revision > node.revision() && !is_leader {
+    if revision > node.revision() && !node.is_leader() {
         node.wait_applied(revision, CATCH_UP).await;
     }
 }
 
 fn read_store(state: &ApiState) -> Result<std::sync::RwLockReadGuard<'_, Store>, ApiError> {
-    state.node.store.read().map_err(|_| internal("the store lock is poisoned"))
+    Ok(state.node.read_store()?)
 }
 
 /// A revision that exists in `store` (0, the empty configuration, included).

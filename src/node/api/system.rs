@@ -47,8 +47,7 @@ pub async fn status(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let mut status = serde_json::to_value(node.status()).unwrap_or_default();
     let (green, red) = state.boot.heartbeats.online_by_state(crate::node::boot::ONLINE_WINDOW);
     let (known, cluster_id) = node
-        .store
-        .read()
+        .read_store()
         .map(|s| (s.projection().collection("terminals").count(), s.cluster_id().to_string()))
         .unwrap_or_default();
     status["cluster_id"] = json!(cluster_id);
@@ -62,7 +61,7 @@ pub async fn status(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// The newest `count` events, briefly (revision, time, actor, reason, documents), for the status page.
 fn recent_changes(node: &ClusterNode, count: usize) -> serde_json::Value {
     let filter = HistoryFilter { limit: Some(count), newest_first: true, ..HistoryFilter::default() };
-    let events = match node.store.read() {
+    let events = match node.read_store() {
         Ok(store) => store.history(&filter).unwrap_or_default(),
         Err(_) => Vec::new(),
     };

@@ -473,7 +473,7 @@ fn read_batch(
     let mut bytes = 0usize;
     let mut expected = from;
     {
-        let store = node.store.read().map_err(|_| "the store lock is poisoned".to_string())?;
+        let store = node.read_store().map_err(|e| e.to_string())?;
         for event in store.events(from, last) {
             let event = event.map_err(|e| format!("event {expected} could not be read: {e}"))?;
             if event.revision != expected {

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use tandem_cluster::node::ClusterNode;
+use tandem_cluster::node::{ClusterNode, StoreLockPoisoned};
 use tandem_storage::backup::{verify_backup, write_backup};
 use tandem_storage::snapshot::SnapshotSource;
 use tokio_util::sync::CancellationToken;
@@ -112,8 +112,8 @@ pub enum BackupError {
     Verify { file: PathBuf, source: tandem_storage::Error },
     #[error("deleting the old backup {file} failed: {source}")]
     Prune { file: PathBuf, source: std::io::Error },
-    #[error("the store lock is poisoned")]
-    Lock,
+    #[error(transparent)]
+    Lock(#[from] StoreLockPoisoned),
     #[error("the backup task failed: {0}")]
     Task(String),
 }
@@ -175,7 +175,7 @@ pub fn seed(node: &ClusterNode, schedule: &BackupSchedule, state: &BackupState, 
         report.interval_seconds = Some(schedule.interval.as_secs());
         report.retention = Some(schedule.retention);
     });
-    let Some(cluster_id) = node.store.read().ok().map(|store| store.cluster_id().to_string()) else { return };
+    let Some(cluster_id) = node.read_store().ok().map(|store| store.cluster_id().to_string()) else { return };
     let Some((name, file)) = backups_in(&schedule.dir, &cluster_id).ok().and_then(|mut found| found.pop())
     else {
         return;
@@ -289,7 +289,7 @@ fn unix_now() -> u64 {
 }
 
 fn is_leader(node: &ClusterNode) -> bool {
-    node.raft.metrics().borrow().current_leader == Some(node.id)
+    node.is_leader()
 }
 
 /// One attempt (see the module documentation).
@@ -298,7 +298,7 @@ async fn attempt(node: &Arc<ClusterNode>, schedule: &BackupSchedule) -> Result<A
         return Ok(Attempt::NotLeader);
     }
     let (source, cluster_id) = {
-        let store = node.store.read().map_err(|_| BackupError::Lock)?;
+        let store = node.read_store()?;
         (store.snapshot(), store.cluster_id().to_string())
     };
     let node = node.clone();

@@ -76,6 +76,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tandem_cluster::node::StoreLockPoisoned;
 
 use serde_json::{Map, Value, json};
 use tandem_cluster::SharedStore;
@@ -161,7 +162,7 @@ impl StoreContent {
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Store>, BootError> {
-        self.store.read().map_err(|_| BootError::Internal("the store lock is poisoned".into()))
+        self.store.read().map_err(|_| BootError::Internal(StoreLockPoisoned.to_string()))
     }
 
     fn servers(&self) -> Vec<String> {
