@@ -13,7 +13,7 @@
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::api::{ApiClient, ClientError, Refusal, hint_line};
+use super::api::{ApiClient, ClientError, Refusal};
 
 /// Why a preview or an apply did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ pub async fn apply(client: &ApiClient, endpoint: &str, mut body: Value, at: u64)
         200..=299 => Ok(answer),
         412 => {
             let message = answer["message"].as_str().unwrap_or("the configuration changed since the preview");
-            Err(FlowError::Moved { preview: at, now, message: format!("{message}{}", hint_line(None)) })
+            Err(FlowError::Moved { preview: at, now, message: message.to_string() })
         }
         _ => Err(FlowError::Apply(ClientError::Refused(Refusal::from_answer(status, answer)))),
     }

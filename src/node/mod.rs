@@ -1,8 +1,18 @@
-//! `tandem serve`: start a node — open its data directory, start Raft, the peer network and the admin API,
-//! and run until SIGTERM or ctrl-c.
+//! What `tandem serve` runs: a node — its data directory, Raft and the peer network, the admin API, the boot
+//! servers, the backup schedule, metrics — until SIGTERM or ctrl-c. Nothing here runs in the operator's shell.
 //!
-//! Start-up is a series of small steps: identity, database, store, Raft log store and state machine, network,
-//! listeners (bound before anything else runs, so a busy port fails at once), Raft, then the servers. A node
+//! | what | where |
+//! |---|---|
+//! | start-up and shutdown | here: [`start`], [`RunningNode`] |
+//! | the admin API: route table, tokens, handlers by resource | [`api`] |
+//! | HTTP and TFTP boot servers, boot content, heartbeats | [`boot`] |
+//! | scheduled backups, retention, file names | [`backup`] |
+//! | Prometheus metrics | [`metrics`] |
+//! | writing a forced recovery into the history | `record_recovery` |
+//!
+//! Start-up ([`start`]) is a series of small steps: identity, database, listeners (bound before anything else
+//! runs, so a busy port fails at once), store, Raft log store, state machine, network and Raft
+//! (`start_raft`), then the servers (`RunningNode::spawn_servers`); [`RunningNode::stop`] takes them down. A node
 //! whose data directory has never been part of a cluster initializes itself as a single-node cluster, unless
 //! `--join` says to wait to be added.
 
@@ -33,9 +43,64 @@ use boot::tftp::{TftpOptions, serve_tftp};
 use boot::{BootContent, BootState};
 use metrics::Metrics;
 
-/// Runs a node until it is told to stop.
+/// Runs a node until SIGTERM or ctrl-c: [`start`], wait, [`RunningNode::stop`].
 pub async fn serve(config: Config) -> Result<()> {
+    let node = start(config).await?;
+    println!("{}", node.banner());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+/// A node whose servers all run: what [`start`] built, until [`RunningNode::stop`].
+#[derive(Debug)]
+pub struct RunningNode {
+    node: Arc<ClusterNode>,
+    identity: Identity,
+    config: Config,
+    api_addr: std::net::SocketAddr,
+    peer_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// The sockets of a node, bound before anything else runs so that a busy port fails at once.
+struct Listeners {
+    api: TcpListener,
+    peer: TcpListener,
+    /// HTTP and TFTP; none on a witness, which serves no configuration and so no boots either.
+    boot: Option<(TcpListener, tokio::net::UdpSocket)>,
+}
+
+/// Builds a node from its configuration and starts everything it runs: identity, store, listeners, Raft,
+/// then the peer endpoint, the admin API, the boot servers, the backup schedule and the node's duties.
+pub async fn start(config: Config) -> Result<RunningNode> {
     config.validate()?;
+    let identity = open_identity(&config)?;
+    warn_if_open(&config);
+    let database = SledDatabase::open(&config.data_dir.join("db"))?;
+    let listeners = bind(&config).await?;
+    let registry = prometheus::Registry::new();
+    let (node, raft) = start_raft(&config, &identity, &listeners, database, &registry).await?;
+    let boot = BootState::default();
+    let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
+    let running = RunningNode {
+        node,
+        api_addr: listeners.api.local_addr()?,
+        peer_addr: listeners.peer.local_addr()?,
+        identity,
+        config,
+        shutdown: CancellationToken::new(),
+        tasks: tokio_util::task::TaskTracker::new(),
+    };
+    running.spawn_servers(listeners, raft, boot, metrics);
+    Ok(running)
+}
+
+/// The node's identity (`node.json`), created on first start; a `--cluster-secret` given now replaces the one
+/// stored.
+fn open_identity(config: &Config) -> Result<Identity> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let mut identity =
@@ -51,37 +116,27 @@ pub async fn serve(config: Config) -> Result<()> {
             "no --cluster-secret given: using this node's generated secret (see node.json); give every node of a cluster the same --cluster-secret"
         );
     }
+    Ok(identity)
+}
 
+fn warn_if_open(config: &Config) {
     if config.tokens.is_empty() {
         tracing::warn!(
             api = %config.api,
             "no API tokens configured: the admin API is open to every local user (add [[tokens]] to the config file)"
         );
     }
+}
 
-    let database = SledDatabase::open(&config.data_dir.join("db"))?;
-    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
-    let store = Arc::new(RwLock::new(store));
-    let registry = prometheus::Registry::new();
-    let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(&registry)?;
-    let log_store = LogStore::open(database.clone())
-        .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
-        .with_metrics(cluster_metrics.clone());
-    let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
-        .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
-    let state_machine = state_machine.with_metrics(cluster_metrics.clone());
-    let network = PeerNetwork::new(&identity.cluster_secret)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_sender(identity.id);
-
-    let api_listener = TcpListener::bind(config.api)
+/// Binds every socket of the node.
+async fn bind(config: &Config) -> Result<Listeners> {
+    let api = TcpListener::bind(config.api)
         .await
         .with_context(|| format!("binding the API address {}", config.api))?;
-    let peer_listener = TcpListener::bind(config.peer)
+    let peer = TcpListener::bind(config.peer)
         .await
         .with_context(|| format!("binding the peer address {}", config.peer))?;
-    // Witnesses serve no configuration, so no boots either.
-    let boot_sockets = if config.role == Role::Witness {
+    let boot = if config.role == Role::Witness {
         None
     } else {
         let http = TcpListener::bind(config.boot)
@@ -92,16 +147,37 @@ pub async fn serve(config: Config) -> Result<()> {
             .with_context(|| format!("binding the TFTP address {}", config.tftp))?;
         Some((http, tftp))
     };
-    let api_addr = api_listener.local_addr()?;
-    let peer_addr = peer_listener.local_addr()?;
+    Ok(Listeners { api, peer, boot })
+}
+
+/// Opens the store, the Raft log and the state machine, starts Raft and the [`ClusterNode`] over it; a node
+/// that never was part of a cluster initializes itself as a single-node cluster unless `--join` says to wait.
+async fn start_raft(
+    config: &Config,
+    identity: &Identity,
+    listeners: &Listeners,
+    database: SledDatabase,
+    registry: &prometheus::Registry,
+) -> Result<(Arc<ClusterNode>, Raft)> {
+    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
+    let store = Arc::new(RwLock::new(store));
+    let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(registry)?;
+    let log_store = LogStore::open(database)
+        .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
+        .with_metrics(cluster_metrics.clone());
+    let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
+        .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
+    let state_machine = state_machine.with_metrics(cluster_metrics.clone());
+    let network = PeerNetwork::new(&identity.cluster_secret)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_sender(identity.id);
     let info = NodeInfo {
         name: identity.name.clone(),
         role: config.role,
-        peer_addr: peer_addr.to_string(),
-        api_addr: api_addr.to_string(),
+        peer_addr: listeners.peer.local_addr()?.to_string(),
+        api_addr: listeners.api.local_addr()?.to_string(),
         boot_addr: config.boot_advertise.clone().unwrap_or_else(|| config.boot.to_string()),
     };
-
     let timing = Timing::default();
     let mut raft_config = timing.raft_config(config.role);
     if let Some(logs) = std::env::var("TANDEM_RAFT_SNAPSHOT_LOGS").ok().and_then(|v| v.parse().ok()) {
@@ -115,71 +191,67 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
-    node.proposer().set_metrics(cluster_metrics.clone());
+    node.proposer().set_metrics(cluster_metrics);
     if node.is_pristine().await && !config.join {
         node.initialize_single()
             .await
             .map_err(|e| anyhow::anyhow!("initializing a single-node cluster: {e}"))?;
     }
+    Ok((node, raft))
+}
 
-    let boot = BootState::default();
-    let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
-    let shutdown = CancellationToken::new();
-    let tasks = tokio_util::task::TaskTracker::new();
-    tasks.spawn(serve_peer(
-        peer_listener,
-        raft.clone(),
-        node.proposer(),
-        identity.cluster_secret.clone(),
-        shutdown.clone(),
-    ));
-    let backup = backup::BackupState::default();
-    if let Some(schedule) = config.backup.clone() {
-        let (node, metrics) = (node.clone(), metrics.clone());
-        backup::seed(&node, &schedule, &backup, &metrics);
-        tasks.spawn(backup::run(node, schedule, backup.clone(), metrics, shutdown.clone()));
+impl RunningNode {
+    /// Spawns the node's servers and background work onto its task tracker.
+    fn spawn_servers(&self, listeners: Listeners, raft: Raft, boot: BootState, metrics: Arc<Metrics>) {
+        let (node, config, shutdown, tasks) = (&self.node, &self.config, &self.shutdown, &self.tasks);
+        let secret = self.identity.cluster_secret.clone();
+        tasks.spawn(serve_peer(listeners.peer, raft, node.proposer(), secret, shutdown.clone()));
+        let backup = backup::BackupState::default();
+        if let Some(schedule) = config.backup.clone() {
+            let (node, metrics) = (node.clone(), metrics.clone());
+            backup::seed(&node, &schedule, &backup, &metrics);
+            tasks.spawn(backup::run(node, schedule, backup.clone(), metrics, shutdown.clone()));
+        }
+        let tokens = crate::auth::Tokens::new(config.tokens.clone());
+        let state = Arc::new(ApiState { node: node.clone(), metrics, boot: boot.clone(), tokens, backup });
+        tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
+        tasks.spawn(node.clone().run_duties(shutdown.clone()));
+        if let Some((http, tftp)) = listeners.boot {
+            let content: Arc<dyn BootContent> = Arc::new(boot_content(node));
+            let options = BootHttpOptions {
+                heartbeats: boot.heartbeats.clone(),
+                stats: boot.http.clone(),
+                ..BootHttpOptions::default()
+            };
+            tasks.spawn(serve_boot_http_with(http, content.clone(), options, shutdown.clone()));
+            let options = TftpOptions { stats: boot.tftp.clone(), ..TftpOptions::default() };
+            tasks.spawn(serve_tftp(tftp, content, options, shutdown.clone()));
+        }
+        if self.identity.pending_recovery.is_some() {
+            tasks.spawn(record_recovery(node.clone(), self.identity.clone(), config.data_dir.clone()));
+        }
+        tasks.close();
     }
-    tasks.spawn(serve_api(
-        api_listener,
-        Arc::new(ApiState {
-            node: node.clone(),
-            metrics,
-            boot: boot.clone(),
-            tokens: crate::auth::Tokens::new(config.tokens.clone()),
-            backup,
-        }),
-        shutdown.clone(),
-    ));
-    tasks.spawn(node.clone().run_duties(shutdown.clone()));
-    if let Some((http, tftp)) = boot_sockets {
-        let content: Arc<dyn BootContent> = Arc::new(boot_content(&node));
-        let options = BootHttpOptions {
-            heartbeats: boot.heartbeats.clone(),
-            stats: boot.http.clone(),
-            ..BootHttpOptions::default()
-        };
-        tasks.spawn(serve_boot_http_with(http, content.clone(), options, shutdown.clone()));
-        let options = TftpOptions { stats: boot.tftp.clone(), ..TftpOptions::default() };
-        tasks.spawn(serve_tftp(tftp, content, options, shutdown.clone()));
-    }
-    if identity.pending_recovery.is_some() {
-        tasks.spawn(record_recovery(node.clone(), identity.clone(), config.data_dir.clone()));
-    }
-    tasks.close();
 
-    println!(
-        "tandem: node {} (id {:016x}, {}) serving: api http://{api_addr}, peer {peer_addr}{}",
-        identity.name,
-        identity.id,
-        config.role,
-        if config.join { " — waiting to be added with `tandem servers add`" } else { "" }
-    );
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait()).await;
-    let _ = raft.shutdown().await;
-    Ok(())
+    /// The line `tandem serve` prints once everything runs.
+    pub fn banner(&self) -> String {
+        format!(
+            "tandem: node {} (id {:016x}, {}) serving: api http://{}, peer {}{}",
+            self.identity.name,
+            self.identity.id,
+            self.config.role,
+            self.api_addr,
+            self.peer_addr,
+            if self.config.join { " — waiting to be added with `tandem servers add`" } else { "" }
+        )
+    }
+
+    /// Stops every server (each finishes what it is doing, bounded), then Raft.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait()).await;
+        self.node.shutdown().await;
+    }
 }
 
 async fn wait_for_signal() {
