@@ -35,7 +35,7 @@
 //! | [`http`], [`auth`], [`config`] | shared leaves: HTTP helpers and the error shape, tokens and roles, the node's configuration | each other, the cluster and storage crates |
 //!
 //! Nothing imports `cmd`; `client` never imports `node`; `node` never imports `client`'s command flows.
-//! The benchmarks ([`bench`](mod@bench), cargo feature `bench`) are a harness above everything, reached only
+//! The benchmarks (`bench`, cargo feature `bench`) are a harness above everything, reached only
 //! from `cmd`. So a reader knows from a path alone where code runs: `node/` in the server process, `client/`
 //! and `cmd/` in the operator's shell.
 //!

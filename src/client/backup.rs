@@ -17,7 +17,7 @@
 //!    built there ([`tandem_storage::Store::export`], exactly what `GET /v1/export` would have answered): every
 //!    collection except `cluster_events`, which records the *source* cluster's own life, and the blobs the
 //!    documents reference.
-//! 2. [`restore_live`] runs the [`flow`](super::flow): the preview says what would be created, changed and
+//! 2. [`restore_live`] runs the [`super::flow`]: the preview says what would be created, changed and
 //!    deleted, at which revision, and which of the backup's blobs the node lacks; the caller's `decide` shows
 //!    it and confirms; the missing blobs are uploaded (`POST /v1/blobs`, streamed from the temporary store);
 //!    then the import is applied with `if_revision` = the preview's revision: if someone changed the

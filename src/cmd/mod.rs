@@ -3,7 +3,7 @@
 //!
 //! A command gets a small [`Context`] (`--server`, `--token`, `--json`), calls the client library
 //! ([`crate::client`]) or, for `serve`, the node ([`crate::node`]), prints what it got ([`output`]), and fails
-//! with the one [`CmdError`](error::CmdError), whose code is the process's exit code ([`error`]): 0 done,
+//! with the one [`error::CmdError`], whose code is the process's exit code ([`error`]): 0 done,
 //! 1 refused or failed (the message says why), 2 usage error, 3 the server could not be reached.
 //!
 //! | command | file |

@@ -19,7 +19,7 @@
 pub mod api;
 pub mod backup;
 pub mod boot;
-mod chunked_read;
+pub mod chunked_read;
 pub mod metrics;
 
 use std::sync::{Arc, RwLock};

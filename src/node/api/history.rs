@@ -3,7 +3,7 @@
 //! Reading: `GET /v1/export?at=REV` answers an [`Export`] (the current configuration without `at`);
 //! `GET /v1/diff?from=A&to=B` lists every document that differs, with both bodies.
 //!
-//! Writing: `POST /v1/revert`, `POST /v1/undo` and `POST /v1/import` share one path, [`plan_and_apply`]:
+//! Writing: `POST /v1/revert`, `POST /v1/undo` and `POST /v1/import` share one path, `plan_and_apply`:
 //! 1. with the store read-locked, the handler computes a [`Plan`] (the puts and deletes, and the preview of
 //!    each change) at the store's current revision, its *base*;
 //! 2. the plan's change set is decided against the same state without writing anything, so a dry run

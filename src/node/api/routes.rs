@@ -38,7 +38,7 @@ impl Call<'_> {
 /// What a handler returns: its response, later.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, ApiError>> + Send + 'a>>;
 
-/// A route's handler: `async fn(Call<'_>) -> Result<Response<Body>, ApiError>`, boxed by [`handler!`].
+/// A route's handler: `async fn(Call<'_>) -> Result<Response<Body>, ApiError>`, boxed by the `handler!` macro.
 pub type Handler = for<'a> fn(Call<'a>) -> Reply<'a>;
 
 /// `handler!(module::function)`: an `async fn(Call<'_>) -> Result<Response<Body>, ApiError>` as a

@@ -10,13 +10,13 @@
 //!    current one, i.e. only new events), `format` (`ndjson`, or `sse` — also chosen by
 //!    `Accept: text/event-stream`), `collection`, and the SSE `Last-Event-ID` header (which wins over `from`:
 //!    a reconnecting browser sends the original URL plus the last id it saw). Anything else is a 400.
-//! 2. It spawns a [`Producer`] and answers at once with an [`EventStream`] body: the two are joined by a
+//! 2. It spawns a `Producer` and answers at once with an `EventStream` body: the two are joined by a
 //!    bounded channel of encoded frames, so a slow reader can never make the node buffer without limit. The
 //!    channel is bounded twice: in frames (the buffer) and in bytes ([`MAX_QUEUED_BYTES`]: every queued
 //!    frame holds permits of a per-watcher semaphore until the body hands it to hyper), because one event
 //!    can be megabytes and 256 of them would be gigabytes.
 //! 3. The producer first sends a heartbeat naming the revision it starts after, then reads the backlog in
-//!    batches ([`read_batch`]: at most 256 events or ~4 MiB, on a blocking thread, taking the store's read
+//!    batches (`read_batch`: at most 256 events or ~4 MiB, on a blocking thread, taking the store's read
 //!    lock only for one batch), then waits for [`ClusterNode::wait_applied`] to report new revisions. While
 //!    idle it sends a heartbeat every 15 s, so that clients and proxies can tell a quiet stream from a dead
 //!    one.

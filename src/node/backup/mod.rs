@@ -6,7 +6,7 @@
 //! 1. Not the leader (openraft's current leader is another node, or none): nothing to do.
 //! 2. Take a detached snapshot of the store under the read lock ([`tandem_storage::Store::snapshot`]) and let
 //!    the lock go; the rest runs on a blocking thread while the store keeps applying.
-//! 3. List `dir`. If the newest backup of *this* cluster there (by the name: see [`super::name`]) already
+//! 3. List `dir`. If the newest backup of *this* cluster there (by the name: see [`name`]) already
 //!    holds the snapshot's revision, nothing changed: skip.
 //! 4. Check leadership again, write the file with [`tandem_storage::backup::write_backup`] (temporary name,
 //!    fsync, rename, directory fsync), read it back with `verify_backup`, delete it if that fails.
