@@ -46,115 +46,105 @@ pub struct Metrics {
     backup_last_error: IntGauge,
 }
 
+/// Creates metrics and registers each into one registry.
+struct Register<'a>(&'a Registry);
+
+impl Register<'_> {
+    fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> prometheus::Result<M> {
+        self.0.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+    fn gauge(&self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.register(IntGauge::new(name, help)?)
+    }
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+    fn counter(&self, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+        self.register(IntCounter::new(name, help)?)
+    }
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+}
+
 impl Metrics {
     /// Creates the metrics and registers them into `registry`.
     pub fn new(registry: Registry, boot: BootState) -> prometheus::Result<Self> {
-        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
-            let gauge = IntGauge::new(name, help)?;
-            registry.register(Box::new(gauge.clone()))?;
-            Ok(gauge)
-        };
-        let peer_lag = IntGaugeVec::new(
-            Opts::new(
-                "tandem_raft_peer_lag_entries",
-                "Log entries a peer is behind the leader (leader only)",
-            ),
-            &["peer"],
-        )?;
-        registry.register(Box::new(peer_lag.clone()))?;
-        let api_requests = IntCounterVec::new(
-            Opts::new("tandem_api_requests_total", "Admin API requests"),
-            &["method", "status"],
-        )?;
-        registry.register(Box::new(api_requests.clone()))?;
-        let proposals = IntCounterVec::new(
-            Opts::new(
-                "tandem_proposals_total",
-                "Changes proposed through this node, by result: committed, rejected (deterministic), failed",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(proposals.clone()))?;
-        let api_duration = HistogramVec::new(
-            HistogramOpts::new("tandem_api_request_duration_seconds", "Admin API request duration")
-                .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10)?),
-            &["method"],
-        )?;
-        registry.register(Box::new(api_duration.clone()))?;
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
-            let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(gauge.clone()))?;
-            Ok(gauge)
-        };
-        let leader_changes =
-            IntCounter::new("tandem_raft_leader_changes_seen", "Leader changes seen since start")?;
-        registry.register(Box::new(leader_changes.clone()))?;
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(counter.clone()))?;
-            Ok(counter)
-        };
-        let boot_requests = counter_vec(
-            "tandem_boot_requests_total",
-            "Boot requests served by this node, by protocol, path kind and outcome",
-            &["protocol", "kind", "outcome"],
-        )?;
-        let boot_bytes =
-            counter_vec("tandem_boot_bytes_served_total", "Bytes served to terminals", &["protocol"])?;
-        let tftp_active = IntGauge::new("tandem_tftp_transfers_active", "TFTP transfers running now")?;
-        registry.register(Box::new(tftp_active.clone()))?;
-        let tftp_transfers = counter_vec(
-            "tandem_tftp_transfers_total",
-            "TFTP transfers ended, by how: completed, failed, aborted (by the client), refused",
-            &["state"],
-        )?;
-        let terminals_online = gauge_vec(
-            "tandem_terminals_online",
-            "Terminals whose heartbeats arrive at this node",
-            &["state"],
-        )?;
-        let backup_failures = IntCounter::new(
-            "tandem_backup_failures_total",
-            "Scheduled backups that failed (directory missing or unwritable, disk full, verification)",
-        )?;
-        registry.register(Box::new(backup_failures.clone()))?;
+        let r = Register(&registry);
         Ok(Metrics {
-            backup_last_success: gauge(
+            backup_last_success: r.gauge(
                 "tandem_backup_last_success_timestamp_seconds",
                 "Unix time of the last scheduled backup this node wrote (0: none since start)",
             )?,
-            backup_last_size: gauge(
-                "tandem_backup_last_size_bytes",
-                "Size of the last scheduled backup file",
-            )?,
-            backup_last_revision: gauge(
+            backup_last_size: r
+                .gauge("tandem_backup_last_size_bytes", "Size of the last scheduled backup file")?,
+            backup_last_revision: r.gauge(
                 "tandem_backup_last_revision",
                 "Configuration revision of the last scheduled backup file",
             )?,
-            backup_failures,
-            backup_last_error: gauge(
+            backup_failures: r.counter(
+                "tandem_backup_failures_total",
+                "Scheduled backups that failed (directory missing or unwritable, disk full, verification)",
+            )?,
+            backup_last_error: r.gauge(
                 "tandem_backup_last_error",
                 "1 if the last scheduled backup attempt on this node failed, 0 otherwise",
             )?,
             boot,
             boot_refresh: std::sync::Mutex::new(()),
-            boot_requests,
-            boot_bytes,
-            tftp_active,
-            tftp_transfers,
-            terminals_online,
-            has_leader: gauge("tandem_raft_has_leader", "1 if this node knows a leader")?,
-            is_leader: gauge("tandem_raft_is_leader", "1 if this node is the leader")?,
-            term: gauge("tandem_raft_term", "Current Raft term")?,
-            leader_changes,
-            last_log_index: gauge("tandem_raft_last_log_index", "Index of the last Raft log entry")?,
-            applied_index: gauge("tandem_raft_applied_index", "Index of the last applied Raft log entry")?,
-            revision: gauge("tandem_store_revision", "Configuration revision of this node's store")?,
-            degraded: gauge("tandem_node_degraded", "1 if the node serves its last state without a quorum")?,
-            peer_lag,
-            api_requests,
-            proposals,
-            api_duration,
+            boot_requests: r.counter_vec(
+                "tandem_boot_requests_total",
+                "Boot requests served by this node, by protocol, path kind and outcome",
+                &["protocol", "kind", "outcome"],
+            )?,
+            boot_bytes: r.counter_vec(
+                "tandem_boot_bytes_served_total",
+                "Bytes served to terminals",
+                &["protocol"],
+            )?,
+            tftp_active: r.gauge("tandem_tftp_transfers_active", "TFTP transfers running now")?,
+            tftp_transfers: r.counter_vec(
+                "tandem_tftp_transfers_total",
+                "TFTP transfers ended, by how: completed, failed, aborted (by the client), refused",
+                &["state"],
+            )?,
+            terminals_online: r.gauge_vec(
+                "tandem_terminals_online",
+                "Terminals whose heartbeats arrive at this node",
+                &["state"],
+            )?,
+            has_leader: r.gauge("tandem_raft_has_leader", "1 if this node knows a leader")?,
+            is_leader: r.gauge("tandem_raft_is_leader", "1 if this node is the leader")?,
+            term: r.gauge("tandem_raft_term", "Current Raft term")?,
+            leader_changes: r
+                .counter("tandem_raft_leader_changes_seen", "Leader changes seen since start")?,
+            last_log_index: r.gauge("tandem_raft_last_log_index", "Index of the last Raft log entry")?,
+            applied_index: r
+                .gauge("tandem_raft_applied_index", "Index of the last applied Raft log entry")?,
+            revision: r.gauge("tandem_store_revision", "Configuration revision of this node's store")?,
+            degraded: r
+                .gauge("tandem_node_degraded", "1 if the node serves its last state without a quorum")?,
+            peer_lag: r.gauge_vec(
+                "tandem_raft_peer_lag_entries",
+                "Log entries a peer is behind the leader (leader only)",
+                &["peer"],
+            )?,
+            api_requests: r.counter_vec(
+                "tandem_api_requests_total",
+                "Admin API requests",
+                &["method", "status"],
+            )?,
+            proposals: r.counter_vec(
+                "tandem_proposals_total",
+                "Changes proposed through this node, by result: committed, rejected (deterministic), failed",
+                &["result"],
+            )?,
+            api_duration: r.register(HistogramVec::new(
+                HistogramOpts::new("tandem_api_request_duration_seconds", "Admin API request duration")
+                    .buckets(prometheus::exponential_buckets(0.0001, 4.0, 10)?),
+                &["method"],
+            )?)?,
             registry,
             last_leader: std::sync::Mutex::new(None),
         })
