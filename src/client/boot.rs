@@ -1,4 +1,5 @@
-//! `tandem boot`: a boot client that plays the terminal.
+//! The boot client behind `tandem boot`: it plays the terminal. Servers that fail are reported to a
+//! `notice` callback (the command prints them on stderr).
 //!
 //! It takes the server list the way DHCP option 066 hands it to thin-client loaders ("10.0.0.1 10.0.0.2",
 //! primary first, `0.0.0.0` meaning "none"), tries each server in order with a timeout, fetches the
@@ -65,7 +66,7 @@ pub fn parse_servers(list: &str, default_port: u16) -> Result<Vec<String>> {
 }
 
 /// Runs the boot: the first server that serves the whole boot wins.
-pub async fn boot(args: &BootOptions) -> Result<BootResult> {
+pub async fn boot(args: &BootOptions, notice: &mut dyn FnMut(&str)) -> Result<BootResult> {
     let mac = Mac::parse(&args.mac)?;
     let default_port = match args.protocol {
         Protocol::Http => 7080,
@@ -86,7 +87,7 @@ pub async fn boot(args: &BootOptions) -> Result<BootResult> {
                 break;
             }
             Err(error) => {
-                eprintln!("boot: {server}: {error:#}");
+                notice(&format!("{server}: {error:#}"));
                 failures.push(format!("{server}: {error:#}"));
             }
         }
@@ -106,7 +107,7 @@ pub async fn boot(args: &BootOptions) -> Result<BootResult> {
         let url = format!("/boot/v1/status/{mac}");
         let client = super::ApiClient::new(&http, None).with_timeout(timeout);
         if let Err(error) = client.send_raw(hyper::Method::POST, &url, Some(body)).await {
-            eprintln!("boot: heartbeat to {http} failed: {error}");
+            notice(&format!("heartbeat to {http} failed: {error}"));
         }
     }
     Ok(result)

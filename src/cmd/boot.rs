@@ -53,8 +53,10 @@ impl BootArgs {
 
 /// Runs `tandem boot`.
 pub async fn run(args: &BootArgs) -> Result<(), CmdError> {
-    let result =
-        crate::client::boot::boot(&args.options()).await.map_err(|e| CmdError::failed(format!("{e:#}")))?;
+    let mut notice = |message: &str| eprintln!("boot: {message}");
+    let result = crate::client::boot::boot(&args.options(), &mut notice)
+        .await
+        .map_err(|e| CmdError::failed(format!("{e:#}")))?;
     match &result.firmware {
         Some((name, digest)) => println!(
             "booted from {} at revision {}: firmware {name} ({digest}) verified",
