@@ -91,8 +91,7 @@ async fn proxy_to_leader(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Option<Response<Body>>, ApiError> {
-    let status = node.status();
-    match status.leader {
+    match node.leader() {
         Some(leader) if leader == node.id => Ok(None),
         Some(leader) => {
             let Some((_, info, _)) = node.members().into_iter().find(|(id, _, _)| *id == leader) else {

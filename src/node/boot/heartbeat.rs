@@ -19,7 +19,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tandem::boot::heartbeat::{HeartbeatReport, Heartbeats, TerminalState};
+//! use tandem::node::boot::heartbeat::{HeartbeatReport, Heartbeats, TerminalState};
 //! use tandem_storage::Mac;
 //!
 //! let heartbeats = Heartbeats::new();
