@@ -160,8 +160,9 @@ impl ApiClient {
         self.open_streaming(method, path_and_query, headers, body, false).await
     }
 
-    /// [`ApiClient::open`]; with `streamed`, an error after the connection was made is
-    /// [`ClientError::Broken`] rather than unreachable.
+    /// [`ApiClient::open`]; with `streamed` (an upload whose body streams from elsewhere), the request has no
+    /// timeout of its own and an error after the connection was made is [`ClientError::Broken`] rather than
+    /// unreachable.
     async fn open_streaming(
         &self,
         method: Method,
@@ -180,13 +181,18 @@ impl ApiClient {
             builder = builder.header(*name, value);
         }
         let request = builder.body(body).map_err(|_| ClientError::BadAddress(self.base.clone()))?;
-        tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| self.unreachable(format!("no answer within {} s", self.timeout.as_secs())))?
-            .map_err(|e| match streamed && !e.is_connect() {
-                true => ClientError::Broken { server: self.base.clone(), message: error_chain(&e) },
-                false => self.unreachable(error_chain(&e)),
-            })
+        let answer = if streamed {
+            // The answer comes after the whole body went up: how long that may take is the caller's to bound.
+            self.client.request(request).await
+        } else {
+            tokio::time::timeout(self.timeout, self.client.request(request))
+                .await
+                .map_err(|_| self.unreachable(format!("no answer within {} s", self.timeout.as_secs())))?
+        };
+        answer.map_err(|e| match streamed && !e.is_connect() {
+            true => ClientError::Broken { server: self.base.clone(), message: error_chain(&e) },
+            false => self.unreachable(error_chain(&e)),
+        })
     }
 
     /// Sends a request with an optional JSON body; returns the status and the JSON answer (an answer that is
@@ -239,7 +245,8 @@ impl ApiClient {
         }
     }
 
-    /// Streams `body` (`size` bytes) to `POST /v1/blobs`; returns the digest and size the node stored.
+    /// Streams `body` (`size` bytes) to `POST /v1/blobs`; returns the digest and size the node stored. No
+    /// timeout: a large blob on a slow link takes as long as it takes (sync bounds each copy itself).
     pub async fn upload_blob(&self, body: RequestBody, size: u64) -> Result<(String, u64), ClientError> {
         let headers = [
             (CONTENT_TYPE.as_str(), "application/octet-stream".to_string()),
