@@ -11,6 +11,8 @@
 //! from the error's variant — never by looking inside an `anyhow` chain.
 
 use crate::client::ClientError;
+use crate::client::backup::BackupError;
+use crate::client::firmware::FirmwareError;
 use crate::client::flow::FlowError;
 use crate::client::sync::SyncError;
 use crate::client::watch::WatchError;
@@ -98,6 +100,25 @@ impl From<WatchError> for CmdError {
             _ => EXIT_FAILED,
         };
         CmdError { code, message: error.to_string() }
+    }
+}
+
+impl From<FirmwareError> for CmdError {
+    fn from(error: FirmwareError) -> Self {
+        let code = match error.client_error() {
+            Some(client) => CmdError::from_client_code(client),
+            None => EXIT_FAILED,
+        };
+        CmdError { code, message: error.to_string() }
+    }
+}
+
+impl From<BackupError> for CmdError {
+    fn from(error: BackupError) -> Self {
+        match error {
+            BackupError::Client(error) => error.into(),
+            BackupError::Failed(message) => CmdError::failed(message),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use super::Context;
 use super::error::CmdError;
 use super::output::{byte_progress, print_json};
-use crate::client::firmware::{Firmware, FirmwareError};
+use crate::client::firmware::Firmware;
 
 #[derive(Subcommand, Debug)]
 pub enum FirmwareCommand {
@@ -40,16 +40,6 @@ pub struct FirmwareAddArgs {
     /// Why (recorded in the history; default "firmware NAME version V").
     #[arg(long, default_value = "")]
     pub reason: String,
-}
-
-impl From<FirmwareError> for CmdError {
-    fn from(error: FirmwareError) -> Self {
-        let code = match error.client_error() {
-            Some(client) => CmdError::from_client_code(client),
-            None => super::error::EXIT_FAILED,
-        };
-        CmdError { code, message: error.to_string() }
-    }
 }
 
 /// Runs `tandem firmware …`.

@@ -30,7 +30,7 @@ use serde_json::json;
 use super::Context;
 use super::error::CmdError;
 use super::output::{byte_progress, print_json};
-use crate::client::backup::{BackupError, count};
+use crate::client::backup::count;
 
 pub mod live;
 pub mod offline;
@@ -65,15 +65,6 @@ pub enum BackupCommand {
         #[arg(long)]
         dry_run: bool,
     },
-}
-
-impl From<BackupError> for CmdError {
-    fn from(error: BackupError) -> Self {
-        match error {
-            BackupError::Client(error) => error.into(),
-            BackupError::Failed(message) => CmdError::failed(message),
-        }
-    }
 }
 
 /// Runs a `tandem backup …` command.
