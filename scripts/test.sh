@@ -23,6 +23,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
+# Power-loss tests (tests/power_loss.rs) run the nodes on LazyFS, a FUSE file system that drops un-fsynced
+# writes on command. They need root and /dev/fuse; tools/lazyfs/build.sh installs its build dependencies and
+# fuse3 (fusermount3) when missing and compiles the vendored source once (about a minute, cached in the target
+# directory). Elsewhere those tests print "skipped: ..." and pass.
+if [ -n "${TANDEM_LAZYFS:-}" ]; then
+  echo "power-loss tests: LazyFS from TANDEM_LAZYFS=$TANDEM_LAZYFS"
+elif [ "$(id -u)" -eq 0 ] && [ -c /dev/fuse ]; then
+  echo "power-loss tests: building LazyFS (tools/lazyfs/build.sh)"
+  TANDEM_LAZYFS=$(tools/lazyfs/build.sh | tail -n 1)
+  export TANDEM_LAZYFS
+  echo "power-loss tests: LazyFS at $TANDEM_LAZYFS"
+else
+  echo "power-loss tests will be skipped: they need root and /dev/fuse (uid $(id -u); /dev/fuse $([ -c /dev/fuse ] && echo present || echo missing))"
+fi
+
 # End-to-end tests start several real nodes each; three tests at a time keep a 2-core machine responsive
 # enough for Raft timeouts. Override with RUST_TEST_THREADS.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}"

@@ -64,7 +64,7 @@ pub async fn force_standalone(
     let database = SledDatabase::open(&data_dir.join("db")).map_err(|e| {
         RecoverError::Refused(format!("cannot open the node's database ({e}); stop the node first"))
     })?;
-    let mut log = LogStore::open(database.clone()).map_err(failed)?;
+    let mut log = LogStore::open(&data_dir.join("raft-log"), database.clone()).map_err(failed)?;
     let state = log.get_log_state().await.map_err(failed)?;
     let Some(last) = state.last_log_id else {
         return Err(RecoverError::Refused("this node has no Raft log: it never joined a cluster".into()));

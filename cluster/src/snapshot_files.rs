@@ -7,6 +7,7 @@
 //! | file                  | what                                                                          |
 //! |-----------------------|-------------------------------------------------------------------------------|
 //! | `{snapshot_id}.snap`  | the current snapshot (at most one: replacing it deletes the previous file)     |
+//! | `{snapshot_id}.meta`  | its openraft meta (last log id, membership, id), bincode                      |
 //! | `building-*.tmp`      | a snapshot being written by the builder                                       |
 //! | `receiving-*.tmp`     | a snapshot arriving from the leader, chunk by chunk                           |
 //! | `copying-*.tmp`       | a received snapshot that was not one of ours being copied in (see below)      |
@@ -32,10 +33,14 @@
 //! same way.
 //!
 //! ## Crash story
-//! Nothing here needs to survive a restart: the state machine is the source of the next snapshot after one,
-//! as before snapshots were files. So the directory itself is not fsynced after a rename, and
-//! [`SnapshotFiles::open`] deletes every `*.snap` and `*.tmp` it finds at start — the current snapshot of
-//! the previous run, a build or a transfer interrupted by the crash. Other files are left alone.
+//! The current snapshot survives a restart: it is what the node rebuilds its state machine from when the
+//! sled database had to be moved aside after a crash, because the Raft log no longer holds the entries it
+//! covers (they were purged once it existed). So a snapshot becomes current only once it is whole on disk:
+//! its meta is written to a temporary file, fsynced and renamed to `{snapshot_id}.meta`, then the snapshot
+//! file (already fsynced) is renamed to `{snapshot_id}.snap`, and the directory is fsynced.
+//! [`SnapshotFiles::open`] keeps the newest `.snap` whose `.meta` reads back and deletes everything else a
+//! crash (or a replacement) left: older snapshots, `*.tmp` files, a `.meta` without its `.snap`. Other
+//! files are left alone.
 
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -45,12 +50,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use openraft::SnapshotMeta;
 
-use crate::types::{NodeId, NodeInfo};
+use crate::types::{NodeId, NodeInfo, decode_exact, try_encode};
 
 type Meta = SnapshotMeta<NodeId, NodeInfo>;
 
 /// The suffix of a finished snapshot file.
 const SNAPSHOT_SUFFIX: &str = ".snap";
+/// The suffix of a snapshot's meta file.
+const META_SUFFIX: &str = ".meta";
 /// The suffix of a snapshot file being written.
 const TEMP_SUFFIX: &str = ".tmp";
 /// The write buffer of a snapshot file (the store writes frames of about 1 MiB).
@@ -131,29 +138,53 @@ fn snapshot_file_name(id: &str) -> String {
 }
 
 impl SnapshotFiles {
-    /// Opens `dir` (creating it if needed) and deletes the snapshot files a previous run left there.
+    /// Opens `dir` (creating it if needed): keeps the newest complete snapshot a previous run left as the
+    /// current one and deletes every other snapshot file (see the module documentation).
     pub fn open(dir: PathBuf) -> Result<SnapshotFiles, FileError> {
         fs::create_dir_all(&dir).map_err(FileError::new("creating the snapshot directory", &dir))?;
         let entries = fs::read_dir(&dir).map_err(FileError::new("listing the snapshot directory", &dir))?;
-        let mut removed = 0;
+        let mut snapshots: Vec<CurrentFile> = Vec::new();
+        let mut leftovers = Vec::new();
         for entry in entries {
             let entry = entry.map_err(FileError::new("listing the snapshot directory", &dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if !(name.ends_with(SNAPSHOT_SUFFIX) || name.ends_with(TEMP_SUFFIX)) {
-                continue;
-            }
             let path = entry.path();
             if !entry.file_type().map_err(FileError::new("inspecting", &path))?.is_file() {
                 continue;
             }
-            fs::remove_file(&path).map_err(FileError::new("deleting the leftover snapshot file", &path))?;
-            removed += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(SNAPSHOT_SUFFIX) {
+                match read_meta(&meta_path(&path)) {
+                    Some(meta) => snapshots.push(CurrentFile { meta, path }),
+                    None => leftovers.push(path),
+                }
+            } else if name.ends_with(TEMP_SUFFIX)
+                || (name.ends_with(META_SUFFIX) && !path.with_extension("snap").exists())
+            {
+                leftovers.push(path);
+            }
         }
-        if removed > 0 {
-            tracing::info!(dir = %dir.display(), removed, "deleted snapshot files left by the previous run");
+        snapshots.sort_by_key(|snapshot| snapshot.meta.last_log_id);
+        let current = snapshots.pop();
+        for old in snapshots {
+            leftovers.push(meta_path(&old.path));
+            leftovers.push(old.path);
         }
-        Ok(SnapshotFiles { dir, current: Mutex::default(), receiving: Mutex::default() })
+        for path in &leftovers {
+            fs::remove_file(path).map_err(FileError::new("deleting the leftover snapshot file", path))?;
+        }
+        if !leftovers.is_empty() {
+            tracing::info!(dir = %dir.display(), removed = leftovers.len(), "deleted snapshot files left by the previous run");
+            sync_dir(&dir)?;
+        }
+        if let Some(current) = &current {
+            tracing::info!(snapshot = %current.meta.snapshot_id, "kept the snapshot of the previous run");
+        }
+        Ok(SnapshotFiles { dir, current: Mutex::new(current), receiving: Mutex::default() })
+    }
+
+    /// The meta of the current snapshot, if there is one.
+    pub fn current_meta(&self) -> Option<Meta> {
+        lock(&self.current).as_ref().map(|current| current.meta.clone())
     }
 
     /// The directory the snapshot files are in.
@@ -282,14 +313,34 @@ impl SnapshotFiles {
         Ok((path, file))
     }
 
-    /// Renames the complete file `temp` to the snapshot `meta` names; returns the new path.
+    /// Renames the complete (fsynced) file `temp` to the snapshot `meta` names, after writing its meta
+    /// file, and fsyncs the directory; returns the new path.
     fn finish(&self, temp: &Path, meta: &Meta) -> Result<PathBuf, FileError> {
         let path = self.dir.join(snapshot_file_name(&meta.snapshot_id));
+        if let Err(error) = self.write_meta(&path, meta) {
+            delete(temp, "a snapshot whose meta could not be written");
+            return Err(error);
+        }
         if let Err(error) = fs::rename(temp, &path) {
             delete(temp, "a snapshot that could not be renamed");
             return Err(FileError::new("renaming the snapshot to", &path)(error));
         }
+        sync_dir(&self.dir)?;
         Ok(path)
+    }
+
+    /// Writes the meta file of the snapshot at `path`, durably, under a temporary name first.
+    fn write_meta(&self, path: &Path, meta: &Meta) -> Result<(), FileError> {
+        let target = meta_path(path);
+        let bytes = try_encode(meta)
+            .map_err(|e| FileError::new("encoding the meta of", path)(io::Error::other(e)))?;
+        let (temp, mut file) = self.create_temp("meta")?;
+        let written = file.write_all(&bytes).and_then(|()| file.sync_all());
+        if let Err(error) = written.and_then(|()| fs::rename(&temp, &target)) {
+            delete(&temp, "an unfinished snapshot meta file");
+            return Err(FileError::new("writing", &target)(error));
+        }
+        Ok(())
     }
 
     /// Makes `snapshot` the current one — unless it is older than the current one and `replace` is false (a
@@ -305,8 +356,25 @@ impl SnapshotFiles {
         };
         if let Some(obsolete) = obsolete {
             delete(&obsolete.path, "a snapshot that is no longer current");
+            delete(&meta_path(&obsolete.path), "the meta of a snapshot that is no longer current");
         }
     }
+}
+
+/// The meta file beside the snapshot file `path`.
+fn meta_path(path: &Path) -> PathBuf {
+    path.with_extension("meta")
+}
+
+/// The meta in `path`, if it reads back whole.
+fn read_meta(path: &Path) -> Option<Meta> {
+    let bytes = fs::read(path).ok()?;
+    decode_exact(&bytes).ok()
+}
+
+/// fsyncs the snapshot directory, so that a rename or deletion in it stays done.
+fn sync_dir(dir: &Path) -> Result<(), FileError> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(FileError::new("syncing the directory", dir))
 }
 
 #[cfg(test)]

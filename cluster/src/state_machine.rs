@@ -142,6 +142,7 @@ impl StateMachine {
     ) -> Result<(StateMachine, watch::Receiver<Revision>)> {
         let files = SnapshotFiles::open(snapshot_dir)
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?;
+        catch_up_from_snapshot(&store, &files)?;
         let revision = store.read().unwrap_or_else(|poisoned| poisoned.into_inner()).revision();
         let (applied, receiver) = watch::channel(revision);
         Ok((StateMachine { store, files: Arc::new(files), applied, metrics: None }, receiver))
@@ -322,6 +323,34 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
 }
 
 /// A unique snapshot id: `term-index-random`.
+/// Installs the snapshot kept from the previous run into the store if the store is behind it: its database
+/// was rebuilt empty after a crash, and the Raft log no longer has the entries the snapshot covers.
+fn catch_up_from_snapshot(store: &SharedStore, files: &SnapshotFiles) -> Result<()> {
+    let read_error = |e: &dyn std::error::Error| {
+        StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e.to_string())))
+    };
+    let Some((meta, file)) = files.open_current().map_err(|e| read_error(&e))? else { return Ok(()) };
+    let mut guard = write_store(store)?;
+    let applied = position_of(&guard)?.last_applied;
+    if applied >= meta.last_log_id {
+        return Ok(());
+    }
+    let position =
+        AppliedPosition { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+    let position = try_encode(&position).map_err(sm_write_error)?;
+    let error = |e: tandem_storage::Error| snapshot_write_error(Some(meta.signature()), e);
+    let summary = guard.install_snapshot(BufReader::new(&file)).map_err(error)?;
+    guard.apply(&[], Some(&position)).map_err(error)?;
+    guard.durable().map_err(error)?;
+    tracing::warn!(
+        snapshot = %meta.snapshot_id,
+        revision = %summary.header.revision,
+        applied = ?applied,
+        "the store was behind the snapshot kept on disk (its database was rebuilt): restored it from the snapshot; the Raft log replays the rest"
+    );
+    Ok(())
+}
+
 fn snapshot_id(last_applied: Option<LogId>) -> String {
     let random: u64 = rand::random();
     match last_applied {
@@ -341,6 +370,28 @@ fn snapshot_write_error(
 /// Builds a snapshot of the store as it is now into a file and makes it the current one (see the module
 /// documentation).
 async fn build_snapshot(store: &SharedStore, files: &Arc<SnapshotFiles>) -> Result<Snapshot<TypeConfig>> {
+    // A snapshot is written from a view taken under the lock while applies go on; an upload in that view may
+    // end (aborted, or committed as a duplicate) and lose its parts before they are copied. The view is then
+    // stale, not damaged: take a new one. Uploads end far more rarely than a snapshot takes, so a few
+    // attempts are plenty.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match build_snapshot_once(store, files).await {
+            Err(error)
+                if attempts < 5 && error.to_string().contains("the store changed under a snapshot") =>
+            {
+                tracing::info!(%error, attempts, "building the snapshot again");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn build_snapshot_once(
+    store: &SharedStore,
+    files: &Arc<SnapshotFiles>,
+) -> Result<Snapshot<TypeConfig>> {
     let (source, position) = {
         let guard = read_store(store)?;
         (guard.snapshot(), position_of(&guard)?)

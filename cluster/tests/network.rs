@@ -18,7 +18,8 @@ use openraft::{
     ServerState, SnapshotMeta, StorageError, StorageIOError, Vote,
 };
 use tandem_cluster::network::{
-    ForwardError, MAX_BODY_BYTES, PeerClient, PeerNetwork, SECRET_HEADER, VOTE_PATH, serve_peer,
+    ForwardError, MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, PeerClient, PeerNetwork, SECRET_HEADER,
+    TARGET_ID_HEADER, VOTE_PATH, serve_peer,
 };
 use tandem_cluster::proposer::Proposer;
 use tandem_cluster::types::{LogId, StoredMembership, encode};
@@ -343,7 +344,7 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
 fn post_head(path: &str, secret: Option<&str>, content_length: usize) -> String {
     let secret = secret.map(|s| format!("{SECRET_HEADER}: {s}\r\n")).unwrap_or_default();
     format!(
-        "POST {path} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{secret}Content-Length: {content_length}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{secret}{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\nContent-Length: {content_length}\r\n\r\n"
     )
 }
 
@@ -591,7 +592,7 @@ async fn malformed_requests_get_400_404_405() {
     let (status, message) = raw_request(node.addr, &post_head("/raft/nope", Some(SECRET), 0), b"").await;
     assert_eq!(status, 404, "{message}");
     let get = format!(
-        "GET {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n\r\n"
+        "GET {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\r\n"
     );
     let (status, _) = raw_request(node.addr, &get, b"").await;
     assert_eq!(status, 405);
@@ -602,6 +603,36 @@ async fn malformed_requests_get_400_404_405() {
     let vote = client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
     assert!(vote.vote_granted);
 
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn another_protocol_version_or_another_target_node_is_refused_and_changes_nothing() {
+    let node = TestNode::start(1).await;
+    let body = tandem_cluster::types::encode(&VoteRequest::<NodeId>::new(Vote::new(6, 2), None));
+    for version in [None, Some("1"), Some("3"), Some("x")] {
+        let header = version.map(|v| format!("{PROTOCOL_HEADER}: {v}\r\n")).unwrap_or_default();
+        let head = format!(
+            "POST {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n{header}\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (status, message) = raw_request(node.addr, &head, &body).await;
+        assert_eq!(status, 400, "version {version:?}: {message}");
+        assert!(message.contains(&format!("version {PROTOCOL_VERSION}")), "{message}");
+    }
+    // A request meant for another node id (the node once at this address) is refused.
+    let head = post_head(VOTE_PATH, Some(SECRET), body.len())
+        .replace("Content-Length", &format!("{TARGET_ID_HEADER}: 99\r\nContent-Length"));
+    let (status, message) = raw_request(node.addr, &head, &body).await;
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("servers remove"), "{message}");
+    assert_eq!(node.raft.metrics().borrow().vote, Vote::default(), "nothing was voted");
+    // The same vote for this node's id is taken.
+    let head = post_head(VOTE_PATH, Some(SECRET), body.len())
+        .replace("Content-Length", &format!("{TARGET_ID_HEADER}: 1\r\nContent-Length"));
+    let (status, message) = raw_request(node.addr, &head, &body).await;
+    assert_eq!(status, 200, "{message}");
     node.stop().await;
 }
 
@@ -618,7 +649,7 @@ async fn oversized_bodies_get_413() {
     let mut stream = TcpStream::connect(node.addr).await.unwrap();
     let head = format!(
         "POST /raft/append HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n\
-         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+         {PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
         MAX_BODY_BYTES + 1
     );
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -53,7 +53,7 @@ fn membership(index: u64, voters: &[NodeId]) -> Entry<TypeConfig> {
 fn open(dir: &Path) -> (LogStore, StateMachine, tokio::sync::watch::Receiver<Revision>) {
     let database = SledDatabase::open(&dir.join("db")).unwrap();
     let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default()).unwrap();
-    let log = LogStore::open(database).unwrap();
+    let log = LogStore::open(&dir.join("raft-log"), database).unwrap();
     let (state_machine, applied) =
         StateMachine::new(Arc::new(RwLock::new(store)), dir.join("snapshots")).unwrap();
     (log, state_machine, applied)
@@ -390,33 +390,163 @@ async fn snapshots_live_in_files_and_only_the_current_one_is_kept() {
         vec![format!("{}.snap", rebuilt.meta.snapshot_id)]
     );
 
-    // A restart deletes the snapshot files of the previous run (here as a crash would leave them, with a
-    // build under way) and leaves other files alone; the next snapshot is built from the store.
+    // A restart keeps the current snapshot (the node rebuilds from it if its database is lost) and deletes
+    // what a crash left (here a build under way); other files are left alone.
+    let kept = files_ending(&leader_snapshots, ".snap");
+    assert_eq!(kept.len(), 1);
     drop((leader, leader_log, built, current, sending));
     std::fs::write(leader_snapshots.join("building-0123456789abcdef.tmp"), b"half").unwrap();
+    std::fs::write(leader_snapshots.join("orphan.meta"), b"no snapshot").unwrap();
     std::fs::write(leader_snapshots.join("notes.txt"), b"not a snapshot").unwrap();
-    assert_eq!(files_ending(&leader_snapshots, ".snap").len(), 1);
     let (_leader_log, mut leader, _) = open(leader_dir.path());
-    assert!(files_ending(&leader_snapshots, ".snap").is_empty());
+    assert_eq!(files_ending(&leader_snapshots, ".snap"), kept);
+    assert_eq!(files_ending(&leader_snapshots, ".meta").len(), 1, "only the kept snapshot's meta");
     assert!(files_ending(&leader_snapshots, ".tmp").is_empty());
     assert_eq!(files_ending(&leader_snapshots, ".txt"), vec!["notes.txt".to_owned()]);
-    let rebuilt = leader.get_current_snapshot().await.unwrap().expect("built on demand after a restart");
-    assert_eq!(rebuilt.meta.last_log_id, Some(log_id(1, 9)));
-    assert_eq!(files_ending(&leader_snapshots, ".snap").len(), 1);
+    let again = leader.get_current_snapshot().await.unwrap().expect("the kept snapshot after a restart");
+    assert_eq!(again.meta.last_log_id, Some(log_id(1, 9)));
+    assert_eq!(format!("{}.snap", again.meta.snapshot_id), kept[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_rebuilt_from_the_kept_snapshot_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let (mut log, mut sm, _) = open(dir.path());
+        let entries = vec![membership(1, &[1]), put(2, "a", "r1"), put(3, "b", "r2")];
+        log.blocking_append(entries.clone()).await.unwrap();
+        sm.apply(entries).await.unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 3)));
+        log.purge(log_id(1, 3)).await.unwrap();
+        let later = vec![put(4, "c", "r3")];
+        log.blocking_append(later.clone()).await.unwrap();
+        sm.apply(later).await.unwrap();
+        sm.store().read().unwrap().projection().clone()
+    };
+    // The database is gone (moved aside after a crash); the snapshot and the log are not.
+    std::fs::rename(dir.path().join("db"), dir.path().join("db.broken")).unwrap();
+    let (mut log, mut sm, _) = open(dir.path());
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 3)), "restored from the snapshot");
+    let rest = log.try_get_log_entries(4..5).await.unwrap();
+    sm.apply(rest).await.unwrap();
+    assert_eq!(*sm.store().read().unwrap().projection(), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_log_entry_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let database = SledDatabase::open(dir.path()).unwrap();
-    let mut log = LogStore::open(database.clone()).unwrap();
+    let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+    let mut log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
     log.blocking_append([blank(1), blank(2)]).await.unwrap();
-    let tree = database.sled().open_tree(tandem_cluster::log_store::LOG_TREE).unwrap();
-    let mut key = 2u64.to_be_bytes().to_vec();
-    key.extend_from_slice(&0u32.to_be_bytes());
-    tree.insert(key, &b"\x01\x00\x00\x00\x01garbage"[..]).unwrap();
-    assert!(log.try_get_log_entries(1..3).await.is_err());
-    assert!(log.get_log_state().await.is_err());
-    tree.insert(b"odd key", &b"x"[..]).unwrap();
-    assert!(log.try_get_log_entries(..).await.is_err());
+    // Overwrite the middle of the segment's records (entry 2 comes after the committed record and entry 1).
+    let segment = only_segment(&dir.path().join("raft-log"));
+    let bytes = std::fs::read(&segment).unwrap();
+    let records_end = 32 + bytes[32..].windows(9).position(|w| w == [0u8; 9]).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"garbage", (records_end - 5) as u64).unwrap();
+    assert!(log.try_get_log_entries(1..3).await.is_err(), "a damaged record is reported when read");
+    assert_eq!(log.try_get_log_entries(1..2).await.unwrap().len(), 1, "the intact entry still reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_cut_off_at_open_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("raft-log");
+    let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+    {
+        let mut log = LogStore::open(&log_dir, database.clone()).unwrap();
+        log.blocking_append([blank(1), blank(2), blank(3)]).await.unwrap();
+    }
+    // A crash mid-write: the last record's bytes are half there.
+    let segment = only_segment(&log_dir);
+    let bytes = std::fs::read(&segment).unwrap();
+    let records_end = 32 + bytes[32..].windows(9).position(|w| w == [0u8; 9]).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xAB; 3], (records_end - 3) as u64).unwrap();
+    let mut log = LogStore::open(&log_dir, database.clone()).unwrap();
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 2)), "entry 3 was torn");
+    log.blocking_append([blank(3), blank(4)]).await.unwrap();
+    drop(log);
+    let mut log = LogStore::open(&log_dir, database).unwrap();
+    let entries = log.try_get_log_entries(..).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+}
+
+/// The one segment file in a log directory.
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_rotate_and_a_purge_deletes_the_old_ones_keeping_the_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("raft-log");
+    let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+    let vote = openraft::Vote::new_committed(3, 1);
+    {
+        let mut log = LogStore::open_with_segment_bytes(&log_dir, database.clone(), 1024).unwrap();
+        log.save_vote(&vote).await.unwrap();
+        for index in 1..=200 {
+            log.blocking_append([put(index, &format!("doc{index}"), &format!("r{index}"))]).await.unwrap();
+        }
+        let before = log.segment_paths().len();
+        assert!(before > 20, "{before} segments");
+        log.purge(log_id(1, 150)).await.unwrap();
+        let left = log.segment_paths().len();
+        assert!(left <= before / 3 + 2, "purging deleted the old segments ({left} of {before} left)");
+    }
+    let mut log = LogStore::open(&log_dir, database).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote), "the vote outlives the segment it was written in");
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 150)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 200)));
+    let entries = log.try_get_log_entries(151..).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (151..=200).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_log_in_sled_moves_into_segments_at_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+    let entries = vec![membership(1, &[1]), put(2, "a", "r1"), put(3, "b", "r2")];
+    let vote = openraft::Vote::new_committed(1, 1);
+    {
+        // Format 1: `raft-log` holds index BE ‖ part BE -> format 1 ‖ parts BE ‖ bincode; `raft-meta` the rest.
+        let log = database.sled().open_tree("raft-log").unwrap();
+        for entry in &entries {
+            let mut key = entry.log_id.index.to_be_bytes().to_vec();
+            key.extend_from_slice(&0u32.to_be_bytes());
+            let mut value = vec![1u8, 0, 0, 0, 1];
+            value.extend(tandem_cluster::types::encode(entry));
+            log.insert(key, value).unwrap();
+        }
+        let meta = database.sled().open_tree("raft-meta").unwrap();
+        meta.insert("vote", tandem_cluster::types::encode(&vote)).unwrap();
+        meta.insert("committed", tandem_cluster::types::encode(&log_id(1, 3))).unwrap();
+    }
+    let mut log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 3)));
+    let moved = log.try_get_log_entries(..).await.unwrap();
+    assert_eq!(moved.len(), 3);
+    for (moved, original) in moved.iter().zip(&entries) {
+        assert_eq!(moved.log_id, original.log_id);
+    }
+    let trees: Vec<_> =
+        database.sled().tree_names().iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+    assert!(!trees.iter().any(|t| t.starts_with("raft-")), "the old trees are dropped: {trees:?}");
+    drop(log);
+    let mut log = LogStore::open(&dir.path().join("raft-log"), database).unwrap();
+    assert_eq!(
+        log.try_get_log_entries(..).await.unwrap().len(),
+        3,
+        "and the segments are the log from now on"
+    );
 }

@@ -10,8 +10,8 @@
 //! | Prometheus metrics | [`metrics`] |
 //! | writing a forced recovery into the history | `record_recovery` |
 //!
-//! Start-up ([`start`]) is a series of small steps: identity, database, listeners (bound before anything else
-//! runs, so a busy port fails at once), store, Raft log store, state machine, network and Raft
+//! Start-up ([`start`]) is a series of small steps: identity, database and store (`open_store`), listeners (bound before anything else
+//! runs, so a busy port fails at once), Raft log store, state machine, network and Raft
 //! (`start_raft`), then the servers (`RunningNode::spawn_servers`); [`RunningNode::stop`] takes them down. A node
 //! whose data directory has never been part of a cluster initializes itself as a single-node cluster, unless
 //! `--join` says to wait to be added.
@@ -79,10 +79,10 @@ pub async fn start(config: Config) -> Result<RunningNode> {
     config.validate()?;
     let identity = open_identity(&config)?;
     warn_if_open(&config);
-    let database = SledDatabase::open(&config.data_dir.join("db"))?;
+    let (database, store) = open_store(&config)?;
     let listeners = bind(&config).await?;
     let registry = prometheus::Registry::new();
-    let (node, raft) = start_raft(&config, &identity, &listeners, database, &registry).await?;
+    let (node, raft) = start_raft(&config, &identity, &listeners, (database, store), &registry).await?;
     let boot = BootState::default();
     let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
     let running = RunningNode {
@@ -128,6 +128,22 @@ fn warn_if_open(config: &Config) {
     }
 }
 
+/// Opens the node's database and store. A database sled cannot load after a crash is moved aside; the state
+/// machine refills the empty one from the kept snapshot and the Raft log replays the rest (docs/storage.md,
+/// "Where every byte lives").
+fn open_store(config: &Config) -> Result<(SledDatabase, Store)> {
+    let opened =
+        tandem_storage::rebuild::open_or_set_aside(&config.data_dir.join("db"), StoreOptions::default())?;
+    if let Some(aside) = &opened.set_aside {
+        tracing::error!(
+            reason = %aside.reason,
+            moved_to = %aside.moved_to.display(),
+            "the database could not be loaded after a crash: moved it aside; rebuilding it from the last snapshot and the Raft log"
+        );
+    }
+    Ok((opened.database, opened.store))
+}
+
 /// Binds every socket of the node.
 async fn bind(config: &Config) -> Result<Listeners> {
     let api = TcpListener::bind(config.api)
@@ -150,19 +166,18 @@ async fn bind(config: &Config) -> Result<Listeners> {
     Ok(Listeners { api, peer, boot })
 }
 
-/// Opens the store, the Raft log and the state machine, starts Raft and the [`ClusterNode`] over it; a node
+/// Opens the Raft log and the state machine over the store, starts Raft and the [`ClusterNode`] over it; a node
 /// that never was part of a cluster initializes itself as a single-node cluster unless `--join` says to wait.
 async fn start_raft(
     config: &Config,
     identity: &Identity,
     listeners: &Listeners,
-    database: SledDatabase,
+    (database, store): (SledDatabase, Store),
     registry: &prometheus::Registry,
 ) -> Result<(Arc<ClusterNode>, Raft)> {
-    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default())?;
     let store = Arc::new(RwLock::new(store));
     let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(registry)?;
-    let log_store = LogStore::open(database)
+    let log_store = LogStore::open(&config.data_dir.join("raft-log"), database)
         .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
         .with_metrics(cluster_metrics.clone());
     let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))

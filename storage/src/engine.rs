@@ -15,18 +15,34 @@
 //!
 //! ## Durability
 //! sled makes a write atomic and visible at once, but durable only after a flush, and on Linux its flush calls
-//! `sync_file_range`, which is not an fsync. [`Database::durable`] therefore flushes and then calls
-//! `fsync` on sled's `db` file itself.
+//! `sync_file_range`, which is not an fsync. Worse, it writes every page over 128 KiB (segment size / 4; a
+//! leaf holding ~16 values of 8 KiB is enough) to a file of its own under `blobs/` and never fsyncs those,
+//! nor its `conf` file; its background thread fsyncs the `db` file every 500 ms, after which the log points
+//! into blob files that a power cut empties, and sled panics in recovery (measured with LazyFS). So:
+//!
+//! - sled's background flusher is off (`flush_every_ms(None)`): nothing of sled's is made durable behind
+//!   our back;
+//! - [`Database::durable`] flushes (sled writes its buffers), then fsyncs every blob file not synced yet and
+//!   the `blobs/` directory, and only then the `db` file, so that the durable log never points at a blob
+//!   that is not durable; `conf` and the database directory are fsynced once at open.
+//!
+//! The Raft log does not live here (it has segment files of its own, `tandem_cluster::log_store`): what
+//! this database holds — the projection, the history index, blobs — can be rebuilt from the log and the
+//! last snapshot, so `durable` runs only where a design step relies on it (a snapshot install, a generation
+//! switch, before the Raft log is purged), not on every write. If sled still cannot open after a crash, the
+//! caller moves the directory aside and rebuilds (see [`SledDatabase::open`]: a panic in sled's recovery is
+//! caught and becomes [`Error::Engine`]).
 //!
 //! ## Crashes while sled writes its own snapshot
 //! sled refuses to open a directory in which a crash left one of its snapshot files half-written;
 //! [`SledDatabase::open`] first deletes such a file (see `sled_snapshots`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -90,6 +106,9 @@ pub struct SledDatabase {
     db: sled::Db,
     db_file: Arc<File>,
     path: PathBuf,
+    /// The blob files already fsynced (sled never rewrites one: each is named by the log position that
+    /// wrote it).
+    synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
 }
 
 impl fmt::Debug for SledDatabase {
@@ -111,11 +130,50 @@ impl SledDatabase {
         let db_path = path.join("db");
         let db_file = File::open(&db_path)
             .map_err(|e| Error::io(format!("opening {} for fsync", db_path.display()), e))?;
-        let database = SledDatabase { db, db_file: Arc::new(db_file), path: path.to_path_buf() };
+        for file in ["conf", "db"] {
+            sync_path(&path.join(file))?;
+        }
+        sync_path(path)?;
+        let synced_blobs = Arc::default();
+        let database =
+            SledDatabase { db, db_file: Arc::new(db_file), path: path.to_path_buf(), synced_blobs };
+        database.sync_blobs()?;
         if let Some(current) = database.current_generation()? {
             database.drop_all_but(current)?;
         }
         Ok(database)
+    }
+
+    /// fsyncs every blob file sled wrote since the last call, then the `blobs/` directory.
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.path.join("blobs");
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut present = HashSet::new();
+        let mut new_files = false;
+        for item in listing {
+            let item = item.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let name = item.file_name();
+            if !synced.contains(&name) {
+                match File::open(item.path()) {
+                    Ok(file) => file.sync_all().map_err(|e| Error::io("fsyncing a sled blob file", e))?,
+                    // sled deletes blobs it no longer needs, concurrently.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(format!("opening {}", item.path().display()), e)),
+                }
+                new_files = true;
+            }
+            present.insert(name);
+        }
+        *synced = present;
+        if new_files {
+            sync_path(&dir)?;
+        }
+        Ok(())
     }
 
     /// The directory of the database.
@@ -168,6 +226,24 @@ impl SledDatabase {
     }
 }
 
+/// The segment size of new databases: 8 MiB, so that sled's blob threshold (a quarter of it, 2 MiB) is
+/// above the largest page the store can make (a leaf holds at most 17 values, and no stored value reaches
+/// 64 KiB: about 1.1 MiB). sled then never writes a blob file, which is where a power cut hurt it most: it
+/// deletes a blob file as soon as the page is rewritten, before the log that no longer needs it is durable,
+/// and after the cut its durable log points at a file that is gone (it panics, or silently loses the page).
+const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+/// sled's default, which databases created before [`SEGMENT_BYTES`] have (sled refuses to open a database
+/// with another segment size than the one it was created with).
+const OLD_SEGMENT_BYTES: usize = 512 * 1024;
+
+/// The segment size to open the database in `path` with: what its `conf` file says, else [`SEGMENT_BYTES`].
+fn segment_size(path: &Path) -> usize {
+    let Ok(conf) = std::fs::read_to_string(path.join("conf")) else { return SEGMENT_BYTES };
+    conf.lines()
+        .find_map(|line| line.strip_prefix("segment_size:")?.trim().parse().ok())
+        .unwrap_or(OLD_SEGMENT_BYTES)
+}
+
 /// How long [`SledDatabase::open`] waits for the file lock of a database that was just closed.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -179,7 +255,19 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 fn open_sled(path: &Path) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(path).open() {
+        // sled 0.34 panics in recovery on some damage a power cut leaves ("tried to serialize
+        // Uninitialized"): caught, it is an error like any other, and the caller can rebuild.
+        let config = sled::Config::new().path(path).flush_every_ms(None).segment_size(segment_size(path));
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                Err(sled::Error::ReportableBug(format!("sled panicked while recovering: {message}")))
+            });
+        match opened {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
             {
@@ -225,7 +313,17 @@ impl Database for SledDatabase {
 
     fn durable(&self) -> Result<()> {
         self.db.flush().map_err(|e| Error::engine("flushing", e))?;
+        self.sync_blobs()?;
         self.db_file.sync_all().map_err(|e| Error::io("fsyncing the database file", e))
+    }
+}
+
+/// fsyncs a file or directory by path (a missing one is fine: sled creates `conf` lazily on some paths).
+fn sync_path(path: &Path) -> Result<()> {
+    match File::open(path) {
+        Ok(file) => file.sync_all().map_err(|e| Error::io(format!("fsyncing {}", path.display()), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("opening {} to fsync it", path.display()), e)),
     }
 }
 

@@ -35,6 +35,11 @@ pub enum Error {
     /// The caller asked for something that does not exist or cannot be done (e.g. a revision in the future).
     #[error("{0}")]
     InvalidRequest(String),
+    /// What a long read (a snapshot being written) started from changed under it: an upload it was copying
+    /// was committed as a duplicate or aborted meanwhile, and its parts are gone. Nothing is wrong with the
+    /// store: start the read again.
+    #[error("the store changed under a snapshot being written ({0}); build it again")]
+    Stale(String),
     /// A previous write failed half-way; the in-memory state can no longer be trusted.
     #[error("the store refused the operation because an earlier write failed; restart the node")]
     Poisoned,

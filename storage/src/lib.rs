@@ -46,6 +46,7 @@ pub mod limits;
 pub mod mac;
 pub mod plan;
 pub mod projection;
+pub mod rebuild;
 pub mod rejection;
 mod sled_snapshots;
 pub mod snapshot;

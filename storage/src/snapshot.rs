@@ -199,7 +199,14 @@ impl SnapshotSource {
         }
         for (id, upload) in &self.state.uploads {
             out.frame(UPLOAD, &encode(&(id, &upload.meta))).map_err(io_error)?;
-            self.write_parts(&mut out, *id, upload.meta.size)?;
+            self.write_parts(&mut out, *id, upload.meta.size).map_err(|error| {
+                // Committed blobs never lose their parts, but an upload in progress does when it is aborted
+                // or committed as a duplicate while this is written: not damage, a view out of date.
+                match self.space.get(&keys::upload(*id)) {
+                    Ok(None) => Error::Stale(format!("upload {id} ended")),
+                    _ => error,
+                }
+            })?;
         }
         let digest: [u8; 32] = out.hasher.clone().finalize().into();
         out.frame(END, &digest).map_err(io_error)?;

@@ -255,3 +255,17 @@ fn snapshot_round_trip_and_backup_restore() {
     assert_eq!(reopened.projection(), store.projection());
     assert!(reopened.get(&DocKey::new("stray", "s1")).is_none());
 }
+
+#[test]
+fn an_upload_that_ends_while_a_snapshot_is_written_makes_the_snapshot_stale_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let chunk = Command::BlobChunk { upload: 7, chunk: 0, data: vec![3u8; 100_000] };
+    store.apply(&[chunk], None).unwrap();
+    let source = store.snapshot();
+    store.apply(&[Command::BlobAbort { upload: 7 }], None).unwrap();
+    let error = source.write_to(std::io::sink()).unwrap_err();
+    assert!(matches!(error, tandem_storage::Error::Stale(_)), "{error}");
+    // A view taken now no longer has the upload, and writes.
+    store.snapshot().write_to(std::io::sink()).unwrap();
+}

@@ -37,6 +37,14 @@ pub fn tandem_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tandem")
 }
 
+/// Why [`Node::wait_answering`] gave up: the process exited, or it was still silent at the deadline (each with
+/// the node's log).
+#[derive(Debug)]
+pub enum Exit {
+    Exited(String),
+    Silent(String),
+}
+
 /// One `tandem serve` process and its addresses.
 #[derive(Debug)]
 pub struct Node {
@@ -112,6 +120,18 @@ impl Node {
     }
 
     fn try_start(&mut self, join: bool) -> Result<(), String> {
+        self.spawn(join);
+        match self.wait_answering(Duration::from_secs(20)) {
+            Ok(_) => Ok(()),
+            Err(Exit::Exited(log)) => Err(log),
+            Err(Exit::Silent(_)) => {
+                panic!("{} did not answer within 20 s:\n{}", self.name, self.log_text())
+            }
+        }
+    }
+
+    /// Starts the process (`tandem serve` with this node's flags) without waiting for it.
+    pub fn spawn(&mut self, join: bool) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut command = Command::new(tandem_bin());
@@ -136,18 +156,30 @@ impl Node {
             command.arg("--join");
         }
         self.child = Some(command.spawn().expect("spawn tandem serve"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+    }
+
+    /// Waits (bounded) until a spawned node's API answers `status`; returns how long that took. Never panics:
+    /// a process that exits is [`Exit::Exited`] (with its log), one still silent at `timeout` is
+    /// [`Exit::Silent`] (left running).
+    pub fn wait_answering(&mut self, timeout: Duration) -> Result<Duration, Exit> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
             if self.cli(&["status", "--json"]).status.success() {
-                return Ok(());
+                return Ok(started.elapsed());
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            let Some(child) = self.child.as_mut() else {
+                return Err(Exit::Exited(format!("(not running)\n{}", self.log_text())));
+            };
+            if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
-                return Err(format!("({status})\n{}", self.log_text()));
+                return Err(Exit::Exited(format!("({status})\n{}", self.log_text())));
+            }
+            if Instant::now() >= deadline {
+                return Err(Exit::Silent(self.log_text()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{} did not answer within 20 s:\n{}", self.name, self.log_text());
     }
 
     /// SIGKILL.

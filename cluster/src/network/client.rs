@@ -153,7 +153,7 @@ impl PeerNetwork {
         timeout: Duration,
     ) -> Result<Written, ForwardError> {
         let result: Result<Written, ProposeError> =
-            self.call(&leader.peer_addr, WRITE_PATH, &command, timeout).await.map_err(|e| match e {
+            self.call(&leader.peer_addr, WRITE_PATH, &command, timeout, None).await.map_err(|e| match e {
                 TransportError::Connect { .. }
                 | TransportError::Timeout { .. }
                 | TransportError::BadAddress { .. } => ForwardError::Unreachable(e.to_string()),
@@ -178,6 +178,7 @@ impl PeerNetwork {
         path: &'static str,
         body: &Req,
         ttl: Duration,
+        target: Option<NodeId>,
     ) -> Result<Resp, TransportError> {
         let body = try_encode(body).map_err(|e| TransportError::Encode(e.to_string()))?;
         if body.len() > MAX_BODY_BYTES {
@@ -188,9 +189,13 @@ impl PeerNetwork {
         let uri = peer_uri(addr, path)?;
         let mut request = hyper::Request::post(uri)
             .header(CONTENT_TYPE, "application/octet-stream")
-            .header(SECRET_HEADER, self.secret.clone());
+            .header(SECRET_HEADER, self.secret.clone())
+            .header(super::PROTOCOL_HEADER, super::PROTOCOL_VERSION);
         if let Some(sender) = &self.sender {
             request = request.header(super::NODE_ID_HEADER, sender.clone());
+        }
+        if let Some(target) = target {
+            request = request.header(super::TARGET_ID_HEADER, target);
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
@@ -270,7 +275,7 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let result: Result<Resp, RaftError<NodeId, E>> =
-            match self.network.call(&self.node.peer_addr, path, rpc, ttl).await {
+            match self.network.call(&self.node.peer_addr, path, rpc, ttl, Some(self.target)).await {
                 Ok(result) => result,
                 Err(error) => {
                     tracing::debug!(target_node = self.target, %error, "peer RPC failed");

@@ -25,6 +25,8 @@
 //! | status | when                                                                              |
 //! |--------|-----------------------------------------------------------------------------------|
 //! | 401    | the [`SECRET_HEADER`] is missing or wrong (checked first, before anything is read) |
+//! | 400    | the [`PROTOCOL_HEADER`] is missing or names another version than [`PROTOCOL_VERSION`] |
+//! | 403    | the [`TARGET_ID_HEADER`] names another node than this one, or the sender is not a member |
 //! | 404    | unknown path                                                                      |
 //! | 405    | known path, method other than `POST`                                              |
 //! | 413    | body over [`MAX_BODY_BYTES`] (announced by `Content-Length`, or found while reading) |
@@ -94,10 +96,19 @@ use std::time::Duration;
 pub use client::{ForwardError, InvalidSecret, PeerClient, PeerNetwork, error_chain};
 pub use server::serve_peer;
 
-/// The header that carries the cluster secret on every peer request.
 /// The header in which a node names itself (its id, decimal), so a cluster can refuse non-members.
 pub const NODE_ID_HEADER: &str = "x-tandem-node-id";
+/// The header that names the node a request is meant for (its id, decimal), so that a different node now
+/// answering at that address (its data directory was emptied, or it founded a cluster of its own) refuses it.
+pub const TARGET_ID_HEADER: &str = "x-tandem-target-node-id";
+/// The header that carries the cluster secret on every peer request.
 pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
+/// The header that carries the peer protocol version on every request.
+pub const PROTOCOL_HEADER: &str = "x-tandem-protocol";
+/// The peer protocol this build speaks: the routes, headers and bincode bodies described here. Version 1
+/// (before the header existed) sent none. A request of another version is refused (400) with both versions
+/// named: every node of a cluster must run a build that speaks the same protocol.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest request (and response) body accepted: larger than any snapshot chunk the node sends.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

@@ -167,6 +167,14 @@ impl PeerService {
             tracing::warn!(%remote, path = request.uri().path(), "peer endpoint: missing or wrong cluster secret");
             return text(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret".to_owned());
         }
+        if let Some(refusal) = refuse_other_protocol(request.headers()) {
+            tracing::warn!(%remote, "peer endpoint: {refusal}");
+            return text(StatusCode::BAD_REQUEST, refusal);
+        }
+        if let Some(refusal) = self.refuse_other_target(request.headers()) {
+            tracing::warn!(%remote, "peer endpoint: {refusal}");
+            return text(StatusCode::FORBIDDEN, refusal);
+        }
         if let Some(refusal) = self.refuse_non_member(request.headers()) {
             tracing::warn!(%remote, "peer endpoint: {refusal}");
             return text(StatusCode::FORBIDDEN, refusal);
@@ -205,6 +213,23 @@ impl PeerService {
         ))
     }
 
+    /// A request meant for another node id than this one is refused: the node that used to answer at this
+    /// address is gone (a replaced disk, an emptied data directory) and this one, with a new id, must not be
+    /// counted as it. Requests that name no target (forwarded writes) pass.
+    fn refuse_other_target(&self, headers: &hyper::HeaderMap) -> Option<String> {
+        let target: crate::types::NodeId =
+            headers.get(super::TARGET_ID_HEADER)?.to_str().ok()?.parse().ok()?;
+        let me = self.raft.metrics().borrow().id;
+        if target == me {
+            return None;
+        }
+        Some(format!(
+            "this request is for node {target:016x}, but this is node {me:016x}: the member that was at this \
+             address lost its data directory or was replaced. Remove the old member (`tandem servers remove`) \
+             and add this node as a new one (start it with --join, then `tandem servers add`)"
+        ))
+    }
+
     /// Hands a decoded request to Raft.
     async fn dispatch(&self, route: Route, body: &[u8]) -> HttpResponse {
         let raft = &self.raft;
@@ -215,6 +240,19 @@ impl PeerService {
             Route::Write => rpc("write Command", body, |command| self.proposer.propose(command)).await,
         }
     }
+}
+
+/// A request of another peer protocol version than [`super::PROTOCOL_VERSION`] is refused, naming both.
+fn refuse_other_protocol(headers: &hyper::HeaderMap) -> Option<String> {
+    let given = headers.get(super::PROTOCOL_HEADER).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+    if given == Some(super::PROTOCOL_VERSION) {
+        return None;
+    }
+    let given = given.map_or_else(|| "1 (no protocol header)".to_owned(), |v| v.to_string());
+    Some(format!(
+        "peer protocol version {given} is not this node's version {}: run the same Tandem version on every node",
+        super::PROTOCOL_VERSION
+    ))
 }
 
 /// Decodes the body as `Req`, runs `call`, and answers 200 with the bincode of its `Result`.

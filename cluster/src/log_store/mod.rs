@@ -1,0 +1,666 @@
+//! The Raft log and vote on disk: openraft's [`RaftLogStorage`] over append-only segment files that this
+//! module alone writes and fsyncs.
+//!
+//! ## Why not sled
+//! Until format 2 the log lived in sled trees beside the state machine. sled writes every B-tree page over
+//! 128 KiB into a file of its own under `db/blobs/` and never fsyncs it, and on Linux its flush is a
+//! `sync_file_range`, not an fsync: after a power cut (simulated with LazyFS) acknowledged entries were
+//! gone and sled sometimes could not open at all. A Raft log needs none of a B-tree's features: it is
+//! appended at the end, cut at the end (a conflicting suffix) and at the front (after a snapshot). So it is
+//! now a plain log whose every byte's durability is decided here (see `docs/storage.md`, "Where every byte
+//! lives").
+//!
+//! ## Layout
+//! A directory (`<data dir>/raft-log`) of segment files written strictly in order (format: [`segment`]).
+//! Everything openraft asks to store is a *record* appended to the newest segment: entries, the vote, the
+//! committed log id, the last purged log id, and truncations. The state of the log is what replaying every
+//! record in order gives; [`LogStore::open`] does that once and keeps, in memory, only where each entry is
+//! (segment and offset), never the entries themselves. A new segment starts with a copy of the vote, the
+//! committed and the purged log id, so deleting older segments never loses them.
+//!
+//! ## Durability and the crash story
+//! Records are written with `pwrite` at the end of the active segment (visible to readers at once, as
+//! openraft requires when `append` returns) and made durable by `fdatasync` on the [`flusher`] thread, which
+//! serves every request waiting with one sync (group commit at the disk). openraft's rules are kept as follows:
+//!
+//! - `save_vote`: written, then synced before returning. A node that voted and crashed remembers its vote.
+//! - `append`: written, then the flusher calls openraft's callback once the sync is done; the leader counts
+//!   this node towards a quorum only from that moment. A follower receives many entries per AppendEntries
+//!   request and makes them durable with one sync.
+//! - `truncate`: a truncation record, synced before returning, so a cut suffix never comes back.
+//! - `purge`: first the state machine's database is made durable ([`tandem_storage::Database::durable`]):
+//!   the purged entries are covered by a snapshot of state applied before the purge, and after a crash the
+//!   state machine must not come back behind a log that no longer has the entries to catch up from. Then a
+//!   purge record is synced, and whole segments that hold nothing past the purged index are deleted (and the
+//!   directory fsynced).
+//! - `save_committed`: written, not synced (it rides along with the next sync). It only saves re-applying
+//!   entries at start; a crash that loses it loses nothing else.
+//!
+//! Segments are preallocated at creation, so a sync writes only data, never the file's size. A crash in the
+//! middle of a write leaves a torn tail in the newest segment: [`LogStore::open`] cuts it off and logs what it
+//! dropped (it was never acknowledged). A bad record in an older segment is damage, and the node refuses to
+//! start, naming the segment and the offset.
+//!
+//! Reads go through [`LogReader`], which replication tasks clone: it looks the locations up under a read
+//! lock, then reads the files without holding it. A purge deletes a segment a reader may still be reading;
+//! the reader's open file stays readable on Linux.
+//!
+//! ## Upgrading
+//! A data directory of format 1 has its log in sled's `raft-log` and `raft-meta` trees: the first
+//! [`LogStore::open`] copies it into segments, syncs them, and only then drops the trees ([`legacy`]).
+
+// openraft's traits return `StorageError` (over 200 bytes); the helpers here return the same type so that
+// `?` passes it through unchanged, and errors are rare and fatal, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+mod flusher;
+pub mod legacy;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
+use tandem_storage::{Database, SledDatabase};
+
+use crate::types::{LogId, NodeId, TypeConfig, decode_exact, try_encode};
+use flusher::Flusher;
+use segment::{End, HEADER_BYTES, Record, RecordKind, Segment};
+
+/// A log entry as openraft hands it over.
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// [`RaftLogReader::limited_get_log_entries`] stops adding entries once this many encoded bytes are
+/// collected (it always returns at least one entry), so one AppendEntries request stays a few MiB even when
+/// it carries blob chunks.
+pub const READ_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// The metrics the log store observes, once [`LogStore::with_metrics`] set them.
+type Metrics = Arc<OnceLock<crate::metrics::ClusterMetrics>>;
+
+/// Where an entry is.
+#[derive(Clone, Debug)]
+struct Location {
+    segment: Arc<Segment>,
+    offset: u64,
+    len: usize,
+    log_id: LogId,
+}
+
+/// Every entry in the log, by index.
+type Index = BTreeMap<u64, Location>;
+
+/// A live segment and the highest entry index it holds.
+#[derive(Debug)]
+struct SegmentInfo {
+    segment: Arc<Segment>,
+    max_index: Option<u64>,
+}
+
+/// The Raft log store of one node (see the module documentation).
+pub struct LogStore {
+    dir: PathBuf,
+    /// The state machine's database: made durable before a purge.
+    state: SledDatabase,
+    index: Arc<RwLock<Index>>,
+    segments: BTreeMap<u64, SegmentInfo>,
+    active: Arc<Segment>,
+    write_offset: u64,
+    /// Segments written since the last flush request other than the active one (after a rotation).
+    unsynced: Vec<Arc<Segment>>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+    flusher: Flusher,
+    metrics: Metrics,
+    /// The size new segments are created with.
+    segment_bytes: u64,
+}
+
+impl fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore").field("dir", &self.dir).field("segments", &self.segments.len()).finish()
+    }
+}
+
+/// A reader of the log, for openraft's replication tasks. Cheap to clone; sees every write of the
+/// [`LogStore`] it came from at once.
+#[derive(Clone)]
+pub struct LogReader {
+    index: Arc<RwLock<Index>>,
+}
+
+impl fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogReader").finish_non_exhaustive()
+    }
+}
+
+fn write_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
+fn read_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+fn corrupt(message: String) -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::error(format!("the Raft log is damaged: {message}"))).into()
+}
+
+fn lock_error() -> StorageError<NodeId> {
+    StorageIOError::read_logs(AnyError::error("the log index lock is poisoned (a thread panicked)")).into()
+}
+
+/// What replaying the records of the log gives.
+#[derive(Default)]
+struct Replayed {
+    index: Index,
+    max_index: BTreeMap<u64, u64>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+impl Replayed {
+    fn apply(&mut self, segment: &Arc<Segment>, record: Record) -> std::result::Result<(), String> {
+        let payload = &record.payload;
+        match record.kind {
+            RecordKind::Entry => {
+                let config = bincode::config::standard().with_limit::<1024>();
+                let (log_id, _): (LogId, _) = bincode::serde::decode_from_slice(payload, config)
+                    .map_err(|e| format!("an entry's log id does not decode: {e}"))?;
+                self.index.split_off(&log_id.index);
+                let location = Location {
+                    segment: segment.clone(),
+                    offset: record.payload_offset,
+                    len: payload.len(),
+                    log_id,
+                };
+                self.index.insert(log_id.index, location);
+                let max = self.max_index.entry(segment.sequence).or_default();
+                *max = (*max).max(log_id.index);
+            }
+            RecordKind::Vote => {
+                self.vote = Some(decode_exact(payload).map_err(|e| format!("the vote does not decode: {e}"))?)
+            }
+            RecordKind::Committed => {
+                self.committed =
+                    decode_exact(payload).map_err(|e| format!("the committed id does not decode: {e}"))?
+            }
+            RecordKind::Purged => {
+                let purged: LogId =
+                    decode_exact(payload).map_err(|e| format!("the purged id does not decode: {e}"))?;
+                self.index = self.index.split_off(&(purged.index + 1));
+                self.last_purged = self.last_purged.max(Some(purged));
+            }
+            RecordKind::Truncate => {
+                let from: [u8; 8] =
+                    payload.as_slice().try_into().map_err(|_| "a truncation is not 8 bytes".to_string())?;
+                self.index.split_off(&u64::from_le_bytes(from));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log in `dir`: replays its segments, cuts a torn tail off the newest
+    /// one, and copies a format-1 log out of `state`'s sled trees if `dir` has no segment yet. `state` is the
+    /// state machine's database, made durable before every purge.
+    pub fn open(dir: &Path, state: SledDatabase) -> Result<LogStore> {
+        Self::open_with_segment_bytes(dir, state, segment::SEGMENT_BYTES)
+    }
+
+    /// [`LogStore::open`], creating new segments with `segment_bytes` each (tests and experiments: small
+    /// segments make rotation and purging by deleting segments cheap to exercise).
+    pub fn open_with_segment_bytes(dir: &Path, state: SledDatabase, segment_bytes: u64) -> Result<LogStore> {
+        std::fs::create_dir_all(dir).map_err(write_error)?;
+        if legacy::exists(&state) {
+            // An unfinished copy out of a format-1 database: start it again (see `legacy`).
+            for sequence in segment::list(dir).map_err(read_error)? {
+                std::fs::remove_file(segment::segment_path(dir, sequence)).map_err(write_error)?;
+            }
+        }
+        let sequences = segment::list(dir).map_err(read_error)?;
+        let metrics = Metrics::default();
+        let flusher = Flusher::start(metrics.clone()).map_err(write_error)?;
+        let mut replayed = Replayed::default();
+        let mut segments = BTreeMap::new();
+        let mut write_offset = HEADER_BYTES;
+        for (position, &sequence) in sequences.iter().enumerate() {
+            let path = segment::segment_path(dir, sequence);
+            let segment = Arc::new(Segment::open(&path, sequence).map_err(read_error)?);
+            let end = segment::scan(&segment, |record| {
+                let offset = record.payload_offset;
+                replayed
+                    .apply(&segment, record)
+                    .map_err(|why| segment::ScanError::damaged(&segment.path, offset, why))
+            })
+            .map_err(read_error)?;
+            if let End::Bad(offset, why) = &end {
+                if position + 1 < sequences.len() {
+                    return Err(corrupt(format!(
+                        "segment {} has a bad record at offset {offset} ({why}), and newer segments follow it: \
+                         acknowledged entries are unreadable. Do not restart this node on this directory: \
+                         move the data directory aside and add the node back as a new member (docs/cluster.md), \
+                         or restore a backup",
+                        path.display()
+                    )));
+                }
+                cut_torn_tail(&segment, *offset, why).map_err(write_error)?;
+            }
+            write_offset = end.offset();
+            let max_index = replayed.max_index.get(&sequence).copied();
+            segments.insert(sequence, SegmentInfo { segment, max_index });
+        }
+        let migrate = legacy::take(&state)?;
+        let active = match segments.last_key_value() {
+            Some((_, info)) => info.segment.clone(),
+            None => {
+                let segment = Arc::new(Segment::create(dir, 1, segment_bytes, 0).map_err(write_error)?);
+                segments.insert(1, SegmentInfo { segment: segment.clone(), max_index: None });
+                segment
+            }
+        };
+        let mut store = LogStore {
+            dir: dir.to_path_buf(),
+            state,
+            index: Arc::new(RwLock::new(replayed.index)),
+            segments,
+            active,
+            write_offset,
+            unsynced: Vec::new(),
+            vote: replayed.vote,
+            committed: replayed.committed,
+            last_purged: replayed.last_purged,
+            flusher,
+            metrics,
+            segment_bytes,
+        };
+        if let Some(old) = migrate {
+            store.import_legacy(old)?;
+        }
+        Ok(store)
+    }
+
+    /// Copies a format-1 log in, durably, then drops the sled trees it came from.
+    fn import_legacy(&mut self, old: legacy::LegacyLog) -> Result<()> {
+        tracing::info!(
+            entries = old.entries.len(),
+            "moving the Raft log out of the sled database into segment files (data directory format 1 to 2)"
+        );
+        if let Some(vote) = &old.vote {
+            self.vote = Some(*vote);
+        }
+        self.committed = old.committed;
+        self.last_purged = old.last_purged;
+        let meta = self.meta_records()?;
+        self.write_synced(meta)?;
+        for chunk in old.entries.chunks(256) {
+            self.write_entries(chunk)?;
+            self.sync_now()?;
+        }
+        legacy::drop_trees(&self.state)
+    }
+
+    /// The segment files the log is in now, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.values().map(|info| info.segment.path.clone()).collect()
+    }
+
+    /// A reader of this log.
+    pub fn reader(&self) -> LogReader {
+        LogReader { index: self.index.clone() }
+    }
+
+    /// Observes every durable step in `metrics`.
+    pub fn with_metrics(self, metrics: crate::metrics::ClusterMetrics) -> Self {
+        let _ = self.metrics.set(metrics);
+        self
+    }
+
+    /// Appends entries while Raft is not running (offline recovery), durably. The caller guarantees that
+    /// they follow the last entry.
+    pub fn append_offline(&mut self, entries: &[Entry]) -> Result<()> {
+        self.write_entries(entries)?;
+        self.sync_now()
+    }
+
+    /// The records that start every new segment: the vote, the committed and the purged log id.
+    fn meta_records(&self) -> Result<Vec<(RecordKind, Vec<u8>)>> {
+        let mut records = Vec::new();
+        if let Some(vote) = &self.vote {
+            records.push((RecordKind::Vote, try_encode(vote).map_err(write_error)?));
+        }
+        records.push((RecordKind::Committed, try_encode(&self.committed).map_err(write_error)?));
+        if let Some(purged) = &self.last_purged {
+            records.push((RecordKind::Purged, try_encode(purged).map_err(write_error)?));
+        }
+        Ok(records)
+    }
+
+    /// Writes records at the end of the log (rotating to a new segment when the active one is full) and
+    /// returns where each payload went. Nothing is synced.
+    fn write(&mut self, records: Vec<(RecordKind, Vec<u8>)>) -> Result<Vec<(Arc<Segment>, u64)>> {
+        let mut buffer = Vec::new();
+        let mut places = Vec::with_capacity(records.len());
+        for (kind, payload) in records {
+            let framed = segment::framed_len(payload.len());
+            if self.write_offset + buffer.len() as u64 + framed > self.active.capacity {
+                self.write_buffer(&mut buffer)?;
+                self.rotate(framed)?;
+                for (kind, payload) in self.meta_records()? {
+                    segment::frame(&mut buffer, kind, &payload).map_err(write_error)?;
+                }
+            }
+            let offset = self.write_offset + buffer.len() as u64 + segment::RECORD_HEADER_BYTES as u64;
+            segment::frame(&mut buffer, kind, &payload).map_err(write_error)?;
+            places.push((self.active.clone(), offset));
+        }
+        self.write_buffer(&mut buffer)?;
+        Ok(places)
+    }
+
+    fn write_buffer(&mut self, buffer: &mut Vec<u8>) -> Result<()> {
+        if !buffer.is_empty() {
+            self.active.file.write_all_at(buffer, self.write_offset).map_err(write_error)?;
+            self.write_offset += buffer.len() as u64;
+            buffer.clear();
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment with room for a record of `framed` bytes (plus the meta copies, a few
+    /// hundred bytes).
+    fn rotate(&mut self, framed: u64) -> Result<()> {
+        let sequence = self.active.sequence + 1;
+        let segment = Arc::new(
+            Segment::create(&self.dir, sequence, self.segment_bytes, framed + 512).map_err(write_error)?,
+        );
+        self.unsynced.push(std::mem::replace(&mut self.active, segment.clone()));
+        self.segments.insert(sequence, SegmentInfo { segment, max_index: None });
+        self.write_offset = HEADER_BYTES;
+        Ok(())
+    }
+
+    /// Writes entries and records where they are.
+    fn write_entries(&mut self, entries: &[Entry]) -> Result<()> {
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let bytes = try_encode(entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            records.push((RecordKind::Entry, bytes));
+        }
+        let sizes: Vec<usize> = records.iter().map(|(_, bytes)| bytes.len()).collect();
+        let places = self.write(records)?;
+        let mut index = self.index.write().map_err(|_| lock_error())?;
+        for ((entry, (segment, offset)), len) in entries.iter().zip(places).zip(sizes) {
+            let at = entry.log_id.index;
+            index.split_off(&at);
+            if let Some(info) = self.segments.get_mut(&segment.sequence) {
+                info.max_index = Some(info.max_index.map_or(at, |max| max.max(at)));
+            }
+            index.insert(at, Location { segment, offset, len, log_id: entry.log_id });
+        }
+        Ok(())
+    }
+
+    /// The segments a sync must cover now.
+    fn take_unsynced(&mut self) -> Vec<Arc<Segment>> {
+        let mut segments = std::mem::take(&mut self.unsynced);
+        segments.push(self.active.clone());
+        segments
+    }
+
+    /// Syncs everything written so far on the calling thread (offline use).
+    fn sync_now(&mut self) -> Result<()> {
+        let _timer = self.metrics.get().map(|m| m.fsync_seconds.start_timer());
+        for segment in self.take_unsynced() {
+            segment.file.sync_data().map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs everything written so far on the flusher thread; returns once it is durable.
+    async fn synced(&mut self) -> std::result::Result<(), io::Error> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let segments = self.take_unsynced();
+        self.flusher.submit(
+            segments,
+            Box::new(move |result| {
+                let _ = done.send(result);
+            }),
+        )?;
+        wait.await.map_err(|_| io::Error::other("the log flusher thread stopped"))?
+    }
+
+    fn write_synced(&mut self, records: Vec<(RecordKind, Vec<u8>)>) -> Result<()> {
+        self.write(records)?;
+        self.sync_now()
+    }
+
+    /// Deletes the oldest segments that hold no entry past `index` (never the active one).
+    fn delete_segments_up_to(&mut self, index: u64) -> Result<()> {
+        let mut deleted = false;
+        while let Some((&sequence, info)) = self.segments.first_key_value() {
+            if sequence == self.active.sequence || info.max_index.is_some_and(|max| max > index) {
+                break;
+            }
+            std::fs::remove_file(&info.segment.path).map_err(write_error)?;
+            self.segments.remove(&sequence);
+            deleted = true;
+        }
+        if deleted {
+            segment::sync_dir(&self.dir).map_err(write_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Cuts a torn tail off the newest segment: everything from `offset` on becomes zeros again, durably.
+fn cut_torn_tail(segment: &Segment, offset: u64, why: &str) -> io::Result<()> {
+    tracing::warn!(
+        segment = %segment.path.display(),
+        offset,
+        reason = why,
+        "the Raft log ends in a torn write (a crash during a write): cutting it off; it was never acknowledged"
+    );
+    segment.file.set_len(offset)?;
+    segment.file.set_len(segment.capacity)?;
+    segment.file.sync_all()
+}
+
+impl LogReader {
+    /// Reads the entries with `start <= index < end` (`end` unbounded when `None`). With a `byte_limit`,
+    /// stops before the first entry that begins once that many bytes were collected (so at least one is
+    /// returned).
+    fn read(&self, start: u64, end: Option<u64>, byte_limit: Option<usize>) -> Result<Vec<Entry>> {
+        let locations: Vec<Location> = {
+            let index = self.index.read().map_err(|_| lock_error())?;
+            let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+            if end.is_some_and(|end| end <= start) {
+                return Ok(Vec::new());
+            }
+            index.range((Bound::Included(start), upper)).map(|(_, location)| location.clone()).collect()
+        };
+        let mut entries = Vec::with_capacity(locations.len());
+        let mut collected = 0usize;
+        for location in locations {
+            if byte_limit.is_some_and(|limit| collected >= limit) {
+                break;
+            }
+            let bytes = location
+                .segment
+                .read_payload(location.offset, location.len)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let entry: Entry = decode_exact(&bytes).map_err(|e| {
+                corrupt(format!(
+                    "entry {} in {} at offset {} does not decode: {e}",
+                    location.log_id.index,
+                    location.segment.path.display(),
+                    location.offset
+                ))
+            })?;
+            if entry.log_id != location.log_id {
+                return Err(corrupt(format!(
+                    "the entry stored for {} reads back as {}",
+                    location.log_id, entry.log_id
+                )));
+            }
+            collected += location.len;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>> {
+        let index = self.index.read().map_err(|_| lock_error())?;
+        Ok(index.last_key_value().map(|(_, location)| location.log_id))
+    }
+}
+
+/// `[start, end)` of a range of log indexes (`end` unbounded when `None`).
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
+    let start = match range.start_bound() {
+        Bound::Included(&start) => start,
+        Bound::Excluded(&start) => start.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&end) => end.checked_add(1),
+        Bound::Excluded(&end) => Some(end),
+        Bound::Unbounded => None,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>> {
+        let (start, end) = bounds(&range);
+        self.read(start, end, None)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        self.read(start, Some(end), Some(READ_LIMIT_BYTES))
+    }
+}
+
+/// The store reads exactly as its readers do.
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>> {
+        self.reader().try_get_log_entries(range).await
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>> {
+        self.reader().limited_get_log_entries(start, end).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
+        let last_log_id = self.reader().last_log_id()?.or(self.last_purged);
+        Ok(LogState { last_purged_log_id: self.last_purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
+        let bytes = try_encode(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.write(vec![(RecordKind::Vote, bytes)])?;
+        self.vote = Some(*vote);
+        self.synced().await.map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
+        Ok(self.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<()> {
+        if committed != self.committed {
+            self.write(vec![(RecordKind::Committed, try_encode(&committed).map_err(write_error)?)])?;
+            self.committed = committed;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>> {
+        // A committed id past the log (its entries were cut as a torn tail) would make openraft apply
+        // entries that are not there: never report more than the log holds.
+        let last = self.reader().last_log_id()?.or(self.last_purged);
+        Ok(self.committed.min(last))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.write_entries(&entries)?;
+        // The flusher calls back once the entries are durable; openraft waits for that, not for this method.
+        let segments = self.take_unsynced();
+        let submitted =
+            self.flusher.submit(segments, Box::new(move |result| callback.log_io_completed(result)));
+        submitted.map_err(write_error)
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<()> {
+        self.write(vec![(RecordKind::Truncate, log_id.index.to_le_bytes().to_vec())])?;
+        self.index.write().map_err(|_| lock_error())?.split_off(&log_id.index);
+        self.synced().await.map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<()> {
+        if self.last_purged.is_some_and(|purged| purged >= log_id) {
+            return Ok(());
+        }
+        // The state the snapshot behind this purge was built from must be on disk before the entries go.
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.durable())
+            .await
+            .map_err(|e| write_error(io::Error::other(e.to_string())))?
+            .map_err(write_error)?;
+        self.write(vec![(RecordKind::Purged, try_encode(&log_id).map_err(write_error)?)])?;
+        self.last_purged = Some(log_id);
+        self.synced().await.map_err(write_error)?;
+        {
+            let mut index = self.index.write().map_err(|_| lock_error())?;
+            *index = index.split_off(&(log_id.index + 1));
+        }
+        self.delete_segments_up_to(log_id.index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_bounds_convert() {
+        assert_eq!(bounds(&(3..7)), (3, Some(7)));
+        assert_eq!(bounds(&(3..=7)), (3, Some(8)));
+        assert_eq!(bounds(&(..)), (0, None));
+        assert_eq!(bounds(&(5..)), (5, None));
+        assert_eq!(bounds(&(..=u64::MAX)), (0, None));
+    }
+}
