@@ -33,14 +33,14 @@ pub struct Config {
     /// Shared secret that peers present to each other.
     pub cluster_secret: Option<String>,
     /// Admin API bearer tokens (file only: `[[tokens]]`). None: the API is open, allowed on loopback only.
-    pub tokens: Vec<crate::api::auth::Token>,
+    pub tokens: Vec<crate::auth::Token>,
     /// Scheduled backups (file only: `[backup]`), written by whichever node leads. None: no schedule.
     pub backup: Option<BackupSchedule>,
 }
 
 /// Scheduled backups: every `interval`, the leader writes a backup file into `dir` (unless nothing changed
 /// since the newest one there) and keeps the newest `retention` files of its cluster (see
-/// [`crate::backup::schedule`]).
+/// [`crate::node::backup`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupSchedule {
     /// The directory backups go to. It must exist: a missing directory (an unmounted backup disk) is reported
@@ -101,7 +101,7 @@ pub struct FileConfig {
     pub join: Option<bool>,
     pub cluster_secret: Option<String>,
     #[serde(default)]
-    pub tokens: Vec<crate::api::auth::Token>,
+    pub tokens: Vec<crate::auth::Token>,
     pub backup: Option<FileBackup>,
 }
 
@@ -241,7 +241,7 @@ impl Config {
         {
             return Err(ConfigError::Invalid("--cluster-secret must be at least 8 characters".into()));
         }
-        crate::api::auth::Tokens::validate(&self.tokens).map_err(ConfigError::Invalid)?;
+        crate::auth::Tokens::validate(&self.tokens).map_err(ConfigError::Invalid)?;
         if let Some(backup) = &self.backup {
             if backup.dir.as_os_str().is_empty() {
                 return Err(ConfigError::Invalid("[backup] dir must not be empty".into()));
@@ -331,11 +331,8 @@ mod tests {
         let open = Config { api: "0.0.0.0:7070".parse().unwrap(), ..Config::default() };
         let error = open.validate().unwrap_err().to_string();
         assert!(error.contains("[[tokens]]"), "{error}");
-        let token = crate::api::auth::Token::with_secret(
-            "ops",
-            crate::api::auth::TokenRole::Operator,
-            "a-long-enough-secret",
-        );
+        let token =
+            crate::auth::Token::with_secret("ops", crate::auth::TokenRole::Operator, "a-long-enough-secret");
         Config { tokens: vec![token], ..open }.validate().unwrap();
     }
 }

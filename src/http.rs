@@ -48,6 +48,13 @@ impl ApiError {
     }
 }
 
+/// A poisoned store lock is an internal error (500).
+impl From<tandem_cluster::node::StoreLockPoisoned> for ApiError {
+    fn from(error: tandem_cluster::node::StoreLockPoisoned) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string())
+    }
+}
+
 /// A JSON response.
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());

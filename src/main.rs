@@ -1,4 +1,4 @@
-//! The `tandem` command. Thin: parses arguments and hands them to the library ([`tandem::cli`]).
+//! The `tandem` command. Thin: parses arguments and hands them to the library ([`tandem::cmd`]).
 
 use std::process::ExitCode;
 
@@ -13,16 +13,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = match tandem::cli::Cli::try_parse() {
+    let cli = match tandem::cmd::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
             return if error.use_stderr() {
-                ExitCode::from(tandem::cli::EXIT_USAGE)
+                ExitCode::from(tandem::cmd::error::EXIT_USAGE)
             } else {
                 ExitCode::SUCCESS
             };
         }
     };
-    tandem::cli::main_with(cli)
+    tandem::cmd::main_with(cli)
 }

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use harness::Node;
 use serde_json::Value;
-use tandem::api::auth::Access;
-use tandem::api::routes::ROUTES;
+use tandem::auth::Access;
+use tandem::node::api::ROUTES;
 
 const ADMIN: &str = "admin-secret-0123456789";
 const OPERATOR: &str = "operator-secret-0123456";
@@ -148,7 +148,7 @@ fn a_node_without_tokens_is_open_on_loopback_and_says_so() {
     let mut node = Node::new(root.path(), "a", "data");
     node.start(false);
     node.ok(&["put", "notes", "n1", "{}"]);
-    assert_eq!(node.history()[0]["actor"], tandem::api::auth::OPEN_ACTOR);
+    assert_eq!(node.history()[0]["actor"], tandem::auth::OPEN_ACTOR);
     assert!(node.log_text().contains("no API tokens configured"), "{}", node.log_text());
 }
 

@@ -13,10 +13,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tandem::boot::BootContent;
-use tandem::boot::content::StoreContent;
-use tandem::boot::heartbeat::{Heartbeats, TerminalState};
-use tandem::boot::http::{BootHttpOptions, BootHttpStats, PathKind, RequestOutcome, serve_boot_http_with};
+use tandem::node::boot::BootContent;
+use tandem::node::boot::content::StoreContent;
+use tandem::node::boot::heartbeat::{Heartbeats, TerminalState};
+use tandem::node::boot::http::{
+    BootHttpOptions, BootHttpStats, PathKind, RequestOutcome, serve_boot_http_with,
+};
 use tandem_cluster::SharedStore;
 use tandem_storage::{ChangeMeta, ChangeSet, Digest, Mac, Outcome, Store};
 use tokio_util::sync::CancellationToken;

@@ -16,8 +16,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use tandem::boot::tftp::{TftpOptions, TftpStats, TftpStatsSnapshot, serve_tftp};
-use tandem::boot::{BootBody, BootContent, BootError, BootFile, BootPath};
+use tandem::node::boot::tftp::{TftpOptions, TftpStats, TftpStatsSnapshot, serve_tftp};
+use tandem::node::boot::{BootBody, BootContent, BootError, BootFile, BootPath};
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------------------------

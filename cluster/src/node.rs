@@ -128,6 +128,11 @@ pub enum WriteError {
     Failed(String),
 }
 
+/// The store's lock is poisoned: a thread panicked while it held the lock (the one message for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store lock is poisoned")]
+pub struct StoreLockPoisoned;
+
 /// Why a membership change was not done.
 #[derive(Debug, thiserror::Error)]
 pub enum MembershipError {
@@ -181,14 +186,15 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
 }
 
-/// A running node.
+/// A running node. Raft, the store, the network and the timing are private: callers ask questions
+/// ([`ClusterNode::is_leader`], [`ClusterNode::leader`], [`ClusterNode::read_store`], …).
 pub struct ClusterNode {
     pub id: NodeId,
     pub info: NodeInfo,
-    pub raft: Raft,
-    pub store: SharedStore,
-    pub network: PeerNetwork,
-    pub timing: Timing,
+    raft: Raft,
+    store: SharedStore,
+    network: PeerNetwork,
+    timing: Timing,
     applied: watch::Receiver<Revision>,
     /// Packs this node's writes into shared log entries while it leads.
     proposer: Arc<Proposer>,
@@ -242,6 +248,33 @@ impl ClusterNode {
     pub fn role(&self) -> Role {
         let metrics = self.raft.metrics().borrow().clone();
         metrics.membership_config.membership().get_node(&self.id).map_or(self.info.role, |node| node.role)
+    }
+
+    /// Whether this node leads the cluster now.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The store, for reading.
+    pub fn read_store(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, tandem_storage::Store>, StoreLockPoisoned> {
+        self.store.read().map_err(|_| StoreLockPoisoned)
+    }
+
+    /// The shared store itself, for a reader that outlives a borrow of the node (the boot server's content).
+    pub fn shared_store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    /// Stops Raft (at the end of `tandem serve`).
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
     }
 
     /// The store's current revision.

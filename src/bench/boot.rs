@@ -1,7 +1,7 @@
 //! `tandem bench boot`: the boot server of one node against reference servers, on this machine.
 //!
 //! It starts one `tandem serve` process (this executable) on free loopback ports in a temporary directory,
-//! uploads a firmware image of `--size-mib` MiB (pseudo-random bytes) with [`crate::firmware::add`], creates a
+//! uploads a firmware image of `--size-mib` MiB (pseudo-random bytes) with [`crate::client::firmware::add`], creates a
 //! terminal that boots it through the API, and then measures, each figure beside its goal:
 //! 1. **boot-config requests/s**: `wrk -t2 -c64 -d{seconds}s --latency` (64 keep-alive connections) on
 //!    `GET /boot/v1/config/{mac}` of the node's boot HTTP address, then on the same JSON bytes served as a
@@ -378,7 +378,7 @@ async fn start_node(root: &Path) -> Result<Node> {
 /// Uploads the image, creates the terminal (with a model, terminal servers and settings, as a plant would), and
 /// waits until the node serves its boot document; returns the document's bytes.
 async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
-    let args = crate::firmware::FirmwareAddArgs {
+    let firmware = crate::client::firmware::Firmware {
         name: FIRMWARE.into(),
         file: image.to_path_buf(),
         version: "1.0".into(),
@@ -387,7 +387,10 @@ async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
         cmdline: None,
         reason: "bench boot".into(),
     };
-    let answer = crate::firmware::add(&node.api, None, &args).await.context("uploading the firmware")?;
+    let client = ApiClient::new(&node.api, None);
+    let progress = std::sync::Arc::new(crate::client::NoProgress);
+    let answer =
+        crate::client::firmware::add(&client, &firmware, progress).await.context("uploading the firmware")?;
     if answer["size"].as_u64() != Some(size) {
         bail!("the firmware upload answered {answer}");
     }
@@ -753,14 +756,40 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
         field("VmHWM")
     );
 
-    // 1. Boot-config requests/s.
+    let http_ratio = measure_http(options, programs, root, &www, &mut node, &config).await?;
+    let (tftp_ratio, reference_name) =
+        measure_tftp(options, programs, root, &www, &mut node, &digest).await?;
+    let (http_memory, tftp_memory) =
+        measure_node_memory(options, programs, root, &mut node, size, &digest).await?;
+
+    println!(
+        "summary: config {http_ratio:.2}x nginx (goal >= {GOAL_HTTP_RATIO}x: {}); TFTP {tftp_ratio:.2}x {reference_name} (goal <= {GOAL_TFTP_RATIO}x: {}); peak memory {:.0} MiB HTTP / {:.0} MiB TFTP (goal < {GOAL_PEAK_MIB:.0} MiB: {})",
+        verdict(http_ratio >= GOAL_HTTP_RATIO),
+        verdict(tftp_ratio <= GOAL_TFTP_RATIO),
+        mib(http_memory.peak()),
+        mib(tftp_memory.peak()),
+        verdict(mib(http_memory.peak().max(tftp_memory.peak())) < GOAL_PEAK_MIB),
+    );
+    drop(node);
+    Ok(())
+}
+
+/// Step 1: boot-config requests/s against nginx serving the same JSON; returns tandem's rate as a ratio of nginx's.
+async fn measure_http(
+    options: &BootBenchOptions,
+    programs: &Programs,
+    root: &Path,
+    www: &Path,
+    node: &mut Node,
+    config: &[u8],
+) -> Result<f64> {
     println!(
         "boot config over HTTP keep-alive: wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{}s --latency, {} bytes of JSON",
         options.seconds,
         config.len()
     );
     let tandem_url = format!("http://{}/boot/v1/config/{MAC}", node.boot);
-    let (nginx, nginx_port) = start_nginx(programs, root, &www).await?;
+    let (nginx, nginx_port) = start_nginx(programs, root, www).await?;
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/config.json");
     // A short warm-up of each, then the measured runs.
     wrk(programs, &tandem_url, 1).await?;
@@ -778,8 +807,20 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
         verdict(http_ratio >= GOAL_HTTP_RATIO)
     );
 
-    // 2. TFTP time.
-    let (reference, reference_port) = start_reference_tftp(programs, root, &www).await?;
+    Ok(http_ratio)
+}
+
+/// Step 2: the TFTP time of the image against the reference server; returns tandem's time as a ratio of
+/// the reference's, and the reference's name.
+async fn measure_tftp(
+    options: &BootBenchOptions,
+    programs: &Programs,
+    root: &Path,
+    www: &Path,
+    node: &mut Node,
+    digest: &str,
+) -> Result<(f64, &'static str)> {
+    let (reference, reference_port) = start_reference_tftp(programs, root, www).await?;
     let reference_name = programs.reference_tftp.name();
     for port in [node.tftp_port, reference_port] {
         let mut answered = false;
@@ -803,8 +844,8 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
     let mut tandem_times = Vec::new();
     let mut reference_times = Vec::new();
     for _ in 0..options.runs {
-        tandem_times.push(atftp_fetch(programs, node.tftp_port, &out, &digest).await?);
-        reference_times.push(atftp_fetch(programs, reference_port, &out, &digest).await?);
+        tandem_times.push(atftp_fetch(programs, node.tftp_port, &out, digest).await?);
+        reference_times.push(atftp_fetch(programs, reference_port, &out, digest).await?);
     }
     drop(reference);
     node.proc.check_running()?;
@@ -827,7 +868,18 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
         verdict(tftp_ratio <= GOAL_TFTP_RATIO)
     );
 
-    // 3. Memory while 20 clients fetch the image.
+    Ok((tftp_ratio, reference_name))
+}
+
+/// Step 3: the node's memory while 20 clients fetch the image at once, over HTTP and then over TFTP.
+async fn measure_node_memory(
+    options: &BootBenchOptions,
+    programs: &Programs,
+    root: &Path,
+    node: &mut Node,
+    size: u64,
+    digest: &str,
+) -> Result<(Memory, Memory)> {
     let pid = node.proc.pid();
     println!(
         "memory of the node (pid {pid}, /proc/{pid}/status) while {CLIENTS} clients fetch the {} MiB image at once:",
@@ -835,7 +887,7 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
     );
     let url = format!("http://{}/boot/v1/firmware/{FIRMWARE}", node.boot);
     let downloads: Vec<_> = (0..CLIENTS).map(|_| curl_fetch(programs.curl.clone(), url.clone())).collect();
-    let http_memory = measure_memory(pid, downloads, size, &digest).await?;
+    let http_memory = measure_memory(pid, downloads, size, digest).await?;
     print_memory("HTTP (curl)", &http_memory);
     node.proc.check_running()?;
     let downloads: Vec<_> = (0..CLIENTS)
@@ -861,20 +913,11 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
             }
         })
         .collect();
-    let tftp_memory = measure_memory(pid, downloads, size, &digest).await?;
+    let tftp_memory = measure_memory(pid, downloads, size, digest).await?;
     print_memory("TFTP (atftp)", &tftp_memory);
     node.proc.check_running()?;
 
-    println!(
-        "summary: config {http_ratio:.2}x nginx (goal >= {GOAL_HTTP_RATIO}x: {}); TFTP {tftp_ratio:.2}x {reference_name} (goal <= {GOAL_TFTP_RATIO}x: {}); peak memory {:.0} MiB HTTP / {:.0} MiB TFTP (goal < {GOAL_PEAK_MIB:.0} MiB: {})",
-        verdict(http_ratio >= GOAL_HTTP_RATIO),
-        verdict(tftp_ratio <= GOAL_TFTP_RATIO),
-        mib(http_memory.peak()),
-        mib(tftp_memory.peak()),
-        verdict(mib(http_memory.peak().max(tftp_memory.peak())) < GOAL_PEAK_MIB),
-    );
-    drop(node);
-    Ok(())
+    Ok((http_memory, tftp_memory))
 }
 
 #[cfg(test)]

@@ -139,91 +139,12 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
     println!("tandem bench cluster: a + b (data) + w (witness) on 127.0.0.1, in {}", root.display());
 
     for &clients in &options.clients {
-        let leader = leader_index(&nodes).await?;
-        let target = nodes[leader].api.clone();
-        let deadline = Instant::now() + Duration::from_secs(options.seconds);
-        let mut tasks = Vec::new();
-        for c in 0..clients {
-            let client = ApiClient::new(&target, None);
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut failures = 0u64;
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let start = Instant::now();
-                    let path = format!("/v1/docs/bench/c{c}-{n}");
-                    match client.send(Method::PUT, &path, Some(json!({"client": c, "n": n}))).await {
-                        Ok((200, _)) => latencies.push(start.elapsed()),
-                        _ => failures += 1,
-                    }
-                    n += 1;
-                }
-                (latencies, failures)
-            }));
-        }
-        let started = Instant::now();
-        let mut latencies = Vec::new();
-        let mut failures = 0;
-        for task in tasks {
-            let (l, f) = task.await?;
-            latencies.extend(l);
-            failures += f;
-        }
-        let elapsed = started.elapsed();
-        latencies.sort();
-        println!(
-            "throughput {clients:>3} clients: {:>7.0} changes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} changes, {failures} failed, {:.1} s)",
-            latencies.len() as f64 / elapsed.as_secs_f64(),
-            percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-            latencies.len(),
-            elapsed.as_secs_f64()
-        );
+        measure_throughput(&nodes, clients, options.seconds).await?;
     }
-
     let mut failovers = Vec::new();
     for run in 0..options.runs {
-        let leader = leader_index(&nodes).await?;
-        if nodes[leader].role != "data" {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            continue;
-        }
-        let survivor = if leader == 0 { 1 } else { 0 };
-        let client = nodes[survivor].client();
-        // Make sure the survivor is caught up before the kill, as in a steady state.
-        let (status, _) =
-            client.send(Method::PUT, &format!("/v1/docs/failover/warmup-{run}"), Some(json!({}))).await?;
-        if status != 200 {
-            bail!("warm-up write failed");
-        }
-        nodes[leader].kill();
-        let killed_at = Instant::now();
-        let mut acknowledged = None;
-        for attempt in 0..1000 {
-            let path = format!("/v1/docs/failover/r{run}-{attempt}");
-            let write = client.send(Method::PUT, &path, Some(json!({})));
-            if let Ok(Ok((200, _))) = tokio::time::timeout(Duration::from_secs(2), write).await {
-                acknowledged = Some(killed_at.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let Some(took) = acknowledged else { bail!("no write was acknowledged after killing the leader") };
-        println!(
-            "failover run {}: {:.0} ms from SIGKILL of {} to the first acknowledged write on {}",
-            run + 1,
-            took.as_secs_f64() * 1000.0,
-            nodes[leader].name,
-            nodes[survivor].name
-        );
-        failovers.push(took);
-        nodes[leader].start(root, false).await?;
-        let revision = nodes[survivor].status().await?["revision"].clone();
-        for _ in 0..600 {
-            if nodes[leader].status().await?["revision"] == revision {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(took) = measure_failover(&mut nodes, root, run).await? {
+            failovers.push(took);
         }
     }
     failovers.sort();
@@ -240,6 +161,98 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
         println!("kept the nodes' data and logs in {}", dir.keep().display());
     }
     Ok(())
+}
+
+/// Writes from `clients` concurrent clients to the leader for `seconds`; prints the rate and latencies.
+async fn measure_throughput(nodes: &[BenchNode], clients: usize, seconds: u64) -> Result<()> {
+    let leader = leader_index(nodes).await?;
+    let target = nodes[leader].api.clone();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = ApiClient::new(&target, None);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                let path = format!("/v1/docs/bench/c{c}-{n}");
+                match client.send(Method::PUT, &path, Some(json!({"client": c, "n": n}))).await {
+                    Ok((200, _)) => latencies.push(start.elapsed()),
+                    _ => failures += 1,
+                }
+                n += 1;
+            }
+            (latencies, failures)
+        }));
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for task in tasks {
+        let (l, f) = task.await?;
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!(
+        "throughput {clients:>3} clients: {:>7.0} changes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} changes, {failures} failed, {:.1} s)",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.len(),
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Kills the leader (a data node) and times the first write acknowledged by the survivor; restarts the killed
+/// node and waits until it caught up. `None` when the witness leads (the run is skipped).
+async fn measure_failover(nodes: &mut [BenchNode], root: &Path, run: usize) -> Result<Option<Duration>> {
+    let leader = leader_index(nodes).await?;
+    if nodes[leader].role != "data" {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        return Ok(None);
+    }
+    let survivor = if leader == 0 { 1 } else { 0 };
+    let client = nodes[survivor].client();
+    // Make sure the survivor is caught up before the kill, as in a steady state.
+    let (status, _) =
+        client.send(Method::PUT, &format!("/v1/docs/failover/warmup-{run}"), Some(json!({}))).await?;
+    if status != 200 {
+        bail!("warm-up write failed");
+    }
+    nodes[leader].kill();
+    let killed_at = Instant::now();
+    let mut acknowledged = None;
+    for attempt in 0..1000 {
+        let path = format!("/v1/docs/failover/r{run}-{attempt}");
+        let write = client.send(Method::PUT, &path, Some(json!({})));
+        if let Ok(Ok((200, _))) = tokio::time::timeout(Duration::from_secs(2), write).await {
+            acknowledged = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(took) = acknowledged else { bail!("no write was acknowledged after killing the leader") };
+    println!(
+        "failover run {}: {:.0} ms from SIGKILL of {} to the first acknowledged write on {}",
+        run + 1,
+        took.as_secs_f64() * 1000.0,
+        nodes[leader].name,
+        nodes[survivor].name
+    );
+    nodes[leader].start(root, false).await?;
+    let revision = nodes[survivor].status().await?["revision"].clone();
+    for _ in 0..600 {
+        if nodes[leader].status().await?["revision"] == revision {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Some(took))
 }
 
 async fn leader_index(nodes: &[BenchNode]) -> Result<usize> {

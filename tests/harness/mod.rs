@@ -13,10 +13,24 @@ use serde_json::Value;
 
 pub const SECRET: &str = "test-cluster-secret";
 
-/// A free TCP port on 127.0.0.1, never one this test process was given before (see
-/// [`tandem::bench::free_port`]; the race with other processes is accepted).
+/// A free TCP port on 127.0.0.1 (bound and released), never one this test process was given before: the
+/// kernel may hand out a released port again at once, and a node given the same port for two of its
+/// addresses refuses to start. The race with other processes is accepted.
 pub fn free_port() -> u16 {
-    tandem::bench::free_port().expect("a free port")
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no new free port in 1000 tries")
 }
 
 pub fn tandem_bin() -> &'static str {

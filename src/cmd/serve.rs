@@ -1,0 +1,83 @@
+//! `tandem serve`: the node's configuration from defaults, a file and flags, then [`crate::node::serve`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::error::CmdError;
+use crate::config::Config;
+
+/// Options of `tandem serve` (each overrides the config file).
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A TOML config file (see docs/tandem.example.toml); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub api: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    pub peer: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    pub boot: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    pub tftp: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    pub boot_advertise: Option<String>,
+    /// data, witness or mirror.
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Start empty and wait to be added to an existing cluster.
+    #[arg(long)]
+    pub join: bool,
+    #[arg(long, env = "TANDEM_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then flags.
+    pub fn into_config(self) -> Result<Config, String> {
+        let mut config = Config::default();
+        if let Some(path) = &self.config {
+            config = config.merge_file(path).map_err(|e| e.to_string())?;
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = self.name {
+            config.name = v;
+        }
+        if let Some(v) = self.api {
+            config.api = v;
+        }
+        if let Some(v) = self.peer {
+            config.peer = v;
+        }
+        if let Some(v) = self.boot {
+            config.boot = v;
+        }
+        if let Some(v) = self.tftp {
+            config.tftp = v;
+        }
+        if let Some(v) = self.boot_advertise {
+            config.boot_advertise = Some(v);
+        }
+        if let Some(v) = self.role {
+            config.role = v.parse()?;
+        }
+        config.join |= self.join;
+        if let Some(v) = self.cluster_secret {
+            config.cluster_secret = Some(v);
+        }
+        Ok(config)
+    }
+}
+
+/// Runs `tandem serve` until SIGTERM or ctrl-c.
+pub async fn run(args: &ServeArgs) -> Result<(), CmdError> {
+    let config = args.clone().into_config().map_err(CmdError::usage)?;
+    crate::node::serve(config).await.map_err(|e| CmdError::failed(format!("{e:#}")))
+}

@@ -1,0 +1,89 @@
+//! `tandem servers add | list | remove`: the cluster's membership.
+
+use clap::Subcommand;
+use hyper::Method;
+use serde_json::json;
+
+use super::Context;
+use super::error::CmdError;
+use super::output::{print_json, print_outcome};
+use crate::client::ClientError;
+use crate::http::percent_encode;
+
+#[derive(Subcommand, Debug)]
+pub enum ServersCommand {
+    /// Add a server: discover it through its API, add it as a learner, wait for it to catch up, promote it.
+    Add {
+        name: String,
+        /// The new server's API address (default: NAME resolved by DNS, port 7070).
+        #[arg(long)]
+        api: Option<String>,
+        #[arg(long, default_value = "data")]
+        role: String,
+    },
+    /// List the cluster's servers.
+    List,
+    /// Remove a server.
+    Remove { name: String },
+}
+
+/// Runs a `tandem servers …` command.
+pub async fn run(ctx: &Context, command: &ServersCommand) -> Result<(), CmdError> {
+    match command {
+        ServersCommand::List => {
+            let answer = ctx.call(Method::GET, "/v1/cluster/servers", None).await?;
+            if ctx.json {
+                print_json(&answer);
+            } else {
+                print_servers(&answer);
+            }
+            Ok(())
+        }
+        ServersCommand::Remove { name } => {
+            let path = format!("/v1/cluster/servers/{}", percent_encode(name));
+            print_outcome(ctx, &ctx.call(Method::DELETE, &path, None).await?);
+            Ok(())
+        }
+        ServersCommand::Add { name, api, role } => add(ctx, name, api.as_deref(), role).await,
+    }
+}
+
+/// Asks the new server who it is, then adds it with what it said.
+async fn add(ctx: &Context, name: &str, api: Option<&str>, role: &str) -> Result<(), CmdError> {
+    let api = api.map_or_else(|| format!("{name}:7070"), str::to_string);
+    let info = match ctx.client_of(&api).call(Method::GET, "/v1/node", None).await {
+        Ok(info) => info,
+        Err(ClientError::Refused(refusal)) => {
+            return Err(CmdError::failed(format!(
+                "{api} did not say who it is (HTTP {}): {}",
+                refusal.status, refusal.answer
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let announced_role = info["role"].as_str().unwrap_or("data");
+    if announced_role != role {
+        return Err(CmdError::failed(format!(
+            "{name} was started with --role {announced_role}, not {role}: restart it with --role {role} or pass --role {announced_role}"
+        )));
+    }
+    let body = json!({"id": info["id"], "name": name, "role": role, "peer_addr": info["peer_addr"],
+                      "api_addr": info["api_addr"], "boot_addr": info["boot_addr"]});
+    print_outcome(ctx, &ctx.call(Method::POST, "/v1/cluster/servers", Some(body)).await?);
+    Ok(())
+}
+
+fn print_servers(value: &serde_json::Value) {
+    println!("{:<16} {:>20} {:<8} {:<6} {:<22} {:<22}", "NAME", "ID", "ROLE", "VOTER", "PEER", "API");
+    for server in value["servers"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>20} {:<8} {:<6} {:<22} {:<22}",
+            server["name"].as_str().unwrap_or("?"),
+            server["id"].as_u64().unwrap_or(0),
+            server["role"].as_str().unwrap_or("?"),
+            if server["voter"].as_bool() == Some(true) { "yes" } else { "no" },
+            server["peer_addr"].as_str().unwrap_or("?"),
+            server["api_addr"].as_str().unwrap_or("?"),
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Blobs: `POST /v1/blobs` (an upload, streamed into the log in chunks), `GET /v1/blobs/{sha256}` (its size)
+//! and `GET /v1/blobs/{sha256}/data` (its bytes, streamed).
+//!
+//! Reading a blob's data is how one installation copies firmware and modules to another (`tandem sync`) and how an operator
+//! fetches an image back. A blob can be tens of megabytes, so it is never read whole: the response body
+//! is a [`ChunkedRead`] of the store's `BlobReader`, [`READ_CHUNK`] bytes at a time, read on
+//! the blocking pool only when hyper asks for more — the same streaming the boot server uses; its module
+//! explains why no thread waits on a slow client. The answer carries `Content-Length`; a blob shorter than
+//! its size (a damaged store) cuts the connection rather than handing out a truncated file.
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+use tandem_cluster::node::ClusterNode;
+use tandem_storage::limits::MAX_BLOB_CHUNK;
+use tandem_storage::{Command, Digest, Outcome};
+
+use super::routes::Call;
+use super::{internal, rejection_error, write_error};
+use crate::http::{ApiError, Body, json_response};
+use crate::node::chunked_read::ChunkedRead;
+
+/// How many bytes one read hands over at a time.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// Answers the blob's bytes: 400 for a malformed digest, 404 for a blob the store does not have.
+pub async fn blob_data(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let state = call.state;
+    let digest = Digest::parse(&call.param(0)).map_err(|e| {
+        ApiError::bad_request(e.to_string())
+            .with_hint("a blob is named by the sha256 of its bytes: 64 hex digits")
+    })?;
+    let reader = {
+        let store = state.node.read_store()?;
+        store.open_blob(&digest)
+    };
+    let Some(reader) = reader else {
+        return Err(ApiError::not_found(format!("no blob {digest}"))
+            .with_hint("POST /v1/blobs uploads one; GET /v1/blobs/{sha256} tells whether the store has it"));
+    };
+    let size = reader.size();
+    let body = ChunkedRead::new(Box::new(reader), size, READ_CHUNK);
+    let mut response = Response::new(BodyExt::boxed(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(response)
+}
+/// `GET /v1/blobs/{sha256}`: the blob's size, if the store has it.
+pub async fn size(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let digest = Digest::parse(&call.param(0)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let store = call.state.node.read_store()?;
+    match store.blob_size(&digest) {
+        Some(size) => Ok(json_response(StatusCode::OK, &json!({"digest": digest.to_string(), "size": size}))),
+        None => Err(ApiError::not_found(format!("no blob {digest}"))),
+    }
+}
+
+/// `POST /v1/blobs`: a blob, streamed in.
+pub async fn upload(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    upload_blob(&call.state.node, call.request.into_body()).await
+}
+
+/// Streams the request body into the store as a blob: 1 MiB chunk commands through the log, then a commit
+/// with the digest computed on the way. Never holds more than one chunk in memory.
+async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<Body>, ApiError> {
+    use http_body_util::BodyExt;
+    use sha2::Digest as _;
+    let upload: u64 = rand::random();
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut chunk = 0u32;
+    let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BLOB_CHUNK);
+    let send = |chunk: u32, data: Vec<u8>| Command::BlobChunk { upload, chunk, data };
+    loop {
+        let frame = body.frame().await;
+        let finished = frame.is_none();
+        if let Some(frame) = frame {
+            let frame =
+                frame.map_err(|e| ApiError::bad_request(format!("reading the upload failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                hasher.update(&data);
+                size += data.len() as u64;
+                buffer.extend_from_slice(&data);
+            }
+        }
+        while buffer.len() >= MAX_BLOB_CHUNK || (finished && (!buffer.is_empty() || chunk == 0)) {
+            let take = buffer.len().min(MAX_BLOB_CHUNK);
+            let data: Vec<u8> = buffer.drain(..take).collect();
+            let response = node.write(send(chunk, data)).await.map_err(write_error)?;
+            if let Outcome::Rejected(rejection) = response.outcome {
+                return Err(rejection_error(&rejection));
+            }
+            chunk += 1;
+            if finished && buffer.is_empty() {
+                break;
+            }
+        }
+        if finished {
+            break;
+        }
+    }
+    let digest = tandem_storage::Digest::from(hasher);
+    let response = node.write(Command::BlobCommit { upload, digest, size }).await.map_err(write_error)?;
+    match response.outcome {
+        Outcome::BlobCommitted { digest, size } => {
+            Ok(json_response(StatusCode::OK, &json!({"digest": digest.to_string(), "size": size})))
+        }
+        Outcome::Rejected(rejection) => Err(rejection_error(&rejection)),
+        other => Err(internal(&format!("unexpected outcome {other:?}"))),
+    }
+}

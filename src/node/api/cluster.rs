@@ -1,0 +1,125 @@
+//! Cluster membership: `GET /v1/cluster/servers`, `POST /v1/cluster/servers`,
+//! `DELETE /v1/cluster/servers/{name}`. Membership changes made on a follower are proxied to the leader's API
+//! (with the caller's own token: every node of a cluster is given the same tokens).
+
+use hyper::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use tandem_cluster::node::{ClusterNode, MembershipError};
+use tandem_cluster::{NodeId, NodeInfo, Role};
+
+use super::routes::Call;
+use crate::http::{ApiError, Body, json_response, parse_json, read_body};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddServerInput {
+    id: NodeId,
+    name: String,
+    #[serde(default)]
+    role: Role,
+    peer_addr: String,
+    api_addr: String,
+    #[serde(default)]
+    boot_addr: String,
+}
+
+/// `GET /v1/cluster/servers`.
+pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let members: Vec<_> = call
+        .state
+        .node
+        .members()
+        .into_iter()
+        .map(|(id, info, voter)| {
+            json!({"id": id, "name": info.name, "role": info.role, "voter": voter,
+                   "peer_addr": info.peer_addr, "api_addr": info.api_addr, "boot_addr": info.boot_addr})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"servers": members})))
+}
+
+/// `POST /v1/cluster/servers`: add a member (on the leader).
+pub async fn add(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let node = &call.state.node;
+    let headers = call.request.headers().clone();
+    let body = read_body(call.request.into_body(), 64 * 1024).await?;
+    let input: AddServerInput = parse_json(&body)?;
+    if let Some(response) =
+        proxy_to_leader(node, &headers, Method::POST, "/v1/cluster/servers", Some(body.to_vec())).await?
+    {
+        return Ok(response);
+    }
+    let info = NodeInfo {
+        name: input.name.clone(),
+        role: input.role,
+        peer_addr: input.peer_addr,
+        api_addr: input.api_addr,
+        boot_addr: input.boot_addr,
+    };
+    node.add_server(input.id, info).await.map_err(membership_error)?;
+    Ok(json_response(StatusCode::OK, &json!({"added": input.name, "id": input.id})))
+}
+
+/// `DELETE /v1/cluster/servers/{name}`: remove a member (on the leader).
+pub async fn remove(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let node = &call.state.node;
+    let name = call.param(0);
+    let path = call.request.uri().path().to_string();
+    if let Some(response) = proxy_to_leader(node, call.request.headers(), Method::DELETE, &path, None).await?
+    {
+        return Ok(response);
+    }
+    let id = node.remove_server(&name).await.map_err(membership_error)?;
+    Ok(json_response(StatusCode::OK, &json!({"removed": name, "id": id})))
+}
+
+fn membership_error(error: MembershipError) -> ApiError {
+    match error {
+        MembershipError::Refused(message) => ApiError::new(StatusCode::CONFLICT, "refused", message),
+        MembershipError::Failed(message) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+}
+
+/// On a follower, sends the request to the leader's API and returns its answer; on the leader, `None`.
+async fn proxy_to_leader(
+    node: &ClusterNode,
+    headers: &hyper::HeaderMap,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Option<Response<Body>>, ApiError> {
+    match node.leader() {
+        Some(leader) if leader == node.id => Ok(None),
+        Some(leader) => {
+            let Some((_, info, _)) = node.members().into_iter().find(|(id, _, _)| *id == leader) else {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_leader",
+                    "the leader is not in the membership",
+                ));
+            };
+            // The caller's own token goes along: every node of a cluster is given the same tokens.
+            let token = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::to_string);
+            let client = crate::client::api::ApiClient::new(&format!("http://{}", info.api_addr), token);
+            let (status, value) = client
+                .send(method, path, body.map(|b| serde_json::from_slice(&b).unwrap_or_default()))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "leader_unreachable", e.to_string()))?;
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok(Some(json_response(status, &value)))
+        }
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "the cluster has no leader right now",
+        )
+        .with_hint("retry in a few seconds; if it persists, check `tandem status`")),
+    }
+}

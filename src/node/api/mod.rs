@@ -1,0 +1,300 @@
+//! The admin HTTP API: JSON over HTTP/1.1 on the node's API address.
+//!
+//! [`ROUTES`] is the one table of the API: every endpoint with the access it needs, whether a witness answers
+//! it, and the handler that answers it. A request is looked up there once ([`routes::lookup`]); the caller's
+//! bearer token is checked against the route's access ([`crate::auth`]), and the route's handler runs — so
+//! authorization and dispatch cannot disagree. `GET /v1/openapi.json` describes the same table (a test keeps
+//! them equal). Handlers are grouped by resource, one file each: [`system`] (liveness, readiness, metrics,
+//! node, status), [`documents`], [`changes`], [`history`] (events, export, diff, revert, undo, import),
+//! [`watch`], [`backup`], [`blobs`], [`cluster`] (membership), [`openapi`].
+//!
+//! Every response carries `X-Tandem-Revision`: the revision of the store that answered. Errors have one shape
+//! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the
+//! leader; membership changes made on a follower are proxied to the leader's API.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tandem_cluster::Role;
+use tandem_cluster::node::{ClusterNode, WriteError};
+use tandem_storage::{ChangeMeta, ChangeSet, Command, Event, Outcome, Rejection};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Access, Tokens};
+use crate::http::{ApiError, Body, json_response, query_pairs};
+use crate::node::metrics::Metrics;
+
+pub mod backup;
+pub mod blobs;
+pub mod changes;
+pub mod cluster;
+pub mod documents;
+pub mod history;
+pub mod openapi;
+pub mod routes;
+pub mod system;
+pub mod watch;
+
+use routes::{Call, Lookup, Route, handler, route, serves_configuration};
+
+/// Every endpoint of the admin API, its access, its summary and its handler. Routes made with
+/// [`serves_configuration`] are refused by a witness, which holds no configuration.
+#[rustfmt::skip]
+pub const ROUTES: &[Route] = &[
+    route("GET", "/livez", Access::Public, "Liveness: the process answers", handler!(system::livez)),
+    route("GET", "/readyz", Access::Public, "Readiness: the node is a member of a cluster", handler!(system::readyz)),
+    route("GET", "/metrics", Access::Read, "Prometheus metrics (text format)", handler!(system::metrics)),
+    route("GET", "/v1/openapi.json", Access::Read, "This API's OpenAPI 3 document", handler!(openapi::document)),
+    route("GET", "/v1/node", Access::Read, "Who this node is (name, id, role, addresses)", handler!(system::node)),
+    route("GET", "/v1/status", Access::Read, "Node, Raft, cluster, terminal and backup status", handler!(system::status)),
+    serves_configuration(route("GET", "/v1/docs/{collection}", Access::Read, "List the documents of a collection", handler!(documents::list))),
+    serves_configuration(route("GET", "/v1/docs/{collection}/{id}", Access::Read, "One document, now or at a revision", handler!(documents::get))),
+    serves_configuration(route("PUT", "/v1/docs/{collection}/{id}", Access::Operate, "Create or replace a document", handler!(documents::put))),
+    serves_configuration(route("DELETE", "/v1/docs/{collection}/{id}", Access::Operate, "Delete a document", handler!(documents::delete))),
+    serves_configuration(route("POST", "/v1/changes", Access::Operate, "Apply a change set atomically", handler!(changes::post))),
+    serves_configuration(route("GET", "/v1/history", Access::Read, "Events: who changed what, filtered", handler!(history::list))),
+    serves_configuration(route("GET", "/v1/export", Access::Read, "The whole configuration (now or at a revision) as JSON", handler!(history::export))),
+    serves_configuration(route("GET", "/v1/diff", Access::Read, "Differences between two revisions", handler!(history::diff))),
+    serves_configuration(route("POST", "/v1/revert", Access::Operate, "Make the configuration equal to a past revision", handler!(history::revert))),
+    serves_configuration(route("POST", "/v1/undo", Access::Operate, "Apply the inverse of one change set", handler!(history::undo))),
+    serves_configuration(route("POST", "/v1/import", Access::Operate, "Make the configuration equal to an export", handler!(history::import))),
+    serves_configuration(route("GET", "/v1/watch", Access::Read, "Stream events from a revision on (NDJSON or SSE)", handler!(watch::watch))),
+    serves_configuration(route("GET", "/v1/backup", Access::Operate, "Stream a backup of the store", handler!(backup::backup))),
+    serves_configuration(route("POST", "/v1/blobs", Access::Operate, "Upload a blob (streamed)", handler!(blobs::upload))),
+    serves_configuration(route("GET", "/v1/blobs/{sha256}", Access::Read, "A blob's size, if the store has it", handler!(blobs::size))),
+    serves_configuration(route("GET", "/v1/blobs/{sha256}/data", Access::Read, "A blob's bytes", handler!(blobs::blob_data))),
+    route("GET", "/v1/cluster/servers", Access::Read, "The cluster's members", handler!(cluster::list)),
+    route("POST", "/v1/cluster/servers", Access::Admin, "Add a member", handler!(cluster::add)),
+    route("DELETE", "/v1/cluster/servers/{name}", Access::Admin, "Remove a member", handler!(cluster::remove)),
+];
+
+/// What the API handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    pub node: Arc<ClusterNode>,
+    pub metrics: Arc<Metrics>,
+    pub boot: crate::node::boot::BootState,
+    /// The node's API tokens (empty: open, loopback only).
+    pub tokens: Tokens,
+    /// What the backup scheduler last did (`"backup"` in `GET /v1/status`).
+    pub backup: crate::node::backup::BackupState,
+}
+
+/// Serves the admin API on `listener` until `shutdown` is cancelled.
+pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
+                }
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), connections.wait()).await;
+}
+
+async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let lookup = routes::lookup(&method, &path);
+    let mut response = match answer(&state, &lookup, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    // RFC 9110: a 405 names the methods the path does allow.
+    if let Lookup::WrongMethod(allowed) = &lookup
+        && let Ok(value) = HeaderValue::from_str(&allowed.join(", "))
+    {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    // A handler that answered from a known revision (a backup's snapshot) has set the header already.
+    if !response.headers().contains_key("x-tandem-revision") {
+        let revision = state.node.revision();
+        if let Ok(value) = HeaderValue::from_str(&revision.to_string()) {
+            response.headers_mut().insert("x-tandem-revision", value);
+        }
+    }
+    state.metrics.observe_api(method.as_str(), response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Checks the caller's token against the request's route, then runs the route's handler.
+async fn answer(
+    state: &ApiState,
+    lookup: &Lookup,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = request.method();
+    let path = request.uri().path();
+    let route = match lookup {
+        Lookup::Found(route) => route,
+        Lookup::WrongMethod(allowed) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            )
+            .with_hint(format!("allowed: {}", allowed.join(", "))));
+        }
+        Lookup::NotFound => {
+            return Err(ApiError::not_found(format!("no such endpoint: {method} {path}"))
+                .with_hint("GET /v1/openapi.json lists every endpoint"));
+        }
+    };
+    let caller = state.tokens.authorize(request.headers(), route.access)?;
+    if route.serves_configuration && state.node.role() == Role::Witness {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "witness",
+            "this node is a witness: it serves no configuration",
+        )
+        .with_hint("ask a data node or a mirror"));
+    }
+    let params = route.params(path);
+    let query = query_pairs(request.uri().query());
+    (route.handler)(Call { state, caller, request, params, query }).await
+}
+
+pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
+    let response = match state.node.write(Command::Change(change)).await {
+        Ok(response) => response,
+        Err(error) => {
+            state.metrics.observe_proposal("failed");
+            return Err(write_error(error));
+        }
+    };
+    let result = match &response.outcome {
+        Outcome::Rejected(_) => "rejected",
+        _ => "committed",
+    };
+    state.metrics.observe_proposal(result);
+    match response.outcome {
+        Outcome::Accepted { revision } => {
+            Ok(json_response(StatusCode::OK, &json!({"outcome": "accepted", "revision": revision})))
+        }
+        Outcome::Duplicate { revision } => {
+            Ok(json_response(StatusCode::OK, &json!({"outcome": "duplicate", "revision": revision})))
+        }
+        Outcome::Rejected(rejection) => Err(rejection_error(&rejection)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+/// Maps a rejection to its HTTP status: preconditions 412, sizes 413, everything else 422.
+pub fn rejection_error(rejection: &Rejection) -> ApiError {
+    let (status, code) = match rejection {
+        Rejection::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+        Rejection::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        Rejection::NoSuchDocument { .. } => (StatusCode::NOT_FOUND, "no_such_document"),
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+    };
+    ApiError::new(status, code, rejection.to_string())
+}
+
+pub(crate) fn write_error(error: WriteError) -> ApiError {
+    match &error {
+        WriteError::ReadOnlyMirror { primary } => {
+            ApiError::new(StatusCode::FORBIDDEN, "read_only_mirror", error.to_string())
+                .with_hint(format!("primary: {primary}"))
+        }
+        WriteError::Witness => ApiError::new(StatusCode::FORBIDDEN, "witness", error.to_string()),
+        WriteError::NoQuorum { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", error.to_string())
+                .with_hint("tandem recover --data-dir DIR --force-standalone (on the stopped survivor)")
+        }
+        WriteError::Failed(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string())
+        }
+    }
+}
+
+pub(crate) fn internal(message: &str) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) fn query_value<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn query_number(query: &[(String, String)], key: &str) -> Result<Option<u64>, ApiError> {
+    match query_value(query, key) {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("query parameter '{key}' must be a whole number, not '{text}'"))
+        }),
+    }
+}
+
+pub(crate) fn meta_from(query: &[(String, String)], actor: &str) -> ChangeMeta {
+    ChangeMeta {
+        actor: actor.into(),
+        reason: query_value(query, "reason").unwrap_or_default().to_string(),
+        timestamp_ms: now_ms(),
+        // An empty request id is no request id: it would make every later request with one a "duplicate".
+        request_id: query_value(query, "request_id").filter(|id| !id.is_empty()).map(str::to_string),
+    }
+}
+
+/// A stored document body as JSON. Bodies are canonical JSON written by the store, so one that does not parse
+/// is damage: it is shown as its text rather than as `null`, which would read as a deletion.
+fn stored_body(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_string()))
+}
+
+/// An event as the API shows it.
+pub fn event_json(event: &Event) -> serde_json::Value {
+    let changes: Vec<serde_json::Value> = event
+        .changes
+        .iter()
+        .map(|change| {
+            json!({"collection": change.key.collection, "id": change.key.id,
+                   "document": change.after.as_deref().map(stored_body)})
+        })
+        .collect();
+    json!({"revision": event.revision, "actor": event.meta.actor, "reason": event.meta.reason,
+           "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id, "changes": changes})
+}

@@ -1,0 +1,336 @@
+//! What `tandem serve` runs: a node — its data directory, Raft and the peer network, the admin API, the boot
+//! servers, the backup schedule, metrics — until SIGTERM or ctrl-c. Nothing here runs in the operator's shell.
+//!
+//! | what | where |
+//! |---|---|
+//! | start-up and shutdown | here: [`start`], [`RunningNode`] |
+//! | the admin API: route table, tokens, handlers by resource | [`api`] |
+//! | HTTP and TFTP boot servers, boot content, heartbeats | [`boot`] |
+//! | scheduled backups, retention, file names | [`backup`] |
+//! | Prometheus metrics | [`metrics`] |
+//! | writing a forced recovery into the history | `record_recovery` |
+//!
+//! Start-up ([`start`]) is a series of small steps: identity, database and store (`open_store`), listeners (bound before anything else
+//! runs, so a busy port fails at once), Raft log store, state machine, network and Raft
+//! (`start_raft`), then the servers (`RunningNode::spawn_servers`); [`RunningNode::stop`] takes them down. A node
+//! whose data directory has never been part of a cluster initializes itself as a single-node cluster, unless
+//! `--join` says to wait to be added.
+
+pub mod api;
+pub mod backup;
+pub mod boot;
+pub mod chunked_read;
+pub mod metrics;
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use tandem_cluster::identity::Identity;
+use tandem_cluster::log_store::LogStore;
+use tandem_cluster::network::{PeerNetwork, serve_peer};
+use tandem_cluster::node::{ClusterNode, Timing};
+use tandem_cluster::state_machine::StateMachine;
+use tandem_cluster::{NodeInfo, Raft, Role};
+use tandem_storage::{ChangeMeta, ChangeSet, Command, SledDatabase, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::api::{ApiState, serve_api};
+use crate::config::Config;
+use boot::content::StoreContent;
+use boot::http::{BootHttpOptions, serve_boot_http_with};
+use boot::tftp::{TftpOptions, serve_tftp};
+use boot::{BootContent, BootState};
+use metrics::Metrics;
+
+/// Runs a node until SIGTERM or ctrl-c: [`start`], wait, [`RunningNode::stop`].
+pub async fn serve(config: Config) -> Result<()> {
+    let node = start(config).await?;
+    println!("{}", node.banner());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+/// A node whose servers all run: what [`start`] built, until [`RunningNode::stop`].
+#[derive(Debug)]
+pub struct RunningNode {
+    node: Arc<ClusterNode>,
+    identity: Identity,
+    config: Config,
+    api_addr: std::net::SocketAddr,
+    peer_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// The sockets of a node, bound before anything else runs so that a busy port fails at once.
+struct Listeners {
+    api: TcpListener,
+    peer: TcpListener,
+    /// HTTP and TFTP; none on a witness, which serves no configuration and so no boots either.
+    boot: Option<(TcpListener, tokio::net::UdpSocket)>,
+}
+
+/// Builds a node from its configuration and starts everything it runs: identity, store, listeners, Raft,
+/// then the peer endpoint, the admin API, the boot servers, the backup schedule and the node's duties.
+pub async fn start(config: Config) -> Result<RunningNode> {
+    config.validate()?;
+    let identity = open_identity(&config)?;
+    warn_if_open(&config);
+    let (database, store) = open_store(&config)?;
+    let listeners = bind(&config).await?;
+    let registry = prometheus::Registry::new();
+    let (node, raft) = start_raft(&config, &identity, &listeners, (database, store), &registry).await?;
+    let boot = BootState::default();
+    let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
+    let running = RunningNode {
+        node,
+        api_addr: listeners.api.local_addr()?,
+        peer_addr: listeners.peer.local_addr()?,
+        identity,
+        config,
+        shutdown: CancellationToken::new(),
+        tasks: tokio_util::task::TaskTracker::new(),
+    };
+    running.spawn_servers(listeners, raft, boot, metrics);
+    Ok(running)
+}
+
+/// The node's identity (`node.json`), created on first start; a `--cluster-secret` given now replaces the one
+/// stored.
+fn open_identity(config: &Config) -> Result<Identity> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let mut identity =
+        Identity::load_or_create(&config.data_dir, &config.name, config.cluster_secret.as_deref())?;
+    if let Some(secret) = &config.cluster_secret
+        && secret != &identity.cluster_secret
+    {
+        identity.cluster_secret = secret.clone();
+        identity.save(&config.data_dir)?;
+    }
+    if config.cluster_secret.is_none() {
+        tracing::warn!(
+            "no --cluster-secret given: using this node's generated secret (see node.json); give every node of a cluster the same --cluster-secret"
+        );
+    }
+    Ok(identity)
+}
+
+fn warn_if_open(config: &Config) {
+    if config.tokens.is_empty() {
+        tracing::warn!(
+            api = %config.api,
+            "no API tokens configured: the admin API is open to every local user (add [[tokens]] to the config file)"
+        );
+    }
+}
+
+/// Opens the node's database and store. A database sled cannot load after a crash is moved aside; the state
+/// machine refills the empty one from the kept snapshot and the Raft log replays the rest (docs/storage.md,
+/// "Where every byte lives").
+fn open_store(config: &Config) -> Result<(SledDatabase, Store)> {
+    let opened =
+        tandem_storage::rebuild::open_or_set_aside(&config.data_dir.join("db"), StoreOptions::default())?;
+    if let Some(aside) = &opened.set_aside {
+        tracing::error!(
+            reason = %aside.reason,
+            moved_to = %aside.moved_to.display(),
+            "the database could not be loaded after a crash: moved it aside; rebuilding it from the last snapshot and the Raft log"
+        );
+    }
+    Ok((opened.database, opened.store))
+}
+
+/// Binds every socket of the node.
+async fn bind(config: &Config) -> Result<Listeners> {
+    let api = TcpListener::bind(config.api)
+        .await
+        .with_context(|| format!("binding the API address {}", config.api))?;
+    let peer = TcpListener::bind(config.peer)
+        .await
+        .with_context(|| format!("binding the peer address {}", config.peer))?;
+    let boot = if config.role == Role::Witness {
+        None
+    } else {
+        let http = TcpListener::bind(config.boot)
+            .await
+            .with_context(|| format!("binding the boot HTTP address {}", config.boot))?;
+        let tftp = tokio::net::UdpSocket::bind(config.tftp)
+            .await
+            .with_context(|| format!("binding the TFTP address {}", config.tftp))?;
+        Some((http, tftp))
+    };
+    Ok(Listeners { api, peer, boot })
+}
+
+/// Opens the Raft log and the state machine over the store, starts Raft and the [`ClusterNode`] over it; a node
+/// that never was part of a cluster initializes itself as a single-node cluster unless `--join` says to wait.
+async fn start_raft(
+    config: &Config,
+    identity: &Identity,
+    listeners: &Listeners,
+    (database, store): (SledDatabase, Store),
+    registry: &prometheus::Registry,
+) -> Result<(Arc<ClusterNode>, Raft)> {
+    let store = Arc::new(RwLock::new(store));
+    let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(registry)?;
+    let log_store = LogStore::open(&config.data_dir.join("raft-log"), database)
+        .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
+        .with_metrics(cluster_metrics.clone());
+    let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
+        .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
+    let state_machine = state_machine.with_metrics(cluster_metrics.clone());
+    let network = PeerNetwork::new(&identity.cluster_secret)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_sender(identity.id);
+    let info = NodeInfo {
+        name: identity.name.clone(),
+        role: config.role,
+        peer_addr: listeners.peer.local_addr()?.to_string(),
+        api_addr: listeners.api.local_addr()?.to_string(),
+        boot_addr: config.boot_advertise.clone().unwrap_or_else(|| config.boot.to_string()),
+    };
+    let timing = Timing::default();
+    let mut raft_config = timing.raft_config(config.role);
+    if let Some(logs) = std::env::var("TANDEM_RAFT_SNAPSHOT_LOGS").ok().and_then(|v| v.parse().ok()) {
+        // For tests and experiments: snapshot (and purge the log) after this many entries.
+        raft_config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(logs);
+        raft_config.max_in_snapshot_log_to_keep = 0;
+        raft_config.purge_batch_size = 1;
+    }
+    let raft_config = Arc::new(raft_config.validate().context("Raft configuration")?);
+    let raft = Raft::new(identity.id, raft_config, network.clone(), log_store, state_machine)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+    let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
+    node.proposer().set_metrics(cluster_metrics);
+    if node.is_pristine().await && !config.join {
+        node.initialize_single()
+            .await
+            .map_err(|e| anyhow::anyhow!("initializing a single-node cluster: {e}"))?;
+    }
+    Ok((node, raft))
+}
+
+impl RunningNode {
+    /// Spawns the node's servers and background work onto its task tracker.
+    fn spawn_servers(&self, listeners: Listeners, raft: Raft, boot: BootState, metrics: Arc<Metrics>) {
+        let (node, config, shutdown, tasks) = (&self.node, &self.config, &self.shutdown, &self.tasks);
+        let secret = self.identity.cluster_secret.clone();
+        tasks.spawn(serve_peer(listeners.peer, raft, node.proposer(), secret, shutdown.clone()));
+        let backup = backup::BackupState::default();
+        if let Some(schedule) = config.backup.clone() {
+            let (node, metrics) = (node.clone(), metrics.clone());
+            backup::seed(&node, &schedule, &backup, &metrics);
+            tasks.spawn(backup::run(node, schedule, backup.clone(), metrics, shutdown.clone()));
+        }
+        let tokens = crate::auth::Tokens::new(config.tokens.clone());
+        let state = Arc::new(ApiState { node: node.clone(), metrics, boot: boot.clone(), tokens, backup });
+        tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
+        tasks.spawn(node.clone().run_duties(shutdown.clone()));
+        if let Some((http, tftp)) = listeners.boot {
+            let content: Arc<dyn BootContent> = Arc::new(boot_content(node));
+            let options = BootHttpOptions {
+                heartbeats: boot.heartbeats.clone(),
+                stats: boot.http.clone(),
+                ..BootHttpOptions::default()
+            };
+            tasks.spawn(serve_boot_http_with(http, content.clone(), options, shutdown.clone()));
+            let options = TftpOptions { stats: boot.tftp.clone(), ..TftpOptions::default() };
+            tasks.spawn(serve_tftp(tftp, content, options, shutdown.clone()));
+        }
+        if self.identity.pending_recovery.is_some() {
+            tasks.spawn(record_recovery(node.clone(), self.identity.clone(), config.data_dir.clone()));
+        }
+        tasks.close();
+    }
+
+    /// The line `tandem serve` prints once everything runs.
+    pub fn banner(&self) -> String {
+        format!(
+            "tandem: node {} (id {:016x}, {}) serving: api http://{}, peer {}{}",
+            self.identity.name,
+            self.identity.id,
+            self.config.role,
+            self.api_addr,
+            self.peer_addr,
+            if self.config.join { " — waiting to be added with `tandem servers add`" } else { "" }
+        )
+    }
+
+    /// Stops every server (each finishes what it is doing, bounded), then Raft.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait()).await;
+        self.node.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// Writes the forced recovery recorded by `tandem recover` into the history, once this node leads.
+async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_dir: std::path::PathBuf) {
+    let Some((actor, reason, at_ms)) = identity.pending_recovery.clone() else { return };
+    for _ in 0..600 {
+        if node.is_leader() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut change = ChangeSet::new(ChangeMeta {
+        actor,
+        reason,
+        timestamp_ms: at_ms,
+        request_id: Some(format!("forced-recovery-{:016x}-epoch-{}", identity.id, identity.epoch)),
+    });
+    change = change.put(
+        "cluster_events",
+        &format!("epoch-{}", identity.epoch),
+        serde_json::json!({"event": "forced_recovery", "node": identity.name, "node_id": format!("{:016x}", identity.id),
+                           "epoch": identity.epoch, "at_ms": at_ms}),
+    );
+    match node.write(Command::Change(change)).await {
+        Ok(_) => {
+            identity.pending_recovery = None;
+            if let Err(error) = identity.save(&data_dir) {
+                tracing::warn!(%error, "recorded the forced recovery but could not update node.json");
+            }
+            tracing::info!(epoch = identity.epoch, "forced recovery recorded in the history");
+        }
+        Err(error) => tracing::warn!(%error, "could not record the forced recovery in the history yet"),
+    }
+}
+
+/// The boot content of this node: its own store; the boot servers of the cluster (this node first, then the
+/// other data nodes and mirrors, as the membership records their advertised boot addresses); ready once the
+/// node is a member of a cluster (a `--join` node that was never added has nothing trustworthy to serve).
+fn boot_content(node: &Arc<ClusterNode>) -> StoreContent {
+    let servers_node = node.clone();
+    let servers = Arc::new(move || {
+        let mut servers = vec![servers_node.info.boot_addr.clone()];
+        for (id, info, _) in servers_node.members() {
+            if id != servers_node.id && info.role != Role::Witness {
+                servers.push(info.boot_addr);
+            }
+        }
+        servers
+    });
+    let ready_node = node.clone();
+    let ready = Arc::new(move || ready_node.members().iter().any(|(id, _, _)| *id == ready_node.id));
+    StoreContent::new(node.shared_store(), servers).with_readiness(ready)
+}
