@@ -148,6 +148,27 @@ impl StateMachine {
         Ok((StateMachine { store, files: Arc::new(files), applied, metrics: None }, receiver))
     }
 
+    /// Makes sure a snapshot covers the applied position when it is past `log_end`, the end of the durable
+    /// Raft log, and returns whether it built one. A state machine can be durable ahead of its log after a
+    /// power cut (its database was written back by the kernel before the log's last entries were synced;
+    /// a follower applies entries the leader and witness committed before its own sync). Its state is still
+    /// committed state, but openraft accepts an applied position past the log only when a snapshot covers
+    /// it (it then purges the log up to it), and panics otherwise. Call before starting Raft.
+    pub async fn cover_applied_past(&mut self, log_end: Option<LogId>) -> Result<bool> {
+        let applied = position_of(&*read_store(&self.store)?)?.last_applied;
+        let covered = self.files.current_meta().and_then(|meta| meta.last_log_id);
+        if applied <= log_end || applied <= covered {
+            return Ok(false);
+        }
+        tracing::warn!(
+            ?applied,
+            ?log_end,
+            "the state machine is ahead of the durable Raft log (a crash cut the log's unsynced tail): building a snapshot of it so that the log can start after it"
+        );
+        build_snapshot(&self.store, &self.files).await?;
+        Ok(true)
+    }
+
     /// Observes every applied batch in `metrics`.
     pub fn with_metrics(mut self, metrics: crate::metrics::ClusterMetrics) -> Self {
         self.metrics = Some(metrics);

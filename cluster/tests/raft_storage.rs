@@ -550,3 +550,22 @@ async fn a_format_1_log_in_sled_moves_into_segments_at_first_open() {
         "and the segments are the log from now on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_ahead_of_its_log_is_covered_by_a_snapshot_before_raft_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, mut sm, _) = open(dir.path());
+    let entries = vec![membership(1, &[1]), put(2, "a", "r1"), put(3, "b", "r2"), put(4, "c", "r3")];
+    // The log lost its unsynced tail (entries 3 and 4) in a power cut; the state machine had applied them.
+    log.blocking_append(entries[..2].to_vec()).await.unwrap();
+    sm.apply(entries).await.unwrap();
+    assert!(sm.cover_applied_past(log.last_log_id().unwrap()).await.unwrap(), "a snapshot was built");
+    let snapshot = sm.get_current_snapshot().await.unwrap().expect("a snapshot covers the applied state");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 4)));
+    assert!(!sm.cover_applied_past(log.last_log_id().unwrap()).await.unwrap(), "covered now: nothing to do");
+    log.blocking_append([put(3, "b", "r2"), put(4, "c", "r3")]).await.unwrap();
+    assert!(
+        !sm.cover_applied_past(log.last_log_id().unwrap()).await.unwrap(),
+        "a log as long: nothing to do"
+    );
+}

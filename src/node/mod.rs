@@ -180,8 +180,13 @@ async fn start_raft(
     let log_store = LogStore::open(&config.data_dir.join("raft-log"), database)
         .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
         .with_metrics(cluster_metrics.clone());
-    let (state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
+    let (mut state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
         .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
+    let log_end = log_store.last_log_id().map_err(|e| anyhow::anyhow!("reading the Raft log: {e}"))?;
+    state_machine
+        .cover_applied_past(log_end)
+        .await
+        .map_err(|e| anyhow::anyhow!("covering the applied state with a snapshot: {e}"))?;
     let state_machine = state_machine.with_metrics(cluster_metrics.clone());
     let network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -313,6 +313,11 @@ impl LogStore {
         legacy::drop_trees(&self.state)
     }
 
+    /// The id of the last entry in the log (or the last purged one when the log is empty).
+    pub fn last_log_id(&self) -> Result<Option<LogId>> {
+        Ok(self.reader().last_log_id()?.or(self.last_purged))
+    }
+
     /// The segment files the log is in now, oldest first.
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         self.segments.values().map(|info| info.segment.path.clone()).collect()
