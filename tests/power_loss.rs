@@ -608,6 +608,27 @@ fn fail_if_any(cycle: u32, problems: &[String], context: &str) {
     );
 }
 
+/// Starts a pair (a leads) and a witness with all three data directories on the LazyFS mount `mount` (a
+/// plant-wide outage cuts them at once; logs stay in `root`), snapshotting every `snapshot_logs` entries if
+/// given.
+fn start_pair_with_witness(root: &Path, mount: &Path, snapshot_logs: Option<&str>) -> (Node, Node, Node) {
+    let node = |name: &str, role: &str| {
+        let mut node = Node::new(root, name, role);
+        if let Some(logs) = snapshot_logs {
+            node = node.with_env("TANDEM_RAFT_SNAPSHOT_LOGS", logs);
+        }
+        node.data_dir = mount.join(name);
+        node
+    };
+    let (mut a, mut b, mut w) = (node("a", "data"), node("b", "data"), node("w", "witness"));
+    a.start(false);
+    b.start(true);
+    w.start(true);
+    a.add(&b);
+    a.add(&w);
+    (a, b, w)
+}
+
 #[test]
 fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
     let test = "single_node_keeps_every_acknowledged_change_through_power_cuts";
@@ -706,18 +727,7 @@ fn pair_with_witness_keeps_every_acknowledged_change_when_all_lose_power() {
     eprintln!("pair + witness: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("pair");
     let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
-    // All three data directories on one mount: a plant-wide outage cuts them at once. Logs stay outside.
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    let mut w = Node::new(root.path(), "w", "witness");
-    for node in [&mut a, &mut b, &mut w] {
-        node.data_dir = fs.path().join(&node.name);
-    }
-    a.start(false);
-    b.start(true);
-    w.start(true);
-    a.add(&b);
-    a.add(&w);
+    let (mut a, mut b, mut w) = start_pair_with_witness(root.path(), fs.path(), None);
     let mix = Mix {
         large_docs: 6,
         small_docs: 3,
@@ -887,17 +897,7 @@ fn pair_with_witness_cut_during_a_snapshot_install() {
     eprintln!("cut during a snapshot install: {cycles} cycles, TANDEM_POWERLOSS_SEED={seed}");
     let root = Workdir::new("snapshot");
     let Some(mut fs) = mount_or_skip(test, &binary, root.path()) else { return };
-    let mut a = Node::new(root.path(), "a", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
-    let mut b = Node::new(root.path(), "b", "data").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
-    let mut w = Node::new(root.path(), "w", "witness").with_env("TANDEM_RAFT_SNAPSHOT_LOGS", "20");
-    for node in [&mut a, &mut b, &mut w] {
-        node.data_dir = fs.path().join(&node.name);
-    }
-    a.start(false);
-    b.start(true);
-    w.start(true);
-    a.add(&b);
-    a.add(&w);
+    let (mut a, mut b, mut w) = start_pair_with_witness(root.path(), fs.path(), Some("20"));
     let mix = Mix {
         large_docs: 2,
         small_docs: 20,
