@@ -34,7 +34,7 @@
 //! A failed write poisons the store (see `tandem_storage::error`) and becomes a [`StorageError`], which
 //! stops the Raft node: memory may be ahead of the disk, so a restart must reload.
 //!
-//! Small batches (up to [`LIGHT_ENTRIES`] entries, [`LIGHT_OPERATIONS`] document operations, no blob data) are
+//! Small batches (up to `LIGHT_ENTRIES` entries, `LIGHT_OPERATIONS` document operations, no blob data) are
 //! applied on the calling task, larger ones on a blocking thread so that they do not hold up a runtime
 //! worker. Without the fsync a small apply is mostly CPU (tens to a few hundred microseconds, part of it sled
 //! waking its I/O threads), and handing it to a blocking thread and back cost more than it saved (A/B over

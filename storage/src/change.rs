@@ -5,7 +5,7 @@
 //! records the same time and nothing reads the clock while applying) and an optional client request id (a
 //! retried change set with the same id applies once).
 //!
-//! A change set is *decided* ([`crate::decide`]) against the current state: accepted, it becomes an
+//! A change set is *decided* ([`crate::decide()`]) against the current state: accepted, it becomes an
 //! [`crate::Event`] with the next [`Revision`]; rejected, it becomes a [`crate::Rejection`]. The same change set
 //! decided against the same state gives the same answer on every replica.
 

@@ -9,7 +9,7 @@
 //! 1. A client builds a [`ChangeSet`]: operations ([`Operation`]: put, patch, delete), preconditions
 //!    ([`Precondition`]), and metadata ([`ChangeMeta`]: actor, reason, timestamp, request id).
 //! 2. The cluster crate replicates it as a [`Command::Change`] and, once committed, calls [`Store::apply`].
-//! 3. [`decide`] checks it against the current [`Projection`] and the committed blobs: sizes, names,
+//! 3. [`decide()`] checks it against the current [`Projection`] and the committed blobs: sizes, names,
 //!    preconditions, schemas of the built-in collections ([`collections`]), references, MAC uniqueness. The
 //!    answer is an [`Event`] with the next [`Revision`], or a [`Rejection`] — the same on every replica.
 //! 4. The event is applied to the in-memory projection ([`Projection::apply`]) and its parts, the documents it
@@ -24,7 +24,7 @@
 //! - [`engine`]: the storage trait ([`Keyspace`], [`Database`]) and its sled implementation, with a real fsync.
 //! - [`keys`]: the on-disk layout, every key in one table.
 //! - [`change`], [`event`], [`command`], [`rejection`]: the vocabulary.
-//! - [`decide`], [`projection`], [`collections`]: the pure logic.
+//! - [`decide`](mod@decide), [`projection`], [`collections`]: the pure logic.
 //! - [`store`], [`history`], [`blob`], [`snapshot`], [`backup`]: the store on disk.
 //! - [`plan`], [`export`], [`undo`]: going back in time and importing, always as new events.
 

@@ -20,7 +20,7 @@
 //!
 //! ## Durability and the crash story
 //! Records are written with `pwrite` at the end of the active segment (visible to readers at once, as
-//! openraft requires when `append` returns) and made durable by `fdatasync` on the [`flusher`] thread, which
+//! openraft requires when `append` returns) and made durable by `fdatasync` on the flusher thread (`flusher.rs`), which
 //! serves every request waiting with one sync (group commit at the disk). openraft's rules are kept as follows:
 //!
 //! - `save_vote`: written, then synced before returning. A node that voted and crashed remembers its vote.
