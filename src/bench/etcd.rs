@@ -47,7 +47,9 @@ use anyhow::{Context, Result, bail};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::cluster::{BenchNode, ClusterBenchOptions, Load, closed_loop, leader_index, percentile, start_pair};
+use super::cluster::{
+    BenchNode, ClusterBenchOptions, Load, closed_loop, leader_index, percentile, start_pair,
+};
 use crate::client::ApiClient;
 
 /// Size of the value every put writes.
@@ -75,20 +77,23 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
     println!("etcd {etcd_version}: 3 members on 127.0.0.1; Tandem: a + b (data) + w (witness) on 127.0.0.1");
     let fsyncs = FsyncCounter::check(&root);
     match &fsyncs {
-        Ok(()) => println!("fsyncs: counted with perf tracepoints (fsync, fdatasync, sync_file_range) per run"),
+        Ok(()) => {
+            println!("fsyncs: counted with perf tracepoints (fsync, fdatasync, sync_file_range) per run")
+        }
         Err(why) => println!("fsyncs: not measured ({why})"),
     }
     let fsyncs = fsyncs.is_ok();
     println!(
         "load: closed loop, keep-alive HTTP, {VALUE_BYTES}-byte values, to each system's leader; {} s per run, \
-         {rounds} rounds of (etcd, tandem) per client count",
+         {rounds} round(s) of (etcd, tandem) per client count",
         options.seconds
     );
 
     // Warm-up: connections, allocations, the first segment / WAL files.
     let value = value_document();
     run_one(System::Etcd, &etcd, &nodes, 16, Duration::from_secs(1), "warmup", &value, &root, false).await?;
-    run_one(System::Tandem, &etcd, &nodes, 16, Duration::from_secs(1), "warmup", &value, &root, false).await?;
+    run_one(System::Tandem, &etcd, &nodes, 16, Duration::from_secs(1), "warmup", &value, &root, false)
+        .await?;
 
     let mut summaries = Vec::new();
     for &clients in &options.clients {
@@ -106,12 +111,16 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
                     ms(percentile(&figures.load.latencies, 0.50)),
                     ms(percentile(&figures.load.latencies, 0.99)),
                     figures.cpu_seconds * 1e6 / figures.load.latencies.len().max(1) as f64,
-                    figures.fsyncs.map_or("-".to_string(), |n| format!(
+                    figures.fsyncs.map(|n| n.iter().sum::<u64>()).map_or("-".to_string(), |n| format!(
                         "{:.0}/s {:.2}/put",
                         n as f64 / figures.load.elapsed.as_secs_f64(),
                         n as f64 / figures.load.latencies.len().max(1) as f64
                     )),
-                    if figures.load.failures > 0 { format!("  ({} failed)", figures.load.failures) } else { String::new() },
+                    if figures.load.failures > 0 {
+                        format!("  ({} failed)", figures.load.failures)
+                    } else {
+                        String::new()
+                    },
                 );
                 totals[system as usize].add(figures);
             }
@@ -148,7 +157,11 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
             "  p50         etcd {:>7.2} ms       tandem {:>7.2} ms{}",
             p50(etcd_totals),
             p50(tandem_totals),
-            if *clients == 1 { format!("                                      goal ≤ 0.60 ms: {}", mark(p50_ok)) } else { String::new() }
+            if *clients == 1 {
+                format!("                                      goal ≤ 0.60 ms: {}", mark(p50_ok))
+            } else {
+                String::new()
+            }
         );
         let p99_ok = p99(tandem_totals) <= p99(etcd_totals);
         println!(
@@ -165,13 +178,8 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
             tandem_totals.cores()
         );
         if fsyncs {
-            println!(
-                "  fsyncs      etcd {:>7.0} /s ({:.2}/put)   tandem {:>7.0} /s ({:.2}/put)",
-                etcd_totals.fsyncs as f64 / etcd_totals.seconds,
-                etcd_totals.fsyncs as f64 / etcd_totals.writes().max(1) as f64,
-                tandem_totals.fsyncs as f64 / tandem_totals.seconds,
-                tandem_totals.fsyncs as f64 / tandem_totals.writes().max(1) as f64,
-            );
+            println!("  fsyncs      etcd   {}", etcd_totals.fsync_figures());
+            println!("              tandem {}", tandem_totals.fsync_figures());
         }
         if etcd_totals.failures + tandem_totals.failures > 0 {
             println!("  failed      etcd {}   tandem {}", etcd_totals.failures, tandem_totals.failures);
@@ -209,7 +217,8 @@ impl System {
 struct Figures {
     load: Load,
     cpu_seconds: f64,
-    fsyncs: Option<u64>,
+    /// Calls of each of [`FSYNC_EVENTS`].
+    fsyncs: Option<[u64; 3]>,
 }
 
 /// One system's runs at one client count, together.
@@ -219,7 +228,7 @@ struct Totals {
     failures: u64,
     seconds: f64,
     cpu_seconds: f64,
-    fsyncs: u64,
+    fsyncs: [u64; 3],
     /// Throughput of each round, in order.
     rounds: Vec<f64>,
 }
@@ -231,7 +240,9 @@ impl Totals {
         self.failures += figures.load.failures;
         self.seconds += figures.load.elapsed.as_secs_f64();
         self.cpu_seconds += figures.cpu_seconds;
-        self.fsyncs += figures.fsyncs.unwrap_or(0);
+        for (total, n) in self.fsyncs.iter_mut().zip(figures.fsyncs.unwrap_or_default()) {
+            *total += n;
+        }
     }
 
     fn writes(&self) -> usize {
@@ -248,6 +259,21 @@ impl Totals {
 
     fn cores(&self) -> f64 {
         self.cpu_seconds / self.seconds
+    }
+
+    /// "N /s (x.xx/put: fdatasync a, fsync b, sync_file_range c)", per put by kind of call.
+    fn fsync_figures(&self) -> String {
+        let per_put = |n: u64| n as f64 / self.writes().max(1) as f64;
+        let total: u64 = self.fsyncs.iter().sum();
+        let kinds: Vec<String> = FSYNC_EVENTS
+            .iter()
+            .zip(self.fsyncs)
+            .filter(|(_, n)| *n > 0)
+            .map(|(event, n)| {
+                format!("{} {:.2}", event.trim_start_matches("syscalls:sys_enter_"), per_put(n))
+            })
+            .collect();
+        format!("{:>5.0} /s ({:.2}/put: {})", total as f64 / self.seconds, per_put(total), kinds.join(", "))
     }
 }
 
@@ -554,8 +580,8 @@ impl FsyncCounter {
         Ok(FsyncCounter { child, file })
     }
 
-    /// Waits for the recording to end; the number of calls made by the processes `pids`.
-    async fn finish(mut self, pids: &[u32]) -> Result<u64> {
+    /// Waits for the recording to end; the calls of each of [`FSYNC_EVENTS`] made by the processes `pids`.
+    async fn finish(mut self, pids: &[u32]) -> Result<[u64; 3]> {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .context("perf record did not end")??;
@@ -563,7 +589,7 @@ impl FsyncCounter {
             bail!("perf record failed ({status})");
         }
         let output = tokio::process::Command::new("perf")
-            .args(["script", "-F", "pid", "-i"])
+            .args(["script", "-F", "pid,event", "-i"])
             .arg(&self.file)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -573,11 +599,19 @@ impl FsyncCounter {
             .context("perf script")?;
         let _ = std::fs::remove_file(&self.file);
         let pids: HashSet<u32> = pids.iter().copied().collect();
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| line.split_whitespace().next()?.parse::<u32>().ok())
-            .filter(|pid| pids.contains(pid))
-            .count() as u64)
+        let mut counts = [0; 3];
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            // "  1234 syscalls:sys_enter_fdatasync: "
+            let mut fields = line.split_whitespace();
+            let Some(pid) = fields.next().and_then(|pid| pid.parse::<u32>().ok()) else { continue };
+            let event = fields.next().unwrap_or("").trim_end_matches(':');
+            if let Some(kind) = FSYNC_EVENTS.iter().position(|e| *e == event)
+                && pids.contains(&pid)
+            {
+                counts[kind] += 1;
+            }
+        }
+        Ok(counts)
     }
 }
 
