@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the external programs `tandem bench boot` drives when they are missing (Debian packages): nginx and
 # wrk for the HTTP comparison, atftp (client) and atftpd (reference server) for the TFTP comparison, curl for the
-# concurrent downloads. Safe to run again: it installs only what is missing.
+# concurrent downloads; and etcd 3.4 (server, etcdctl) for `tandem bench cluster --vs-etcd` (which also installs it
+# itself when missing). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 # command -> Debian package, for every external program the boot benchmark drives.
@@ -11,6 +12,8 @@ declare -A needed=(
   [atftp]=atftp
   [atftpd]=atftpd
   [curl]=curl
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
 )
 
 missing=()

@@ -26,18 +26,22 @@ pub struct ClusterBenchOptions {
     /// Client counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub clients: Vec<usize>,
-    /// Failover runs.
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
+    /// Failover runs (default 5); with --vs-etcd, interleaved etcd/Tandem rounds per client count (default 3).
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// Keep the temporary directory (the nodes' data and logs) after the run, for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// Side by side with a three-member etcd 3.4 on this machine (installed with apt-get when missing): put
+    /// throughput, p50/p99, fsyncs and CPU per write of both, runs interleaved (see `bench::etcd`).
+    #[arg(long)]
+    pub vs_etcd: bool,
 }
 
-struct BenchNode {
-    name: &'static str,
+pub(super) struct BenchNode {
+    pub(super) name: &'static str,
     role: &'static str,
-    api: String,
+    pub(super) api: String,
     peer: String,
     boot: String,
     tftp: String,
@@ -91,6 +95,11 @@ impl BenchNode {
         }
     }
 
+    /// The process id of the running node.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn client(&self) -> ApiClient {
         ApiClient::new(&self.api, None)
     }
@@ -107,18 +116,15 @@ impl Drop for BenchNode {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// Runs the cluster benchmark and prints its figures.
-pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().to_path_buf();
-    let root = root.as_path();
+/// Starts a (data) + b (data) + w (witness) in `root` and forms the cluster through a's API.
+pub(super) async fn start_pair(root: &Path) -> Result<[BenchNode; 3]> {
     let mut nodes =
         [BenchNode::new("a", "data")?, BenchNode::new("b", "data")?, BenchNode::new("w", "witness")?];
     nodes[0].start(root, false).await?;
@@ -136,13 +142,80 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
             bail!("adding {}: {answer}", nodes[i].name);
         }
     }
+    Ok(nodes)
+}
+
+/// The figures of one closed-loop run.
+#[derive(Debug)]
+pub(super) struct Load {
+    /// Latencies of the successful requests, sorted.
+    pub(super) latencies: Vec<Duration>,
+    pub(super) failures: u64,
+    pub(super) elapsed: Duration,
+}
+
+impl Load {
+    pub(super) fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `clients` closed-loop clients, each on its own keep-alive connection to `target`, sending one request at a
+/// time — `request(client, n)` gives the method, path and JSON body of a client's n-th — for `duration`. A
+/// request counts when it is answered 200.
+pub(super) async fn closed_loop(
+    target: &str,
+    clients: usize,
+    duration: Duration,
+    request: impl Fn(usize, u64) -> (Method, String, Value) + Send + Sync + 'static,
+) -> Result<Load> {
+    let request = std::sync::Arc::new(request);
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = ApiClient::new(target, None).with_timeout(Duration::from_secs(10));
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let (method, path, body) = request(c, n);
+                let start = Instant::now();
+                match client.send(method, &path, Some(body)).await {
+                    Ok((200, _)) => latencies.push(start.elapsed()),
+                    _ => failures += 1,
+                }
+                n += 1;
+            }
+            (latencies, failures)
+        }));
+    }
+    let started = Instant::now();
+    let mut load = Load { latencies: Vec::new(), failures: 0, elapsed: Duration::ZERO };
+    for task in tasks {
+        let (l, f) = task.await?;
+        load.latencies.extend(l);
+        load.failures += f;
+    }
+    load.elapsed = started.elapsed();
+    load.latencies.sort();
+    Ok(load)
+}
+
+/// Runs the cluster benchmark and prints its figures.
+pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().to_path_buf();
+    let root = root.as_path();
+    let mut nodes = start_pair(root).await?;
     println!("tandem bench cluster: a + b (data) + w (witness) on 127.0.0.1, in {}", root.display());
 
     for &clients in &options.clients {
         measure_throughput(&nodes, clients, options.seconds).await?;
     }
     let mut failovers = Vec::new();
-    for run in 0..options.runs {
+    for run in 0..options.runs.unwrap_or(5) {
         if let Some(took) = measure_failover(&mut nodes, root, run).await? {
             failovers.push(took);
         }
@@ -166,44 +239,18 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
 /// Writes from `clients` concurrent clients to the leader for `seconds`; prints the rate and latencies.
 async fn measure_throughput(nodes: &[BenchNode], clients: usize, seconds: u64) -> Result<()> {
     let leader = leader_index(nodes).await?;
-    let target = nodes[leader].api.clone();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let client = ApiClient::new(&target, None);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = 0u64;
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let start = Instant::now();
-                let path = format!("/v1/docs/bench/c{c}-{n}");
-                match client.send(Method::PUT, &path, Some(json!({"client": c, "n": n}))).await {
-                    Ok((200, _)) => latencies.push(start.elapsed()),
-                    _ => failures += 1,
-                }
-                n += 1;
-            }
-            (latencies, failures)
-        }));
-    }
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for task in tasks {
-        let (l, f) = task.await?;
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
+    let load = closed_loop(&nodes[leader].api, clients, Duration::from_secs(seconds), |c, n| {
+        (Method::PUT, format!("/v1/docs/bench/c{c}-{n}"), json!({"client": c, "n": n}))
+    })
+    .await?;
     println!(
-        "throughput {clients:>3} clients: {:>7.0} changes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} changes, {failures} failed, {:.1} s)",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        latencies.len(),
-        elapsed.as_secs_f64()
+        "throughput {clients:>3} clients: {:>7.0} changes/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} changes, {} failed, {:.1} s)",
+        load.per_second(),
+        percentile(&load.latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&load.latencies, 0.99).as_secs_f64() * 1000.0,
+        load.latencies.len(),
+        load.failures,
+        load.elapsed.as_secs_f64()
     );
     Ok(())
 }
@@ -255,7 +302,7 @@ async fn measure_failover(nodes: &mut [BenchNode], root: &Path, run: usize) -> R
     Ok(Some(took))
 }
 
-async fn leader_index(nodes: &[BenchNode]) -> Result<usize> {
+pub(super) async fn leader_index(nodes: &[BenchNode]) -> Result<usize> {
     for _ in 0..200 {
         for node in nodes {
             if node.child.is_none() {

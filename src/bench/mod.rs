@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod cluster;
+pub mod etcd;
 pub mod operations;
 pub mod storage;
 
