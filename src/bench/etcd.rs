@@ -128,11 +128,23 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
         summaries.push((clients, totals));
     }
 
+    print_summary(&mut summaries, fsyncs);
+
+    drop(nodes);
+    drop(etcd);
+    if options.keep {
+        println!("kept the data and logs of both systems in {}", dir.keep().display());
+    }
+    Ok(())
+}
+
+/// Prints, per client count, both systems' figures over all rounds beside the goals, and how many are met.
+fn print_summary(summaries: &mut [(usize, [Totals; 2])], fsyncs: bool) {
     println!();
     println!("summary (all rounds together; ratio = tandem / etcd; load average now {})", load_average());
     let mut met = 0;
     let mut goals = 0;
-    for (clients, [etcd_totals, tandem_totals]) in &mut summaries {
+    for (clients, [etcd_totals, tandem_totals]) in summaries.iter_mut() {
         etcd_totals.latencies.sort();
         tandem_totals.latencies.sort();
         let ratio = tandem_totals.per_second() / etcd_totals.per_second();
@@ -188,13 +200,6 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
         met += usize::from(throughput_ok) + usize::from(p99_ok) + usize::from(*clients == 1 && p50_ok);
     }
     println!("goals met: {met} of {goals}");
-
-    drop(nodes);
-    drop(etcd);
-    if options.keep {
-        println!("kept the data and logs of both systems in {}", dir.keep().display());
-    }
-    Ok(())
 }
 
 #[derive(Clone, Copy, Debug)]

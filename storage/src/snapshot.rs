@@ -378,38 +378,193 @@ fn consume(reader: impl Read, sink: &mut dyn Sink, checkpoint_interval: u64) -> 
         return Err(invalid("the snapshot does not start with a header frame"));
     };
     let header: SnapshotHeader = decode(&payload, "snapshot header").map_err(|e| invalid(e.to_string()))?;
-    let mut batch = WriteBatch::new();
-    let mut batch_bytes = 0usize;
-    let mut flush = |batch: &mut WriteBatch, bytes: &mut usize, force: bool| -> Result<()> {
-        if force || *bytes >= BATCH_BYTES {
-            sink.write(std::mem::take(batch))?;
-            *bytes = 0;
+    let mut consumer = Consumer::new(sink, header, checkpoint_interval);
+    while let Some((kind, payload)) = frames.next()? {
+        if kind != DATA {
+            // Data frames belong to the blob or upload before them; every other frame keeps the order.
+            if kind == HEADER || frame_order(kind) < frame_order(consumer.stage) {
+                return Err(invalid(format!(
+                    "frame of kind {kind} out of order at byte {}",
+                    frames.offset()
+                )));
+            }
+            consumer.finish_data()?;
+            consumer.stage = kind;
         }
-        Ok(())
-    };
-    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
-    batch.put(Meta::ClusterId.key(), header.cluster_id.clone().into_bytes());
-    batch.put(Meta::Revision.key(), header.revision.0.to_be_bytes().to_vec());
-    if let Some(position) = &header.position {
-        batch.put(Meta::Position.key(), position.clone());
+        match kind {
+            EVENTS => consumer.events(&payload)?,
+            DOCUMENTS => consumer.documents(&payload)?,
+            BLOB => consumer.blob(&payload)?,
+            UPLOAD => consumer.upload(&payload)?,
+            DATA => consumer.data(&payload)?,
+            _ => return Err(invalid(format!("unexpected frame of kind {kind}"))),
+        }
+    }
+    let header = consumer.finish()?;
+    Ok(SnapshotSummary { header, bytes: frames.offset() })
+}
+
+/// The order frames of each kind come in (data frames excepted: they follow their blob or upload).
+fn frame_order(kind: u8) -> u8 {
+    match kind {
+        EVENTS => 0,
+        DOCUMENTS => 1,
+        BLOB => 2,
+        UPLOAD => 3,
+        _ => 4,
+    }
+}
+
+/// What [`consume`] keeps while it reads a snapshot: the writes not yet sent, and what the checks at the
+/// end compare.
+struct Consumer<'a> {
+    sink: &'a mut dyn Sink,
+    header: SnapshotHeader,
+    checkpoint_interval: u64,
+    batch: WriteBatch,
+    batch_bytes: usize,
+    /// The projection the snapshot's events replay to.
+    replayed: Projection,
+    last_checkpoint: Revision,
+    /// The projection the snapshot's document frames hold (must equal `replayed`).
+    snapshot_documents: Projection,
+    /// The kind of the last frame that was not data.
+    stage: u8,
+    blob_in_progress: Option<IncomingBytes>,
+    next_upload_id: u64,
+    blobs: u64,
+    uploads: u64,
+}
+
+impl<'a> Consumer<'a> {
+    fn new(sink: &'a mut dyn Sink, header: SnapshotHeader, checkpoint_interval: u64) -> Self {
+        let mut batch = WriteBatch::new();
+        batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+        batch.put(Meta::ClusterId.key(), header.cluster_id.clone().into_bytes());
+        batch.put(Meta::Revision.key(), header.revision.0.to_be_bytes().to_vec());
+        if let Some(position) = &header.position {
+            batch.put(Meta::Position.key(), position.clone());
+        }
+        Consumer {
+            sink,
+            header,
+            checkpoint_interval,
+            batch,
+            batch_bytes: 0,
+            replayed: Projection::new(),
+            last_checkpoint: Revision(0),
+            snapshot_documents: Projection::new(),
+            stage: EVENTS,
+            blob_in_progress: None,
+            next_upload_id: u64::MAX / 2,
+            blobs: 0,
+            uploads: 0,
+        }
     }
 
-    let mut replayed = Projection::new();
-    let mut last_checkpoint = Revision(0);
-    let mut snapshot_documents = Projection::new();
-    let mut stage = EVENTS;
-    let mut blob_in_progress: Option<IncomingBytes> = None;
-    let mut next_upload_id = u64::MAX / 2;
-    let mut blobs = 0u64;
-    let mut uploads = 0u64;
+    /// Sends the writes collected so far once they reach [`BATCH_BYTES`] (or now, with `force`).
+    fn flush(&mut self, force: bool) -> Result<()> {
+        if force || self.batch_bytes >= BATCH_BYTES {
+            self.sink.write(std::mem::take(&mut self.batch))?;
+            self.batch_bytes = 0;
+        }
+        Ok(())
+    }
 
-    let finish_data = |item: &mut Option<IncomingBytes>, batch: &mut WriteBatch| -> Result<()> {
-        if let Some(IncomingBytes { digest, id, size, received, hasher, tail }) = item.take() {
+    /// An events frame: each event is replayed, stored, and checkpointed when one is due.
+    fn events(&mut self, payload: &[u8]) -> Result<()> {
+        let mut rest = payload;
+        while !rest.is_empty() {
+            if rest.len() < 4 {
+                return Err(invalid("an events frame ends inside a length"));
+            }
+            let length = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            let bytes =
+                rest.get(4..4 + length).ok_or_else(|| invalid("an events frame ends inside an event"))?;
+            rest = &rest[4 + length..];
+            let event: Event = decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?;
+            self.replayed.apply(&event).map_err(|e| invalid(e.to_string()))?;
+            put_parts(&mut self.batch, bytes, |part| keys::event(event.revision, part));
+            self.batch_bytes += bytes.len() + 32;
+            if let Some(request_id) = &event.meta.request_id {
+                self.batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
+            }
+            let interval = self.checkpoint_interval.max(self.replayed.len() as u64).max(1);
+            if event.revision.0 - self.last_checkpoint.0 >= interval && event.revision < self.header.revision
+            {
+                write_checkpoint(&mut self.batch, &self.replayed);
+                self.batch_bytes += self.replayed.len() * 64;
+                self.last_checkpoint = event.revision;
+            }
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    /// A documents frame: stored, and kept to compare with the replay.
+    fn documents(&mut self, payload: &[u8]) -> Result<()> {
+        let documents: Vec<(DocKey, StoredDocument)> =
+            decode(payload, "snapshot documents").map_err(|e| invalid(e.to_string()))?;
+        for (key, document) in documents {
+            self.batch_bytes += document.body.len() + 64;
+            self.batch.put(keys::document(&key), encode(&document));
+            self.snapshot_documents.insert(key, document);
+        }
+        self.flush(false)
+    }
+
+    /// A blob header: its bytes follow in data frames, stored under a fresh upload id.
+    fn blob(&mut self, payload: &[u8]) -> Result<()> {
+        let (digest, size): (Digest, u64) =
+            decode(payload, "a blob header").map_err(|e| invalid(e.to_string()))?;
+        self.next_upload_id += 1;
+        self.batch.put(keys::blob(&digest), encode(&BlobMeta { size, upload: self.next_upload_id }));
+        self.blob_in_progress = Some(IncomingBytes::new(Some(digest), self.next_upload_id, size));
+        self.blobs += 1;
+        Ok(())
+    }
+
+    /// An upload in progress: its bytes so far follow in data frames.
+    fn upload(&mut self, payload: &[u8]) -> Result<()> {
+        let (id, meta): (u64, UploadMeta) =
+            decode(payload, "an upload header").map_err(|e| invalid(e.to_string()))?;
+        self.batch.put(keys::upload(id), encode(&meta));
+        self.blob_in_progress = Some(IncomingBytes::new(None, id, meta.size));
+        self.uploads += 1;
+        Ok(())
+    }
+
+    /// Bytes of the blob or upload in progress: stored in whole parts as they fill.
+    fn data(&mut self, payload: &[u8]) -> Result<()> {
+        let Some(IncomingBytes { id, size, received, hasher, tail, .. }) = self.blob_in_progress.as_mut()
+        else {
+            return Err(invalid("blob data without a blob header"));
+        };
+        *received += payload.len() as u64;
+        if *received > *size {
+            return Err(invalid("a blob holds more bytes than its header says"));
+        }
+        hasher.update(payload);
+        tail.extend_from_slice(payload);
+        let full = tail.len() / STORED_CHUNK_BYTES * STORED_CHUNK_BYTES;
+        let first_part = ((*received - tail.len() as u64) / STORED_CHUNK_BYTES as u64) as u32;
+        for (i, piece) in tail[..full].chunks(STORED_CHUNK_BYTES).enumerate() {
+            self.batch.put(keys::blob_part(*id, first_part + i as u32), piece.to_vec());
+        }
+        self.batch_bytes += full;
+        tail.drain(..full);
+        self.flush(false)
+    }
+
+    /// Ends the blob or upload in progress: its size, its last part, its digest.
+    fn finish_data(&mut self) -> Result<()> {
+        if let Some(IncomingBytes { digest, id, size, received, hasher, tail }) = self.blob_in_progress.take()
+        {
             if received != size {
                 return Err(invalid(format!("a blob or upload holds {received} bytes instead of {size}")));
             }
             if !tail.is_empty() {
-                batch.put(keys::blob_part(id, (received / STORED_CHUNK_BYTES as u64) as u32), tail);
+                self.batch.put(keys::blob_part(id, (received / STORED_CHUNK_BYTES as u64) as u32), tail);
             }
             if let Some(digest) = digest {
                 let actual = Digest::from(hasher);
@@ -419,124 +574,33 @@ fn consume(reader: impl Read, sink: &mut dyn Sink, checkpoint_interval: u64) -> 
             }
         }
         Ok(())
-    };
+    }
 
-    while let Some((kind, payload)) = frames.next()? {
-        let order = |kind: u8| match kind {
-            EVENTS => 0,
-            DOCUMENTS => 1,
-            BLOB => 2,
-            UPLOAD => 3,
-            _ => 4,
-        };
-        if kind != DATA {
-            // Data frames belong to the blob or upload before them; every other frame keeps the order.
-            if kind == HEADER || order(kind) < order(stage) {
-                return Err(invalid(format!(
-                    "frame of kind {kind} out of order at byte {}",
-                    frames.offset()
-                )));
-            }
-            finish_data(&mut blob_in_progress, &mut batch)?;
-            stage = kind;
+    /// The checks once every frame is read — history, documents and counts agree with the header — and the
+    /// last writes; returns the header.
+    fn finish(mut self) -> Result<SnapshotHeader> {
+        self.finish_data()?;
+        let header = &self.header;
+        if self.replayed.revision() != header.revision {
+            return Err(invalid(format!(
+                "the snapshot's history ends at revision {} but its header says {}",
+                self.replayed.revision(),
+                header.revision
+            )));
         }
-        match kind {
-            EVENTS => {
-                let mut rest = payload.as_slice();
-                while !rest.is_empty() {
-                    if rest.len() < 4 {
-                        return Err(invalid("an events frame ends inside a length"));
-                    }
-                    let length = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-                    let bytes = rest
-                        .get(4..4 + length)
-                        .ok_or_else(|| invalid("an events frame ends inside an event"))?;
-                    rest = &rest[4 + length..];
-                    let event: Event =
-                        decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?;
-                    replayed.apply(&event).map_err(|e| invalid(e.to_string()))?;
-                    put_parts(&mut batch, bytes, |part| keys::event(event.revision, part));
-                    batch_bytes += bytes.len() + 32;
-                    if let Some(request_id) = &event.meta.request_id {
-                        batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
-                    }
-                    let interval = checkpoint_interval.max(replayed.len() as u64).max(1);
-                    if event.revision.0 - last_checkpoint.0 >= interval && event.revision < header.revision {
-                        write_checkpoint(&mut batch, &replayed);
-                        batch_bytes += replayed.len() * 64;
-                        last_checkpoint = event.revision;
-                    }
-                    flush(&mut batch, &mut batch_bytes, false)?;
-                }
-            }
-            DOCUMENTS => {
-                let documents: Vec<(DocKey, StoredDocument)> =
-                    decode(&payload, "snapshot documents").map_err(|e| invalid(e.to_string()))?;
-                for (key, document) in documents {
-                    batch_bytes += document.body.len() + 64;
-                    batch.put(keys::document(&key), encode(&document));
-                    snapshot_documents.insert(key, document);
-                }
-                flush(&mut batch, &mut batch_bytes, false)?;
-            }
-            BLOB => {
-                let (digest, size): (Digest, u64) =
-                    decode(&payload, "a blob header").map_err(|e| invalid(e.to_string()))?;
-                next_upload_id += 1;
-                batch.put(keys::blob(&digest), encode(&BlobMeta { size, upload: next_upload_id }));
-                blob_in_progress = Some(IncomingBytes::new(Some(digest), next_upload_id, size));
-                blobs += 1;
-            }
-            UPLOAD => {
-                let (id, meta): (u64, UploadMeta) =
-                    decode(&payload, "an upload header").map_err(|e| invalid(e.to_string()))?;
-                batch.put(keys::upload(id), encode(&meta));
-                blob_in_progress = Some(IncomingBytes::new(None, id, meta.size));
-                uploads += 1;
-            }
-            DATA => {
-                let Some(IncomingBytes { id, size, received, hasher, tail, .. }) = blob_in_progress.as_mut()
-                else {
-                    return Err(invalid("blob data without a blob header"));
-                };
-                *received += payload.len() as u64;
-                if *received > *size {
-                    return Err(invalid("a blob holds more bytes than its header says"));
-                }
-                hasher.update(&payload);
-                tail.extend_from_slice(&payload);
-                let full = tail.len() / STORED_CHUNK_BYTES * STORED_CHUNK_BYTES;
-                let first_part = ((*received - tail.len() as u64) / STORED_CHUNK_BYTES as u64) as u32;
-                for (i, piece) in tail[..full].chunks(STORED_CHUNK_BYTES).enumerate() {
-                    batch.put(keys::blob_part(*id, first_part + i as u32), piece.to_vec());
-                }
-                batch_bytes += full;
-                tail.drain(..full);
-                flush(&mut batch, &mut batch_bytes, false)?;
-            }
-            _ => return Err(invalid(format!("unexpected frame of kind {kind}"))),
+        self.snapshot_documents.set_revision(header.revision);
+        if self.snapshot_documents != self.replayed {
+            return Err(invalid("the snapshot's documents differ from a replay of its history"));
         }
+        if self.blobs != header.blobs
+            || self.uploads != header.uploads
+            || self.snapshot_documents.len() as u64 != header.documents
+        {
+            return Err(invalid("the snapshot's contents do not match the counts in its header"));
+        }
+        self.flush(true)?;
+        Ok(self.header)
     }
-    finish_data(&mut blob_in_progress, &mut batch)?;
-    if replayed.revision() != header.revision {
-        return Err(invalid(format!(
-            "the snapshot's history ends at revision {} but its header says {}",
-            replayed.revision(),
-            header.revision
-        )));
-    }
-    snapshot_documents.set_revision(header.revision);
-    if snapshot_documents != replayed {
-        return Err(invalid("the snapshot's documents differ from a replay of its history"));
-    }
-    if blobs != header.blobs
-        || uploads != header.uploads
-        || snapshot_documents.len() as u64 != header.documents
-    {
-        return Err(invalid("the snapshot's contents do not match the counts in its header"));
-    }
-    flush(&mut batch, &mut batch_bytes, true)?;
-    Ok(SnapshotSummary { header, bytes: frames.offset() })
 }
 
 impl Store {
