@@ -325,3 +325,34 @@ fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
         .unwrap();
     assert!(bytes == firmware, "the blob on b has the same bytes");
 }
+
+#[test]
+fn a_database_sled_cannot_load_is_moved_aside_and_rebuilt_from_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data");
+    a.start(false);
+    a.ok(&["put", "notes", "n1", r#"{"text": "before the damage"}"#, "--reason", "kept"]);
+    a.ok(&["put", "notes", "n2", r#"{"text": "also kept"}"#]);
+    let before = events_summary(&a);
+    a.kill();
+    // Damage every file of sled's beyond recognition; the Raft log is intact.
+    for file in std::fs::read_dir(a.data_dir.join("db")).unwrap() {
+        let path = file.unwrap().path();
+        if path.is_file() {
+            std::fs::write(&path, vec![0xA5u8; 64 * 1024]).unwrap();
+        }
+    }
+    a.start(false);
+    let status = a.status();
+    let rebuilt = status["store_rebuilt"].as_str().expect("status says the store was rebuilt");
+    assert!(rebuilt.contains("db.broken-"), "{rebuilt}");
+    let shown = a.ok(&["status"]);
+    assert!(shown.contains("REBUILT"), "{shown}");
+    assert_eq!(events_summary(&a), before, "the history came back from the log");
+    let n1 = a.ok(&["get", "notes", "n1"]);
+    assert!(n1.contains("before the damage"), "{n1}");
+    let kept = std::fs::read_dir(&a.data_dir)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("db.broken-"));
+    assert!(kept, "the damaged database is kept for a post-mortem");
+}

@@ -184,6 +184,10 @@ pub struct Status {
     pub degraded: bool,
     pub degraded_reason: Option<String>,
     pub peers: Vec<PeerStatus>,
+    /// Set when this run found its database unloadable after a crash, moved it aside and rebuilt it from
+    /// the last snapshot and the Raft log: where the old one went, and why.
+    #[serde(default)]
+    pub store_rebuilt: Option<String>,
 }
 
 /// A running node. Raft, the store, the network and the timing are private: callers ask questions
@@ -201,6 +205,8 @@ pub struct ClusterNode {
     membership_lock: tokio::sync::Mutex<()>,
     /// When each peer last had the leader's whole log (leader only): its lag in seconds is the time since.
     last_in_sync: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
+    /// See [`Status::store_rebuilt`].
+    store_rebuilt: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -235,7 +241,13 @@ impl ClusterNode {
             applied,
             membership_lock: tokio::sync::Mutex::new(()),
             last_in_sync: std::sync::Mutex::new(BTreeMap::new()),
+            store_rebuilt: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Records that this run rebuilt the store (shown in [`Status::store_rebuilt`] until the node restarts).
+    pub fn note_store_rebuilt(&self, what: String) {
+        *self.store_rebuilt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(what);
     }
 
     /// The proposer of this node's writes, for the peer endpoint to propose forwarded writes through.
@@ -650,6 +662,7 @@ impl ClusterNode {
             degraded,
             degraded_reason,
             peers,
+            store_rebuilt: self.store_rebuilt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
         }
     }
 

@@ -46,6 +46,9 @@ fn print_status(value: &Value) {
     if value["degraded"].as_bool() == Some(true) {
         println!("DEGRADED  {}", value["degraded_reason"].as_str().unwrap_or(""));
     }
+    if let Some(rebuilt) = value["store_rebuilt"].as_str() {
+        println!("REBUILT   {rebuilt}");
+    }
     print_backup_status(&value["backup"]);
     print_peers(value["peers"].as_array().map(Vec::as_slice).unwrap_or_default());
     print_recent_changes(value["recent_changes"].as_array().map(Vec::as_slice).unwrap_or_default());

@@ -79,10 +79,13 @@ pub async fn start(config: Config) -> Result<RunningNode> {
     config.validate()?;
     let identity = open_identity(&config)?;
     warn_if_open(&config);
-    let (database, store) = open_store(&config)?;
+    let (database, store, rebuilt) = open_store(&config)?;
     let listeners = bind(&config).await?;
     let registry = prometheus::Registry::new();
     let (node, raft) = start_raft(&config, &identity, &listeners, (database, store), &registry).await?;
+    if let Some(rebuilt) = rebuilt {
+        node.note_store_rebuilt(rebuilt);
+    }
     let boot = BootState::default();
     let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
     let running = RunningNode {
@@ -131,7 +134,7 @@ fn warn_if_open(config: &Config) {
 /// Opens the node's database and store. A database sled cannot load after a crash is moved aside; the state
 /// machine refills the empty one from the kept snapshot and the Raft log replays the rest (docs/storage.md,
 /// "Where every byte lives").
-fn open_store(config: &Config) -> Result<(SledDatabase, Store)> {
+fn open_store(config: &Config) -> Result<(SledDatabase, Store, Option<String>)> {
     let opened =
         tandem_storage::rebuild::open_or_set_aside(&config.data_dir.join("db"), StoreOptions::default())?;
     if let Some(aside) = &opened.set_aside {
@@ -141,7 +144,14 @@ fn open_store(config: &Config) -> Result<(SledDatabase, Store)> {
             "the database could not be loaded after a crash: moved it aside; rebuilding it from the last snapshot and the Raft log"
         );
     }
-    Ok((opened.database, opened.store))
+    let rebuilt = opened.set_aside.map(|aside| {
+        format!(
+            "the database could not be loaded ({}); it was moved to {} and rebuilt from the last snapshot and the Raft log",
+            aside.reason,
+            aside.moved_to.display()
+        )
+    });
+    Ok((opened.database, opened.store, rebuilt))
 }
 
 /// Binds every socket of the node.
