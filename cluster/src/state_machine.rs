@@ -395,24 +395,25 @@ async fn build_snapshot(store: &SharedStore, files: &Arc<SnapshotFiles>) -> Resu
     // end (aborted, or committed as a duplicate) and lose its parts before they are copied. The view is then
     // stale, not damaged: take a new one. Uploads end far more rarely than a snapshot takes, so a few
     // attempts are plenty.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match build_snapshot_once(store, files).await {
-            Err(error)
-                if attempts < 5 && error.to_string().contains("the store changed under a snapshot") =>
-            {
-                tracing::info!(%error, attempts, "building the snapshot again");
-            }
-            result => return result,
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..ATTEMPTS {
+        match build_snapshot_once(store, files).await? {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(stale) => tracing::info!(%stale, attempt, "building the snapshot again"),
         }
+    }
+    match build_snapshot_once(store, files).await? {
+        Ok(snapshot) => Ok(snapshot),
+        Err(stale) => Err(snapshot_write_error(None, stale)),
     }
 }
 
+/// One attempt of [`build_snapshot`]: the snapshot, or (inner `Err`) the [`tandem_storage::Error::Stale`]
+/// that says the view went out of date while it was written.
 async fn build_snapshot_once(
     store: &SharedStore,
     files: &Arc<SnapshotFiles>,
-) -> Result<Snapshot<TypeConfig>> {
+) -> Result<std::result::Result<Snapshot<TypeConfig>, tandem_storage::Error>> {
     let (source, position) = {
         let guard = read_store(store)?;
         (guard.snapshot(), position_of(&guard)?)
@@ -424,14 +425,29 @@ async fn build_snapshot_once(
     };
     let files = files.clone();
     let built = meta.clone();
-    let (file, bytes) = blocking(move || {
-        files
-            .store_built(&built, |out| source.write_to(out).map(|(_, bytes)| bytes).map_err(io::Error::other))
-            .map_err(|e| snapshot_write_error(Some(built.signature()), e))
+    let built_file = blocking(move || {
+        let mut stale = None;
+        let written = files.store_built(&built, |out| match source.write_to(out) {
+            Ok((_, bytes)) => Ok(bytes),
+            Err(tandem_storage::Error::Stale(why)) => {
+                stale = Some(tandem_storage::Error::Stale(why.clone()));
+                Err(io::Error::other(why))
+            }
+            Err(error) => Err(io::Error::other(error)),
+        });
+        match (written, stale) {
+            (Ok(built_file), _) => Ok(Ok(built_file)),
+            (Err(_), Some(stale)) => Ok(Err(stale)),
+            (Err(error), None) => Err(snapshot_write_error(Some(built.signature()), error)),
+        }
     })
     .await?;
+    let (file, bytes) = match built_file {
+        Ok(built_file) => built_file,
+        Err(stale) => return Ok(Err(stale)),
+    };
     tracing::info!(snapshot = %meta.snapshot_id, bytes, "built a snapshot");
-    Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    Ok(Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {

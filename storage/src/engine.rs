@@ -260,11 +260,7 @@ fn open_sled(path: &Path) -> sled::Result<sled::Db> {
         let config = sled::Config::new().path(path).flush_every_ms(None).segment_size(segment_size(path));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || config.open()))
             .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".into());
+                let message = panic_message(panic.as_ref());
                 Err(sled::Error::ReportableBug(format!("sled panicked while recovering: {message}")))
             });
         match opened {
@@ -316,6 +312,15 @@ impl Database for SledDatabase {
         self.sync_blobs()?;
         self.db_file.sync_all().map_err(|e| Error::io("fsyncing the database file", e))
     }
+}
+
+/// The message of a caught panic (sled panics with a `&str` or a `String`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// fsyncs a file or directory by path (a missing one is fine: sled creates `conf` lazily on some paths).

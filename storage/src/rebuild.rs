@@ -74,11 +74,7 @@ fn open(path: &Path, options: StoreOptions) -> Result<(SledDatabase, Store)> {
         Ok((database, store))
     });
     attempt.unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let message = crate::engine::panic_message(panic.as_ref());
         Err(Error::Engine {
             context: format!("loading {}", path.display()),
             message: format!("sled panicked: {message}"),

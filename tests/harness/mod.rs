@@ -287,9 +287,14 @@ impl Drop for Node {
 
 /// A pair of data nodes `a` and `b` with a witness `w`, formed through `a` with `tandem servers add`.
 pub fn pair_with_witness(root: &Path) -> (Node, Node, Node) {
-    let mut a = Node::new(root, "a", "data");
-    let mut b = Node::new(root, "b", "data");
-    let mut w = Node::new(root, "w", "witness");
+    pair_with_witness_configured(root, |node| node)
+}
+
+/// [`pair_with_witness`], each node passed through `configure` (data directory, environment) before it starts.
+pub fn pair_with_witness_configured(root: &Path, configure: impl Fn(Node) -> Node) -> (Node, Node, Node) {
+    let mut a = configure(Node::new(root, "a", "data"));
+    let mut b = configure(Node::new(root, "b", "data"));
+    let mut w = configure(Node::new(root, "w", "witness"));
     a.start(false);
     b.start(true);
     w.start(true);
