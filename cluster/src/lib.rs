@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod purge_gate;
 pub mod recover;
 pub mod snapshot_files;
 pub mod state_machine;

@@ -50,6 +50,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use openraft::SnapshotMeta;
 
+use crate::purge_gate::{self, CoverageSender, PurgeGate};
 use crate::types::{NodeId, NodeInfo, decode_exact, try_encode};
 
 type Meta = SnapshotMeta<NodeId, NodeInfo>;
@@ -103,6 +104,8 @@ pub struct SnapshotFiles {
     dir: PathBuf,
     current: Mutex<Option<CurrentFile>>,
     receiving: Mutex<Option<ReceivingFile>>,
+    /// Where the current snapshot ends, for the log's [`PurgeGate`].
+    coverage: CoverageSender,
 }
 
 /// Locks `mutex`, taking the value over even if a thread panicked while holding it (every update here is a
@@ -179,12 +182,23 @@ impl SnapshotFiles {
         if let Some(current) = &current {
             tracing::info!(snapshot = %current.meta.snapshot_id, "kept the snapshot of the previous run");
         }
-        Ok(SnapshotFiles { dir, current: Mutex::new(current), receiving: Mutex::default() })
+        let (coverage, _) = purge_gate::channel(current.as_ref().and_then(|c| c.meta.last_log_id));
+        Ok(SnapshotFiles { dir, current: Mutex::new(current), receiving: Mutex::default(), coverage })
     }
 
     /// The meta of the current snapshot, if there is one.
     pub fn current_meta(&self) -> Option<Meta> {
         lock(&self.current).as_ref().map(|current| current.meta.clone())
+    }
+
+    /// A gate that opens a purge once the current snapshot covers it (see [`crate::purge_gate`]).
+    pub fn purge_gate(&self) -> PurgeGate {
+        self.coverage.gate()
+    }
+
+    /// Tells the purge gate that a snapshot install failed, so that a purge waiting for it gives up.
+    pub fn install_failed(&self) {
+        self.coverage.install_failed();
     }
 
     /// The directory the snapshot files are in.
@@ -351,6 +365,7 @@ impl SnapshotFiles {
             let mut current = lock(&self.current);
             let newer = current.as_ref().is_none_or(|old| snapshot.meta.last_log_id >= old.meta.last_log_id);
             let obsolete = if replace || newer { current.replace(snapshot) } else { Some(snapshot) };
+            self.coverage.covered(current.as_ref().and_then(|c| c.meta.last_log_id));
             // The same id installed twice renamed onto the current file: that path is still current.
             obsolete.filter(|obsolete| current.as_ref().is_none_or(|c| c.path != obsolete.path))
         };

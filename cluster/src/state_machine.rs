@@ -180,6 +180,12 @@ impl StateMachine {
         &self.store
     }
 
+    /// The gate the log store's purges wait at until a durable snapshot covers them (see
+    /// [`crate::purge_gate`]); give it to [`crate::LogStore::with_purge_gate`].
+    pub fn purge_gate(&self) -> crate::purge_gate::PurgeGate {
+        self.files.purge_gate()
+    }
+
     /// The directory the snapshot files are in.
     pub fn snapshot_dir(&self) -> &Path {
         self.files.dir()
@@ -506,7 +512,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let files = self.files.clone();
         let meta = meta.clone();
-        let revision = blocking(move || {
+        let installed = blocking(move || {
             let error = |e: tandem_storage::Error| snapshot_write_error(Some(signature.clone()), e);
             let position = try_encode(&position).map_err(sm_write_error)?;
             file.seek(SeekFrom::Start(0)).map_err(|e| {
@@ -529,7 +535,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| snapshot_write_error(Some(signature.clone()), e))?;
             Ok(revision)
         })
-        .await?;
+        .await;
+        let revision = installed.inspect_err(|_| self.files.install_failed())?;
         self.applied.send_replace(revision);
         Ok(())
     }

@@ -197,6 +197,7 @@ async fn start_raft(
         .cover_applied_past(log_end)
         .await
         .map_err(|e| anyhow::anyhow!("covering the applied state with a snapshot: {e}"))?;
+    let log_store = log_store.with_purge_gate(state_machine.purge_gate());
     let state_machine = state_machine.with_metrics(cluster_metrics.clone());
     let network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -28,7 +28,9 @@
 //!   this node towards a quorum only from that moment. A follower receives many entries per AppendEntries
 //!   request and makes them durable with one sync.
 //! - `truncate`: a truncation record, synced before returning, so a cut suffix never comes back.
-//! - `purge`: first everything written to the log is synced, then the state machine's database is made
+//! - `purge`: first it waits, at the [`PurgeGate`], until a snapshot covering the purged entries is durable
+//!   (openraft 0.9 asks for the purge after a snapshot install without waiting for the install to finish;
+//!   see [`crate::purge_gate`]). Then everything written to the log is synced, the state machine's database is made
 //!   durable ([`tandem_storage::Database::durable`]):
 //!   the purged entries are covered by a snapshot of state applied before the purge, and after a crash the
 //!   state machine must not come back behind a log that no longer has the entries to catch up from. Then a
@@ -71,6 +73,7 @@ use openraft::{AnyError, LogState, RaftLogReader, StorageError, StorageIOError, 
 use tandem_storage::{Database, SledDatabase};
 
 use crate::types::{LogId, NodeId, TypeConfig, decode_exact, try_encode};
+use crate::purge_gate::PurgeGate;
 use flusher::Flusher;
 use segment::{End, HEADER_BYTES, Record, RecordKind, Segment};
 
@@ -124,6 +127,8 @@ pub struct LogStore {
     metrics: Metrics,
     /// The size new segments are created with.
     segment_bytes: u64,
+    /// Where purges wait for a durable snapshot that covers them, once [`LogStore::with_purge_gate`] set it.
+    purge_gate: Option<PurgeGate>,
 }
 
 impl fmt::Debug for LogStore {
@@ -286,6 +291,7 @@ impl LogStore {
             flusher,
             metrics,
             segment_bytes,
+            purge_gate: None,
         };
         if let Some(old) = migrate {
             store.import_legacy(old)?;
@@ -329,6 +335,14 @@ impl LogStore {
     }
 
     /// Observes every durable step in `metrics`.
+    /// Makes every purge wait until a durable snapshot covers it (see [`crate::purge_gate`]). A node always
+    /// sets it; without it (openraft's storage test suite purges logs with no snapshot at all) a purge only
+    /// makes the state machine's database durable first.
+    pub fn with_purge_gate(mut self, gate: PurgeGate) -> Self {
+        self.purge_gate = Some(gate);
+        self
+    }
+
     pub fn with_metrics(self, metrics: crate::metrics::ClusterMetrics) -> Self {
         let _ = self.metrics.set(metrics);
         self
@@ -639,6 +653,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<()> {
         if self.last_purged.is_some_and(|purged| purged >= log_id) {
             return Ok(());
+        }
+        if let Some(gate) = &mut self.purge_gate {
+            if gate.durable() < Some(log_id) {
+                tracing::info!(upto = %log_id, "the log waits to purge until the snapshot being installed is durable");
+            }
+            gate.wait_covers(log_id).await.map_err(write_error)?;
         }
         // The state the snapshot behind this purge was built from must be on disk before the entries go. But
         // first the log itself: a follower applies committed entries it has appended but not yet synced
