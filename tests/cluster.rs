@@ -313,9 +313,7 @@ fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
         .filter(|name| name.ends_with(".snap"))
         .collect();
     assert_eq!(snapshots.len(), 1, "one snapshot file on b: {snapshots:?}");
-    let database = tandem_storage::SledDatabase::open(&b.data_dir.join("db")).unwrap();
-    let store =
-        tandem_storage::Store::open_database(std::sync::Arc::new(database), Default::default()).unwrap();
+    let store = tandem_storage::Store::open(&b.data_dir).unwrap();
     let mut bytes = Vec::new();
     use std::io::Read;
     store

@@ -69,7 +69,8 @@ pub async fn force_standalone(
     let Some(last) = state.last_log_id else {
         return Err(RecoverError::Refused("this node has no Raft log: it never joined a cluster".into()));
     };
-    let (membership, _) = latest_membership(&mut log, &database, last).await?;
+    let (membership, _) =
+        latest_membership(&mut log, &database, &tandem_storage::blob_dir(data_dir), last).await?;
     let Some(me) = membership.get_node(&identity.id).cloned() else {
         return Err(RecoverError::Refused(
             "this node is not in its cluster's membership (it was removed): nothing to recover".into(),
@@ -108,6 +109,7 @@ pub async fn force_standalone(
 async fn latest_membership(
     log: &mut LogStore,
     database: &SledDatabase,
+    blobs: &Path,
     last: LogId,
 ) -> Result<(Membership<NodeId, NodeInfo>, Option<LogId>), RecoverError> {
     let first = log.get_log_state().await.map_err(failed)?.last_purged_log_id.map_or(0, |l| l.index + 1);
@@ -117,7 +119,7 @@ async fn latest_membership(
             return Ok((membership.clone(), Some(entry.log_id)));
         }
     }
-    let store = Store::open_database(std::sync::Arc::new(database.clone()), StoreOptions::default())
+    let store = Store::open_database(std::sync::Arc::new(database.clone()), blobs, StoreOptions::default())
         .map_err(failed)?;
     let position: AppliedPosition = match store.position() {
         Some(bytes) => decode(bytes).map_err(failed)?,

@@ -52,7 +52,8 @@ fn membership(index: u64, voters: &[NodeId]) -> Entry<TypeConfig> {
 /// snapshot files in `dir/snapshots` (as `tandem serve` lays out a data directory).
 fn open(dir: &Path) -> (LogStore, StateMachine, tokio::sync::watch::Receiver<Revision>) {
     let database = SledDatabase::open(&dir.join("db")).unwrap();
-    let store = Store::open_database(Arc::new(database.clone()), StoreOptions::default()).unwrap();
+    let store = Store::open_database(Arc::new(database.clone()), &dir.join("blobs"), StoreOptions::default())
+        .unwrap();
     let log = LogStore::open(&dir.join("raft-log"), database).unwrap();
     let (state_machine, applied) =
         StateMachine::new(Arc::new(RwLock::new(store)), dir.join("snapshots")).unwrap();

@@ -29,8 +29,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(setup_error)?;
         let database = SledDatabase::open(&dir.path().join("db")).map_err(setup_error)?;
-        let store =
-            Store::open_database(Arc::new(database.clone()), StoreOptions::default()).map_err(setup_error)?;
+        let store = Store::open_database(
+            Arc::new(database.clone()),
+            &dir.path().join("blobs"),
+            StoreOptions::default(),
+        )
+        .map_err(setup_error)?;
         let log_store = LogStore::open(&dir.path().join("raft-log"), database)?;
         let (state_machine, _applied) =
             StateMachine::new(Arc::new(RwLock::new(store)), dir.path().join("snapshots"))?;

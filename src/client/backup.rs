@@ -235,8 +235,7 @@ pub async fn open_backup(file: &Path) -> Result<BackupContents, BackupError> {
             .prefix("tandem-restore-")
             .tempdir()
             .map_err(|e| failed(format!("cannot create a temporary directory: {e}")))?;
-        let (store, summary) =
-            restore_backup(&file, &dir.path().join("db"), StoreOptions::default()).map_err(problem)?;
+        let (store, summary) = restore_backup(&file, dir.path(), StoreOptions::default()).map_err(problem)?;
         let (export, blobs) = export_of(&store)?;
         Ok(BackupContents {
             store: Arc::new(store),

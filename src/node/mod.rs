@@ -135,8 +135,7 @@ fn warn_if_open(config: &Config) {
 /// machine refills the empty one from the kept snapshot and the Raft log replays the rest (docs/storage.md,
 /// "Where every byte lives").
 fn open_store(config: &Config) -> Result<(SledDatabase, Store, Option<String>)> {
-    let opened =
-        tandem_storage::rebuild::open_or_set_aside(&config.data_dir.join("db"), StoreOptions::default())?;
+    let opened = tandem_storage::rebuild::open_or_set_aside(&config.data_dir, StoreOptions::default())?;
     if let Some(aside) = &opened.set_aside {
         tracing::error!(
             reason = %aside.reason,

@@ -75,7 +75,8 @@ pub fn verify_backup(path: &Path) -> Result<SnapshotSummary> {
     Ok(SnapshotSummary { bytes: summary.bytes + TRAILER_LEN, ..summary })
 }
 
-/// Restores a backup into `dir`, which must not hold a store with data yet. Returns the opened store.
+/// Restores a backup into the store directory `dir` (see [`Store::open`]), which must not hold a store with
+/// data yet. Returns the opened store.
 pub fn restore_backup(path: &Path, dir: &Path, options: StoreOptions) -> Result<(Store, SnapshotSummary)> {
     let snapshot_length = check_trailer(path)?;
     let mut store = Store::open_with(dir, options)?;

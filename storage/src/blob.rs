@@ -1,35 +1,35 @@
-//! Blobs: firmware images and modules, content-addressed by SHA-256, streamed in and out in parts.
+//! Blobs: firmware images and modules, content-addressed by SHA-256, streamed in and out, kept in files.
 //!
 //! A blob arrives as an *upload*: a numbered sequence of chunk commands ([`crate::Command::BlobChunk`], at
 //! most [`crate::limits::MAX_BLOB_CHUNK`] bytes each, small enough for a Raft log entry) and a final
-//! [`crate::Command::BlobCommit`] that names the expected digest and size. Chunk bytes are stored at once as
-//! parts of exactly [`STORED_CHUNK_BYTES`] (the last may be shorter), so that no stored value comes near sled's
-//! 64 KiB danger zone and a byte offset maps to a part by division. The running SHA-256 is kept in memory
-//! (and recomputed from the parts after a restart); the commit compares it, so a blob is verified before it
-//! becomes visible. A committed blob is immutable and keeps its upload's parts.
+//! [`crate::Command::BlobCommit`] that names the expected digest and size. The bytes never go into sled: each
+//! chunk is written at its byte offset into the upload's *part file*, and the commit, once the running
+//! SHA-256 matches, links that file into place under its digest. Where the files are and how each step is
+//! made durable is [`crate::blob_files`]; sled keeps only the small metadata ([`BlobMeta`], [`StoredUpload`]).
 //!
-//! Reading is a stream too: [`BlobReader`] holds one part in memory at a time, so serving a 64 MiB image to 20
-//! terminals never holds it 20 times.
+//! Reading is a stream too: [`BlobReader`] reads the file at the offset asked for, a buffer at a time, so
+//! serving a 1 GiB image to 20 terminals never holds it in memory, let alone 20 times. Before its first byte
+//! a reader has the file's digest checked (once per process and blob, see
+//! [`crate::blob_files::BlobFiles::verify`]): a file whose bytes do not match its name is never served.
 
+use std::fs::File;
 use std::io::{self, Read};
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::engine::Keyspace;
-use crate::keys;
-use crate::limits::STORED_CHUNK_BYTES;
+use crate::blob_files::BlobFiles;
+use crate::digest::Digest;
 
-/// A committed blob: where its parts are and how large it is.
+/// A committed blob, as sled keeps it: its bytes are in `blobs/sha256/{digest}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobMeta {
     pub size: u64,
-    /// The upload whose parts hold the bytes.
-    pub upload: u64,
 }
 
-/// The durable state of an upload in progress.
+/// The replicated state of an upload in progress (also what a snapshot carries for it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadMeta {
     /// The chunk index the upload expects next.
@@ -38,22 +38,31 @@ pub struct UploadMeta {
     pub size: u64,
 }
 
-/// An upload in progress, in memory: its durable meta, the running digest, and its last (partial) part.
+/// What sled keeps of an upload in progress: its [`UploadMeta`] and the SHA-256 of its first `size` bytes.
+/// The digest lets [`crate::blob_files::BlobFiles::reconcile_uploads`] tell, after a crash, that the part
+/// file holds exactly the bytes sled says were received (a file is written back by the kernel on its own
+/// schedule, sled's pages on theirs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUpload {
+    pub meta: UploadMeta,
+    pub digest_so_far: Digest,
+}
+
+/// An upload in progress, in memory: its durable meta and the running digest.
 #[derive(Clone, Debug)]
 pub struct Upload {
     pub meta: UploadMeta,
     pub hasher: Sha256,
-    pub tail: Vec<u8>,
 }
 
 impl Upload {
     pub fn new() -> Self {
-        Upload { meta: UploadMeta { next_chunk: 0, size: 0 }, hasher: Sha256::new(), tail: Vec::new() }
+        Upload { meta: UploadMeta { next_chunk: 0, size: 0 }, hasher: Sha256::new() }
     }
 
-    /// The number of parts written so far (including a partial last one).
-    pub fn parts(&self) -> u32 {
-        parts_for(self.meta.size)
+    /// What sled stores for this upload now.
+    pub(crate) fn stored(&self) -> StoredUpload {
+        StoredUpload { meta: self.meta.clone(), digest_so_far: Digest::from(self.hasher.clone()) }
     }
 }
 
@@ -63,32 +72,22 @@ impl Default for Upload {
     }
 }
 
-/// How many stored parts hold `size` bytes.
-pub fn parts_for(size: u64) -> u32 {
-    size.div_ceil(STORED_CHUNK_BYTES as u64) as u32
-}
-
-/// Streams a committed blob from the store, one part at a time.
+/// Streams a committed blob from its file.
 #[derive(Debug)]
 pub struct BlobReader {
-    space: Arc<dyn Keyspace>,
-    upload: u64,
+    files: BlobFiles,
+    digest: Digest,
+    path: PathBuf,
     size: u64,
     position: u64,
-    part: Vec<u8>,
-    part_offset: usize,
+    /// Opened (after the digest check) on the first read.
+    file: Option<File>,
 }
 
 impl BlobReader {
-    pub(crate) fn new(space: Arc<dyn Keyspace>, meta: &BlobMeta) -> Self {
-        BlobReader {
-            space,
-            upload: meta.upload,
-            size: meta.size,
-            position: 0,
-            part: Vec::new(),
-            part_offset: 0,
-        }
+    pub(crate) fn new(files: BlobFiles, digest: Digest, size: u64) -> Self {
+        let path = files.blob_path(&digest);
+        BlobReader { files, digest, path, size, position: 0, file: None }
     }
 
     /// The blob's size in bytes.
@@ -99,8 +98,17 @@ impl BlobReader {
     /// Continues reading from `offset` (for HTTP ranges and TFTP blocks). Offsets past the end read nothing.
     pub fn seek_to(&mut self, offset: u64) {
         self.position = offset.min(self.size);
-        self.part.clear();
-        self.part_offset = 0;
+    }
+
+    fn open(&mut self) -> io::Result<&File> {
+        if self.file.is_none() {
+            self.files.verify(&self.digest, self.size).map_err(io::Error::other)?;
+            let file = File::open(&self.path).map_err(|e| {
+                io::Error::new(e.kind(), format!("opening blob file {}: {e}", self.path.display()))
+            })?;
+            self.file = Some(file);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
     }
 }
 
@@ -109,21 +117,16 @@ impl Read for BlobReader {
         if self.position >= self.size || buf.is_empty() {
             return Ok(0);
         }
-        if self.part_offset >= self.part.len() {
-            let part = (self.position / STORED_CHUNK_BYTES as u64) as u32;
-            let value =
-                self.space.get(&keys::blob_part(self.upload, part)).map_err(io::Error::other)?.ok_or_else(
-                    || io::Error::other(format!("blob part {part} of upload {} is missing", self.upload)),
-                )?;
-            self.part_offset = (self.position % STORED_CHUNK_BYTES as u64) as usize;
-            if self.part_offset >= value.len() {
-                return Err(io::Error::other(format!("blob part {part} of upload {} is short", self.upload)));
-            }
-            self.part = value;
+        let position = self.position;
+        let wanted = buf.len().min((self.size - position).min(usize::MAX as u64) as usize);
+        let n = self.open()?.read_at(&mut buf[..wanted], position)?;
+        if n == 0 {
+            return Err(io::Error::other(format!(
+                "blob file {} ends at byte {position}, before its size {}",
+                self.path.display(),
+                self.size
+            )));
         }
-        let n = buf.len().min(self.part.len() - self.part_offset);
-        buf[..n].copy_from_slice(&self.part[self.part_offset..self.part_offset + n]);
-        self.part_offset += n;
         self.position += n as u64;
         Ok(n)
     }

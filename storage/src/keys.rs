@@ -11,17 +11,18 @@
 //! | documents | `0x03` collection `0x00` id | bincode [`crate::StoredDocument`] (< 64 KiB by the document limit) |
 //! | requests | `0x04` request id | revision:u64 that accepted it |
 //! | checkpoints | `0x05` revision:u64 part:u32 | a piece of a bincode list of all documents; part `u32::MAX` marks the checkpoint complete and holds the part count |
-//! | blobs | `0x06` digest:32 | bincode [`crate::blob::BlobMeta`] |
-//! | uploads | `0x07` upload:u64 | bincode [`crate::blob::UploadMeta`] (in-progress uploads) |
-//! | blob parts | `0x08` upload:u64 part:u32 | 32 KiB of blob bytes (the last part may be shorter) |
+//! | blobs | `0x06` digest:32 | bincode [`crate::blob::BlobMeta`] (the bytes are in a file, [`crate::blob_files`]) |
+//! | uploads | `0x07` upload:u64 | bincode [`crate::blob::StoredUpload`] (in-progress uploads; bytes in part files) |
+//! | blob parts | `0x08` upload:u64 part:u32 | format 1 only: 32 KiB of blob bytes, moved to files by [`crate::migrate`] |
 //!
-//! A committed blob keeps the parts of the upload that brought it: committing writes only its meta.
+//! Format 2 keeps no blob bytes in sled: sled holds only what the log and the last snapshot can rebuild,
+//! and values stay small.
 
 use crate::change::{DocKey, Revision};
 use crate::digest::Digest;
 
 /// The format of this layout, stored under [`Meta::Format`]; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const META: u8 = 0x01;
 pub const EVENTS: u8 = 0x02;
@@ -46,6 +47,9 @@ pub enum Meta {
     Revision,
     /// Opaque bytes from the caller: its applied position (the Raft log id and membership).
     Position,
+    /// Text: the name of the directory under `blobs/` that holds the part files of this generation's
+    /// uploads in progress (see [`crate::blob_files`]).
+    UploadDir,
 }
 
 impl Meta {
@@ -55,6 +59,7 @@ impl Meta {
             Meta::ClusterId => b"cluster-id",
             Meta::Revision => b"revision",
             Meta::Position => b"position",
+            Meta::UploadDir => b"upload-dir",
         };
         [&[META], name].concat()
     }
@@ -107,6 +112,7 @@ pub fn upload(upload: u64) -> Vec<u8> {
     [&[UPLOADS][..], &upload.to_be_bytes()].concat()
 }
 
+/// A part of a blob's bytes in format 1 (read only by the migration).
 pub fn blob_part(upload: u64, part: u32) -> Vec<u8> {
     numbered(BLOB_PARTS, upload, part)
 }

@@ -25,11 +25,13 @@
 //! - [`keys`]: the on-disk layout, every key in one table.
 //! - [`change`], [`event`], [`command`], [`rejection`]: the vocabulary.
 //! - [`decide`](mod@decide), [`projection`], [`collections`]: the pure logic.
-//! - [`store`], [`history`], [`blob`], [`snapshot`], [`backup`]: the store on disk.
+//! - [`store`], [`history`], [`blob`], [`snapshot`], [`backup`]: the store on disk; [`blob_files`]: blob
+//!   bytes in content-addressed files beside sled; [`migrate`]: older on-disk formats.
 //! - [`plan`], [`export`], [`undo`]: going back in time and importing, always as new events.
 
 pub mod backup;
 pub mod blob;
+pub mod blob_files;
 pub mod change;
 mod codec;
 pub mod collections;
@@ -44,6 +46,7 @@ pub mod history;
 pub mod keys;
 pub mod limits;
 pub mod mac;
+pub mod migrate;
 pub mod plan;
 pub mod projection;
 pub mod rebuild;
@@ -67,5 +70,5 @@ pub use mac::Mac;
 pub use plan::{CLUSTER_EVENTS, ChangeKind, Plan, PlannedChange};
 pub use projection::{Projection, StoredDocument};
 pub use rejection::Rejection;
-pub use store::{Store, StoreOptions};
+pub use store::{Store, StoreOptions, blob_dir, database_dir};
 pub use undo::UndoError;

@@ -9,6 +9,11 @@
 //! renamed to `<dir>.broken-<unix seconds>` (kept for a post-mortem, never deleted), an empty store takes
 //! its place, and the caller is told, so that it can say so and fill the store again.
 //!
+//! Only sled's directory is set aside: the blob files beside it ([`crate::blob_files`]) stay. They are
+//! content-addressed and checked (size at open, digest before they are served or streamed into a snapshot),
+//! and the refill writes every blob that the snapshot carries again, verified, so nothing in them is
+//! trusted blindly; the uploads directory that the old sled named is deleted once the new store opens.
+//!
 //! What is *not* set aside: an I/O error (a full or failing disk, permissions — a new directory would not
 //! help) and a database locked by another process (another node is using it).
 
@@ -17,7 +22,7 @@ use std::sync::Arc;
 
 use crate::engine::SledDatabase;
 use crate::error::{Error, Result};
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, blob_dir, database_dir};
 
 /// A store opened by [`open_or_set_aside`].
 #[derive(Debug)]
@@ -37,10 +42,12 @@ pub struct SetAside {
     pub reason: String,
 }
 
-/// Opens the store in `path`; if sled cannot load it, moves it aside and opens an empty one (see the
-/// module documentation).
-pub fn open_or_set_aside(path: &Path, options: StoreOptions) -> Result<Opened> {
-    let error = match open(path, options.clone()) {
+/// Opens the store in the store directory `dir` (see [`Store::open`]); if sled cannot load it, moves sled's
+/// directory aside and opens an empty store (see the module documentation).
+pub fn open_or_set_aside(dir: &Path, options: StoreOptions) -> Result<Opened> {
+    let path = &database_dir(dir);
+    let blobs = &blob_dir(dir);
+    let error = match open(path, blobs, options.clone()) {
         Ok((database, store)) => return Ok(Opened { database, store, set_aside: None }),
         Err(error) => error,
     };
@@ -62,15 +69,15 @@ pub fn open_or_set_aside(path: &Path, options: StoreOptions) -> Result<Opened> {
             .and_then(|dir| dir.sync_all())
             .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
     }
-    let (database, store) = open(path, options)?;
+    let (database, store) = open(path, blobs, options)?;
     Ok(Opened { database, store, set_aside: Some(SetAside { moved_to, reason: error.to_string() }) })
 }
 
 /// Opens the database and loads the store, with a panic in sled turned into [`Error::Engine`].
-fn open(path: &Path, options: StoreOptions) -> Result<(SledDatabase, Store)> {
+fn open(path: &Path, blobs: &Path, options: StoreOptions) -> Result<(SledDatabase, Store)> {
     let attempt = std::panic::catch_unwind(|| {
         let database = SledDatabase::open(path)?;
-        let store = Store::open_database(Arc::new(database.clone()), options)?;
+        let store = Store::open_database(Arc::new(database.clone()), blobs, options)?;
         Ok((database, store))
     });
     attempt.unwrap_or_else(|panic| {
@@ -91,13 +98,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         std::fs::create_dir_all(&path).unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs").join("sha256")).unwrap();
+        std::fs::write(dir.path().join("blobs").join("sha256").join("kept"), b"x").unwrap();
         // A `db` file that is no sled log at all.
         std::fs::write(path.join("db"), vec![0xA5; 4096]).unwrap();
         std::fs::write(path.join("conf"), b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n")
             .unwrap();
-        let opened = open_or_set_aside(&path, StoreOptions::default()).unwrap();
+        let opened = open_or_set_aside(dir.path(), StoreOptions::default()).unwrap();
         let aside = opened.set_aside.expect("the damaged database was set aside");
         assert!(aside.moved_to.join("db").is_file(), "kept for a post-mortem");
+        assert_eq!(aside.moved_to, dir.path().join(aside.moved_to.file_name().unwrap()));
+        assert!(dir.path().join("blobs/sha256/kept").is_file(), "blob files are not moved aside");
         assert!(!aside.reason.is_empty());
         assert_eq!(opened.store.revision(), crate::Revision(0));
     }
@@ -105,9 +116,8 @@ mod tests {
     #[test]
     fn a_healthy_store_is_opened_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        drop(open_or_set_aside(&path, StoreOptions::default()).unwrap());
-        let opened = open_or_set_aside(&path, StoreOptions::default()).unwrap();
+        drop(open_or_set_aside(dir.path(), StoreOptions::default()).unwrap());
+        let opened = open_or_set_aside(dir.path(), StoreOptions::default()).unwrap();
         assert!(opened.set_aside.is_none());
     }
 }

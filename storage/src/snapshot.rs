@@ -22,22 +22,32 @@
 //! ## Building without stopping writes
 //! [`Store::snapshot`] clones the in-memory state (documents are shared, so this is cheap) and returns a
 //! [`SnapshotSource`] that no longer borrows the store. Writing it reads events ≤ the revision and committed
-//! blob parts, which are immutable, so the store keeps applying while the stream is written.
+//! blob files, which are immutable, so the store keeps applying while the stream is written. Blob bytes are
+//! streamed from their files a frame at a time and hashed on the way: a file whose bytes do not match its
+//! digest fails the snapshot instead of travelling in it.
 //!
 //! ## Installing atomically
 //! [`Store::install_snapshot`] writes into a fresh generation of the database (see [`crate::engine`]), checks
 //! everything on the way (frame order, event revisions, the documents against a replay of the events, blob
 //! digests, the final checksum), makes it durable, and only then switches generations: a crash leaves the old
-//! state or the new one, and the old state is dropped whole, never merged.
+//! state or the new one, and the old state is dropped whole, never merged. Blob bytes go to files the same
+//! durable way a commit writes them (temporary file, fsync, rename, directory fsync); the uploads in progress
+//! go to a fresh uploads directory that the new generation names ([`crate::blob_files`]).
+//!
+//! The format did not change when blobs moved from sled to files: a snapshot or backup of either build
+//! installs in the other.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{BlobMeta, UploadMeta, parts_for};
+use crate::blob::{BlobMeta, StoredUpload, UploadMeta};
+use crate::blob_files::{BlobFiles, IncomingFile};
 use crate::change::{DocKey, Revision};
 use crate::codec::{decode, encode, put_parts};
 use crate::digest::Digest;
@@ -46,9 +56,8 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::history::read_events;
 use crate::keys::{self, Meta};
-use crate::limits::STORED_CHUNK_BYTES;
 use crate::projection::{Projection, StoredDocument};
-use crate::store::{State, Store, latest_checkpoint, load_state, write_checkpoint};
+use crate::store::{State, Store, latest_checkpoint, load_state, upload_dir_name, write_checkpoint};
 
 const MAGIC: &[u8; 8] = b"TANDSNAP";
 /// The snapshot format this build writes and reads.
@@ -85,6 +94,7 @@ pub struct SnapshotHeader {
 #[derive(Debug)]
 pub struct SnapshotSource {
     space: Arc<dyn Keyspace>,
+    files: BlobFiles,
     state: State,
 }
 
@@ -126,7 +136,7 @@ impl<W: Write> Write for HashingWriter<W> {
 impl Store {
     /// A detached view of the store for [`SnapshotSource::write_to`].
     pub fn snapshot(&self) -> SnapshotSource {
-        SnapshotSource { space: self.space.clone(), state: self.state.clone() }
+        SnapshotSource { space: self.space.clone(), files: self.files.clone(), state: self.state.clone() }
     }
 }
 
@@ -162,7 +172,7 @@ impl SnapshotSource {
         let header = self.header();
         out.frame(HEADER, &encode(&header)).map_err(io_error)?;
 
-        let mut payload = Vec::with_capacity(FRAME_TARGET + STORED_CHUNK_BYTES);
+        let mut payload = Vec::with_capacity(FRAME_TARGET + 64 * 1024);
         if header.revision.0 > 0 {
             for event in read_events(self.space.as_ref(), Revision(1), header.revision, false) {
                 let bytes = encode(&event?);
@@ -195,49 +205,75 @@ impl SnapshotSource {
 
         for (digest, meta) in &self.state.blobs {
             out.frame(BLOB, &encode(&(digest, meta.size))).map_err(io_error)?;
-            self.write_parts(&mut out, meta.upload, meta.size)?;
+            let path = self.files.blob_path(digest);
+            let actual = write_file(&mut out, &path, meta.size)
+                .map_err(|e| Error::io(format!("reading blob file {}", path.display()), e))?;
+            if actual != *digest {
+                return Err(Error::Corrupt(format!(
+                    "blob file {} does not match its digest (its bytes have {actual}); delete it and restart the node to rebuild the store",
+                    path.display()
+                )));
+            }
         }
         for (id, upload) in &self.state.uploads {
             out.frame(UPLOAD, &encode(&(id, &upload.meta))).map_err(io_error)?;
-            self.write_parts(&mut out, *id, upload.meta.size).map_err(|error| {
-                // Committed blobs never lose their parts, but an upload in progress does when it is aborted
-                // or committed as a duplicate while this is written: not damage, a view out of date.
-                match self.space.get(&keys::upload(*id)) {
+            let path = self.files.part_path(*id);
+            let written = write_file(&mut out, &path, upload.meta.size);
+            if !matches!(&written, Ok(actual) if *actual == Digest::from(upload.hasher.clone())) {
+                // An upload in progress loses its part file when it is committed or aborted while this is
+                // written: not damage, a view out of date.
+                return Err(match self.space.get(&keys::upload(*id)) {
                     Ok(None) => Error::Stale(format!("upload {id} ended")),
-                    _ => error,
-                }
-            })?;
+                    _ => match written {
+                        Err(e) => Error::io(format!("reading part file {}", path.display()), e),
+                        Ok(_) => Error::Corrupt(format!(
+                            "part file {} does not hold the bytes received",
+                            path.display()
+                        )),
+                    },
+                });
+            }
         }
         let digest: [u8; 32] = out.hasher.clone().finalize().into();
         out.frame(END, &digest).map_err(io_error)?;
         out.flush().map_err(io_error)?;
         Ok((header, out.written))
     }
+}
 
-    fn write_parts<W: Write>(&self, out: &mut HashingWriter<W>, upload: u64, size: u64) -> Result<()> {
-        let mut remaining = size;
-        let mut payload = Vec::with_capacity(FRAME_TARGET);
-        for part in 0..parts_for(size) {
-            let mut bytes = self
-                .space
-                .get(&keys::blob_part(upload, part))?
-                .ok_or_else(|| Error::Corrupt(format!("upload {upload} is missing part {part}")))?;
-            bytes.truncate(remaining.min(STORED_CHUNK_BYTES as u64) as usize);
-            remaining -= bytes.len() as u64;
-            payload.extend_from_slice(&bytes);
-            if payload.len() >= FRAME_TARGET {
-                out.frame(DATA, &payload).map_err(|e| Error::io("writing a snapshot", e))?;
-                payload.clear();
-            }
+/// Streams the first `size` bytes of the file at `path` as data frames; returns their digest.
+fn write_file<W: Write>(out: &mut HashingWriter<W>, path: &Path, size: u64) -> io::Result<Digest> {
+    let mut file = File::open(path)?.take(size);
+    let mut hasher = Sha256::new();
+    let mut payload = vec![0u8; FRAME_TARGET];
+    let mut remaining = size;
+    while remaining > 0 {
+        let filled = read_full(&mut file, &mut payload)?;
+        if filled == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ends {remaining} bytes early"),
+            ));
         }
-        if remaining != 0 {
-            return Err(Error::Corrupt(format!("upload {upload} holds fewer bytes than its size")));
-        }
-        if !payload.is_empty() {
-            out.frame(DATA, &payload).map_err(|e| Error::io("writing a snapshot", e))?;
-        }
-        Ok(())
+        hasher.update(&payload[..filled]);
+        out.frame(DATA, &payload[..filled])?;
+        remaining -= filled as u64;
     }
+    Ok(Digest::from(hasher))
+}
+
+/// Reads until `buffer` is full or the reader ends.
+fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Reads frames, hashing everything before the end frame.
@@ -347,7 +383,7 @@ impl Sink for KeyspaceSink<'_> {
 
 /// Reads and fully checks a snapshot stream without storing anything.
 pub fn verify_snapshot(reader: impl Read) -> Result<SnapshotSummary> {
-    consume(reader, &mut Discard, 1000)
+    consume(reader, &mut Discard, None, 1000)
 }
 
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -356,29 +392,29 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 struct IncomingBytes {
     /// The digest to verify at the end (blobs), or none (uploads in progress).
     digest: Option<Digest>,
-    /// The upload id its parts are stored under.
-    id: u64,
+    /// The upload's id and meta (uploads in progress).
+    upload: Option<(u64, UploadMeta)>,
     size: u64,
     received: u64,
     hasher: Sha256,
-    /// Bytes received that do not fill a part yet.
-    tail: Vec<u8>,
+    /// Where the bytes go (none when only verifying).
+    file: Option<IncomingFile>,
 }
 
-impl IncomingBytes {
-    fn new(digest: Option<Digest>, id: u64, size: u64) -> Self {
-        IncomingBytes { digest, id, size, received: 0, hasher: Sha256::new(), tail: Vec::new() }
-    }
-}
-
-/// Reads a snapshot, checks everything, and sends its key-value writes to `sink` in batches.
-fn consume(reader: impl Read, sink: &mut dyn Sink, checkpoint_interval: u64) -> Result<SnapshotSummary> {
+/// Reads a snapshot, checks everything, and sends its key-value writes to `sink` in batches and its blob
+/// bytes to `files` (when given).
+fn consume(
+    reader: impl Read,
+    sink: &mut dyn Sink,
+    files: Option<&BlobFiles>,
+    checkpoint_interval: u64,
+) -> Result<SnapshotSummary> {
     let mut frames = FrameReader::open(reader)?;
     let Some((HEADER, payload)) = frames.next()? else {
         return Err(invalid("the snapshot does not start with a header frame"));
     };
     let header: SnapshotHeader = decode(&payload, "snapshot header").map_err(|e| invalid(e.to_string()))?;
-    let mut consumer = Consumer::new(sink, header, checkpoint_interval);
+    let mut consumer = Consumer::new(sink, files, header, checkpoint_interval);
     while let Some((kind, payload)) = frames.next()? {
         if kind != DATA {
             // Data frames belong to the blob or upload before them; every other frame keeps the order.
@@ -419,6 +455,7 @@ fn frame_order(kind: u8) -> u8 {
 /// end compare.
 struct Consumer<'a> {
     sink: &'a mut dyn Sink,
+    files: Option<&'a BlobFiles>,
     header: SnapshotHeader,
     checkpoint_interval: u64,
     batch: WriteBatch,
@@ -431,13 +468,17 @@ struct Consumer<'a> {
     /// The kind of the last frame that was not data.
     stage: u8,
     blob_in_progress: Option<IncomingBytes>,
-    next_upload_id: u64,
     blobs: u64,
     uploads: u64,
 }
 
 impl<'a> Consumer<'a> {
-    fn new(sink: &'a mut dyn Sink, header: SnapshotHeader, checkpoint_interval: u64) -> Self {
+    fn new(
+        sink: &'a mut dyn Sink,
+        files: Option<&'a BlobFiles>,
+        header: SnapshotHeader,
+        checkpoint_interval: u64,
+    ) -> Self {
         let mut batch = WriteBatch::new();
         batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
         batch.put(Meta::ClusterId.key(), header.cluster_id.clone().into_bytes());
@@ -445,8 +486,12 @@ impl<'a> Consumer<'a> {
         if let Some(position) = &header.position {
             batch.put(Meta::Position.key(), position.clone());
         }
+        if let Some(files) = files {
+            batch.put(Meta::UploadDir.key(), files.uploads_name().into_bytes());
+        }
         Consumer {
             sink,
+            files,
             header,
             checkpoint_interval,
             batch,
@@ -456,7 +501,6 @@ impl<'a> Consumer<'a> {
             snapshot_documents: Projection::new(),
             stage: EVENTS,
             blob_in_progress: None,
-            next_upload_id: u64::MAX / 2,
             blobs: 0,
             uploads: 0,
         }
@@ -513,64 +557,79 @@ impl<'a> Consumer<'a> {
         self.flush(false)
     }
 
-    /// A blob header: its bytes follow in data frames, stored under a fresh upload id.
+    /// A blob header: its bytes follow in data frames, into a new file.
     fn blob(&mut self, payload: &[u8]) -> Result<()> {
         let (digest, size): (Digest, u64) =
             decode(payload, "a blob header").map_err(|e| invalid(e.to_string()))?;
-        self.next_upload_id += 1;
-        self.batch.put(keys::blob(&digest), encode(&BlobMeta { size, upload: self.next_upload_id }));
-        self.blob_in_progress = Some(IncomingBytes::new(Some(digest), self.next_upload_id, size));
+        self.batch.put(keys::blob(&digest), encode(&BlobMeta { size }));
+        let file = self.files.map(|files| files.incoming(&format!("blob-{digest}"))).transpose()?;
+        self.blob_in_progress = Some(IncomingBytes {
+            digest: Some(digest),
+            upload: None,
+            size,
+            received: 0,
+            hasher: Sha256::new(),
+            file,
+        });
         self.blobs += 1;
         Ok(())
     }
 
-    /// An upload in progress: its bytes so far follow in data frames.
+    /// An upload in progress: its bytes so far follow in data frames, into its part file.
     fn upload(&mut self, payload: &[u8]) -> Result<()> {
         let (id, meta): (u64, UploadMeta) =
             decode(payload, "an upload header").map_err(|e| invalid(e.to_string()))?;
-        self.batch.put(keys::upload(id), encode(&meta));
-        self.blob_in_progress = Some(IncomingBytes::new(None, id, meta.size));
+        let file = self.files.map(|files| files.incoming(&format!("{id:016x}"))).transpose()?;
+        self.blob_in_progress = Some(IncomingBytes {
+            digest: None,
+            size: meta.size,
+            upload: Some((id, meta)),
+            received: 0,
+            hasher: Sha256::new(),
+            file,
+        });
         self.uploads += 1;
         Ok(())
     }
 
-    /// Bytes of the blob or upload in progress: stored in whole parts as they fill.
+    /// Bytes of the blob or upload in progress: hashed, and written to its file.
     fn data(&mut self, payload: &[u8]) -> Result<()> {
-        let Some(IncomingBytes { id, size, received, hasher, tail, .. }) = self.blob_in_progress.as_mut()
-        else {
+        let Some(incoming) = self.blob_in_progress.as_mut() else {
             return Err(invalid("blob data without a blob header"));
         };
-        *received += payload.len() as u64;
-        if *received > *size {
+        incoming.received += payload.len() as u64;
+        if incoming.received > incoming.size {
             return Err(invalid("a blob holds more bytes than its header says"));
         }
-        hasher.update(payload);
-        tail.extend_from_slice(payload);
-        let full = tail.len() / STORED_CHUNK_BYTES * STORED_CHUNK_BYTES;
-        let first_part = ((*received - tail.len() as u64) / STORED_CHUNK_BYTES as u64) as u32;
-        for (i, piece) in tail[..full].chunks(STORED_CHUNK_BYTES).enumerate() {
-            self.batch.put(keys::blob_part(*id, first_part + i as u32), piece.to_vec());
+        incoming.hasher.update(payload);
+        if let Some(file) = incoming.file.as_mut() {
+            file.write(payload)?;
         }
-        self.batch_bytes += full;
-        tail.drain(..full);
-        self.flush(false)
+        Ok(())
     }
 
-    /// Ends the blob or upload in progress: its size, its last part, its digest.
+    /// Ends the blob or upload in progress: its size and digest checked, its file put in place.
     fn finish_data(&mut self) -> Result<()> {
-        if let Some(IncomingBytes { digest, id, size, received, hasher, tail }) = self.blob_in_progress.take()
-        {
-            if received != size {
-                return Err(invalid(format!("a blob or upload holds {received} bytes instead of {size}")));
+        let Some(IncomingBytes { digest, upload, size, received, hasher, file }) =
+            self.blob_in_progress.take()
+        else {
+            return Ok(());
+        };
+        if received != size {
+            return Err(invalid(format!("a blob or upload holds {received} bytes instead of {size}")));
+        }
+        let actual = Digest::from(hasher);
+        if let Some(digest) = digest {
+            if actual != digest {
+                return Err(invalid(format!("blob {digest} has the wrong content (digest {actual})")));
             }
-            if !tail.is_empty() {
-                self.batch.put(keys::blob_part(id, (received / STORED_CHUNK_BYTES as u64) as u32), tail);
+            if let (Some(file), Some(files)) = (file, self.files) {
+                file.into_blob(files, &digest)?;
             }
-            if let Some(digest) = digest {
-                let actual = Digest::from(hasher);
-                if actual != digest {
-                    return Err(invalid(format!("blob {digest} has the wrong content (digest {actual})")));
-                }
+        } else if let Some((id, meta)) = upload {
+            self.batch.put(keys::upload(id), encode(&StoredUpload { meta, digest_so_far: actual }));
+            if let (Some(file), Some(files)) = (file, self.files) {
+                file.into_part(files, id)?;
             }
         }
         Ok(())
@@ -608,9 +667,26 @@ impl Store {
     /// On any error the store is unchanged.
     pub fn install_snapshot(&mut self, reader: impl Read) -> Result<SnapshotSummary> {
         let (generation, space) = self.database.create_generation()?;
-        let summary = consume(reader, &mut KeyspaceSink(space.as_ref()), self.options.checkpoint_interval)?;
+        let files = self.files.with_uploads(&BlobFiles::new_uploads_name())?;
+        let consumed = consume(
+            reader,
+            &mut KeyspaceSink(space.as_ref()),
+            Some(&files),
+            self.options.checkpoint_interval,
+        )
+        .and_then(|summary| files.sync_uploads_dir().map(|()| summary));
+        let summary = match consumed {
+            Ok(summary) => summary,
+            Err(error) => {
+                files.remove_uploads_dir();
+                return Err(error);
+            }
+        };
         self.database.switch_to(generation)?;
-        self.state = load_state(space.as_ref())?;
+        debug_assert_eq!(upload_dir_name(space.as_ref()).ok(), Some(files.uploads_name()));
+        self.state = load_state(space.as_ref(), &files)?;
+        files.remove_other_upload_dirs()?;
+        self.files = files;
         self.last_checkpoint = latest_checkpoint(space.as_ref(), self.revision())?.unwrap_or_default();
         self.space = space;
         Ok(summary)

@@ -10,7 +10,9 @@
 //! exactly what Raft does with entries past the durable applied position).
 //!
 //! `apply` does not fsync. [`Store::durable`] does (flush + fsync), so a caller can apply many batches and make
-//! them durable with one fsync — group commit. The cluster crate calls it before acknowledging; the crash test
+//! them durable with one fsync — group commit. Blob bytes are not in the batch: a chunk goes into its upload's
+//! part file, a commit links that file into place durably before the batch records the blob
+//! ([`crate::blob_files`] has the crash story of the files). The cluster crate calls it before acknowledging; the crash test
 //! checks that every revision reported durable survives SIGKILL.
 //!
 //! ## When a write fails
@@ -31,7 +33,8 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{BlobMeta, BlobReader, Upload, UploadMeta, parts_for};
+use crate::blob::{BlobMeta, BlobReader, StoredUpload};
+use crate::blob_files::BlobFiles;
 use crate::change::{ChangeSet, DocKey, Revision};
 use crate::codec::{self, decode, encode, put_parts};
 use crate::command::{Command, Outcome};
@@ -40,7 +43,7 @@ use crate::digest::Digest;
 use crate::engine::{Database, Keyspace, SledDatabase, WriteBatch};
 use crate::error::{Error, Result};
 use crate::keys::{self, Meta};
-use crate::limits::{MAX_BLOB_BYTES, MAX_BLOB_CHUNK, STORED_CHUNK_BYTES};
+use crate::limits::{MAX_BLOB_BYTES, MAX_BLOB_CHUNK};
 use crate::projection::{Projection, StoredDocument};
 use crate::rejection::Rejection;
 
@@ -63,7 +66,7 @@ impl Default for StoreOptions {
 pub(crate) struct State {
     pub projection: Projection,
     pub blobs: BTreeMap<Digest, BlobMeta>,
-    pub uploads: BTreeMap<u64, Upload>,
+    pub uploads: BTreeMap<u64, crate::blob::Upload>,
     pub position: Option<Vec<u8>>,
     pub cluster_id: String,
 }
@@ -73,32 +76,50 @@ pub(crate) struct State {
 pub struct Store {
     pub(crate) database: Arc<dyn Database>,
     pub(crate) space: Arc<dyn Keyspace>,
+    pub(crate) files: BlobFiles,
     pub(crate) state: State,
     pub(crate) options: StoreOptions,
     pub(crate) last_checkpoint: Revision,
     poisoned: bool,
 }
 
+/// The sled database of a store directory: `<dir>/db`.
+pub fn database_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("db")
+}
+
+/// The blob files of a store directory: `<dir>/blobs`, beside the database (see [`crate::blob_files`]).
+pub fn blob_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("blobs")
+}
+
 impl Store {
-    /// Opens the store in `dir` (a sled database), creating an empty one if there is none.
+    /// Opens the store in `dir` (sled in [`database_dir`], blob files in [`blob_dir`]), creating an empty
+    /// one if there is none. A node's `dir` is its data directory.
     pub fn open(dir: &Path) -> Result<Store> {
         Self::open_with(dir, StoreOptions::default())
     }
 
     /// Opens the store in `dir` with options.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store> {
-        let database = SledDatabase::open(dir)?;
-        Self::open_database(Arc::new(database), options)
+        let database = SledDatabase::open(&database_dir(dir))?;
+        Self::open_database(Arc::new(database), &blob_dir(dir), options)
     }
 
-    /// Opens the store in an already open database.
-    pub fn open_database(database: Arc<dyn Database>, options: StoreOptions) -> Result<Store> {
+    /// Opens the store in an already open database, with its blob files in `blobs`. A database of format 1
+    /// (blob bytes inside sled) is migrated first ([`crate::migrate`]).
+    pub fn open_database(database: Arc<dyn Database>, blobs: &Path, options: StoreOptions) -> Result<Store> {
         let space = database.current()?;
-        initialize_if_empty(space.as_ref())?;
-        let state = load_state(space.as_ref())?;
+        if initialize_if_empty(space.as_ref())? == crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
+            crate::migrate::blobs_to_files(space.as_ref(), blobs)?;
+            database.durable()?;
+        }
+        let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
+        let state = load_state(space.as_ref(), &files)?;
+        files.remove_other_upload_dirs()?;
         let last_checkpoint =
             latest_checkpoint(space.as_ref(), state.projection.revision())?.unwrap_or_default();
-        Ok(Store { database, space, state, options, last_checkpoint, poisoned: false })
+        Ok(Store { database, space, files, state, options, last_checkpoint, poisoned: false })
     }
 
     /// The revision of the last accepted change set (0 when empty).
@@ -136,14 +157,18 @@ impl Store {
         self.state.blobs.iter().map(|(digest, meta)| (digest, meta.size))
     }
 
-    /// A stream of a committed blob's bytes.
+    /// A stream of a committed blob's bytes. Cheap: the file is opened, and its digest checked once per
+    /// process, on the first read (so not under whatever lock the caller holds on the store).
     pub fn open_blob(&self, digest: &Digest) -> Option<BlobReader> {
-        self.state.blobs.get(digest).map(|meta| BlobReader::new(self.space.clone(), meta))
+        self.state.blobs.get(digest).map(|meta| BlobReader::new(self.files.clone(), *digest, meta.size))
     }
 
-    /// Makes everything applied so far durable (flush + fsync).
+    /// Makes everything applied so far durable: the part files of uploads in progress, then sled (flush +
+    /// fsync); then deletes the part files of uploads that sled now durably knows are finished.
     pub fn durable(&self) -> Result<()> {
-        self.database.durable()
+        let finished = self.files.sync_parts(&|upload| self.state.uploads.contains_key(&upload))?;
+        self.database.durable()?;
+        self.files.remove_finished(&finished)
     }
 
     /// Applies a batch of commands in one atomic write (not yet durable: see [`Store::durable`]).
@@ -153,6 +178,13 @@ impl Store {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
+        let result = self.apply_commands(commands, position);
+        // Memory (and maybe a part file) is ahead of sled now: refuse everything until a restart reloads.
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn apply_commands(&mut self, commands: &[Command], position: Option<&[u8]>) -> Result<Vec<Outcome>> {
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(commands.len());
         let mut new_requests: HashMap<&str, Revision> = HashMap::new();
@@ -163,10 +195,10 @@ impl Store {
                     self.apply_change(change_set, &mut new_requests, &mut batch)?
                 }
                 Command::BlobChunk { upload, chunk, data } => {
-                    self.apply_chunk(*upload, *chunk, data, &mut batch)
+                    self.apply_chunk(*upload, *chunk, data, &mut batch)?
                 }
                 Command::BlobCommit { upload, digest, size } => {
-                    self.apply_commit(*upload, *digest, *size, &mut batch)
+                    self.apply_commit(*upload, *digest, *size, &mut batch)?
                 }
                 Command::BlobAbort { upload } => self.apply_abort(*upload, &mut batch),
             };
@@ -180,10 +212,7 @@ impl Store {
             batch.put(Meta::Position.key(), position.to_vec());
             self.state.position = Some(position.to_vec());
         }
-        if let Err(error) = self.space.write(batch) {
-            self.poisoned = true;
-            return Err(error);
-        }
+        self.space.write(batch)?;
         Ok(outcomes)
     }
 
@@ -270,13 +299,20 @@ impl Store {
         Ok(Outcome::Accepted { revision: event.revision })
     }
 
-    fn apply_chunk(&mut self, upload_id: u64, chunk: u32, data: &[u8], batch: &mut WriteBatch) -> Outcome {
+    /// A chunk: written at its byte offset into the upload's part file, its meta into the batch.
+    fn apply_chunk(
+        &mut self,
+        upload_id: u64,
+        chunk: u32,
+        data: &[u8],
+        batch: &mut WriteBatch,
+    ) -> Result<Outcome> {
         let reject = |reason: String| Outcome::Rejected(Rejection::BadUpload { upload: upload_id, reason });
         if data.len() > MAX_BLOB_CHUNK {
-            return reject(format!(
+            return Ok(reject(format!(
                 "a chunk may hold at most {MAX_BLOB_CHUNK} bytes, this one has {}",
                 data.len()
-            ));
+            )));
         }
         let upload = self.state.uploads.entry(upload_id).or_default();
         if chunk != upload.meta.next_chunk {
@@ -284,35 +320,33 @@ impl Store {
             if expected == 0 {
                 self.state.uploads.remove(&upload_id);
             }
-            return reject(format!("expected chunk {expected}, got chunk {chunk} (restart the upload)"));
+            return Ok(reject(format!("expected chunk {expected}, got chunk {chunk} (restart the upload)")));
         }
         if upload.meta.size + data.len() as u64 > MAX_BLOB_BYTES {
-            return reject(format!("a blob may hold at most {MAX_BLOB_BYTES} bytes"));
+            return Ok(reject(format!("a blob may hold at most {MAX_BLOB_BYTES} bytes")));
         }
-        let first_part = (upload.meta.size / STORED_CHUNK_BYTES as u64) as u32;
+        self.files.write_chunk(upload_id, upload.meta.size, data)?;
         upload.hasher.update(data);
-        upload.tail.extend_from_slice(data);
         upload.meta.size += data.len() as u64;
         upload.meta.next_chunk += 1;
-        // Rewrite the partial part we had (if any) and every part the new bytes fill.
-        let mut full = 0;
-        for (part, piece) in (first_part..).zip(upload.tail.chunks(STORED_CHUNK_BYTES)) {
-            batch.put(keys::blob_part(upload_id, part), piece.to_vec());
-            if piece.len() == STORED_CHUNK_BYTES {
-                full += piece.len();
-            }
-        }
-        upload.tail.drain(..full);
-        batch.put(keys::upload(upload_id), encode(&upload.meta));
-        Outcome::ChunkStored { upload: upload_id, size: upload.meta.size }
+        batch.put(keys::upload(upload_id), encode(&upload.stored()));
+        Ok(Outcome::ChunkStored { upload: upload_id, size: upload.meta.size })
     }
 
-    fn apply_commit(&mut self, upload_id: u64, digest: Digest, size: u64, batch: &mut WriteBatch) -> Outcome {
+    /// A commit: the digest and size checked, the part file made the blob's file (durably), the blob's meta
+    /// into the batch. The part file itself goes at the next [`Store::durable`].
+    fn apply_commit(
+        &mut self,
+        upload_id: u64,
+        digest: Digest,
+        size: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<Outcome> {
         let Some(upload) = self.state.uploads.remove(&upload_id) else {
-            return Outcome::Rejected(Rejection::BadUpload {
+            return Ok(Outcome::Rejected(Rejection::BadUpload {
                 upload: upload_id,
                 reason: "no such upload in progress (send its chunks first)".into(),
-            });
+            }));
         };
         batch.delete(keys::upload(upload_id));
         let actual = Digest::from(upload.hasher.clone());
@@ -323,36 +357,31 @@ impl Store {
         } else {
             None
         };
-        if problem.is_some() || self.state.blobs.contains_key(&digest) {
-            for part in 0..upload.parts() {
-                batch.delete(keys::blob_part(upload_id, part));
-            }
-        }
         if let Some(reason) = problem {
-            return Outcome::Rejected(Rejection::BadUpload {
+            return Ok(Outcome::Rejected(Rejection::BadUpload {
                 upload: upload_id,
                 reason: format!("{reason}; the upload was discarded"),
-            });
+            }));
         }
+        // Also for a blob already present: the file is replaced by verified bytes, one file either way (and
+        // uploading a blob again repairs a damaged file).
+        self.files.commit(upload_id, &digest)?;
         if let std::collections::btree_map::Entry::Vacant(entry) = self.state.blobs.entry(digest) {
-            let meta = BlobMeta { size, upload: upload_id };
+            let meta = BlobMeta { size };
             batch.put(keys::blob(&digest), encode(&meta));
             entry.insert(meta);
         }
-        Outcome::BlobCommitted { digest, size }
+        Ok(Outcome::BlobCommitted { digest, size })
     }
 
     fn apply_abort(&mut self, upload_id: u64, batch: &mut WriteBatch) -> Outcome {
-        let Some(upload) = self.state.uploads.remove(&upload_id) else {
+        if self.state.uploads.remove(&upload_id).is_none() {
             return Outcome::Rejected(Rejection::BadUpload {
                 upload: upload_id,
                 reason: "no such upload in progress".into(),
             });
-        };
-        batch.delete(keys::upload(upload_id));
-        for part in 0..upload.parts() {
-            batch.delete(keys::blob_part(upload_id, part));
         }
+        batch.delete(keys::upload(upload_id));
         Outcome::UploadAborted { upload: upload_id }
     }
 
@@ -408,19 +437,21 @@ pub(crate) fn load_checkpoint(space: &dyn Keyspace, revision: Revision) -> Resul
     Ok(projection)
 }
 
-fn initialize_if_empty(space: &dyn Keyspace) -> Result<()> {
+/// Checks the stored format version, or writes a new store's first meta; returns the format.
+fn initialize_if_empty(space: &dyn Keyspace) -> Result<u32> {
     match space.get(&Meta::Format.key())? {
         Some(bytes) => {
             let version = <[u8; 4]>::try_from(bytes.as_slice())
                 .map(u32::from_be_bytes)
                 .map_err(|_| Error::Corrupt("the format version is not 4 bytes".into()))?;
-            if version != keys::FORMAT_VERSION {
+            if version != keys::FORMAT_VERSION && version != crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
                 return Err(Error::Corrupt(format!(
-                    "the data directory has format {version}, this build reads format {}",
+                    "the data directory has format {version}, this build reads formats {} and {}",
+                    crate::migrate::FORMAT_WITH_BLOBS_IN_SLED,
                     keys::FORMAT_VERSION
                 )));
             }
-            Ok(())
+            Ok(version)
         }
         None => {
             if space.scan(&[0], None, false).next().is_some() {
@@ -430,9 +461,19 @@ fn initialize_if_empty(space: &dyn Keyspace) -> Result<()> {
             batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
             batch.put(Meta::ClusterId.key(), new_cluster_id().into_bytes());
             batch.put(Meta::Revision.key(), 0u64.to_be_bytes().to_vec());
-            space.write(batch)
+            batch.put(Meta::UploadDir.key(), BlobFiles::new_uploads_name().into_bytes());
+            space.write(batch)?;
+            Ok(keys::FORMAT_VERSION)
         }
     }
+}
+
+/// The directory of this generation's part files, as sled's meta names it.
+pub(crate) fn upload_dir_name(space: &dyn Keyspace) -> Result<String> {
+    let bytes = space
+        .get(&Meta::UploadDir.key())?
+        .ok_or_else(|| Error::Corrupt("the store does not name its uploads directory".into()))?;
+    String::from_utf8(bytes).map_err(|_| Error::Corrupt("the uploads directory name is not text".into()))
 }
 
 /// A random 128-bit id in hex.
@@ -440,7 +481,8 @@ pub fn new_cluster_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-pub(crate) fn load_state(space: &dyn Keyspace) -> Result<State> {
+/// Loads the in-memory state from sled, checking the blob files against it (see [`crate::blob_files`]).
+pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<State> {
     let revision = match space.get(&Meta::Revision.key())? {
         Some(bytes) => Revision(u64::from_be_bytes(
             bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the revision is not 8 bytes".into()))?,
@@ -482,35 +524,21 @@ pub(crate) fn load_state(space: &dyn Keyspace) -> Result<State> {
         let (key, value) = item?;
         let digest: [u8; 32] =
             key[1..].try_into().map_err(|_| Error::Corrupt("a blob key is not a sha256 digest".into()))?;
-        blobs.insert(Digest(digest), decode::<BlobMeta>(&value, "blob meta")?);
+        let meta = decode::<BlobMeta>(&value, "blob meta")?;
+        files.check_blob(&Digest(digest), meta.size)?;
+        blobs.insert(Digest(digest), meta);
     }
 
-    let mut uploads = BTreeMap::new();
+    let mut stored_uploads = BTreeMap::new();
     for item in space.scan(&[keys::UPLOADS], Some(&[keys::UPLOADS + 1]), false) {
         let (key, value) = item?;
         let id = u64::from_be_bytes(
             key[1..].try_into().map_err(|_| Error::Corrupt("an upload key is bad".into()))?,
         );
-        let meta: UploadMeta = decode(&value, "upload meta")?;
-        uploads.insert(id, reload_upload(space, id, meta)?);
+        stored_uploads.insert(id, decode::<StoredUpload>(&value, "upload meta")?);
     }
+    let uploads = files.reconcile_uploads(stored_uploads)?;
     Ok(State { projection, blobs, uploads, position, cluster_id })
-}
-
-/// Rebuilds an in-progress upload's running digest and partial last part from its stored parts.
-fn reload_upload(space: &dyn Keyspace, id: u64, meta: UploadMeta) -> Result<Upload> {
-    let mut upload = Upload { meta, hasher: Sha256::new(), tail: Vec::new() };
-    let parts = parts_for(upload.meta.size);
-    for part in 0..parts {
-        let bytes = space
-            .get(&keys::blob_part(id, part))?
-            .ok_or_else(|| Error::Corrupt(format!("upload {id} is missing part {part}")))?;
-        upload.hasher.update(&bytes);
-        if bytes.len() < STORED_CHUNK_BYTES {
-            upload.tail = bytes;
-        }
-    }
-    Ok(upload)
 }
 
 /// The revision of the newest stored event (0 if none).

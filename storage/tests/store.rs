@@ -104,13 +104,13 @@ fn a_sled_snapshot_file_half_written_by_a_crash_does_not_stop_the_store_opening(
     let leftovers =
         [("snap.FFFFFFFFFFFFFFF0.generating", &b""[..]), ("snap.FFFFFFFFFFFFFFF1.generating", b"partial")];
     for (name, bytes) in leftovers {
-        std::fs::write(dir.path().join(name), bytes).unwrap();
+        std::fs::write(tandem_storage::database_dir(dir.path()).join(name), bytes).unwrap();
         let store = Store::open_with(dir.path(), small_checkpoints())
             .unwrap_or_else(|e| panic!("the store does not open beside {name}: {e}"));
         assert_eq!(store.projection(), &projection);
         assert_eq!(store.history(&HistoryFilter::default()).unwrap().len(), 13);
         drop(store);
-        assert!(!dir.path().join(name).exists(), "{name} was not removed");
+        assert!(!tandem_storage::database_dir(dir.path()).join(name).exists(), "{name} was not removed");
     }
 }
 
@@ -264,6 +264,9 @@ fn an_upload_that_ends_while_a_snapshot_is_written_makes_the_snapshot_stale_not_
     store.apply(&[chunk], None).unwrap();
     let source = store.snapshot();
     store.apply(&[Command::BlobAbort { upload: 7 }], None).unwrap();
+    // The part file stays until sled durably forgets the upload.
+    source.write_to(std::io::sink()).expect("the part file is still there before durable()");
+    store.durable().unwrap();
     let error = source.write_to(std::io::sink()).unwrap_err();
     assert!(matches!(error, tandem_storage::Error::Stale(_)), "{error}");
     // A view taken now no longer has the upload, and writes.

@@ -99,7 +99,8 @@ pub async fn restore(file: &Path, data_dir: &Path, json: bool) -> Result<(), Cmd
         Err(error) => {
             // Leave nothing behind: a half-restored directory could later be started by mistake.
             let _ = if existed {
-                std::fs::remove_dir_all(data_dir.join("db"))
+                std::fs::remove_dir_all(tandem_storage::database_dir(data_dir))
+                    .and(std::fs::remove_dir_all(tandem_storage::blob_dir(data_dir)))
             } else {
                 std::fs::remove_dir_all(data_dir)
             };
@@ -128,15 +129,14 @@ pub async fn restore(file: &Path, data_dir: &Path, json: bool) -> Result<(), Cmd
     Ok(())
 }
 
-/// Restores `file` into `data_dir/db` without the source's cluster id and applied position (see the module
+/// Restores `file` into `data_dir` (sled in `db/`, blob files in `blobs/`) without the source's cluster id and applied position (see the module
 /// docs).
 fn restore_as_new_cluster(file: &Path, data_dir: &Path) -> Result<SnapshotSummary, CmdError> {
     let problem = |e: tandem_storage::Error| failed(format!("restoring {} failed: {e}", file.display()));
     std::fs::create_dir_all(data_dir)
         .map_err(|e| failed(format!("cannot create {}: {e}", data_dir.display())))?;
-    // `tandem serve` keeps the store (and the Raft log) in the `db` directory of the data directory.
-    let (mut store, summary) =
-        restore_backup(file, &data_dir.join("db"), StoreOptions::default()).map_err(problem)?;
+    // `tandem serve` keeps the store in the `db` and `blobs` directories of the data directory.
+    let (mut store, summary) = restore_backup(file, data_dir, StoreOptions::default()).map_err(problem)?;
     store.set_cluster_id(&new_cluster_id()).map_err(problem)?;
     store.forget_position().map_err(problem)?;
     Ok(summary)
