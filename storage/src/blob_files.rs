@@ -10,8 +10,9 @@
 //! ## What is durable when
 //! - **A chunk** is written at its offset (`pwrite`), not fsynced: re-applying it after a crash writes the
 //!   same bytes at the same place. [`crate::Store::durable`] fsyncs the part files of the uploads in progress
-//!   (and their directory) *before* it flushes sled, so sled's durable meta never claims more bytes than the
-//!   file durably holds. The file may be ahead of sled; [`BlobFiles::reconcile_uploads`] cuts it back to the
+//!   (and their directory) *before* it flushes sled — the database runs that before every flush, whoever
+//!   asks for it ([`crate::Database::set_before_durable`]) — so sled's durable meta never claims more bytes
+//!   than the file durably holds. The file may be ahead of sled; [`BlobFiles::reconcile_uploads`] cuts it back to the
 //!   size sled says and checks the SHA-256 of those bytes against the one sled stored with them, so a file
 //!   and a sled that the kernel wrote back at different moments are caught, never trusted (the store then
 //!   refuses to load and the node rebuilds it, see [`crate::rebuild`]).
@@ -20,7 +21,7 @@
 //!   before any change set that references it can be applied, let alone acknowledged. The same content
 //!   committed twice is one file (the rename replaces it with identical, verified bytes).
 //! - **A part file is deleted only after sled durably forgot its upload** (committed or aborted):
-//!   [`BlobFiles::sync_parts`] lists the files of uploads no longer in progress, and the store deletes them
+//!   [`BlobFiles::finished_parts`] lists the files of uploads no longer in progress, and the store deletes them
 //!   after sled's flush. Until then, a crash leaves the part where sled expects it. A part file still linked
 //!   to a blob file (a commit that sled had not made durable) is copied before it is cut, so cutting it never
 //!   shortens the blob.
@@ -155,20 +156,47 @@ impl BlobFiles {
         Ok(())
     }
 
-    /// fsyncs the part files of the uploads in `active` and the uploads directory; returns the files of
-    /// uploads no longer in progress, to delete once sled is durable (see the module docs).
-    pub(crate) fn sync_parts(&self, active: &dyn Fn(u64) -> bool) -> Result<Vec<PathBuf>> {
-        let mut finished = Vec::new();
-        for (path, upload) in self.listing()? {
-            match upload {
-                Some(upload) if active(upload) => File::open(&path)
-                    .and_then(|file| file.sync_all())
-                    .map_err(|e| Error::io(format!("fsyncing {}", path.display()), e))?,
-                _ => finished.push(path),
+    /// The files in the uploads directory that belong to no upload in `active`: to delete once sled is
+    /// durable (see the module docs).
+    pub(crate) fn finished_parts(&self, active: &dyn Fn(u64) -> bool) -> Result<Vec<PathBuf>> {
+        let listing = self.listing()?.into_iter();
+        Ok(listing.filter(|(_, upload)| !upload.is_some_and(active)).map(|(path, _)| path).collect())
+    }
+
+    /// fsyncs every part file under the blob directory `root`, and their directories. The database runs
+    /// this before each of its flushes ([`crate::Database::set_before_durable`]), whoever asks for one (the
+    /// store, or the Raft log before a purge), so sled is never durable ahead of a part file.
+    pub(crate) fn sync_part_files(root: &Path) -> Result<()> {
+        let what = |path: &Path| format!("listing {}", path.display());
+        let entries = match fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(what(root), e)),
+        };
+        for entry in entries {
+            let dir = entry.map_err(|e| Error::io(what(root), e))?.path();
+            if !dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with(UPLOADS_PREFIX)) {
+                continue;
             }
+            for file in fs::read_dir(&dir).map_err(|e| Error::io(what(&dir), e))? {
+                let path = file.map_err(|e| Error::io(what(&dir), e))?.path();
+                match File::open(&path) {
+                    Ok(file) => {
+                        file.sync_all().map_err(|e| Error::io(format!("fsyncing {}", path.display()), e))?
+                    }
+                    // Deleted meanwhile (a finished upload): nothing to make durable.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+                }
+            }
+            sync_dir(&dir)?;
         }
-        sync_dir(&self.uploads)?;
-        Ok(finished)
+        Ok(())
+    }
+
+    /// The blob directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
     }
 
     /// fsyncs the uploads directory (after part files were renamed into it).
@@ -181,7 +209,7 @@ impl BlobFiles {
         let _ = fs::remove_dir_all(&self.uploads);
     }
 
-    /// Deletes files that [`BlobFiles::sync_parts`] listed as finished.
+    /// Deletes files that [`BlobFiles::finished_parts`] listed.
     pub(crate) fn remove_finished(&self, paths: &[PathBuf]) -> Result<()> {
         for path in paths {
             remove_if_present(path)?;

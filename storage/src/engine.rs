@@ -24,10 +24,13 @@
 //!   our back;
 //! - [`Database::durable`] flushes (sled writes its buffers), then fsyncs every blob file not synced yet and
 //!   the `blobs/` directory, and only then the `db` file, so that the durable log never points at a blob
-//!   that is not durable; `conf` and the database directory are fsynced once at open.
+//!   that is not durable; `conf` and the database directory are fsynced once at open. (These `blobs/` are
+//!   sled's own page files, not Tandem's blob files: those live beside the database, see
+//!   [`crate::blob_files`].) Before all this it runs the hook the store set
+//!   ([`Database::set_before_durable`]): the store's part files must be durable before sled is.
 //!
 //! The Raft log does not live here (it has segment files of its own, `tandem_cluster::log_store`): what
-//! this database holds — the projection, the history index, blobs — can be rebuilt from the log and the
+//! this database holds — the projection, the history index, blob metas — can be rebuilt from the log and the
 //! last snapshot, so `durable` runs only where a design step relies on it (a snapshot install, a generation
 //! switch, before the Raft log is purged), not on every write. If sled still cannot open after a crash, the
 //! caller moves the directory aside and rebuilds (see [`SledDatabase::open`]: a panic in sled's recovery is
@@ -96,9 +99,16 @@ pub trait Database: Send + Sync + fmt::Debug {
     fn create_generation(&self) -> Result<(u64, Arc<dyn Keyspace>)>;
     /// Durably makes `generation` current and drops every other generation.
     fn switch_to(&self, generation: u64) -> Result<()>;
-    /// Makes every write so far durable: flush, then fsync.
+    /// Makes every write so far durable: first the work set by [`Database::set_before_durable`], then
+    /// flush and fsync.
     fn durable(&self) -> Result<()>;
+    /// Sets what must be durable before the database is, at every [`Database::durable`] from now on, by any
+    /// caller: the store's part files of uploads in progress, whose sizes the database records.
+    fn set_before_durable(&self, hook: BeforeDurable);
 }
+
+/// Work [`Database::durable`] does before its own flush.
+pub type BeforeDurable = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// The sled implementation of [`Database`].
 #[derive(Clone)]
@@ -109,6 +119,8 @@ pub struct SledDatabase {
     /// The blob files already fsynced (sled never rewrites one: each is named by the log position that
     /// wrote it).
     synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
+    /// See [`Database::set_before_durable`]; shared by every clone (the store's and the Raft log's).
+    before_durable: Arc<Mutex<Option<BeforeDurable>>>,
 }
 
 impl fmt::Debug for SledDatabase {
@@ -135,8 +147,13 @@ impl SledDatabase {
         }
         sync_path(path)?;
         let synced_blobs = Arc::default();
-        let database =
-            SledDatabase { db, db_file: Arc::new(db_file), path: path.to_path_buf(), synced_blobs };
+        let database = SledDatabase {
+            db,
+            db_file: Arc::new(db_file),
+            path: path.to_path_buf(),
+            synced_blobs,
+            before_durable: Arc::default(),
+        };
         database.sync_blobs()?;
         if let Some(current) = database.current_generation()? {
             database.drop_all_but(current)?;
@@ -307,7 +324,15 @@ impl Database for SledDatabase {
         self.durable()
     }
 
+    fn set_before_durable(&self, hook: BeforeDurable) {
+        *self.before_durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
+    }
+
     fn durable(&self) -> Result<()> {
+        let hook = self.before_durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook()?;
+        }
         self.db.flush().map_err(|e| Error::engine("flushing", e))?;
         self.sync_blobs()?;
         self.db_file.sync_all().map_err(|e| Error::io("fsyncing the database file", e))

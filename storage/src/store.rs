@@ -115,6 +115,8 @@ impl Store {
             database.durable()?;
         }
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
+        let root = files.root().to_path_buf();
+        database.set_before_durable(Arc::new(move || BlobFiles::sync_part_files(&root)));
         let state = load_state(space.as_ref(), &files)?;
         files.remove_other_upload_dirs()?;
         let last_checkpoint =
@@ -166,7 +168,8 @@ impl Store {
     /// Makes everything applied so far durable: the part files of uploads in progress, then sled (flush +
     /// fsync); then deletes the part files of uploads that sled now durably knows are finished.
     pub fn durable(&self) -> Result<()> {
-        let finished = self.files.sync_parts(&|upload| self.state.uploads.contains_key(&upload))?;
+        let finished = self.files.finished_parts(&|upload| self.state.uploads.contains_key(&upload))?;
+        // The database fsyncs the part files first (the hook set at open).
         self.database.durable()?;
         self.files.remove_finished(&finished)
     }
