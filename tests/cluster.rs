@@ -324,6 +324,60 @@ fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
     assert!(bytes == firmware, "the blob on b has the same bytes");
 }
 
+/// The Raft log keeps a blob's chunks only as long as replication needs them: once both nodes hold the blob in
+/// a file, each compacts its own log past the chunks (TANDEM_BLOB_COMPACTION_BYTES lowers the 64 MiB
+/// threshold), and the blob still reaches a node that joins later, through a snapshot.
+#[test]
+fn the_raft_log_is_freed_of_blob_chunks_once_the_blob_is_in_the_store() {
+    let root = tempfile::tempdir().unwrap();
+    let node =
+        |name| Node::new(root.path(), name, "data").with_env("TANDEM_BLOB_COMPACTION_BYTES", "1000000");
+    let (mut a, mut b) = (node("a"), node("b"));
+    a.start(false);
+    b.start(true);
+    a.add(&b);
+    a.wait_status("b is a voter", Duration::from_secs(10), |s| s["mode"] == "full");
+    let firmware: Vec<u8> = (0..2_500_000u32).map(|i| (i % 249) as u8).collect();
+    let blob_file = root.path().join("firmware.bin");
+    std::fs::write(&blob_file, &firmware).unwrap();
+    let before = a.status()["last_log_index"].as_u64().unwrap();
+    let upload = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", blob_file.display()))
+        .arg(format!("http://{}/v1/blobs", a.api))
+        .output()
+        .unwrap();
+    assert!(upload.status.success(), "{}", String::from_utf8_lossy(&upload.stdout));
+    // The chunks are entries before + 1 …, the commit after them (the proposer may pack chunks together, and
+    // membership entries may interleave): a purge to before + 2 or beyond took the chunks and the commit.
+    let after = a.status()["last_log_index"].as_u64().unwrap();
+    assert!(after >= before + 2, "the upload went through the log ({before} -> {after})");
+    for node in [&a, &b] {
+        node.wait_status("the log purged past the blob's chunks", Duration::from_secs(30), |s| {
+            s["purged_index"].as_u64().is_some_and(|purged| purged >= before + 2)
+        });
+    }
+    let digest =
+        serde_json::from_slice::<Value>(&upload.stdout).unwrap()["digest"].as_str().unwrap().to_string();
+    let doc = format!("{{\"version\":\"1.0\",\"blob\":\"{digest}\",\"size\":{}}}", firmware.len());
+    a.ok(&["put", "firmware", "fw1", &doc]);
+    b.wait_status("b applied the firmware", Duration::from_secs(10), |s| s["revision"] == 1);
+    let mut c = Node::new(root.path(), "c", "mirror");
+    c.start(true);
+    a.add(&c);
+    c.wait_status("c caught up", Duration::from_secs(30), |s| s["revision"] == 1);
+    c.stop();
+    let store = tandem_storage::Store::open(&c.data_dir).unwrap();
+    let mut bytes = Vec::new();
+    use std::io::Read;
+    store
+        .open_blob(&tandem_storage::Digest::parse(&digest).unwrap())
+        .expect("blob on c")
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert!(bytes == firmware, "the blob reached c through a snapshot");
+}
+
 #[test]
 fn a_database_sled_cannot_load_is_moved_aside_and_rebuilt_from_the_log() {
     let root = tempfile::tempdir().unwrap();

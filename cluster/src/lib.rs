@@ -3,8 +3,10 @@
 //! Adapts the storage crate to openraft: a Raft log store ([`log_store`]) and a state machine
 //! ([`state_machine`]) that applies committed [`tandem_storage::Command`]s through
 //! [`tandem_storage::Store::apply`] and keeps its snapshots in files ([`snapshot_files`]), the peer network
-//! ([`network`]), and the node with its roles ([`types`]).
+//! ([`network`]), and the node with its roles ([`types`]); [`blob_compaction`] frees the log of blob chunks
+//! once the store holds them in files.
 
+pub mod blob_compaction;
 pub mod identity;
 pub mod log_store;
 pub mod metrics;

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tandem_storage::{Command, Revision};
 use tokio::sync::watch;
 
+use crate::blob_compaction::{self, BlobCompaction, CompactionInputs, CompactionStep};
 use crate::network::{ForwardError, PeerNetwork};
 use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
@@ -207,6 +208,8 @@ pub struct ClusterNode {
     last_in_sync: std::sync::Mutex<BTreeMap<NodeId, Instant>>,
     /// See [`Status::store_rebuilt`].
     store_rebuilt: std::sync::Mutex<Option<String>>,
+    /// New blob bytes after which the log is compacted ([`crate::blob_compaction`]).
+    blob_compaction_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -242,7 +245,14 @@ impl ClusterNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_in_sync: std::sync::Mutex::new(BTreeMap::new()),
             store_rebuilt: std::sync::Mutex::new(None),
+            blob_compaction_bytes: std::sync::atomic::AtomicU64::new(blob_compaction::DEFAULT_THRESHOLD),
         })
+    }
+
+    /// Sets how many new blob bytes make the node compact its Raft log ([`crate::blob_compaction`]); read
+    /// when [`ClusterNode::run_duties`] starts.
+    pub fn set_blob_compaction_bytes(&self, bytes: u64) {
+        self.blob_compaction_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records that this run rebuilt the store (shown in [`Status::store_rebuilt`] until the node restarts).
@@ -666,9 +676,12 @@ impl ClusterNode {
         }
     }
 
-    /// Background duties: (witness) hand leadership back to a caught-up data node.
+    /// Background duties: compact the log after new blobs ([`crate::blob_compaction`]); (witness) hand
+    /// leadership back to a caught-up data node.
     pub async fn run_duties(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut heartbeats_off_since: Option<Instant> = None;
+        let threshold = self.blob_compaction_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let mut compaction = BlobCompaction::new(threshold);
         let mut interval = tokio::time::interval(Duration::from_millis(self.timing.heartbeat_ms.max(50)));
         loop {
             tokio::select! {
@@ -686,6 +699,7 @@ impl ClusterNode {
                     }
                 }
             }
+            self.compact_log_after_blobs(&mut compaction, &metrics).await;
             if self.role() != Role::Witness {
                 continue;
             }
@@ -707,6 +721,36 @@ impl ClusterNode {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+impl ClusterNode {
+    /// One step of [`crate::blob_compaction`]: a snapshot or a purge when one is due.
+    async fn compact_log_after_blobs(
+        &self,
+        compaction: &mut BlobCompaction,
+        metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+    ) {
+        let Ok(blob_bytes) = self.store.read().map(|store| store.blobs().map(|(_, size)| size).sum()) else {
+            return;
+        };
+        let step = compaction.next_step(CompactionInputs {
+            blob_bytes,
+            last_applied: metrics.last_applied.map(|l| l.index),
+            snapshot: metrics.snapshot.map(|l| l.index),
+            purged: metrics.purged.map(|l| l.index),
+        });
+        let result = match step {
+            CompactionStep::Nothing => return,
+            CompactionStep::Snapshot => self.raft.trigger().snapshot().await,
+            CompactionStep::Purge(upto) => {
+                tracing::info!(upto, "purging the Raft log of blob chunks the store now holds in files");
+                self.raft.trigger().purge_log(upto).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, ?step, "compacting the Raft log after new blobs failed");
         }
     }
 }

@@ -222,6 +222,10 @@ async fn start_raft(
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
     node.proposer().set_metrics(cluster_metrics);
+    if let Some(bytes) = std::env::var("TANDEM_BLOB_COMPACTION_BYTES").ok().and_then(|v| v.parse().ok()) {
+        // For tests and experiments: compact the log after this many new blob bytes (default 64 MiB).
+        node.set_blob_compaction_bytes(bytes);
+    }
     if node.is_pristine().await && !config.join {
         node.initialize_single()
             .await
