@@ -39,7 +39,7 @@ pub struct UploadMeta {
 }
 
 /// What sled keeps of an upload in progress: its [`UploadMeta`] and the SHA-256 of its first `size` bytes.
-/// The digest lets [`crate::blob_files::BlobFiles::reconcile_uploads`] tell, after a crash, that the part
+/// The digest lets `BlobFiles::reconcile_uploads` ([`crate::blob_files`]) tell, after a crash, that the part
 /// file holds exactly the bytes sled says were received (a file is written back by the kernel on its own
 /// schedule, sled's pages on theirs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

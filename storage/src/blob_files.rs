@@ -12,16 +12,16 @@
 //!   same bytes at the same place. [`crate::Store::durable`] fsyncs the part files of the uploads in progress
 //!   (and their directory) *before* it flushes sled — the database runs that before every flush, whoever
 //!   asks for it ([`crate::Database::set_before_durable`]) — so sled's durable meta never claims more bytes
-//!   than the file durably holds. The file may be ahead of sled; [`BlobFiles::reconcile_uploads`] cuts it back to the
-//!   size sled says and checks the SHA-256 of those bytes against the one sled stored with them, so a file
-//!   and a sled that the kernel wrote back at different moments are caught, never trusted (the store then
-//!   refuses to load and the node rebuilds it, see [`crate::rebuild`]).
+//!   than the file durably holds. The file may be ahead of sled; `BlobFiles::reconcile_uploads` cuts it
+//!   back to the size sled says and checks the SHA-256 of those bytes against the one sled stored with
+//!   them, so a file and a sled that the kernel wrote back at different moments are caught, never trusted
+//!   (the store then refuses to load and the node rebuilds it, see [`crate::rebuild`]).
 //! - **A commit** fsyncs the part file, hard-links it to a temporary name in `sha256/`, renames that over
 //!   `sha256/{hex}` and fsyncs `sha256/`: the blob file is durable before sled records the blob, and so
 //!   before any change set that references it can be applied, let alone acknowledged. The same content
 //!   committed twice is one file (the rename replaces it with identical, verified bytes).
 //! - **A part file is deleted only after sled durably forgot its upload** (committed or aborted):
-//!   [`BlobFiles::finished_parts`] lists the files of uploads no longer in progress, and the store deletes them
+//!   `BlobFiles::finished_parts` lists the files of uploads no longer in progress, and the store deletes them
 //!   after sled's flush. Until then, a crash leaves the part where sled expects it. A part file still linked
 //!   to a blob file (a commit that sled had not made durable) is copied before it is cut, so cutting it never
 //!   shortens the blob.
@@ -209,7 +209,7 @@ impl BlobFiles {
         let _ = fs::remove_dir_all(&self.uploads);
     }
 
-    /// Deletes files that [`BlobFiles::finished_parts`] listed.
+    /// Deletes files that `BlobFiles::finished_parts` listed.
     pub(crate) fn remove_finished(&self, paths: &[PathBuf]) -> Result<()> {
         for path in paths {
             remove_if_present(path)?;

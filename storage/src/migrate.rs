@@ -3,7 +3,7 @@
 //! ## Format 1 → 2: blob bytes out of sled
 //! Format 1 kept every blob's bytes in sled as 32 KiB parts (`0x08` upload:u64 part:u32), committed blobs
 //! under the upload that brought them. Format 2 keeps them in files ([`crate::blob_files`]).
-//! [`blobs_to_files`] runs on the first open of a format-1 store:
+//! `blobs_to_files` runs on the first open of a format-1 store:
 //!
 //! 1. every committed blob is copied from its parts into a temporary file, its SHA-256 checked against its
 //!    name (a mismatch stops the migration: the store is corrupt), fsynced and renamed to

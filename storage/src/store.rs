@@ -12,8 +12,8 @@
 //! `apply` does not fsync. [`Store::durable`] does (flush + fsync), so a caller can apply many batches and make
 //! them durable with one fsync — group commit. Blob bytes are not in the batch: a chunk goes into its upload's
 //! part file, a commit links that file into place durably before the batch records the blob
-//! ([`crate::blob_files`] has the crash story of the files). The cluster crate calls it before acknowledging; the crash test
-//! checks that every revision reported durable survives SIGKILL.
+//! ([`crate::blob_files`] has the crash story of the files). The cluster crate calls it before
+//! acknowledging; the crash test checks that every revision reported durable survives SIGKILL.
 //!
 //! ## When a write fails
 //! The in-memory state is updated before the disk write. If the write fails, memory is ahead of the disk, so
