@@ -7,20 +7,14 @@
 //! SHA-256 matches, links that file into place under its digest. Where the files are and how each step is
 //! made durable is [`crate::blob_files`]; sled keeps only the small metadata ([`BlobMeta`], [`StoredUpload`]).
 //!
-//! Reading is a stream too: [`BlobReader`] reads the file at the offset asked for, a buffer at a time, so
-//! serving a 1 GiB image to 20 terminals never holds it in memory, let alone 20 times. Before its first byte
-//! a reader has the file's digest checked (once per process and blob, see
-//! [`crate::blob_files::BlobFiles::verify`]): a file whose bytes do not match its name is never served.
-
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+//! Reading is a stream too: [`crate::BlobReader`] (in [`crate::blob_files`]) reads the file at the offset
+//! asked for, a buffer at a time, so serving a 1 GiB image to 20 terminals never holds it in memory, let alone
+//! 20 times. Before its first byte a reader has the file's digest checked (once per process and blob): a
+//! file whose bytes do not match its name is never served.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::blob_files::BlobFiles;
 use crate::digest::Digest;
 
 /// A committed blob, as sled keeps it: its bytes are in `blobs/sha256/{digest}`.
@@ -69,65 +63,5 @@ impl Upload {
 impl Default for Upload {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Streams a committed blob from its file.
-#[derive(Debug)]
-pub struct BlobReader {
-    files: BlobFiles,
-    digest: Digest,
-    path: PathBuf,
-    size: u64,
-    position: u64,
-    /// Opened (after the digest check) on the first read.
-    file: Option<File>,
-}
-
-impl BlobReader {
-    pub(crate) fn new(files: BlobFiles, digest: Digest, size: u64) -> Self {
-        let path = files.blob_path(&digest);
-        BlobReader { files, digest, path, size, position: 0, file: None }
-    }
-
-    /// The blob's size in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Continues reading from `offset` (for HTTP ranges and TFTP blocks). Offsets past the end read nothing.
-    pub fn seek_to(&mut self, offset: u64) {
-        self.position = offset.min(self.size);
-    }
-
-    fn open(&mut self) -> io::Result<&File> {
-        if self.file.is_none() {
-            self.files.verify(&self.digest, self.size).map_err(io::Error::other)?;
-            let file = File::open(&self.path).map_err(|e| {
-                io::Error::new(e.kind(), format!("opening blob file {}: {e}", self.path.display()))
-            })?;
-            self.file = Some(file);
-        }
-        Ok(self.file.as_ref().expect("opened above"))
-    }
-}
-
-impl Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.position >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let position = self.position;
-        let wanted = buf.len().min((self.size - position).min(usize::MAX as u64) as usize);
-        let n = self.open()?.read_at(&mut buf[..wanted], position)?;
-        if n == 0 {
-            return Err(io::Error::other(format!(
-                "blob file {} ends at byte {position}, before its size {}",
-                self.path.display(),
-                self.size
-            )));
-        }
-        self.position += n as u64;
-        Ok(n)
     }
 }

@@ -56,7 +56,7 @@ pub mod snapshot;
 pub mod store;
 pub mod undo;
 
-pub use blob::BlobReader;
+pub use blob_files::BlobReader;
 pub use change::{ChangeMeta, ChangeSet, DocKey, Json, Operation, Precondition, Revision};
 pub use command::{Command, Outcome};
 pub use decide::decide;

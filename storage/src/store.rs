@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{BlobMeta, BlobReader, StoredUpload};
-use crate::blob_files::BlobFiles;
+use crate::blob::{BlobMeta, StoredUpload};
+use crate::blob_files::{BlobFiles, BlobReader};
 use crate::change::{ChangeSet, DocKey, Revision};
 use crate::codec::{self, decode, encode, put_parts};
 use crate::command::{Command, Outcome};
