@@ -89,6 +89,7 @@
 //! constant here and a client method in `network/client.rs` built on `PeerNetwork::call`.
 
 mod client;
+pub mod election_hold;
 mod server;
 
 use std::time::Duration;

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -26,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::election_hold::ElectionHold;
 use super::{
     APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, SECRET_HEADER, SHUTDOWN_GRACE,
     SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
@@ -50,7 +52,9 @@ pub async fn serve_peer(
     if secret.is_empty() {
         tracing::error!("the peer endpoint has an empty cluster secret: every request will be refused");
     }
-    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes() });
+    let hold_limit = Duration::from_millis(2 * raft.config().election_timeout_max);
+    let elections = ElectionHold::new(raft.clone(), hold_limit);
+    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes(), elections });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -158,6 +162,8 @@ struct PeerService {
     /// Forwarded writes join the leader's own in shared log entries.
     proposer: Arc<Proposer>,
     secret: Vec<u8>,
+    /// Held while a snapshot streams in (see [`ElectionHold`]).
+    elections: Arc<ElectionHold>,
 }
 
 impl PeerService {
@@ -234,9 +240,16 @@ impl PeerService {
     async fn dispatch(&self, route: Route, body: &[u8]) -> HttpResponse {
         let raft = &self.raft;
         match route {
-            Route::Append => rpc("AppendEntries", body, |rpc| raft.append_entries(rpc)).await,
+            Route::Append => {
+                let response = rpc("AppendEntries", body, |rpc| raft.append_entries(rpc)).await;
+                self.elections.leader_heard();
+                response
+            }
             Route::Vote => rpc("Vote", body, |rpc| raft.vote(rpc)).await,
-            Route::Snapshot => rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await,
+            Route::Snapshot => {
+                let _in_flight = self.elections.snapshot_request();
+                rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await
+            }
             Route::Write => rpc("write Command", body, |command| self.proposer.propose(command)).await,
         }
     }
