@@ -47,6 +47,7 @@ pub mod mac;
 pub mod plan;
 pub mod projection;
 pub mod rebuild;
+mod redo;
 pub mod rejection;
 mod sled_snapshots;
 pub mod snapshot;
