@@ -390,7 +390,8 @@ impl ClusterNode {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match node {
                         Some(node) => {
-                            match self.network.forward_write(leader, &node, command.clone(), remaining).await {
+                            match self.network.forward_write(leader, &node, command.clone(), remaining).await
+                            {
                                 Ok(response) => return Ok(response),
                                 Err(ForwardError::NotLeader { .. }) => {
                                     // The leader moved (or the witness is handing over): follow the new one.
@@ -586,66 +587,76 @@ impl ClusterNode {
         }
     }
 
+    /// What peer `id` looks like from this node: replication lag and reachability (known on the leader), and
+    /// whether it refuses this node (a refusing peer is never counted in sync).
+    fn peer_status(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+        id: NodeId,
+        node: &NodeInfo,
+    ) -> PeerStatus {
+        let is_leader = metrics.current_leader == Some(self.id);
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let matched =
+            metrics.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
+        let lag_seconds = if !is_leader {
+            None
+        } else if matched >= metrics.last_log_index {
+            Some(0.0)
+        } else {
+            let since = self.last_in_sync.lock().ok().and_then(|m| m.get(&id).copied());
+            since.map(|t| t.elapsed().as_secs_f64())
+        };
+        let refusal = self.network.contact(&node.peer_addr).refusing().cloned();
+        let (reachable, lag, sync) = if is_leader {
+            let lag = last_log.saturating_sub(matched.unwrap_or(0));
+            let recently = self.recently_reached(&node.peer_addr);
+            let sync = if refusal.is_some() {
+                "refused"
+            } else if !recently {
+                "disconnected"
+            } else if lag == 0 {
+                "in_sync"
+            } else {
+                "catching_up"
+            };
+            (Some(recently), Some(lag), sync)
+        } else {
+            let sync = if refusal.is_some() {
+                "refused"
+            } else if metrics.current_leader == Some(id) {
+                "leader"
+            } else {
+                "unknown"
+            };
+            (None, None, sync)
+        };
+        PeerStatus {
+            id,
+            name: node.name.clone(),
+            role: node.role,
+            peer_addr: node.peer_addr.clone(),
+            api_addr: node.api_addr.clone(),
+            boot_addr: node.boot_addr.clone(),
+            reachable,
+            lag_entries: lag,
+            lag_seconds,
+            sync: sync.to_string(),
+            refusal,
+        }
+    }
+
     /// The node's status.
     pub fn status(&self) -> Status {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let is_leader = metrics.current_leader == Some(self.id);
-        let last_log = metrics.last_log_index.unwrap_or(0);
-        let mut peers = Vec::new();
-        for (id, node) in membership.nodes() {
-            if *id == self.id {
-                continue;
-            }
-            let matched =
-                metrics.replication.as_ref().and_then(|r| r.get(id).cloned()).flatten().map(|l| l.index);
-            let lag_seconds = if !is_leader {
-                None
-            } else if matched >= metrics.last_log_index {
-                Some(0.0)
-            } else {
-                let since = self.last_in_sync.lock().ok().and_then(|m| m.get(id).copied());
-                since.map(|t| t.elapsed().as_secs_f64())
-            };
-            let refusal = self.network.contact(&node.peer_addr).refusing().cloned();
-            let (reachable, lag, sync) = if is_leader {
-                let lag = last_log.saturating_sub(matched.unwrap_or(0));
-                let recently = self.recently_reached(&node.peer_addr);
-                let sync = if refusal.is_some() {
-                    "refused"
-                } else if !recently {
-                    "disconnected"
-                } else if lag == 0 {
-                    "in_sync"
-                } else {
-                    "catching_up"
-                };
-                (Some(recently), Some(lag), sync.to_string())
-            } else {
-                let sync = if refusal.is_some() {
-                    "refused"
-                } else if metrics.current_leader == Some(*id) {
-                    "leader"
-                } else {
-                    "unknown"
-                };
-                (None, None, sync.to_string())
-            };
-            peers.push(PeerStatus {
-                id: *id,
-                name: node.name.clone(),
-                role: node.role,
-                peer_addr: node.peer_addr.clone(),
-                api_addr: node.api_addr.clone(),
-                boot_addr: node.boot_addr.clone(),
-                reachable,
-                lag_entries: lag,
-                lag_seconds,
-                sync,
-                refusal,
-            });
-        }
+        let peers: Vec<PeerStatus> = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, node)| self.peer_status(&metrics, *id, node))
+            .collect();
         let data = membership.nodes().filter(|(id, n)| n.role == Role::Data && voters.contains(id)).count();
         let witness = membership.nodes().any(|(id, n)| n.role == Role::Witness && voters.contains(id));
         let mirrors = membership.nodes().any(|(_, n)| n.role == Role::Mirror);

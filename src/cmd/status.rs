@@ -83,7 +83,9 @@ fn print_backup_status(backup: &Value) {
 /// The nodes whose requests this node refuses (another cluster, another node id, not a member).
 fn print_refusing(refusing: &[Value]) {
     for refused in refusing {
-        let sender = refused["sender"].as_u64().map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
+        let sender = refused["sender"]
+            .as_u64()
+            .map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
         let cluster = refused["sender_cluster"].as_str().unwrap_or("no cluster");
         println!(
             "REFUSING  {sender} of {cluster} at {} ({}, {} requests, last {}): {}",

@@ -272,7 +272,14 @@ impl RunningNode {
         let (node, config, shutdown, tasks) = (&self.node, &self.config, &self.shutdown, &self.tasks);
         let secret = self.identity.cluster_secret.clone();
         let peer_identity = self.peer_identity.clone();
-        tasks.spawn(serve_peer(listeners.peer, raft, node.proposer(), secret, peer_identity, shutdown.clone()));
+        tasks.spawn(serve_peer(
+            listeners.peer,
+            raft,
+            node.proposer(),
+            secret,
+            peer_identity,
+            shutdown.clone(),
+        ));
         let backup = backup::BackupState::default();
         if let Some(schedule) = config.backup.clone() {
             let (node, metrics) = (node.clone(), metrics.clone());

@@ -37,8 +37,8 @@ use crate::types::{NodeId, NodeInfo, TypeConfig, Written, decode, try_encode};
 
 /// An upper bound on TCP connect; each RPC's own ttl is usually shorter and wins.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most this much of an error body is kept in error messages.
-const MAX_ERROR_MESSAGE: usize = 512;
+/// At most this much of an error body is kept in error messages (an identity refusal's advice fits).
+const MAX_ERROR_MESSAGE: usize = 1024;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -158,7 +158,11 @@ impl PeerNetwork {
                         now.duration_since(at).unwrap_or_default() < super::identity_check::LOG_EVERY
                     });
                 if !logged_recently {
-                    tracing::warn!(peer = addr, kind = refusal.kind.as_str(), "peer refused this node: {refusal}");
+                    tracing::warn!(
+                        peer = addr,
+                        kind = refusal.kind.as_str(),
+                        "peer refused this node: {refusal}"
+                    );
                     contact.logged_refusal_at = Some(now);
                 }
                 contact.last_refusal = Some((now, refusal.clone()));
@@ -179,8 +183,10 @@ impl PeerNetwork {
         command: Command,
         timeout: Duration,
     ) -> Result<Written, ForwardError> {
-        let result: Result<Written, ProposeError> =
-            self.call(&leader.peer_addr, WRITE_PATH, &command, timeout, leader_id).await.map_err(|e| match e {
+        let result: Result<Written, ProposeError> = self
+            .call(&leader.peer_addr, WRITE_PATH, &command, timeout, leader_id)
+            .await
+            .map_err(|e| match e {
                 TransportError::Refused { refusal, .. } => ForwardError::IdentityRefused(refusal),
                 TransportError::Connect { .. }
                 | TransportError::Timeout { .. }

@@ -181,6 +181,9 @@ pub struct RefusedSender {
 #[derive(Clone, Debug)]
 pub struct LocalIdentity(Arc<Shared>);
 
+/// Refused senders by (sender, kind), each with when it was last logged.
+type RefusedSenders = BTreeMap<(Option<NodeId>, RefusalKind), (RefusedSender, SystemTime)>;
+
 #[derive(Debug)]
 struct Shared {
     node_id: NodeId,
@@ -188,7 +191,7 @@ struct Shared {
     /// Where a learned cluster id is recorded (`node.json`); `None`: in memory only (tests).
     data_dir: Option<PathBuf>,
     /// Refused senders, by (sender, kind), with when each was last logged.
-    refused: Mutex<BTreeMap<(Option<NodeId>, RefusalKind), (RefusedSender, SystemTime)>>,
+    refused: Mutex<RefusedSenders>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -278,7 +281,12 @@ impl LocalIdentity {
         entry.message = refusal.message.clone();
         if now.duration_since(*logged_at).unwrap_or_default() >= LOG_EVERY {
             *logged_at = now;
-            tracing::warn!(remote, kind = refusal.kind.as_str(), refused = entry.count, "peer endpoint: {refusal}");
+            tracing::warn!(
+                remote,
+                kind = refusal.kind.as_str(),
+                refused = entry.count,
+                "peer endpoint: {refusal}"
+            );
         }
     }
 
@@ -290,7 +298,7 @@ impl LocalIdentity {
             .filter(|(entry, _)| entry.last_at_ms >= since)
             .map(|(entry, _)| entry.clone())
             .collect();
-        shown.sort_by(|a, b| b.last_at_ms.cmp(&a.last_at_ms));
+        shown.sort_by_key(|refused| std::cmp::Reverse(refused.last_at_ms));
         shown
     }
 }
@@ -321,7 +329,8 @@ mod tests {
     fn another_cluster_is_refused_naming_both_ids_and_what_to_do() {
         let refusal = refused(check_request(0x7, Some("c1"), &ids(Some(2), Some(7), Some("c2"))));
         assert_eq!(refusal.kind, RefusalKind::OtherCluster);
-        for part in ["cluster c1", "cluster c2", "0000000000000007", "0000000000000002", "servers remove", "--join"]
+        for part in
+            ["cluster c1", "cluster c2", "0000000000000007", "0000000000000002", "servers remove", "--join"]
         {
             assert!(refusal.message.contains(part), "{part:?} missing: {}", refusal.message);
         }
@@ -355,7 +364,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let identity = Identity::load_or_create(dir.path(), "b", Some("s")).unwrap();
         let local = LocalIdentity::new(&identity, dir.path().to_path_buf());
-        assert_eq!(local.admit(&ids(Some(2), Some(identity.id), Some("c1"))).unwrap(), Verdict::Learn("c1".into()));
+        assert_eq!(
+            local.admit(&ids(Some(2), Some(identity.id), Some("c1"))).unwrap(),
+            Verdict::Learn("c1".into())
+        );
         assert_eq!(local.cluster_id().as_deref(), Some("c1"));
         assert_eq!(Identity::load(dir.path()).unwrap().unwrap().cluster_id.as_deref(), Some("c1"));
         // Once learned, another cluster is refused.

@@ -183,8 +183,8 @@ impl PeerService {
             tracing::warn!(%remote, "peer endpoint: {refusal}");
             return text(StatusCode::BAD_REQUEST, refusal);
         }
-        if let Err(response) = self.check_identity(request.headers(), remote) {
-            return response;
+        if let Some(refusal) = self.check_identity(request.headers(), remote) {
+            return refusal;
         }
         let route = match Route::parse(request.method(), request.uri().path()) {
             Ok(route) => route,
@@ -203,25 +203,32 @@ impl PeerService {
     }
 
     /// Checks who the request is from and for ([`super::identity_check`]), learning the cluster id if this
-    /// node has none yet; on a refusal, notes it (status, rate-limited log) and returns the 403 to answer.
-    fn check_identity(&self, headers: &hyper::HeaderMap, remote: SocketAddr) -> Result<(), HttpResponse> {
-        let request = RequestIds::from_headers(headers).map_err(|message| {
-            tracing::debug!(%remote, "peer endpoint: {message}");
-            text(StatusCode::BAD_REQUEST, message)
-        })?;
+    /// node has none yet; on a refusal, notes it (status, rate-limited log) and returns the 403 to answer (or
+    /// the 400 for an unreadable header).
+    fn check_identity(&self, headers: &hyper::HeaderMap, remote: SocketAddr) -> Option<HttpResponse> {
+        let request = match RequestIds::from_headers(headers) {
+            Ok(request) => request,
+            Err(message) => {
+                tracing::debug!(%remote, "peer endpoint: {message}");
+                return Some(text(StatusCode::BAD_REQUEST, message));
+            }
+        };
         let refusal = match self.identity.admit(&request) {
             Ok(Verdict::Accept | Verdict::Learn(_)) => self.refuse_non_member(request.sender),
             Ok(Verdict::Refuse(refusal)) => Some(refusal),
             Err(error) => {
                 tracing::error!(%error, "peer endpoint: cannot record the cluster id this node joined");
-                return Err(text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot record the cluster id: {error}")));
+                return Some(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot record the cluster id: {error}"),
+                ));
             }
         };
-        let Some(refusal) = refusal else { return Ok(()) };
+        let refusal = refusal?;
         self.identity.note_refused(&request, &remote.to_string(), &refusal);
         let mut response = text(StatusCode::FORBIDDEN, refusal.message);
         response.headers_mut().insert(REFUSAL_HEADER, HeaderValue::from_static(refusal.kind.as_str()));
-        Err(response)
+        Some(response)
     }
 
     /// A node that names itself (see [`super::NODE_ID_HEADER`]) but is not in this node's membership is
