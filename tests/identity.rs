@@ -160,3 +160,27 @@ fn a_replaced_disk_with_join_is_refused_until_the_old_member_is_removed_and_it_i
     assert_holds(&b, &all, 10);
     drop(w);
 }
+
+#[test]
+fn a_data_directory_from_before_cluster_ids_takes_its_stores_id() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data");
+    a.start(false);
+    a.ok(&["put", "notes", "n1", "{}"]);
+    let cluster = a.status()["cluster_id"].as_str().unwrap().to_owned();
+    let exported: Value = serde_json::from_str(&a.ok(&["export"])).unwrap();
+    assert_eq!(exported["cluster_id"], cluster.as_str(), "node.json and the store agree");
+    a.stop();
+
+    // node.json as an older build wrote it: no cluster id.
+    let path = a.data_dir.join("node.json");
+    let mut identity: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    identity.as_object_mut().unwrap().remove("cluster_id");
+    std::fs::write(&path, serde_json::to_vec(&identity).unwrap()).unwrap();
+
+    a.start(false);
+    assert_eq!(a.status()["cluster_id"], cluster.as_str());
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(recorded["cluster_id"], cluster.as_str(), "recorded again at start");
+    assert_eq!(a.status()["revision"], 1);
+}

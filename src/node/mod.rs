@@ -241,9 +241,10 @@ async fn start_raft(
 
 /// Makes sure `node.json` holds the cluster id whenever this node belongs to a cluster (see
 /// `tandem_cluster::identity`): a node about to found one records the id it founds *before* Raft is
-/// initialized; a member whose `node.json` predates cluster ids takes its store's (the same id, written when
-/// the founding membership was applied). A `--join` node that was never added stays without one: it learns it
-/// from the leader that adds it.
+/// initialized (replacing one it may have learned in a `--join` that never completed); a member whose
+/// `node.json` predates cluster ids takes its store's (the same id, written when the founding membership was
+/// applied). A `--join` node that was never added keeps what it has, usually none: it learns the id from the
+/// leader that adds it.
 fn settle_cluster_id(
     config: &Config,
     identity: &mut Identity,
@@ -251,18 +252,19 @@ fn settle_cluster_id(
     pristine: bool,
     store: &tandem_cluster::SharedStore,
 ) -> Result<()> {
-    if identity.cluster_id.is_some() || (pristine && config.join) {
-        return Ok(());
-    }
-    let cluster_id = if pristine {
-        founding_cluster_id([identity.id])
-    } else {
-        let store = store.read().map_err(|_| anyhow::anyhow!("the store lock is poisoned"))?;
-        tracing::info!(cluster_id = store.cluster_id(), "recording the store's cluster id in node.json");
-        store.cluster_id().to_owned()
+    let cluster_id = match (pristine, config.join, &identity.cluster_id) {
+        (true, false, _) => founding_cluster_id([identity.id]),
+        (true, true, _) | (false, _, Some(_)) => return Ok(()),
+        (false, _, None) => {
+            let store = store.read().map_err(|_| anyhow::anyhow!("the store lock is poisoned"))?;
+            tracing::info!(cluster_id = store.cluster_id(), "recording the store's cluster id in node.json");
+            store.cluster_id().to_owned()
+        }
     };
-    peer_identity.record_cluster_id(&cluster_id)?;
-    identity.cluster_id = Some(cluster_id);
+    if identity.cluster_id.as_deref() != Some(cluster_id.as_str()) {
+        peer_identity.record_cluster_id(&cluster_id)?;
+        identity.cluster_id = Some(cluster_id);
+    }
     Ok(())
 }
 

@@ -37,6 +37,8 @@ use crate::types::NodeId;
 pub const LOG_EVERY: Duration = Duration::from_secs(30);
 /// A refusal older than this is no longer shown by `tandem status`.
 pub const SHOWN_FOR: Duration = Duration::from_secs(300);
+/// At most this many refused senders are remembered (a flood of made-up sender ids cannot grow the table).
+const MAX_REFUSED_SENDERS: usize = 64;
 
 /// Why a peer refused a request, as the [`super::REFUSAL_HEADER`] names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -262,7 +264,16 @@ impl LocalIdentity {
     pub fn note_refused(&self, request: &RequestIds, remote: &str, refusal: &Refusal) {
         let now = SystemTime::now();
         let mut refused = lock(&self.0.refused);
-        let (entry, logged_at) = refused.entry((request.sender, refusal.kind)).or_insert_with(|| {
+        let key = (request.sender, refusal.kind);
+        if !refused.contains_key(&key) && refused.len() >= MAX_REFUSED_SENDERS {
+            let since = unix_ms(now).saturating_sub(SHOWN_FOR.as_millis() as u64);
+            refused.retain(|_, (entry, _)| entry.last_at_ms >= since);
+            if refused.len() >= MAX_REFUSED_SENDERS {
+                tracing::debug!(remote, "peer endpoint: {refusal}");
+                return;
+            }
+        }
+        let (entry, logged_at) = refused.entry(key).or_insert_with(|| {
             let entry = RefusedSender {
                 sender: request.sender,
                 sender_cluster: None,
@@ -407,5 +418,14 @@ mod tests {
         assert_eq!(from_3.sender_cluster.as_deref(), Some("c9"));
         assert_eq!(RefusalKind::parse(from_3.kind.as_str()), Some(RefusalKind::OtherCluster));
         assert_eq!(RefusalKind::parse("nonsense"), None);
+
+        // Made-up sender ids cannot grow the table without bound; known senders are still counted.
+        for sender in 100..100 + 2 * MAX_REFUSED_SENDERS as u64 {
+            local.note_refused(&ids(Some(sender), Some(8), Some("c1")), "127.0.0.1:3", &refusal);
+        }
+        assert_eq!(local.refused_senders().len(), MAX_REFUSED_SENDERS);
+        local.note_refused(&request, "127.0.0.1:1", &refusal);
+        let from_2 = local.refused_senders().into_iter().find(|s| s.sender == Some(2)).unwrap();
+        assert_eq!(from_2.count, 6);
     }
 }
