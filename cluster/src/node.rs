@@ -725,10 +725,13 @@ impl ClusterNode {
             if self.role() != Role::Witness {
                 continue;
             }
+            // A data node that refuses this node (its disk was replaced) is not the member it replaced: its
+            // old replication progress must not make the witness step down for it.
             let data_node_caught_up = metrics.replication.as_ref().is_some_and(|replication| {
                 replication.iter().any(|(id, matched)| {
-                    metrics.membership_config.membership().get_node(id).is_some_and(|n| n.role == Role::Data)
-                        && matched.map(|l| l.index) >= metrics.last_log_index
+                    metrics.membership_config.membership().get_node(id).is_some_and(|n| {
+                        n.role == Role::Data && self.network.contact(&n.peer_addr).refusing().is_none()
+                    }) && matched.map(|l| l.index) >= metrics.last_log_index
                 })
             });
             match heartbeats_off_since {
