@@ -184,3 +184,26 @@ fn a_data_directory_from_before_cluster_ids_takes_its_stores_id() {
     assert_eq!(recorded["cluster_id"], cluster.as_str(), "recorded again at start");
     assert_eq!(a.status()["revision"], 1);
 }
+
+#[test]
+fn a_pair_without_witness_names_the_refusal_when_it_refuses_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data");
+    let mut b = Node::new(root.path(), "b", "data");
+    a.start(false);
+    b.start(true);
+    a.add(&b);
+    a.ok(&["put", "notes", "n1", "{}"]);
+    b.wait_status("b applied", Duration::from_secs(10), |s| s["revision"] == 1);
+    assert_eq!(a.status()["leader_name"], "a");
+
+    replace_disk(&mut b, true);
+    a.wait_status("b refused", Duration::from_secs(20), |s| peer(s, "b")["sync"] == "refused");
+    // The leader has lost its quorum: the write is refused, and the error says why b does not count.
+    let refused = a.cli(&["put", "notes", "lost", "{}"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("quorum lost") && stderr.contains("refuses this node"), "{stderr}");
+    assert!(stderr.contains("lost its data directory or was replaced"), "{stderr}");
+    assert_eq!(a.status()["revision"], 1, "nothing was written");
+}
