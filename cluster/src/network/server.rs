@@ -58,8 +58,7 @@ pub async fn serve_peer(
     }
     let hold_limit = Duration::from_millis(2 * raft.config().election_timeout_max);
     let elections = ElectionHold::new(raft.clone(), hold_limit);
-    let service =
-        Arc::new(PeerService { raft, proposer, secret: secret.into_bytes(), elections, identity });
+    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes(), elections, identity });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
