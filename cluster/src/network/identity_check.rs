@@ -122,7 +122,8 @@ pub enum Verdict {
 /// The cluster is compared first: a node of another cluster is told so even if the node id is also wrong.
 /// A request that names no target is refused too (every build that speaks this protocol names one).
 pub fn check_request(me: NodeId, mine: Option<&str>, request: &RequestIds) -> Verdict {
-    let sender = request.sender.map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
+    let sender =
+        || request.sender.map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
     let theirs = request.cluster.as_deref();
     if let Some(mine) = mine
         && theirs != Some(mine)
@@ -131,12 +132,13 @@ pub fn check_request(me: NodeId, mine: Option<&str>, request: &RequestIds) -> Ve
         return Verdict::Refuse(Refusal {
             kind: RefusalKind::OtherCluster,
             message: format!(
-                "this is node {me:016x} of cluster {mine}, but the request comes from {sender} of {theirs}: \
+                "this is node {me:016x} of cluster {mine}, but the request comes from {} of {theirs}: \
                  they are different clusters. If this node's data directory was replaced (or it founded a cluster \
                  of its own at an address the other cluster knows) and it should be a member of the other \
                  cluster: there, remove the old member with `tandem servers remove NAME`; here, stop this node, \
                  empty its data directory and start it with --join; then add it with `tandem servers add NAME \
-                 --api ADDR`"
+                 --api ADDR`",
+                sender()
             ),
         });
     }
@@ -147,10 +149,11 @@ pub fn check_request(me: NodeId, mine: Option<&str>, request: &RequestIds) -> Ve
             return Verdict::Refuse(Refusal {
                 kind: RefusalKind::OtherNode,
                 message: format!(
-                    "{sender} sent a request meant for {meant}, but this is node {me:016x}: the member that was \
+                    "{} sent a request meant for {meant}, but this is node {me:016x}: the member that was \
                      at this address lost its data directory or was replaced. Remove the old member with \
                      `tandem servers remove NAME`, then add this node as a new one with `tandem servers add \
-                     NAME --api ADDR` (it must run with --join)"
+                     NAME --api ADDR` (it must run with --join)",
+                    sender()
                 ),
             });
         }
