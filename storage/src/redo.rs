@@ -24,7 +24,6 @@
 //! Concurrent readers may see a batch half-applied, exactly as with sled's batches, which are atomic for
 //! crashes but not isolated from readers; the store's lock provides that.
 
-use crate::codec;
 use crate::error::{Error, Result};
 
 /// The prefix of redo records in sled's default tree.
@@ -32,6 +31,9 @@ const REDO_PREFIX: &[u8] = b"redo:";
 
 /// Batches whose encoding is larger than this use sled's batch instead of a redo record.
 pub const REDO_LIMIT: usize = 64 * 1024;
+
+/// The largest redo record decoded (a damaged length prefix must not make us allocate more).
+const DECODE_LIMIT: usize = 2 * REDO_LIMIT;
 
 /// One write of a batch: a put (`Some`) or a delete (`None`).
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -43,8 +45,20 @@ fn record_key(tree: &sled::Tree) -> Vec<u8> {
 
 /// The encoded batch, if it is small enough for a redo record.
 pub fn encode(writes: &[Write]) -> Option<Vec<u8>> {
-    let record = codec::encode(&writes);
+    // bincode 2 in its standard configuration, as every stored value (not through `codec`, which builds
+    // on the engine's batches: this module sits below it). Encoding byte vectors cannot fail.
+    let record = bincode::serde::encode_to_vec(writes, bincode::config::standard()).ok()?;
     (record.len() <= REDO_LIMIT).then_some(record)
+}
+
+/// The batch a redo record holds.
+fn decode(record: &[u8]) -> Result<Vec<Write>> {
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    match bincode::serde::decode_from_slice(record, config) {
+        Ok((writes, used)) if used == record.len() => Ok(writes),
+        Ok(_) => Err(Error::Corrupt("a redo record has trailing bytes".into())),
+        Err(e) => Err(Error::Corrupt(format!("a redo record does not decode: {e}"))),
+    }
 }
 
 /// Applies `writes` (encoded as `record` by [`encode`]) to `tree` crash-atomically, with `meta` (sled's
@@ -87,7 +101,7 @@ pub fn replay(db: &sled::Db) -> Result<usize> {
         let (key, record) = item.map_err(|e| Error::engine("reading redo records", e))?;
         let name = &key[REDO_PREFIX.len()..];
         if existing.iter().any(|tree| tree.as_ref() == name) {
-            let writes: Vec<Write> = codec::decode(&record, "a redo record")?;
+            let writes = decode(&record)?;
             let tree = db.open_tree(name).map_err(|e| Error::engine("opening a tree to replay into", e))?;
             apply(&tree, writes)?;
             replayed += 1;
