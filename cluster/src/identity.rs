@@ -2,7 +2,18 @@
 //!
 //! The node id is random at first start, persisted, and never reused: a wiped data directory gets a new id, so
 //! a node that lost its log can never be mistaken for its former self. The file also keeps the cluster secret
-//! (generated at first start when none was given) and the epoch of forced recoveries.
+//! (generated at first start when none was given), the epoch of forced recoveries, and the *cluster id*.
+//!
+//! ## The cluster id
+//!
+//! A cluster gets its id once, when it is founded: the first node, started without `--join`, computes it from
+//! its own node id ([`founding_cluster_id`], the same value the state machine writes into the store when it
+//! applies the founding membership, so `tandem status` and backup file names show one id) and records it here
+//! *before* it initializes Raft. A node started with `--join` has none: it learns the id from the first peer
+//! request addressed to its own node id (the leader that `tandem servers add` pointed at it) and records it
+//! here before handing that request to Raft ([`Identity::record_cluster_id`]). From then on the peer network
+//! sends the id with every request and refuses requests carrying another one (see `network::identity_check`).
+//! A data directory from before cluster ids existed takes the store's id at start.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +33,20 @@ pub struct Identity {
     /// A forced recovery to record as an event when the node next leads: (actor, reason, time ms).
     #[serde(default)]
     pub pending_recovery: Option<(String, String, u64)>,
+    /// The id of the cluster this node belongs to; `None` until it founds one or is added to one.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+/// The id of a cluster founded by the voters `founders`: the lowest founder id, then a mix of all of them, in
+/// 32 hex digits. Deterministic, so a founder that crashed between recording it and initializing Raft computes
+/// the same id again, and every node that applies the founding membership agrees on it.
+pub fn founding_cluster_id(founders: impl IntoIterator<Item = NodeId>) -> String {
+    let mut founders: Vec<NodeId> = founders.into_iter().collect();
+    founders.sort_unstable();
+    let low = founders.first().copied().unwrap_or_default();
+    let high = founders.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |acc, id| acc.rotate_left(17) ^ id);
+    format!("{low:016x}{high:016x}")
 }
 
 /// Why the identity could not be read or written.
@@ -60,6 +85,7 @@ impl Identity {
                 .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
             epoch: 0,
             pending_recovery: None,
+            cluster_id: None,
         };
         identity.save(data_dir)?;
         Ok(identity)
@@ -77,7 +103,20 @@ impl Identity {
         }
     }
 
-    /// Writes the identity atomically (temp file, fsync, rename).
+    /// Records `cluster_id` as this node's cluster id, durably, in the `node.json` of `data_dir` as it is on disk
+    /// now (read, changed, written back, so that nothing else recorded there since this process started is
+    /// lost).
+    pub fn record_cluster_id(data_dir: &Path, cluster_id: &str) -> Result<(), IdentityError> {
+        let path = Self::path(data_dir);
+        let mut identity = Self::load(data_dir)?.ok_or_else(|| IdentityError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "node.json is gone"),
+        })?;
+        identity.cluster_id = Some(cluster_id.to_owned());
+        identity.save(data_dir)
+    }
+
+    /// Writes the identity atomically (temp file, fsync, rename, directory fsync).
     pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let io = |path: &Path, source| IdentityError::Io { path: path.to_path_buf(), source };
         std::fs::create_dir_all(data_dir).map_err(|e| io(data_dir, e))?;
@@ -88,5 +127,38 @@ impl Identity {
         std::fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(|e| io(&temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| io(&path, e))?;
         std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(|e| io(data_dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_id_is_recorded_durably_and_older_files_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::load_or_create(dir.path(), "a", Some("secret")).unwrap();
+        assert_eq!(identity.cluster_id, None);
+        Identity::record_cluster_id(dir.path(), "c1").unwrap();
+        let reloaded = Identity::load(dir.path()).unwrap().unwrap();
+        assert_eq!(reloaded.cluster_id.as_deref(), Some("c1"));
+        assert_eq!(Identity { cluster_id: None, ..reloaded }, identity, "nothing else changed");
+
+        // A node.json written before cluster ids existed still loads.
+        let old = r#"{"id": 7, "name": "b", "cluster_secret": "s", "epoch": 2}"#;
+        std::fs::write(dir.path().join("node.json"), old).unwrap();
+        let loaded = Identity::load(dir.path()).unwrap().unwrap();
+        assert_eq!((loaded.id, loaded.epoch, loaded.cluster_id), (7, 2, None));
+
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(Identity::record_cluster_id(empty.path(), "c1"), Err(IdentityError::Io { .. })));
+    }
+
+    #[test]
+    fn founding_cluster_ids_depend_only_on_the_founders() {
+        assert_eq!(founding_cluster_id([5, 3]), founding_cluster_id([3, 5]));
+        assert_ne!(founding_cluster_id([5]), founding_cluster_id([6]));
+        assert_eq!(founding_cluster_id([0xabc]).len(), 32);
+        assert!(founding_cluster_id([0xabc]).starts_with("0000000000000abc"));
     }
 }

@@ -35,7 +35,7 @@ use tandem_storage::{Command, Revision};
 use tokio::sync::watch;
 
 use crate::blob_compaction::{self, BlobCompaction, CompactionInputs, CompactionStep};
-use crate::network::{ForwardError, PeerNetwork};
+use crate::network::{ForwardError, PeerNetwork, Refusal, RefusedSender};
 use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
 use crate::types::{NodeId, NodeInfo, Raft, Role, Written};
@@ -158,8 +158,12 @@ pub struct PeerStatus {
     pub lag_entries: Option<u64>,
     /// Seconds since the peer last had the leader's whole log (leader only; 0 when in sync).
     pub lag_seconds: Option<f64>,
-    /// `in_sync`, `catching_up`, `disconnected`, or `unknown` (on a follower).
+    /// `in_sync`, `catching_up`, `disconnected`, `refused` (see `refusal`), or `unknown` (on a follower).
     pub sync: String,
+    /// Set when the node at the peer's address refused this node's last requests: another cluster, another
+    /// node (its data directory was replaced), or this node is no member of its cluster. Never `in_sync` then.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
 }
 
 /// The node's view of itself and the cluster.
@@ -189,6 +193,13 @@ pub struct Status {
     /// the last snapshot and the Raft log: where the old one went, and why.
     #[serde(default)]
     pub store_rebuilt: Option<String>,
+    /// The cluster this node belongs to; `None` while it waits to be added (`--join`).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Nodes whose requests this node refused in the last few minutes, and why (another cluster, another
+    /// node id, not a member): see `network::identity_check`.
+    #[serde(default)]
+    pub refusing: Vec<RefusedSender>,
 }
 
 /// A running node. Raft, the store, the network and the timing are private: callers ask questions
@@ -389,7 +400,8 @@ impl ClusterNode {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     match node {
                         Some(node) => {
-                            match self.network.forward_write(&node, command.clone(), remaining).await {
+                            match self.network.forward_write(leader, &node, command.clone(), remaining).await
+                            {
                                 Ok(response) => return Ok(response),
                                 Err(ForwardError::NotLeader { .. }) => {
                                     // The leader moved (or the witness is handing over): follow the new one.
@@ -442,8 +454,8 @@ impl ClusterNode {
             let name = self.node_name(id);
             let contact =
                 membership.get_node(&id).map(|n| self.network.contact(&n.peer_addr)).unwrap_or_default();
-            let since = match (contact.last_refusal, contact.last_ok) {
-                (Some((_, refusal)), _) => format!("refuses this node: {refusal}"),
+            let since = match (contact.refusing(), contact.last_ok) {
+                (Some(refusal), _) => format!("refuses this node: {refusal}"),
                 (None, Some(time)) => {
                     let ago = SystemTime::now().duration_since(time).unwrap_or_default();
                     format!("unreachable since {} ({:.0} s ago)", rfc3339(time), ago.as_secs_f64())
@@ -460,11 +472,13 @@ impl ClusterNode {
         WriteError::NoQuorum { detail }
     }
 
-    /// Whether the peer at `addr` answered within two election timeouts.
+    /// Whether the peer at `addr` answered within two election timeouts (and has not refused this node since).
     fn recently_reached(&self, addr: &str) -> bool {
-        self.network.contact(addr).last_ok.is_some_and(|t| {
-            t.elapsed().unwrap_or_default() < Duration::from_millis(self.timing.election_max_ms * 2)
-        })
+        let contact = self.network.contact(addr);
+        contact.refusing().is_none()
+            && contact.last_ok.is_some_and(|t| {
+                t.elapsed().unwrap_or_default() < Duration::from_millis(self.timing.election_max_ms * 2)
+            })
     }
 
     /// Adds a server: learner first, promoted to voter once it has caught up (data and witness).
@@ -583,56 +597,76 @@ impl ClusterNode {
         }
     }
 
+    /// What peer `id` looks like from this node: replication lag and reachability (known on the leader), and
+    /// whether it refuses this node (a refusing peer is never counted in sync).
+    fn peer_status(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
+        id: NodeId,
+        node: &NodeInfo,
+    ) -> PeerStatus {
+        let is_leader = metrics.current_leader == Some(self.id);
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let matched =
+            metrics.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
+        let lag_seconds = if !is_leader {
+            None
+        } else if matched >= metrics.last_log_index {
+            Some(0.0)
+        } else {
+            let since = self.last_in_sync.lock().ok().and_then(|m| m.get(&id).copied());
+            since.map(|t| t.elapsed().as_secs_f64())
+        };
+        let refusal = self.network.contact(&node.peer_addr).refusing().cloned();
+        let (reachable, lag, sync) = if is_leader {
+            let lag = last_log.saturating_sub(matched.unwrap_or(0));
+            let recently = self.recently_reached(&node.peer_addr);
+            let sync = if refusal.is_some() {
+                "refused"
+            } else if !recently {
+                "disconnected"
+            } else if lag == 0 {
+                "in_sync"
+            } else {
+                "catching_up"
+            };
+            (Some(recently), Some(lag), sync)
+        } else {
+            let sync = if refusal.is_some() {
+                "refused"
+            } else if metrics.current_leader == Some(id) {
+                "leader"
+            } else {
+                "unknown"
+            };
+            (None, None, sync)
+        };
+        PeerStatus {
+            id,
+            name: node.name.clone(),
+            role: node.role,
+            peer_addr: node.peer_addr.clone(),
+            api_addr: node.api_addr.clone(),
+            boot_addr: node.boot_addr.clone(),
+            reachable,
+            lag_entries: lag,
+            lag_seconds,
+            sync: sync.to_string(),
+            refusal,
+        }
+    }
+
     /// The node's status.
     pub fn status(&self) -> Status {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let is_leader = metrics.current_leader == Some(self.id);
-        let last_log = metrics.last_log_index.unwrap_or(0);
-        let mut peers = Vec::new();
-        for (id, node) in membership.nodes() {
-            if *id == self.id {
-                continue;
-            }
-            let matched =
-                metrics.replication.as_ref().and_then(|r| r.get(id).cloned()).flatten().map(|l| l.index);
-            let lag_seconds = if !is_leader {
-                None
-            } else if matched >= metrics.last_log_index {
-                Some(0.0)
-            } else {
-                let since = self.last_in_sync.lock().ok().and_then(|m| m.get(id).copied());
-                since.map(|t| t.elapsed().as_secs_f64())
-            };
-            let (reachable, lag, sync) = if is_leader {
-                let lag = last_log.saturating_sub(matched.unwrap_or(0));
-                let recently = self.recently_reached(&node.peer_addr);
-                let sync = if !recently {
-                    "disconnected"
-                } else if lag == 0 {
-                    "in_sync"
-                } else {
-                    "catching_up"
-                };
-                (Some(recently), Some(lag), sync.to_string())
-            } else {
-                let sync = if metrics.current_leader == Some(*id) { "leader" } else { "unknown" };
-                (None, None, sync.to_string())
-            };
-            peers.push(PeerStatus {
-                id: *id,
-                name: node.name.clone(),
-                role: node.role,
-                peer_addr: node.peer_addr.clone(),
-                api_addr: node.api_addr.clone(),
-                boot_addr: node.boot_addr.clone(),
-                reachable,
-                lag_entries: lag,
-                lag_seconds,
-                sync,
-            });
-        }
+        let peers: Vec<PeerStatus> = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, node)| self.peer_status(&metrics, *id, node))
+            .collect();
         let data = membership.nodes().filter(|(id, n)| n.role == Role::Data && voters.contains(id)).count();
         let witness = membership.nodes().any(|(id, n)| n.role == Role::Witness && voters.contains(id));
         let mirrors = membership.nodes().any(|(_, n)| n.role == Role::Mirror);
@@ -673,6 +707,8 @@ impl ClusterNode {
             degraded_reason,
             peers,
             store_rebuilt: self.store_rebuilt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+            cluster_id: self.network.identity().and_then(|identity| identity.cluster_id()),
+            refusing: self.network.identity().map(|identity| identity.refused_senders()).unwrap_or_default(),
         }
     }
 
@@ -703,10 +739,13 @@ impl ClusterNode {
             if self.role() != Role::Witness {
                 continue;
             }
+            // A data node that refuses this node (its disk was replaced) is not the member it replaced: its
+            // old replication progress must not make the witness step down for it.
             let data_node_caught_up = metrics.replication.as_ref().is_some_and(|replication| {
                 replication.iter().any(|(id, matched)| {
-                    metrics.membership_config.membership().get_node(id).is_some_and(|n| n.role == Role::Data)
-                        && matched.map(|l| l.index) >= metrics.last_log_index
+                    metrics.membership_config.membership().get_node(id).is_some_and(|n| {
+                        n.role == Role::Data && self.network.contact(&n.peer_addr).refusing().is_none()
+                    }) && matched.map(|l| l.index) >= metrics.last_log_index
                 })
             });
             match heartbeats_off_since {

@@ -130,7 +130,8 @@ mod tests {
     #[tokio::test]
     async fn a_purge_waits_for_the_install_that_covers_it() {
         let (sender, mut gate) = channel(Some(log_id(159)));
-        let waiter = tokio::spawn(async move { gate.wait_covers_within(log_id(179), Duration::from_secs(10)).await });
+        let waiter =
+            tokio::spawn(async move { gate.wait_covers_within(log_id(179), Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "the purge must wait while the snapshot covers only 159");
         sender.covered(Some(log_id(170)));
@@ -143,7 +144,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_install_ends_the_wait_with_an_error() {
         let (sender, mut gate) = channel(None);
-        let waiter = tokio::spawn(async move { gate.wait_covers_within(log_id(5), Duration::from_secs(10)).await });
+        let waiter =
+            tokio::spawn(async move { gate.wait_covers_within(log_id(5), Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         sender.install_failed();
         assert!(matches!(waiter.await.unwrap(), Err(GateError::InstallFailed { .. })));

@@ -268,11 +268,7 @@ fn is_light(entries: &[Entry]) -> bool {
 /// the random one its empty store was created with; a restore into a new data directory founds a new
 /// cluster and gets a new id.
 fn founding_cluster_id(membership: &openraft::Membership<NodeId, NodeInfo>) -> String {
-    let mut founders: Vec<NodeId> = membership.voter_ids().collect();
-    founders.sort_unstable();
-    let low = founders.first().copied().unwrap_or_default();
-    let high = founders.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |acc, id| acc.rotate_left(17) ^ id);
-    format!("{low:016x}{high:016x}")
+    crate::identity::founding_cluster_id(membership.voter_ids())
 }
 
 /// Applies a batch of entries with one store write (not fsynced: see the module documentation); returns the

@@ -18,8 +18,9 @@ use openraft::{
     ServerState, SnapshotMeta, StorageError, StorageIOError, Vote,
 };
 use tandem_cluster::network::{
-    ForwardError, MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, PeerClient, PeerNetwork, SECRET_HEADER,
-    TARGET_ID_HEADER, VOTE_PATH, serve_peer,
+    CLUSTER_ID_HEADER, ForwardError, LocalIdentity, MAX_BODY_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    PeerClient, PeerNetwork, REFUSAL_HEADER, RefusalKind, SECRET_HEADER, TARGET_ID_HEADER, VOTE_PATH,
+    serve_peer,
 };
 use tandem_cluster::proposer::Proposer;
 use tandem_cluster::types::{LogId, StoredMembership, encode};
@@ -259,10 +260,18 @@ struct TestNode {
     proposer: Arc<Proposer>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
+    identity: LocalIdentity,
 }
 
 impl TestNode {
+    /// A node without a cluster id (like a `--join` node): it accepts any request addressed to `id`.
     async fn start(id: NodeId) -> TestNode {
+        Self::start_as(LocalIdentity::in_memory(id, None)).await
+    }
+
+    /// A node with this identity (its id, and its cluster id if any).
+    async fn start_as(identity: LocalIdentity) -> TestNode {
+        let id = identity.node_id();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let info = node_info(&format!("n{id}"), &addr.to_string());
@@ -275,7 +284,7 @@ impl TestNode {
         };
         let config = Arc::new(config.validate().expect("raft config"));
         let (log, machine) = (MemLog::default(), MemMachine::default());
-        let network = PeerNetwork::new(SECRET).expect("secret");
+        let network = PeerNetwork::new(SECRET).expect("secret").with_identity(identity.clone());
         let raft = Raft::new(id, config, network, log.clone(), machine.clone()).await.expect("raft");
         let shutdown = CancellationToken::new();
         let proposer = Arc::new(Proposer::start(raft.clone()));
@@ -284,9 +293,10 @@ impl TestNode {
             raft.clone(),
             proposer.clone(),
             SECRET.to_owned(),
+            identity.clone(),
             shutdown.clone(),
         ));
-        TestNode { raft, info, addr, log, machine, proposer, shutdown, server }
+        TestNode { raft, info, addr, log, machine, proposer, shutdown, server, identity }
     }
 
     async fn stop(self) {
@@ -341,10 +351,16 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     (status, body)
 }
 
+/// The head of a POST to node 1 (the id of the raw tests' node).
 fn post_head(path: &str, secret: Option<&str>, content_length: usize) -> String {
+    post_head_to(path, secret, content_length, 1)
+}
+
+fn post_head_to(path: &str, secret: Option<&str>, content_length: usize, target: NodeId) -> String {
     let secret = secret.map(|s| format!("{SECRET_HEADER}: {s}\r\n")).unwrap_or_default();
     format!(
-        "POST {path} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{secret}{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\nContent-Length: {content_length}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{secret}{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\
+         {TARGET_ID_HEADER}: {target}\r\nContent-Length: {content_length}\r\n\r\n"
     )
 }
 
@@ -367,7 +383,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
 
     let local = (0..WRITES).map(|upload| node.proposer.propose(Command::BlobAbort { upload }));
     let forwarded = (WRITES..WRITES + 5)
-        .map(|upload| network.forward_write(&node.info, Command::BlobAbort { upload }, TTL));
+        .map(|upload| network.forward_write(1, &node.info, Command::BlobAbort { upload }, TTL));
     let (local, forwarded) = tokio::time::timeout(
         Duration::from_secs(20),
         futures_util::future::join(
@@ -422,7 +438,7 @@ async fn single_node_cluster_answers_vote_append_and_forwarded_writes() {
 
     // A write forwarded over HTTP goes through the proposer and comes back with the state machine's answer.
     let command = Command::BlobAbort { upload: 7 };
-    let written = network.forward_write(&node.info, command.clone(), TTL).await.expect("forwarded write");
+    let written = network.forward_write(1, &node.info, command.clone(), TTL).await.expect("forwarded write");
     assert_eq!(written.outcome, Outcome::UploadAborted { upload: 7 });
     assert_eq!(node.machine.inner().applied, vec![Request::one(command)]);
 
@@ -483,7 +499,7 @@ async fn follower_takes_vote_append_and_snapshot_over_http() {
 
     // A write sent to a follower is not executed there: the caller learns who leads.
     let write = Command::BlobAbort { upload: 1 };
-    match network.forward_write(&node.info, write, TTL).await {
+    match network.forward_write(1, &node.info, write, TTL).await {
         Err(ForwardError::NotLeader { leader_id, leader_node }) => {
             assert_eq!(leader_id, Some(2));
             assert_eq!(leader_node, Some(leader.clone()));
@@ -541,7 +557,7 @@ async fn requests_without_the_right_secret_get_401_and_change_nothing() {
     };
     let append = client.append_entries(append, option(TTL)).await;
     assert!(matches!(append, Err(RPCError::Unreachable(_))), "{append:?}");
-    let write = wrong.forward_write(&node.info, Command::BlobAbort { upload: 1 }, TTL).await;
+    let write = wrong.forward_write(1, &node.info, Command::BlobAbort { upload: 1 }, TTL).await;
     assert!(matches!(write, Err(ForwardError::Refused(_))), "{write:?}");
 
     // Raw: no header, a wrong one, and the right one with a different length.
@@ -592,7 +608,8 @@ async fn malformed_requests_get_400_404_405() {
     let (status, message) = raw_request(node.addr, &post_head("/raft/nope", Some(SECRET), 0), b"").await;
     assert_eq!(status, 404, "{message}");
     let get = format!(
-        "GET {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\r\n"
+        "GET {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\
+         {TARGET_ID_HEADER}: 1\r\n\r\n"
     );
     let (status, _) = raw_request(node.addr, &get, b"").await;
     assert_eq!(status, 405);
@@ -610,7 +627,7 @@ async fn malformed_requests_get_400_404_405() {
 async fn another_protocol_version_or_another_target_node_is_refused_and_changes_nothing() {
     let node = TestNode::start(1).await;
     let body = tandem_cluster::types::encode(&VoteRequest::<NodeId>::new(Vote::new(6, 2), None));
-    for version in [None, Some("1"), Some("3"), Some("x")] {
+    for version in [None, Some("1"), Some("2"), Some("4"), Some("x")] {
         let header = version.map(|v| format!("{PROTOCOL_HEADER}: {v}\r\n")).unwrap_or_default();
         let head = format!(
             "POST {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n{header}\
@@ -622,18 +639,69 @@ async fn another_protocol_version_or_another_target_node_is_refused_and_changes_
         assert!(message.contains(&format!("version {PROTOCOL_VERSION}")), "{message}");
     }
     // A request meant for another node id (the node once at this address) is refused.
-    let head = post_head(VOTE_PATH, Some(SECRET), body.len())
-        .replace("Content-Length", &format!("{TARGET_ID_HEADER}: 99\r\nContent-Length"));
+    let head = post_head_to(VOTE_PATH, Some(SECRET), body.len(), 99);
     let (status, message) = raw_request(node.addr, &head, &body).await;
     assert_eq!(status, 403, "{message}");
     assert!(message.contains("servers remove"), "{message}");
     assert_eq!(node.raft.metrics().borrow().vote, Vote::default(), "nothing was voted");
     // The same vote for this node's id is taken.
-    let head = post_head(VOTE_PATH, Some(SECRET), body.len())
-        .replace("Content-Length", &format!("{TARGET_ID_HEADER}: 1\r\nContent-Length"));
+    let head = post_head_to(VOTE_PATH, Some(SECRET), body.len(), 1);
     let (status, message) = raw_request(node.addr, &head, &body).await;
     assert_eq!(status, 200, "{message}");
     node.stop().await;
+}
+
+/// A request of another cluster is refused (403 with the refusal kind), typed on the sender's side, noted on
+/// the receiver's, and changes nothing; a node without a cluster id learns it from the first request meant for
+/// it, and refuses other clusters from then on.
+#[tokio::test]
+async fn another_cluster_is_refused_and_a_joining_node_learns_its_cluster() {
+    let identity = |id: NodeId, cluster: &str| LocalIdentity::in_memory(id, Some(cluster.to_owned()));
+    let node = TestNode::start_as(identity(1, "cluster-a")).await;
+    let stranger = PeerNetwork::new(SECRET).unwrap().with_identity(identity(2, "cluster-b"));
+    let mut client = client_to(&stranger, 1, &node.info).await;
+    let vote = client.vote(VoteRequest::new(Vote::new(5, 2), None), option(TTL)).await;
+    assert!(matches!(vote, Err(RPCError::Unreachable(_))), "{vote:?}");
+    let refusal = stranger.contact(&node.info.peer_addr).refusing().cloned().expect("a typed refusal");
+    assert_eq!(refusal.kind, RefusalKind::OtherCluster);
+    assert!(refusal.message.contains("cluster-a") && refusal.message.contains("cluster-b"), "{refusal}");
+    match stranger.forward_write(1, &node.info, Command::BlobAbort { upload: 1 }, TTL).await {
+        Err(ForwardError::IdentityRefused(refusal)) => assert_eq!(refusal.kind, RefusalKind::OtherCluster),
+        other => panic!("expected an identity refusal, got {other:?}"),
+    }
+    // Raw, with no cluster id at all: refused the same way, the kind in its header.
+    let body = encode(&VoteRequest::<NodeId>::new(Vote::new(6, 2), None));
+    let mut stream = TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(post_head(VOTE_PATH, Some(SECRET), body.len()).as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains(&format!("{REFUSAL_HEADER}: other-cluster")), "{answer}");
+    assert!(answer.contains("no cluster yet"), "{answer}");
+    assert_eq!(node.raft.metrics().borrow().vote, Vote::default(), "nothing was voted");
+    let noted = node.identity.refused_senders();
+    let from_stranger = noted.iter().find(|r| r.sender == Some(2)).expect("the stranger is noted");
+    assert_eq!(from_stranger.kind, RefusalKind::OtherCluster);
+    assert_eq!(from_stranger.count, 2);
+    assert_eq!(from_stranger.sender_cluster.as_deref(), Some("cluster-b"));
+    // A member of the same cluster is heard.
+    let member = PeerNetwork::new(SECRET).unwrap().with_identity(identity(2, "cluster-a"));
+    let mut client = client_to(&member, 1, &node.info).await;
+    client.vote(VoteRequest::new(Vote::new(5, 2), None), option(TTL)).await.expect("vote");
+    node.stop().await;
+
+    let joining = TestNode::start(3).await;
+    assert_eq!(joining.identity.cluster_id(), None);
+    let mut client = client_to(&member, 3, &joining.info).await;
+    client.vote(VoteRequest::new(Vote::new(5, 2), None), option(TTL)).await.expect("vote");
+    assert_eq!(joining.identity.cluster_id().as_deref(), Some("cluster-a"), "learned from the request");
+    let mut client = client_to(&stranger, 3, &joining.info).await;
+    let vote = client.vote(VoteRequest::new(Vote::new(9, 2), None), option(TTL)).await;
+    assert!(matches!(vote, Err(RPCError::Unreachable(_))), "{vote:?}");
+    assert_eq!(joining.raft.metrics().borrow().vote.leader_id().term, 5, "the stranger changed nothing");
+    joining.stop().await;
+    let _ = CLUSTER_ID_HEADER;
 }
 
 #[tokio::test]
@@ -649,7 +717,7 @@ async fn oversized_bodies_get_413() {
     let mut stream = TcpStream::connect(node.addr).await.unwrap();
     let head = format!(
         "POST /raft/append HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n\
-         {PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+         {PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n{TARGET_ID_HEADER}: 1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
         MAX_BODY_BYTES + 1
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -742,7 +810,7 @@ async fn unreachable_peers_map_to_unreachable_within_the_ttl() {
     let result = client.vote(VoteRequest::new(Vote::new(1, 1), None), option(Duration::from_secs(3))).await;
     assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
-    let write = network.forward_write(&info, Command::BlobAbort { upload: 1 }, TTL).await;
+    let write = network.forward_write(9, &info, Command::BlobAbort { upload: 1 }, TTL).await;
     assert!(matches!(write, Err(ForwardError::Unreachable(_))), "{write:?}");
 
     // A peer that accepts connections but never answers: bounded by the ttl.

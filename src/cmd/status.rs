@@ -32,8 +32,9 @@ fn print_status(value: &Value) {
         value["leader_name"].as_str().unwrap_or("none")
     );
     println!("mode      {}", value["mode"].as_str().unwrap_or("?"));
-    if let Some(cluster) = value["cluster_id"].as_str() {
-        println!("cluster   {cluster}");
+    match value["cluster_id"].as_str() {
+        Some(cluster) => println!("cluster   {cluster}"),
+        None => println!("cluster   none yet: waiting to be added (`tandem servers add` on a member)"),
     }
     println!("revision  {} (applied index {})", value["revision"], value["applied_index"]);
     if value["terminals"].is_object() {
@@ -50,6 +51,7 @@ fn print_status(value: &Value) {
         println!("REBUILT   {rebuilt}");
     }
     print_backup_status(&value["backup"]);
+    print_refusing(value["refusing"].as_array().map(Vec::as_slice).unwrap_or_default());
     print_peers(value["peers"].as_array().map(Vec::as_slice).unwrap_or_default());
     print_recent_changes(value["recent_changes"].as_array().map(Vec::as_slice).unwrap_or_default());
 }
@@ -78,6 +80,24 @@ fn print_backup_status(backup: &Value) {
     }
 }
 
+/// The nodes whose requests this node refuses (another cluster, another node id, not a member).
+fn print_refusing(refusing: &[Value]) {
+    for refused in refusing {
+        let sender = refused["sender"]
+            .as_u64()
+            .map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
+        let cluster = refused["sender_cluster"].as_str().unwrap_or("no cluster");
+        println!(
+            "REFUSING  {sender} of {cluster} at {} ({}, {} requests, last {}): {}",
+            refused["remote"].as_str().unwrap_or("?"),
+            refused["kind"].as_str().unwrap_or("?"),
+            refused["count"],
+            format_time(refused["last_at_ms"].as_u64().unwrap_or(0)),
+            refused["message"].as_str().unwrap_or("")
+        );
+    }
+}
+
 fn print_peers(peers: &[Value]) {
     if peers.is_empty() {
         return;
@@ -100,6 +120,16 @@ fn print_peers(peers: &[Value]) {
             },
             peer["sync"].as_str().unwrap_or("?"),
         );
+    }
+    for peer in peers {
+        if let Some(message) = peer["refusal"]["message"].as_str() {
+            println!(
+                "REFUSED   {} at {} refuses this node ({}): {message}",
+                peer["name"].as_str().unwrap_or("?"),
+                peer["peer_addr"].as_str().unwrap_or("?"),
+                peer["refusal"]["kind"].as_str().unwrap_or("?"),
+            );
+        }
     }
 }
 

@@ -25,9 +25,9 @@ pub mod metrics;
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
-use tandem_cluster::identity::Identity;
+use tandem_cluster::identity::{Identity, founding_cluster_id};
 use tandem_cluster::log_store::LogStore;
-use tandem_cluster::network::{PeerNetwork, serve_peer};
+use tandem_cluster::network::{LocalIdentity, PeerNetwork, serve_peer};
 use tandem_cluster::node::{ClusterNode, Timing};
 use tandem_cluster::state_machine::StateMachine;
 use tandem_cluster::{NodeInfo, Raft, Role};
@@ -58,6 +58,8 @@ pub async fn serve(config: Config) -> Result<()> {
 pub struct RunningNode {
     node: Arc<ClusterNode>,
     identity: Identity,
+    /// The identity the peer network sends and checks (its cluster id may be learned while running).
+    peer_identity: LocalIdentity,
     config: Config,
     api_addr: std::net::SocketAddr,
     peer_addr: std::net::SocketAddr,
@@ -77,12 +79,13 @@ struct Listeners {
 /// then the peer endpoint, the admin API, the boot servers, the backup schedule and the node's duties.
 pub async fn start(config: Config) -> Result<RunningNode> {
     config.validate()?;
-    let identity = open_identity(&config)?;
+    let mut identity = open_identity(&config)?;
     warn_if_open(&config);
     let (database, store, rebuilt) = open_store(&config)?;
     let listeners = bind(&config).await?;
     let registry = prometheus::Registry::new();
-    let (node, raft) = start_raft(&config, &identity, &listeners, (database, store), &registry).await?;
+    let (node, raft, peer_identity) =
+        start_raft(&config, &mut identity, &listeners, (database, store), &registry).await?;
     if let Some(rebuilt) = rebuilt {
         node.note_store_rebuilt(rebuilt);
     }
@@ -93,6 +96,7 @@ pub async fn start(config: Config) -> Result<RunningNode> {
         api_addr: listeners.api.local_addr()?,
         peer_addr: listeners.peer.local_addr()?,
         identity,
+        peer_identity,
         config,
         shutdown: CancellationToken::new(),
         tasks: tokio_util::task::TaskTracker::new(),
@@ -176,14 +180,15 @@ async fn bind(config: &Config) -> Result<Listeners> {
 }
 
 /// Opens the Raft log and the state machine over the store, starts Raft and the [`ClusterNode`] over it; a node
-/// that never was part of a cluster initializes itself as a single-node cluster unless `--join` says to wait.
+/// that never was part of a cluster founds a single-node cluster (recording its cluster id first, see
+/// [`settle_cluster_id`]) unless `--join` says to wait.
 async fn start_raft(
     config: &Config,
-    identity: &Identity,
+    identity: &mut Identity,
     listeners: &Listeners,
     (database, store): (SledDatabase, Store),
     registry: &prometheus::Registry,
-) -> Result<(Arc<ClusterNode>, Raft)> {
+) -> Result<(Arc<ClusterNode>, Raft, LocalIdentity)> {
     let store = Arc::new(RwLock::new(store));
     let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(registry)?;
     let log_store = LogStore::open(&config.data_dir.join("raft-log"), database)
@@ -198,9 +203,10 @@ async fn start_raft(
         .map_err(|e| anyhow::anyhow!("covering the applied state with a snapshot: {e}"))?;
     let log_store = log_store.with_purge_gate(state_machine.purge_gate());
     let state_machine = state_machine.with_metrics(cluster_metrics.clone());
+    let peer_identity = LocalIdentity::new(identity, config.data_dir.clone());
     let network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_sender(identity.id);
+        .with_identity(peer_identity.clone());
     let info = NodeInfo {
         name: identity.name.clone(),
         role: config.role,
@@ -220,18 +226,49 @@ async fn start_raft(
     let raft = Raft::new(identity.id, raft_config, network.clone(), log_store, state_machine)
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+    let pristine = !raft.is_initialized().await.map_err(|e| anyhow::anyhow!("reading Raft's state: {e}"))?;
+    settle_cluster_id(config, identity, &peer_identity, pristine, &store)?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
     node.proposer().set_metrics(cluster_metrics);
     if let Some(bytes) = std::env::var("TANDEM_BLOB_COMPACTION_BYTES").ok().and_then(|v| v.parse().ok()) {
         // For tests and experiments: compact the log after this many new blob bytes (default 64 MiB).
         node.set_blob_compaction_bytes(bytes);
     }
-    if node.is_pristine().await && !config.join {
+    if pristine && !config.join {
         node.initialize_single()
             .await
             .map_err(|e| anyhow::anyhow!("initializing a single-node cluster: {e}"))?;
     }
-    Ok((node, raft))
+    Ok((node, raft, peer_identity))
+}
+
+/// Makes sure `node.json` holds the cluster id whenever this node belongs to a cluster (see
+/// `tandem_cluster::identity`): a node about to found one records the id it founds *before* Raft is
+/// initialized (replacing one it may have learned in a `--join` that never completed); a member whose
+/// `node.json` predates cluster ids takes its store's (the same id, written when the founding membership was
+/// applied). A `--join` node that was never added keeps what it has, usually none: it learns the id from the
+/// leader that adds it.
+fn settle_cluster_id(
+    config: &Config,
+    identity: &mut Identity,
+    peer_identity: &LocalIdentity,
+    pristine: bool,
+    store: &tandem_cluster::SharedStore,
+) -> Result<()> {
+    let cluster_id = match (pristine, config.join, &identity.cluster_id) {
+        (true, false, _) => founding_cluster_id([identity.id]),
+        (true, true, _) | (false, _, Some(_)) => return Ok(()),
+        (false, _, None) => {
+            let store = store.read().map_err(|_| anyhow::anyhow!("the store lock is poisoned"))?;
+            tracing::info!(cluster_id = store.cluster_id(), "recording the store's cluster id in node.json");
+            store.cluster_id().to_owned()
+        }
+    };
+    if identity.cluster_id.as_deref() != Some(cluster_id.as_str()) {
+        peer_identity.record_cluster_id(&cluster_id)?;
+        identity.cluster_id = Some(cluster_id);
+    }
+    Ok(())
 }
 
 impl RunningNode {
@@ -239,7 +276,15 @@ impl RunningNode {
     fn spawn_servers(&self, listeners: Listeners, raft: Raft, boot: BootState, metrics: Arc<Metrics>) {
         let (node, config, shutdown, tasks) = (&self.node, &self.config, &self.shutdown, &self.tasks);
         let secret = self.identity.cluster_secret.clone();
-        tasks.spawn(serve_peer(listeners.peer, raft, node.proposer(), secret, shutdown.clone()));
+        let peer_identity = self.peer_identity.clone();
+        tasks.spawn(serve_peer(
+            listeners.peer,
+            raft,
+            node.proposer(),
+            secret,
+            peer_identity,
+            shutdown.clone(),
+        ));
         let backup = backup::BackupState::default();
         if let Some(schedule) = config.backup.clone() {
             let (node, metrics) = (node.clone(), metrics.clone());

@@ -2,8 +2,14 @@
 //!
 //! ```text
 //! snapshot stream (see crate::snapshot)
-//! "TANDBKUP" snapshot_length:u64 sha256(snapshot):32      (48-byte trailer, big-endian)
+//! "TANDBKUP" format:u32 snapshot_length:u64 sha256(snapshot):32      (52-byte trailer, big-endian)
 //! ```
+//! `format` is the trailer's version, [`BACKUP_FORMAT`] (2). Format 1 had no version field (`"TANDBKUP"
+//! snapshot_length:u64 sha256:32`, 48 bytes) and is still read: a reader tries the format-2 trailer first
+//! (its magic 52 bytes from the end, and a length that matches), then format 1. A magic with a format this
+//! binary does not know is refused, naming both versions. The snapshot inside carries its own format version
+//! in its header (see crate::snapshot).
+//!
 //! The trailer makes a damaged file cheap to detect before anything is parsed: [`verify_backup`] checks that
 //! the file is exactly as long as the trailer says, that the digest matches, and then reads the whole snapshot
 //! with every check of an install (frame structure, event order, documents against replayed history, blob
@@ -25,7 +31,12 @@ use crate::snapshot::{HashingWriter, SnapshotSource, SnapshotSummary, verify_sna
 use crate::store::{Store, StoreOptions};
 
 const TRAILER_MAGIC: &[u8; 8] = b"TANDBKUP";
-const TRAILER_LEN: u64 = 48;
+/// The backup trailer format this binary writes.
+pub const BACKUP_FORMAT: u32 = 2;
+/// The length of the trailer this binary writes.
+const TRAILER_LEN: u64 = 52;
+/// The length of a format-1 trailer (no format field).
+const TRAILER_LEN_V1: u64 = 48;
 
 /// Writes the snapshot `source` as a backup file at `path` (atomically: temp file, fsync, rename).
 pub fn write_backup(source: &SnapshotSource, path: &Path) -> Result<SnapshotSummary> {
@@ -61,6 +72,7 @@ pub fn write_backup_to(source: &SnapshotSource, out: impl Write) -> Result<Snaps
     let mut out = out.inner;
     let io_error = |e| Error::io("writing a backup", e);
     out.write_all(TRAILER_MAGIC).map_err(io_error)?;
+    out.write_all(&BACKUP_FORMAT.to_be_bytes()).map_err(io_error)?;
     out.write_all(&bytes.to_be_bytes()).map_err(io_error)?;
     out.write_all(&digest).map_err(io_error)?;
     out.flush().map_err(io_error)?;
@@ -71,8 +83,9 @@ pub fn write_backup_to(source: &SnapshotSource, out: impl Write) -> Result<Snaps
 pub fn verify_backup(path: &Path) -> Result<SnapshotSummary> {
     let snapshot_length = check_trailer(path)?;
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let length = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
     let summary = verify_snapshot(BufReader::new(file).take(snapshot_length))?;
-    Ok(SnapshotSummary { bytes: summary.bytes + TRAILER_LEN, ..summary })
+    Ok(SnapshotSummary { bytes: length, ..summary })
 }
 
 /// Restores a backup into the store directory `dir` (see [`Store::open`]), which must not hold a store with
@@ -108,38 +121,65 @@ impl Store {
     }
 }
 
+/// A backup trailer as read from the end of a file.
+struct Trailer {
+    snapshot_length: u64,
+    digest: [u8; 32],
+}
+
+/// Reads the trailer of a file of `length` bytes: format 2, else format 1 (see the module documentation).
+fn read_trailer(file: &mut File, length: u64, invalid: impl Fn(String) -> Error) -> Result<Trailer> {
+    let mut tail = vec![0u8; TRAILER_LEN.min(length) as usize];
+    file.seek(SeekFrom::Start(length - tail.len() as u64))
+        .map_err(|e| Error::io("seeking in a backup", e))?;
+    file.read_exact(&mut tail).map_err(|e| Error::io("reading a backup trailer", e))?;
+    let fits = |snapshot_length: u64, trailer_len: u64| snapshot_length == length - trailer_len;
+    if tail.len() as u64 == TRAILER_LEN && &tail[..8] == TRAILER_MAGIC {
+        let format = u32::from_be_bytes(tail[8..12].try_into().expect("4 bytes"));
+        let snapshot_length = u64::from_be_bytes(tail[12..20].try_into().expect("8 bytes"));
+        if format == BACKUP_FORMAT && fits(snapshot_length, TRAILER_LEN) {
+            return Ok(Trailer { snapshot_length, digest: tail[20..].try_into().expect("32 bytes") });
+        }
+        if format > BACKUP_FORMAT && fits(snapshot_length, TRAILER_LEN) {
+            return Err(invalid(format!(
+                "backup format {format} is newer than this binary reads (formats 1 to {BACKUP_FORMAT}): restore it with a newer Tandem"
+            )));
+        }
+    }
+    let v1 = &tail[tail.len().saturating_sub(TRAILER_LEN_V1 as usize)..];
+    if v1.len() as u64 == TRAILER_LEN_V1 && &v1[..8] == TRAILER_MAGIC {
+        let snapshot_length = u64::from_be_bytes(v1[8..16].try_into().expect("8 bytes"));
+        if !fits(snapshot_length, TRAILER_LEN_V1) {
+            return Err(invalid(format!(
+                "the trailer says the snapshot has {snapshot_length} bytes but the file holds {}: truncated or damaged",
+                length - TRAILER_LEN_V1
+            )));
+        }
+        return Ok(Trailer { snapshot_length, digest: v1[16..].try_into().expect("32 bytes") });
+    }
+    Err(invalid(
+        "no backup trailer at the end: the file is truncated, damaged, or not a Tandem backup".into(),
+    ))
+}
+
 /// Checks the trailer and the digest of the snapshot part; returns the snapshot's length.
 fn check_trailer(path: &Path) -> Result<u64> {
     let invalid = |text: String| Error::InvalidSnapshot(format!("{}: {text}", path.display()));
     let mut file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let length = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
-    if length < TRAILER_LEN {
+    if length < TRAILER_LEN_V1 {
         return Err(invalid(format!("only {length} bytes long: truncated, or not a Tandem backup")));
     }
-    file.seek(SeekFrom::Start(length - TRAILER_LEN)).map_err(|e| Error::io("seeking in a backup", e))?;
-    let mut trailer = [0u8; TRAILER_LEN as usize];
-    file.read_exact(&mut trailer).map_err(|e| Error::io("reading a backup trailer", e))?;
-    if &trailer[..8] != TRAILER_MAGIC {
-        return Err(invalid(
-            "no backup trailer at the end: the file is truncated, damaged, or not a Tandem backup".into(),
-        ));
-    }
-    let snapshot_length = u64::from_be_bytes(trailer[8..16].try_into().expect("8 bytes"));
-    if snapshot_length != length - TRAILER_LEN {
-        return Err(invalid(format!(
-            "the trailer says the snapshot has {snapshot_length} bytes but the file holds {}: truncated or damaged",
-            length - TRAILER_LEN
-        )));
-    }
+    let trailer = read_trailer(&mut file, length, invalid)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seeking in a backup", e))?;
     let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut BufReader::new(file).take(snapshot_length), &mut hasher)
+    std::io::copy(&mut BufReader::new(file).take(trailer.snapshot_length), &mut hasher)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let digest: [u8; 32] = hasher.finalize().into();
-    if digest[..] != trailer[16..] {
+    if digest != trailer.digest {
         return Err(invalid("checksum mismatch: the file was altered or damaged".into()));
     }
-    Ok(snapshot_length)
+    Ok(trailer.snapshot_length)
 }
 
 fn temp_path(path: &Path) -> PathBuf {

@@ -50,6 +50,7 @@ pub mod migrate;
 pub mod plan;
 pub mod projection;
 pub mod rebuild;
+mod redo;
 pub mod rejection;
 mod sled_snapshots;
 pub mod snapshot;

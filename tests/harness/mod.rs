@@ -140,7 +140,11 @@ impl Node {
             .arg(&self.data_dir)
             .args(["--name", &self.name, "--role", &self.role, "--api", &self.api, "--peer", &self.peer])
             .args(["--boot", &self.boot, "--tftp", &self.tftp, "--cluster-secret", SECRET])
-            .env("RUST_LOG", "warn,tandem=info,tandem_cluster=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TANDEM_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "warn,tandem=info,tandem_cluster=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

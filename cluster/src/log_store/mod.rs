@@ -72,8 +72,8 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 use tandem_storage::{Database, SledDatabase};
 
-use crate::types::{LogId, NodeId, TypeConfig, decode_exact, try_encode};
 use crate::purge_gate::PurgeGate;
+use crate::types::{LogId, NodeId, TypeConfig, decode_exact, try_encode};
 use flusher::Flusher;
 use segment::{End, HEADER_BYTES, Record, RecordKind, Segment};
 

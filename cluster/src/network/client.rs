@@ -27,16 +27,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tandem_storage::Command;
 
+use super::identity_check::{LocalIdentity, Refusal, RefusalKind};
 use super::{
-    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, REFUSAL_HEADER, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH,
+    WRITE_PATH,
 };
 use crate::proposer::ProposeError;
 use crate::types::{NodeId, NodeInfo, TypeConfig, Written, decode, try_encode};
 
 /// An upper bound on TCP connect; each RPC's own ttl is usually shorter and wins.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most this much of an error body is kept in error messages.
-const MAX_ERROR_MESSAGE: usize = 512;
+/// At most this much of an error body is kept in error messages (an identity refusal's advice fits).
+const MAX_ERROR_MESSAGE: usize = 1024;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -59,6 +61,9 @@ pub enum ForwardError {
     /// something that does not decode.
     #[error("the leader refused the forwarded write: {0}")]
     Refused(String),
+    /// The node refused who sent the write or whom it was for ([`super::identity_check`]).
+    #[error("the leader refused this node: {0}")]
+    IdentityRefused(Refusal),
     /// Raft on that node returned another error (shutting down, membership change in progress, ...).
     #[error("the leader failed the write: {0}")]
     Raft(String),
@@ -71,8 +76,9 @@ pub enum ForwardError {
 pub struct PeerNetwork {
     client: HttpClient,
     secret: HeaderValue,
-    /// This node's id, sent as [`super::NODE_ID_HEADER`] so a peer can refuse non-members.
-    sender: Option<HeaderValue>,
+    /// This node's id and cluster id, sent as [`super::NODE_ID_HEADER`] and [`super::CLUSTER_ID_HEADER`] so
+    /// that a peer can refuse non-members and other clusters.
+    identity: Option<LocalIdentity>,
     /// What happened on the last exchange with each peer address: for status ("unreachable since").
     contacts: Arc<Mutex<HashMap<String, Contact>>>,
 }
@@ -82,8 +88,18 @@ pub struct PeerNetwork {
 pub struct Contact {
     /// The last time the peer answered 200.
     pub last_ok: Option<SystemTime>,
-    /// The last refusal (403) the peer sent, and when.
-    pub last_refusal: Option<(SystemTime, String)>,
+    /// The last identity refusal (403) the peer sent, and when.
+    pub last_refusal: Option<(SystemTime, Refusal)>,
+    /// When that refusal was last logged (at most once per [`super::identity_check::LOG_EVERY`]).
+    logged_refusal_at: Option<SystemTime>,
+}
+
+impl Contact {
+    /// The peer's refusal, if it refused this node more recently than it last answered.
+    pub fn refusing(&self) -> Option<&Refusal> {
+        let (at, refusal) = self.last_refusal.as_ref()?;
+        (self.last_ok.is_none_or(|ok| ok < *at)).then_some(refusal)
+    }
 }
 
 impl fmt::Debug for PeerNetwork {
@@ -110,13 +126,19 @@ impl PeerNetwork {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(16)
             .build(connector);
-        Ok(PeerNetwork { client, secret, sender: None, contacts: Arc::default() })
+        Ok(PeerNetwork { client, secret, identity: None, contacts: Arc::default() })
     }
 
-    /// Marks every request with this node's id, so that a cluster this node is not a member of refuses it.
-    pub fn with_sender(mut self, id: NodeId) -> Self {
-        self.sender = HeaderValue::from_str(&id.to_string()).ok();
+    /// Marks every request with this node's id and cluster id (once it has one), so that a cluster this node
+    /// is not a member of refuses it.
+    pub fn with_identity(mut self, identity: LocalIdentity) -> Self {
+        self.identity = Some(identity);
         self
+    }
+
+    /// The identity the requests carry, if any.
+    pub fn identity(&self) -> Option<&LocalIdentity> {
+        self.identity.as_ref()
     }
 
     /// The last exchanges with the peer at `addr`.
@@ -124,36 +146,48 @@ impl PeerNetwork {
         self.contacts.lock().ok().and_then(|contacts| contacts.get(addr).cloned()).unwrap_or_default()
     }
 
-    fn record(&self, addr: &str, outcome: Result<(), &str>) {
+    fn record(&self, addr: &str, outcome: Result<(), &Refusal>) {
         let Ok(mut contacts) = self.contacts.lock() else { return };
         let contact = contacts.entry(addr.to_owned()).or_default();
+        let now = SystemTime::now();
         match outcome {
-            Ok(()) => contact.last_ok = Some(SystemTime::now()),
-            Err(message) => {
-                let repeated = contact.last_refusal.as_ref().is_some_and(|(at, previous)| {
-                    previous == message && at.elapsed().unwrap_or_default() < Duration::from_secs(30)
-                });
-                if !repeated {
-                    tracing::warn!(peer = addr, "peer refused this node: {message}");
-                    contact.last_refusal = Some((SystemTime::now(), message.to_owned()));
+            Ok(()) => contact.last_ok = Some(now),
+            Err(refusal) => {
+                let logged_recently = contact.refusing() == Some(refusal)
+                    && contact.logged_refusal_at.is_some_and(|at| {
+                        now.duration_since(at).unwrap_or_default() < super::identity_check::LOG_EVERY
+                    });
+                if !logged_recently {
+                    tracing::warn!(
+                        peer = addr,
+                        kind = refusal.kind.as_str(),
+                        "peer refused this node: {refusal}"
+                    );
+                    contact.logged_refusal_at = Some(now);
                 }
+                contact.last_refusal = Some((now, refusal.clone()));
             }
         }
     }
 
-    /// Sends a client write to `leader` (`POST /cluster/write`) and returns what applying it gave.
+    /// Sends a client write to `leader` (node `leader_id`, `POST /cluster/write`) and returns what applying it
+    /// gave.
     ///
     /// The receiving node proposes it through its own [`crate::proposer::Proposer`] (so it shares an entry
     /// with the leader's other writes) and does not forward further: if it is not the leader either, this
     /// returns [`ForwardError::NotLeader`] with its hint and the caller decides.
     pub async fn forward_write(
         &self,
+        leader_id: NodeId,
         leader: &NodeInfo,
         command: Command,
         timeout: Duration,
     ) -> Result<Written, ForwardError> {
-        let result: Result<Written, ProposeError> =
-            self.call(&leader.peer_addr, WRITE_PATH, &command, timeout, None).await.map_err(|e| match e {
+        let result: Result<Written, ProposeError> = self
+            .call(&leader.peer_addr, WRITE_PATH, &command, timeout, leader_id)
+            .await
+            .map_err(|e| match e {
+                TransportError::Refused { refusal, .. } => ForwardError::IdentityRefused(refusal),
                 TransportError::Connect { .. }
                 | TransportError::Timeout { .. }
                 | TransportError::BadAddress { .. } => ForwardError::Unreachable(e.to_string()),
@@ -178,7 +212,7 @@ impl PeerNetwork {
         path: &'static str,
         body: &Req,
         ttl: Duration,
-        target: Option<NodeId>,
+        target: NodeId,
     ) -> Result<Resp, TransportError> {
         let body = try_encode(body).map_err(|e| TransportError::Encode(e.to_string()))?;
         if body.len() > MAX_BODY_BYTES {
@@ -190,12 +224,13 @@ impl PeerNetwork {
         let mut request = hyper::Request::post(uri)
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(SECRET_HEADER, self.secret.clone())
-            .header(super::PROTOCOL_HEADER, super::PROTOCOL_VERSION);
-        if let Some(sender) = &self.sender {
-            request = request.header(super::NODE_ID_HEADER, sender.clone());
-        }
-        if let Some(target) = target {
-            request = request.header(super::TARGET_ID_HEADER, target);
+            .header(super::PROTOCOL_HEADER, super::PROTOCOL_VERSION)
+            .header(super::TARGET_ID_HEADER, target);
+        if let Some(identity) = &self.identity {
+            request = request.header(super::NODE_ID_HEADER, identity.node_id());
+            if let Some(cluster_id) = identity.cluster_id() {
+                request = request.header(super::CLUSTER_ID_HEADER, cluster_id);
+            }
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
@@ -211,6 +246,11 @@ impl PeerNetwork {
                 }
             })?;
             let status = response.status();
+            let refusal_kind = response
+                .headers()
+                .get(REFUSAL_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(RefusalKind::parse);
             let bytes = Limited::new(response.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
@@ -222,8 +262,10 @@ impl PeerNetwork {
             if status != StatusCode::OK {
                 let shown = &bytes[..bytes.len().min(MAX_ERROR_MESSAGE)];
                 let message = String::from_utf8_lossy(shown).trim().to_owned();
-                if status == StatusCode::FORBIDDEN {
-                    self.record(addr, Err(&message));
+                if let (StatusCode::FORBIDDEN, Some(kind)) = (status, refusal_kind) {
+                    let refusal = Refusal { kind, message };
+                    self.record(addr, Err(&refusal));
+                    return Err(TransportError::Refused { addr: addr.to_owned(), refusal });
                 }
                 return Err(TransportError::Status { addr: addr.to_owned(), status, message });
             }
@@ -275,7 +317,7 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let result: Result<Resp, RaftError<NodeId, E>> =
-            match self.network.call(&self.node.peer_addr, path, rpc, ttl, Some(self.target)).await {
+            match self.network.call(&self.node.peer_addr, path, rpc, ttl, self.target).await {
                 Ok(result) => result,
                 Err(error) => {
                     tracing::debug!(target_node = self.target, %error, "peer RPC failed");
@@ -291,6 +333,7 @@ impl PeerClient {
                         | TransportError::Connect { .. }
                         | TransportError::Timeout { .. }
                         | TransportError::Status { .. }
+                        | TransportError::Refused { .. }
                         | TransportError::TooLarge { .. } => RPCError::Unreachable(Unreachable::new(&error)),
                         TransportError::Exchange { .. } | TransportError::Encode(_) => {
                             RPCError::Network(NetworkError::new(&error))
@@ -344,6 +387,9 @@ enum TransportError {
     Timeout { addr: String, ttl: Duration },
     #[error("{addr} answered {status}: {message}")]
     Status { addr: String, status: StatusCode, message: String },
+    /// The peer refused who sent the request or whom it was for (403 with a [`REFUSAL_HEADER`]).
+    #[error("{addr} refused this node ({}): {refusal}", refusal.kind.as_str())]
+    Refused { addr: String, refusal: Refusal },
     #[error("the request for {addr} is {size} bytes, over the {MAX_BODY_BYTES}-byte limit")]
     TooLarge { addr: String, size: usize },
     #[error("exchange with {addr} failed: {reason}")]

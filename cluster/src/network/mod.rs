@@ -25,8 +25,8 @@
 //! | status | when                                                                              |
 //! |--------|-----------------------------------------------------------------------------------|
 //! | 401    | the [`SECRET_HEADER`] is missing or wrong (checked first, before anything is read) |
-//! | 400    | the [`PROTOCOL_HEADER`] is missing or names another version than [`PROTOCOL_VERSION`] |
-//! | 403    | the [`TARGET_ID_HEADER`] names another node than this one, or the sender is not a member |
+//! | 400    | the [`PROTOCOL_HEADER`] is missing or names another version than [`PROTOCOL_VERSION`], or an identity header is unreadable |
+//! | 403    | an identity check failed: another cluster, another (or no) target node, a sender that is not a member; the [`REFUSAL_HEADER`] names which ([`identity_check`]) |
 //! | 404    | unknown path                                                                      |
 //! | 405    | known path, method other than `POST`                                              |
 //! | 413    | body over [`MAX_BODY_BYTES`] (announced by `Content-Length`, or found while reading) |
@@ -46,6 +46,14 @@
 //! large body. An empty secret is refused on both sides: a node configured without a secret accepts nothing.
 //! The secret travels in clear: the peer network belongs on a private network (or behind a TLS tunnel).
 //!
+//! ## Identity
+//!
+//! Every request also carries the cluster id ([`CLUSTER_ID_HEADER`]), the sender's node id
+//! ([`NODE_ID_HEADER`]) and the intended receiver's ([`TARGET_ID_HEADER`]); the receiver refuses a request of
+//! another cluster or for another node, so a node whose data directory was replaced is never counted as the
+//! member it replaced. [`identity_check`] explains the checks, the refusals and how a joining node learns its
+//! cluster id.
+//!
 //! ## Timeouts
 //!
 //! - Each RPC is bounded as a whole (connect, send, response, body) by the `RPCOption::hard_ttl()` openraft
@@ -62,6 +70,7 @@
 //!   |----------------------------------------------------------------|-------------------------------------|
 //!   | connect failed (refused, no route), or no answer within the ttl | `Unreachable`                       |
 //!   | the peer refused the request (401, 404, 400, 413, ...)         | `Unreachable` (no use retrying now) |
+//!   | the peer refused who sent it or whom it was for (403)          | `Unreachable`, and recorded as a typed [`Refusal`] for status |
 //!   | an `append` of several entries over [`MAX_BODY_BYTES`]          | `PayloadTooLarge` (half as many)    |
 //!   | any other request over [`MAX_BODY_BYTES`] (checked before sending) | `Unreachable`                    |
 //!   | connection broken mid-exchange, undecodable answer             | `NetworkError`                      |
@@ -89,11 +98,14 @@
 //! constant here and a client method in `network/client.rs` built on `PeerNetwork::call`.
 
 mod client;
+pub mod election_hold;
+pub mod identity_check;
 mod server;
 
 use std::time::Duration;
 
-pub use client::{ForwardError, InvalidSecret, PeerClient, PeerNetwork, error_chain};
+pub use client::{Contact, ForwardError, InvalidSecret, PeerClient, PeerNetwork, error_chain};
+pub use identity_check::{LocalIdentity, Refusal, RefusalKind, RefusedSender};
 pub use server::serve_peer;
 
 /// The header in which a node names itself (its id, decimal), so a cluster can refuse non-members.
@@ -101,14 +113,19 @@ pub const NODE_ID_HEADER: &str = "x-tandem-node-id";
 /// The header that names the node a request is meant for (its id, decimal), so that a different node now
 /// answering at that address (its data directory was emptied, or it founded a cluster of its own) refuses it.
 pub const TARGET_ID_HEADER: &str = "x-tandem-target-node-id";
+/// The header that carries the sender's cluster id, once it has one (see [`identity_check`]).
+pub const CLUSTER_ID_HEADER: &str = "x-tandem-cluster-id";
+/// The header of a 403 answer that names the [`RefusalKind`] (`other-cluster`, `other-node`, `not-a-member`).
+pub const REFUSAL_HEADER: &str = "x-tandem-refusal";
 /// The header that carries the cluster secret on every peer request.
 pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
 /// The header that carries the peer protocol version on every request.
 pub const PROTOCOL_HEADER: &str = "x-tandem-protocol";
 /// The peer protocol this build speaks: the routes, headers and bincode bodies described here. Version 1
-/// (before the header existed) sent none. A request of another version is refused (400) with both versions
-/// named: every node of a cluster must run a build that speaks the same protocol.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// (before the header existed) sent none; version 2 sent no cluster id and a forwarded write named no target.
+/// A request of another version is refused (400) with both versions named: every node of a cluster must run a
+/// build that speaks the same protocol.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest request (and response) body accepted: larger than any snapshot chunk the node sends.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

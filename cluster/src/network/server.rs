@@ -1,6 +1,7 @@
 //! The server half: [`serve_peer`], the peer endpoint every node runs.
 //!
-//! Handling one request is: check the secret (401), find the [`Route`] (404/405), read the body within the
+//! Handling one request is: check the secret (401) and the protocol version (400), check who the request is
+//! from and for (403, see [`super::identity_check`]), find the [`Route`] (404/405), read the body within the
 //! limits (413/408/400), decode it (400), call Raft, answer `200` with the bincode of the call's `Result`.
 //!
 //! To add a route: add a [`Route`] variant and its path in [`Route::parse`], then one arm in
@@ -11,6 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -26,16 +28,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::election_hold::ElectionHold;
+use super::identity_check::{LocalIdentity, Refusal, RefusalKind, RequestIds, Verdict};
 use super::{
-    APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, SECRET_HEADER, SHUTDOWN_GRACE,
-    SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+    APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, REFUSAL_HEADER, SECRET_HEADER,
+    SHUTDOWN_GRACE, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
 use crate::proposer::Proposer;
 use crate::types::{Raft, decode, try_encode};
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
-/// Serves the peer routes on `listener` until `shutdown` is cancelled.
+/// Serves the peer routes on `listener` until `shutdown` is cancelled, checking every request against
+/// `identity` (the same one the node's [`super::PeerNetwork`] sends).
 ///
 /// Connections are kept alive between requests. On shutdown the listener is closed at once, idle connections
 /// are closed, and requests in flight get [`SHUTDOWN_GRACE`] to finish before their connections are dropped;
@@ -45,12 +50,15 @@ pub async fn serve_peer(
     raft: Raft,
     proposer: Arc<Proposer>,
     secret: String,
+    identity: LocalIdentity,
     shutdown: CancellationToken,
 ) {
     if secret.is_empty() {
         tracing::error!("the peer endpoint has an empty cluster secret: every request will be refused");
     }
-    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes() });
+    let hold_limit = Duration::from_millis(2 * raft.config().election_timeout_max);
+    let elections = ElectionHold::new(raft.clone(), hold_limit);
+    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes(), elections, identity });
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -158,6 +166,9 @@ struct PeerService {
     /// Forwarded writes join the leader's own in shared log entries.
     proposer: Arc<Proposer>,
     secret: Vec<u8>,
+    /// Held while a snapshot streams in (see [`ElectionHold`]).
+    elections: Arc<ElectionHold>,
+    identity: LocalIdentity,
 }
 
 impl PeerService {
@@ -171,13 +182,8 @@ impl PeerService {
             tracing::warn!(%remote, "peer endpoint: {refusal}");
             return text(StatusCode::BAD_REQUEST, refusal);
         }
-        if let Some(refusal) = self.refuse_other_target(request.headers()) {
-            tracing::warn!(%remote, "peer endpoint: {refusal}");
-            return text(StatusCode::FORBIDDEN, refusal);
-        }
-        if let Some(refusal) = self.refuse_non_member(request.headers()) {
-            tracing::warn!(%remote, "peer endpoint: {refusal}");
-            return text(StatusCode::FORBIDDEN, refusal);
+        if let Some(refusal) = self.check_identity(request.headers(), remote) {
+            return refusal;
         }
         let route = match Route::parse(request.method(), request.uri().path()) {
             Ok(route) => route,
@@ -195,48 +201,70 @@ impl PeerService {
         self.dispatch(route, &body).await
     }
 
+    /// Checks who the request is from and for ([`super::identity_check`]), learning the cluster id if this
+    /// node has none yet; on a refusal, notes it (status, rate-limited log) and returns the 403 to answer (or
+    /// the 400 for an unreadable header).
+    fn check_identity(&self, headers: &hyper::HeaderMap, remote: SocketAddr) -> Option<HttpResponse> {
+        let request = match RequestIds::from_headers(headers) {
+            Ok(request) => request,
+            Err(message) => {
+                tracing::debug!(%remote, "peer endpoint: {message}");
+                return Some(text(StatusCode::BAD_REQUEST, message));
+            }
+        };
+        let refusal = match self.identity.admit(&request) {
+            Ok(Verdict::Accept | Verdict::Learn(_)) => self.refuse_non_member(request.sender),
+            Ok(Verdict::Refuse(refusal)) => Some(refusal),
+            Err(error) => {
+                tracing::error!(%error, "peer endpoint: cannot record the cluster id this node joined");
+                return Some(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot record the cluster id: {error}"),
+                ));
+            }
+        };
+        let refusal = refusal?;
+        self.identity.note_refused(&request, &remote.to_string(), &refusal);
+        let mut response = text(StatusCode::FORBIDDEN, refusal.message);
+        response.headers_mut().insert(REFUSAL_HEADER, HeaderValue::from_static(refusal.kind.as_str()));
+        Some(response)
+    }
+
     /// A node that names itself (see [`super::NODE_ID_HEADER`]) but is not in this node's membership is
     /// refused: it was removed, or the cluster was recovered without it, and its stale log must not disturb
     /// the cluster (its vote requests would raise the term and depose the leader). A pristine node (no
-    /// membership yet, waiting to be added) accepts anyone who knows the secret.
-    fn refuse_non_member(&self, headers: &hyper::HeaderMap) -> Option<String> {
-        let sender: crate::types::NodeId = headers.get(super::NODE_ID_HEADER)?.to_str().ok()?.parse().ok()?;
+    /// membership yet, waiting to be added) accepts anyone who passed the other checks.
+    fn refuse_non_member(&self, sender: Option<crate::types::NodeId>) -> Option<Refusal> {
+        let sender = sender?;
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
             return None;
         }
-        Some(format!(
-            "node {sender:016x} is not a member of this cluster: it was removed, or the cluster was recovered \
-             without it (tandem recover --force-standalone). Its data is stale: stop it, wipe its data \
-             directory, start it with --join and add it again with `tandem servers add`"
-        ))
-    }
-
-    /// A request meant for another node id than this one is refused: the node that used to answer at this
-    /// address is gone (a replaced disk, an emptied data directory) and this one, with a new id, must not be
-    /// counted as it. Requests that name no target (forwarded writes) pass.
-    fn refuse_other_target(&self, headers: &hyper::HeaderMap) -> Option<String> {
-        let target: crate::types::NodeId =
-            headers.get(super::TARGET_ID_HEADER)?.to_str().ok()?.parse().ok()?;
-        let me = self.raft.metrics().borrow().id;
-        if target == me {
-            return None;
-        }
-        Some(format!(
-            "this request is for node {target:016x}, but this is node {me:016x}: the member that was at this \
-             address lost its data directory or was replaced. Remove the old member (`tandem servers remove`) \
-             and add this node as a new one (start it with --join, then `tandem servers add`)"
-        ))
+        Some(Refusal {
+            kind: RefusalKind::NotAMember,
+            message: format!(
+                "node {sender:016x} is not a member of this cluster: it was removed, or the cluster was recovered \
+                 without it (tandem recover --force-standalone). Its data is stale: stop it, wipe its data \
+                 directory, start it with --join and add it again with `tandem servers add NAME --api ADDR`"
+            ),
+        })
     }
 
     /// Hands a decoded request to Raft.
     async fn dispatch(&self, route: Route, body: &[u8]) -> HttpResponse {
         let raft = &self.raft;
         match route {
-            Route::Append => rpc("AppendEntries", body, |rpc| raft.append_entries(rpc)).await,
+            Route::Append => {
+                let response = rpc("AppendEntries", body, |rpc| raft.append_entries(rpc)).await;
+                self.elections.leader_heard();
+                response
+            }
             Route::Vote => rpc("Vote", body, |rpc| raft.vote(rpc)).await,
-            Route::Snapshot => rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await,
+            Route::Snapshot => {
+                let _in_flight = self.elections.snapshot_request();
+                rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await
+            }
             Route::Write => rpc("write Command", body, |command| self.proposer.propose(command)).await,
         }
     }

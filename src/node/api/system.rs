@@ -46,11 +46,9 @@ pub async fn status(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let node = &state.node;
     let mut status = serde_json::to_value(node.status()).unwrap_or_default();
     let (green, red) = state.boot.heartbeats.online_by_state(crate::node::boot::ONLINE_WINDOW);
-    let (known, cluster_id) = node
-        .read_store()
-        .map(|s| (s.projection().collection("terminals").count(), s.cluster_id().to_string()))
-        .unwrap_or_default();
-    status["cluster_id"] = json!(cluster_id);
+    // `cluster_id` comes from the node's identity (null while a `--join` node waits to be added): the store
+    // of such a node still holds the random id it was created with.
+    let known = node.read_store().map(|s| s.projection().collection("terminals").count()).unwrap_or_default();
     status["recent_changes"] = recent_changes(node, 5);
     status["terminals"] = json!({"online": green + red, "green": green, "red": red,
                                  "offline": known.saturating_sub(green + red)});
