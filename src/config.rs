@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tandem_cluster::Role;
 
+use crate::limits::{HttpLimits, NodeLimits};
+
 /// Everything `tandem serve` needs to start a node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -26,17 +28,27 @@ pub struct Config {
     pub tftp: SocketAddr,
     /// How terminals reach this node's boot server (default: `boot`).
     pub boot_advertise: Option<String>,
+    /// How the other members and proxied clients reach this node's admin API (default: `api`).
+    pub advertise_api: Option<String>,
+    /// How the other members reach this node's peer endpoint (default: `peer`).
+    pub advertise_peer: Option<String>,
     /// data, witness or mirror.
     pub role: Role,
     /// Start empty and wait to be added to an existing cluster.
     pub join: bool,
-    /// Shared secret that peers present to each other.
+    /// Shared secret that peers present to each other (at least [`MIN_SECRET_BYTES`]); from
+    /// `--cluster-secret`, `TANDEM_CLUSTER_SECRET`, or the file named by `--cluster-secret-file`.
     pub cluster_secret: Option<String>,
     /// Admin API bearer tokens (file only: `[[tokens]]`). None: the API is open, allowed on loopback only.
     pub tokens: Vec<crate::auth::Token>,
     /// Scheduled backups (file only: `[backup]`), written by whichever node leads. None: no schedule.
     pub backup: Option<BackupSchedule>,
+    /// Connection caps and timeouts of every listener (file only: `[limits.*]`).
+    pub limits: NodeLimits,
 }
+
+/// The shortest cluster secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Scheduled backups: every `interval`, the leader writes a backup file into `dir` (unless nothing changed
 /// since the newest one there) and keeps the newest `retention` files of its cluster (see
@@ -69,11 +81,14 @@ impl Default for Config {
             boot: "127.0.0.1:7080".parse().expect("valid default"),
             tftp: "127.0.0.1:6969".parse().expect("valid default"),
             boot_advertise: None,
+            advertise_api: None,
+            advertise_peer: None,
             role: Role::Data,
             join: false,
             cluster_secret: None,
             tokens: Vec::new(),
             backup: None,
+            limits: NodeLimits::default(),
         }
     }
 }
@@ -97,12 +112,130 @@ pub struct FileConfig {
     pub boot: Option<SocketAddr>,
     pub tftp: Option<SocketAddr>,
     pub boot_advertise: Option<String>,
+    pub advertise_api: Option<String>,
+    pub advertise_peer: Option<String>,
     pub role: Option<String>,
     pub join: Option<bool>,
     pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub tokens: Vec<crate::auth::Token>,
     pub backup: Option<FileBackup>,
+    pub limits: Option<FileLimits>,
+}
+
+/// The `[limits]` table of a config file: one sub-table per listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub api: Option<FileHttpLimits>,
+    pub boot: Option<FileHttpLimits>,
+    pub peer: Option<FilePeerLimits>,
+    pub tftp: Option<FileTftpLimits>,
+}
+
+/// `[limits.api]` and `[limits.boot]` (`max_concurrent_backups`: API only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttpLimits {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_source: Option<usize>,
+    pub header_read_timeout: Option<IntervalValue>,
+    pub body_read_timeout: Option<IntervalValue>,
+    pub send_stall_timeout: Option<IntervalValue>,
+    pub max_concurrent_backups: Option<usize>,
+}
+
+/// `[limits.peer]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeerLimits {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_source: Option<usize>,
+}
+
+/// `[limits.tftp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTftpLimits {
+    pub max_transfers: Option<usize>,
+    pub max_transfers_per_source: Option<usize>,
+    pub max_timeout: Option<IntervalValue>,
+    pub max_transfer_time: Option<IntervalValue>,
+}
+
+impl FileLimits {
+    /// These limits over `base`.
+    fn apply(self, mut base: NodeLimits) -> Result<NodeLimits, String> {
+        if let Some(api) = self.api {
+            if let Some(count) = api.max_concurrent_backups {
+                base.max_concurrent_backups = count;
+            }
+            base.api = api.apply(base.api, "[limits.api]")?;
+        }
+        if let Some(boot) = self.boot {
+            if boot.max_concurrent_backups.is_some() {
+                return Err("[limits.boot] has no max_concurrent_backups (it belongs in [limits.api])".into());
+            }
+            base.boot = boot.apply(base.boot, "[limits.boot]")?;
+        }
+        if let Some(peer) = self.peer {
+            base.peer_max_connections = peer.max_connections.unwrap_or(base.peer_max_connections);
+            base.peer_max_connections_per_source =
+                peer.max_connections_per_source.unwrap_or(base.peer_max_connections_per_source);
+        }
+        if let Some(tftp) = self.tftp {
+            let limits = &mut base.tftp;
+            limits.max_transfers = tftp.max_transfers.unwrap_or(limits.max_transfers);
+            limits.max_transfers_per_source =
+                tftp.max_transfers_per_source.unwrap_or(limits.max_transfers_per_source);
+            limits.max_timeout =
+                duration_or(&tftp.max_timeout, limits.max_timeout, "[limits.tftp] max_timeout")?;
+            limits.max_transfer_time = duration_or(
+                &tftp.max_transfer_time,
+                limits.max_transfer_time,
+                "[limits.tftp] max_transfer_time",
+            )?;
+        }
+        Ok(base)
+    }
+}
+
+impl FileHttpLimits {
+    fn apply(self, base: HttpLimits, table: &str) -> Result<HttpLimits, String> {
+        Ok(HttpLimits {
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
+            max_connections_per_source: self
+                .max_connections_per_source
+                .unwrap_or(base.max_connections_per_source),
+            header_read_timeout: duration_or(
+                &self.header_read_timeout,
+                base.header_read_timeout,
+                &format!("{table} header_read_timeout"),
+            )?,
+            body_read_timeout: duration_or(
+                &self.body_read_timeout,
+                base.body_read_timeout,
+                &format!("{table} body_read_timeout"),
+            )?,
+            send_stall_timeout: duration_or(
+                &self.send_stall_timeout,
+                base.send_stall_timeout,
+                &format!("{table} send_stall_timeout"),
+            )?,
+        })
+    }
+}
+
+fn duration_or(
+    value: &Option<IntervalValue>,
+    default: std::time::Duration,
+    key: &str,
+) -> Result<std::time::Duration, String> {
+    match value {
+        Some(value) => value.to_duration().map_err(|e| format!("{key}: {e}")),
+        None => Ok(default),
+    }
 }
 
 /// The `[backup]` table of a config file.
@@ -196,9 +329,23 @@ impl Config {
         self.boot = file.boot.unwrap_or(self.boot);
         self.tftp = file.tftp.unwrap_or(self.tftp);
         self.boot_advertise = file.boot_advertise.or(self.boot_advertise);
+        self.advertise_api = file.advertise_api.or(self.advertise_api);
+        self.advertise_peer = file.advertise_peer.or(self.advertise_peer);
         self.role = role.unwrap_or(self.role);
         self.join = file.join.unwrap_or(self.join);
+        let holds_secrets = !file.tokens.is_empty() || file.cluster_secret.is_some();
         self.cluster_secret = file.cluster_secret.or(self.cluster_secret);
+        if let Some(secret_file) = &file.cluster_secret_file {
+            self.cluster_secret = Some(read_secret_file(secret_file)?);
+        }
+        if holds_secrets {
+            warn_if_readable_by_others(path);
+        }
+        if let Some(limits) = file.limits {
+            self.limits = limits
+                .apply(self.limits)
+                .map_err(|message| ConfigError::Parse { path: path.into(), message })?;
+        }
         if !file.tokens.is_empty() {
             self.tokens = file.tokens;
         }
@@ -237,10 +384,14 @@ impl Config {
             )));
         }
         if let Some(secret) = &self.cluster_secret
-            && secret.len() < 8
+            && secret.len() < MIN_SECRET_BYTES
         {
-            return Err(ConfigError::Invalid("--cluster-secret must be at least 8 characters".into()));
+            return Err(ConfigError::Invalid(format!(
+                "the cluster secret must be at least {MIN_SECRET_BYTES} bytes (it is {}): e.g. `openssl rand -hex 16`",
+                secret.len()
+            )));
         }
+
         crate::auth::Tokens::validate(&self.tokens).map_err(ConfigError::Invalid)?;
         if let Some(backup) = &self.backup {
             if backup.dir.as_os_str().is_empty() {
@@ -262,7 +413,81 @@ impl Config {
                 self.api
             )));
         }
+        self.validate_advertised()?;
+        self.limits.validate().map_err(ConfigError::Invalid)
+    }
+}
+
+impl Config {
+    /// What this node tells the others: every advertised address must be one they can dial, never an
+    /// unspecified address (`0.0.0.0`, `::`), which would make each of them dial itself.
+    fn validate_advertised(&self) -> Result<(), ConfigError> {
+        let checks = [
+            ("api", "--advertise-api", self.api, self.advertise_api.as_deref(), true),
+            ("peer", "--advertise-peer", self.peer, self.advertise_peer.as_deref(), true),
+            (
+                "boot",
+                "--boot-advertise",
+                self.boot,
+                self.boot_advertise.as_deref(),
+                self.role != Role::Witness,
+            ),
+        ];
+        for (bind_flag, advertise_flag, bound, advertised, needed) in checks {
+            match advertised {
+                Some(address) => check_advertised(advertise_flag, address)?,
+                None if needed && bound.ip().is_unspecified() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--{bind_flag} {bound} listens on every address, but that is not an address the others \
+                         can reach: give {advertise_flag} HOST:PORT (the address other members and clients use)"
+                    )));
+                }
+                None => {}
+            }
+        }
         Ok(())
+    }
+}
+
+/// Checks an advertised `HOST:PORT`: a host, a port, and not an unspecified address.
+pub fn check_advertised(flag: &str, address: &str) -> Result<(), ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid(format!("{flag} '{address}' {why}"));
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| invalid("must be HOST:PORT"))?;
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => {}
+        _ => return Err(invalid("must end with a port (1-65535)")),
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() {
+        return Err(invalid("must name a host"));
+    }
+    if bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(invalid(
+            "is an unspecified address, which no other machine can dial: name this node's own address",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a cluster secret from a file (`--cluster-secret-file`): its content without the final line end.
+pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    warn_if_readable_by_others(path);
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Warns when a file holding secrets or token digests can be read by every user of the machine.
+pub fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            "{} holds secrets or token digests and is readable by every user (mode {:o}): chmod 600 it",
+            path.display(),
+            metadata.permissions().mode() & 0o777
+        );
     }
 }
 
@@ -333,6 +558,10 @@ mod tests {
         assert!(error.contains("[[tokens]]"), "{error}");
         let token =
             crate::auth::Token::with_secret("ops", crate::auth::TokenRole::Operator, "a-long-enough-secret");
-        Config { tokens: vec![token], ..open }.validate().unwrap();
+        let error =
+            Config { tokens: vec![token.clone()], ..open.clone() }.validate().unwrap_err().to_string();
+        assert!(error.contains("--advertise-api"), "{error}");
+        let advertised = Some("10.0.0.1:7070".to_string());
+        Config { tokens: vec![token], advertise_api: advertised, ..open }.validate().unwrap();
     }
 }

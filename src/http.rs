@@ -1,6 +1,8 @@
 //! Small HTTP helpers shared by Tandem's servers and its CLI client: JSON responses, the one error shape,
 //! bounded body reading.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -76,15 +78,33 @@ pub fn text_response(
     response
 }
 
-/// Reads a request body of at most `limit` bytes.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+/// Reads a request body of at most `limit` bytes that arrives whole within `timeout` (`413` if larger — at once
+/// when `Content-Length` says so — and `408` if slower).
+pub async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    use hyper::body::Body as _;
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("the request body is larger than {limit} bytes"),
-        )),
+        )
+    };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let collected = match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(collected) => collected,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body did not arrive within {timeout:?}"),
+            ));
+        }
+    };
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(error) => Err(ApiError::bad_request(format!("could not read the request body: {error}"))),
     }
 }

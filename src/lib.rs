@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! main ──▶ cmd ──▶ client ──┐
-//!           │               ├──▶ http, auth, config ──▶ tandem-cluster ──▶ tandem-storage
+//!           │               ├──▶ http, auth, config, limits ──▶ tandem-cluster ──▶ tandem-storage
 //!           └────▶ node ────┘
 //! ```
 //!
@@ -32,7 +32,7 @@
 //! | [`cmd`] | the CLI: clap arguments, printing (tables, `--json`, progress, prompts), exit codes | everything below |
 //! | [`client`] | a library for the admin API: what commands do over HTTP; no clap, no exit codes, no printing | shared leaves, the cluster and storage crates |
 //! | [`node`] | what `tandem serve` runs: the admin API, the boot servers, the backup schedule, metrics, recovery | shared leaves, the cluster and storage crates, and [`client::api`] only (a follower proxies to the leader) |
-//! | [`http`], [`auth`], [`config`] | shared leaves: HTTP helpers and the error shape, tokens and roles, the node's configuration | each other, the cluster and storage crates |
+//! | [`http`], [`auth`], [`config`], [`limits`] | shared leaves: HTTP helpers and the error shape, tokens and roles, the node's configuration, listener limits | each other, the cluster and storage crates |
 //!
 //! Nothing imports `cmd`; `client` never imports `node`; `node` never imports `client`'s command flows.
 //! The benchmarks (`bench`, cargo feature `bench`) are a harness above everything, reached only
@@ -51,7 +51,7 @@
 //! [`cmd`] (one file per command), [`client`] ([`client::api`] transport, [`client::flow`] preview → confirm →
 //! apply, sync, watch, backup, firmware, boot client), [`node`] ([`node::serve`], [`node::api`],
 //! [`node::boot`], [`node::backup`], [`node::metrics`]), [`config`] (defaults, file, validation), [`auth`]
-//! (tokens, roles), [`http`] (shared HTTP helpers).
+//! (tokens, roles), [`http`] (shared HTTP helpers), [`limits`] (connection caps and timeouts of the listeners).
 
 pub mod auth;
 #[cfg(feature = "bench")]
@@ -60,4 +60,5 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod node;

@@ -116,18 +116,29 @@ impl Identity {
         identity.save(data_dir)
     }
 
-    /// Writes the identity atomically (temp file, fsync, rename, directory fsync).
+    /// Writes the identity atomically (temp file, fsync, rename, directory fsync), readable by its owner only
+    /// (0600): it holds the cluster secret.
     pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let io = |path: &Path, source| IdentityError::Io { path: path.to_path_buf(), source };
         std::fs::create_dir_all(data_dir).map_err(|e| io(data_dir, e))?;
         let path = Self::path(data_dir);
         let temp = data_dir.join("node.json.partial");
         let bytes = serde_json::to_vec_pretty(self).expect("identity serializes");
-        std::fs::write(&temp, bytes).map_err(|e| io(&temp, e))?;
+        write_private(&temp, &bytes).map_err(|e| io(&temp, e))?;
         std::fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(|e| io(&temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| io(&path, e))?;
         std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(|e| io(data_dir, e))
     }
+}
+
+/// Writes `bytes` to `path` with mode 0600 (also when the file existed with a looser mode).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
 }
 
 #[cfg(test)]

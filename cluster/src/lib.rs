@@ -7,6 +7,7 @@
 //! once the store holds them in files.
 
 pub mod blob_compaction;
+pub mod connection_gate;
 pub mod identity;
 pub mod log_store;
 pub mod metrics;

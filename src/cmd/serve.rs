@@ -25,16 +25,28 @@ pub struct ServeArgs {
     pub boot: Option<std::net::SocketAddr>,
     #[arg(long)]
     pub tftp: Option<std::net::SocketAddr>,
+    /// How terminals reach this node's boot server (HOST:PORT), if not --boot.
     #[arg(long)]
     pub boot_advertise: Option<String>,
+    /// How the other members reach this node's admin API (HOST:PORT), if not --api.
+    #[arg(long)]
+    pub advertise_api: Option<String>,
+    /// How the other members reach this node's peer endpoint (HOST:PORT), if not --peer.
+    #[arg(long)]
+    pub advertise_peer: Option<String>,
     /// data, witness or mirror.
     #[arg(long)]
     pub role: Option<String>,
     /// Start empty and wait to be added to an existing cluster.
     #[arg(long)]
     pub join: bool,
-    #[arg(long, env = "TANDEM_CLUSTER_SECRET")]
+    /// The cluster secret (at least 16 bytes). Visible in `ps`: prefer --cluster-secret-file or the
+    /// TANDEM_CLUSTER_SECRET environment variable.
+    #[arg(long, env = "TANDEM_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret (one line; keep it mode 600). Wins over --cluster-secret.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -65,12 +77,21 @@ impl ServeArgs {
         if let Some(v) = self.boot_advertise {
             config.boot_advertise = Some(v);
         }
+        if let Some(v) = self.advertise_api {
+            config.advertise_api = Some(v);
+        }
+        if let Some(v) = self.advertise_peer {
+            config.advertise_peer = Some(v);
+        }
         if let Some(v) = self.role {
             config.role = v.parse()?;
         }
         config.join |= self.join;
         if let Some(v) = self.cluster_secret {
             config.cluster_secret = Some(v);
+        }
+        if let Some(path) = &self.cluster_secret_file {
+            config.cluster_secret = Some(crate::config::read_secret_file(path).map_err(|e| e.to_string())?);
         }
         Ok(config)
     }

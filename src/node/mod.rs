@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context, Result};
 use tandem_cluster::identity::{Identity, founding_cluster_id};
 use tandem_cluster::log_store::LogStore;
-use tandem_cluster::network::{LocalIdentity, PeerNetwork, serve_peer};
+use tandem_cluster::network::{LocalIdentity, PeerNetwork, serve_peer_with_gate};
 use tandem_cluster::node::{ClusterNode, Timing};
 use tandem_cluster::state_machine::StateMachine;
 use tandem_cluster::{NodeInfo, Raft, Role};
@@ -110,6 +110,7 @@ pub async fn start(config: Config) -> Result<RunningNode> {
 fn open_identity(config: &Config) -> Result<Identity> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    make_private(&config.data_dir)?;
     let mut identity =
         Identity::load_or_create(&config.data_dir, &config.name, config.cluster_secret.as_deref())?;
     if let Some(secret) = &config.cluster_secret
@@ -124,6 +125,22 @@ fn open_identity(config: &Config) -> Result<Identity> {
         );
     }
     Ok(identity)
+}
+
+/// The data directory holds the cluster secret (`node.json`) and every document: owner only (0700 for the
+/// directory, 0600 for `node.json`, which older versions wrote 0644), tightened at every start.
+fn make_private(data_dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let private = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} private (mode {mode:o})", path.display()))
+    };
+    private(data_dir, 0o700)?;
+    let identity = data_dir.join("node.json");
+    if identity.exists() {
+        private(&identity, 0o600)?;
+    }
+    Ok(())
 }
 
 fn warn_if_open(config: &Config) {
@@ -179,6 +196,15 @@ async fn bind(config: &Config) -> Result<Listeners> {
     Ok(Listeners { api, peer, boot })
 }
 
+/// The address this node tells the others for a listener: the configured one (checked by
+/// [`Config::validate`]), else the bound address (never unspecified: `validate` refuses that without one).
+fn advertised(configured: &Option<String>, listener: &TcpListener) -> Result<String> {
+    match configured {
+        Some(address) => Ok(address.clone()),
+        None => Ok(listener.local_addr()?.to_string()),
+    }
+}
+
 /// Opens the Raft log and the state machine over the store, starts Raft and the [`ClusterNode`] over it; a node
 /// that never was part of a cluster founds a single-node cluster (recording its cluster id first, see
 /// [`settle_cluster_id`]) unless `--join` says to wait.
@@ -210,8 +236,8 @@ async fn start_raft(
     let info = NodeInfo {
         name: identity.name.clone(),
         role: config.role,
-        peer_addr: listeners.peer.local_addr()?.to_string(),
-        api_addr: listeners.api.local_addr()?.to_string(),
+        peer_addr: advertised(&config.advertise_peer, &listeners.peer)?,
+        api_addr: advertised(&config.advertise_api, &listeners.api)?,
         boot_addr: config.boot_advertise.clone().unwrap_or_else(|| config.boot.to_string()),
     };
     let timing = Timing::default();
@@ -277,12 +303,14 @@ impl RunningNode {
         let (node, config, shutdown, tasks) = (&self.node, &self.config, &self.shutdown, &self.tasks);
         let secret = self.identity.cluster_secret.clone();
         let peer_identity = self.peer_identity.clone();
-        tasks.spawn(serve_peer(
+        let gate = config.limits.peer_gate();
+        tasks.spawn(serve_peer_with_gate(
             listeners.peer,
             raft,
             node.proposer(),
             secret,
             peer_identity,
+            gate,
             shutdown.clone(),
         ));
         let backup = backup::BackupState::default();
@@ -292,7 +320,17 @@ impl RunningNode {
             tasks.spawn(backup::run(node, schedule, backup.clone(), metrics, shutdown.clone()));
         }
         let tokens = crate::auth::Tokens::new(config.tokens.clone());
-        let state = Arc::new(ApiState { node: node.clone(), metrics, boot: boot.clone(), tokens, backup });
+        let limits = config.limits;
+        let api_limits =
+            api::ApiLimits::new(limits.api, limits.max_concurrent_backups, config.data_dir.clone());
+        let state = Arc::new(ApiState {
+            node: node.clone(),
+            metrics,
+            boot: boot.clone(),
+            tokens,
+            backup,
+            limits: api_limits,
+        });
         tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
         tasks.spawn(node.clone().run_duties(shutdown.clone()));
         if let Some((http, tftp)) = listeners.boot {
@@ -300,10 +338,18 @@ impl RunningNode {
             let options = BootHttpOptions {
                 heartbeats: boot.heartbeats.clone(),
                 stats: boot.http.clone(),
+                limits: limits.boot,
                 ..BootHttpOptions::default()
             };
             tasks.spawn(serve_boot_http_with(http, content.clone(), options, shutdown.clone()));
-            let options = TftpOptions { stats: boot.tftp.clone(), ..TftpOptions::default() };
+            let options = TftpOptions {
+                stats: boot.tftp.clone(),
+                max_transfers: limits.tftp.max_transfers,
+                max_transfers_per_source: limits.tftp.max_transfers_per_source,
+                max_timeout: limits.tftp.max_timeout,
+                max_transfer_time: limits.tftp.max_transfer_time,
+                ..TftpOptions::default()
+            };
             tasks.spawn(serve_tftp(tftp, content, options, shutdown.clone()));
         }
         if self.identity.pending_recovery.is_some() {

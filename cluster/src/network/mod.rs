@@ -106,7 +106,9 @@ use std::time::Duration;
 
 pub use client::{Contact, ForwardError, InvalidSecret, PeerClient, PeerNetwork, error_chain};
 pub use identity_check::{LocalIdentity, Refusal, RefusalKind, RefusedSender};
-pub use server::serve_peer;
+pub use server::{
+    DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE, serve_peer, serve_peer_with_gate,
+};
 
 /// The header in which a node names itself (its id, decimal), so a cluster can refuse non-members.
 pub const NODE_ID_HEADER: &str = "x-tandem-node-id";

@@ -34,6 +34,7 @@ use super::{
     APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, REFUSAL_HEADER, SECRET_HEADER,
     SHUTDOWN_GRACE, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
+use crate::connection_gate::ConnectionGate;
 use crate::proposer::Proposer;
 use crate::types::{Raft, decode, try_encode};
 
@@ -53,6 +54,27 @@ pub async fn serve_peer(
     identity: LocalIdentity,
     shutdown: CancellationToken,
 ) {
+    let gate = ConnectionGate::new(DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE);
+    serve_peer_with_gate(listener, raft, proposer, secret, identity, gate, shutdown).await
+}
+
+/// The most peer connections served at once, by default (see [`serve_peer_with_gate`]).
+pub const DEFAULT_MAX_PEER_CONNECTIONS: usize = 512;
+/// The most peer connections from one IP address, by default: generous, because a follower forwarding many
+/// writes at once opens one HTTP/1.1 connection per write in flight.
+pub const DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE: usize = 256;
+
+/// [`serve_peer`] with a cap on the connections served at once, in total and per source address: a
+/// connection over the cap is closed at once, before anything is read from it.
+pub async fn serve_peer_with_gate(
+    listener: TcpListener,
+    raft: Raft,
+    proposer: Arc<Proposer>,
+    secret: String,
+    identity: LocalIdentity,
+    gate: ConnectionGate,
+    shutdown: CancellationToken,
+) {
     if secret.is_empty() {
         tracing::error!("the peer endpoint has an empty cluster secret: every request will be refused");
     }
@@ -66,9 +88,13 @@ pub async fn serve_peer(
             () = shutdown.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    connections.spawn(serve_connection(stream, remote, service.clone(), shutdown.clone()));
-                }
+                Ok((stream, remote)) => match gate.admit(remote.ip()) {
+                    Ok(permit) => {
+                        let serve = serve_connection(stream, remote, service.clone(), shutdown.clone());
+                        connections.spawn(async move { serve.await; drop(permit) });
+                    }
+                    Err(refusal) => tracing::warn!(%remote, "peer endpoint: connection refused: {refusal}"),
+                },
                 Err(error) => {
                     // Per-connection failures (reset before accept) and resource exhaustion (out of file
                     // descriptors) both land here; pause briefly so the latter does not become a busy loop.

@@ -61,12 +61,17 @@ pub async fn size(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 
 /// `POST /v1/blobs`: a blob, streamed in.
 pub async fn upload(call: Call<'_>) -> Result<Response<Body>, ApiError> {
-    upload_blob(&call.state.node, call.request.into_body()).await
+    upload_blob(&call.state.node, call.request.into_body(), call.state.limits.http.body_read_timeout).await
 }
 
 /// Streams the request body into the store as a blob: 1 MiB chunk commands through the log, then a commit
-/// with the digest computed on the way. Never holds more than one chunk in memory.
-async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<Body>, ApiError> {
+/// with the digest computed on the way. Never holds more than one chunk in memory. An upload may be long, but
+/// no gap between two of its pieces may be longer than `gap` (`408`).
+async fn upload_blob(
+    node: &ClusterNode,
+    mut body: Incoming,
+    gap: std::time::Duration,
+) -> Result<Response<Body>, ApiError> {
     use http_body_util::BodyExt;
     use sha2::Digest as _;
     let upload: u64 = rand::random();
@@ -76,7 +81,13 @@ async fn upload_blob(node: &ClusterNode, mut body: Incoming) -> Result<Response<
     let mut buffer: Vec<u8> = Vec::with_capacity(MAX_BLOB_CHUNK);
     let send = |chunk: u32, data: Vec<u8>| Command::BlobChunk { upload, chunk, data };
     loop {
-        let frame = body.frame().await;
+        let frame = tokio::time::timeout(gap, body.frame()).await.map_err(|_| {
+            ApiError::new(
+                hyper::StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the upload sent nothing for {gap:?}"),
+            )
+        })?;
         let finished = frame.is_none();
         if let Some(frame) = frame {
             let frame =

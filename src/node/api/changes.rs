@@ -24,7 +24,12 @@ struct ChangeSetInput {
 
 /// `POST /v1/changes`.
 pub async fn post(call: Call<'_>) -> Result<Response<Body>, ApiError> {
-    let body = read_body(call.request.into_body(), MAX_CHANGE_SET_BYTES + 4096).await?;
+    let body = read_body(
+        call.request.into_body(),
+        MAX_CHANGE_SET_BYTES + 4096,
+        call.state.limits.http.body_read_timeout,
+    )
+    .await?;
     let input: ChangeSetInput = parse_json(&body)?;
     let change = ChangeSet {
         meta: ChangeMeta {

@@ -43,7 +43,8 @@ pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 pub async fn add(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let node = &call.state.node;
     let headers = call.request.headers().clone();
-    let body = read_body(call.request.into_body(), 64 * 1024).await?;
+    let body =
+        read_body(call.request.into_body(), 64 * 1024, call.state.limits.http.body_read_timeout).await?;
     let input: AddServerInput = parse_json(&body)?;
     if let Some(response) =
         proxy_to_leader(node, &headers, Method::POST, "/v1/cluster/servers", Some(body.to_vec())).await?

@@ -14,7 +14,12 @@ use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 /// `PUT /v1/docs/{collection}/{id}`: create or replace a document.
 pub async fn put(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let (collection, id) = (call.param(0), call.param(1));
-    let body = read_body(call.request.into_body(), MAX_CHANGE_SET_BYTES + 4096).await?;
+    let body = read_body(
+        call.request.into_body(),
+        MAX_CHANGE_SET_BYTES + 4096,
+        call.state.limits.http.body_read_timeout,
+    )
+    .await?;
     let document: serde_json::Value = parse_json(&body)?;
     let mut change = ChangeSet::new(meta_from(&call.query, &call.caller.name));
     change.operations.push(Operation::Put {

@@ -110,7 +110,7 @@ struct RevertInput {
 
 pub async fn revert(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let Call { state, caller, request, .. } = call;
-    let body = read_body(request.into_body(), MAX_REQUEST_BODY).await?;
+    let body = read_body(request.into_body(), MAX_REQUEST_BODY, state.limits.http.body_read_timeout).await?;
     let input: RevertInput = parse_json(&body)?;
     let options = WriteOptions::new(input.reason, input.dry_run, input.if_revision)?;
     if input.to == 0 {
@@ -145,7 +145,7 @@ struct UndoInput {
 
 pub async fn undo(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let Call { state, caller, request, .. } = call;
-    let body = read_body(request.into_body(), MAX_REQUEST_BODY).await?;
+    let body = read_body(request.into_body(), MAX_REQUEST_BODY, state.limits.http.body_read_timeout).await?;
     let input: UndoInput = parse_json(&body)?;
     let options = WriteOptions::new(input.reason, input.dry_run, input.if_revision)?;
     catch_up(state, Some(input.revision)).await;
@@ -173,7 +173,7 @@ struct ImportInput {
 
 pub async fn import(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let Call { state, caller, request, .. } = call;
-    let body = read_body(request.into_body(), MAX_IMPORT_BODY).await?;
+    let body = read_body(request.into_body(), MAX_IMPORT_BODY, state.limits.http.body_read_timeout).await?;
     let input: ImportInput = parse_json(&body)?;
     drop(body);
     let reason = match (input.reason.trim().is_empty(), &input.source) {

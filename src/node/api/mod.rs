@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Tokens};
 use crate::http::{ApiError, Body, json_response, query_pairs};
+use crate::limits::{HttpLimits, StallTimeoutIo, http1_builder};
 use crate::node::metrics::Metrics;
 
 pub mod backup;
@@ -86,13 +87,35 @@ pub struct ApiState {
     pub tokens: Tokens,
     /// What the backup scheduler last did (`"backup"` in `GET /v1/status`).
     pub backup: crate::node::backup::BackupState,
+    /// Connection caps, timeouts, concurrent backups.
+    pub limits: ApiLimits,
 }
 
-/// Serves the admin API on `listener` until `shutdown` is cancelled.
+/// The admin API's limits: its listener's (see [`crate::limits`]) and the cap on concurrent backups.
+#[derive(Debug)]
+pub struct ApiLimits {
+    pub http: HttpLimits,
+    /// One permit per backup streamed at once; `GET /v1/backup` answers `503` when none is left.
+    pub backups: Arc<tokio::sync::Semaphore>,
+    /// Where a backup is written before it is sent (the data directory: never a RAM-backed `/tmp`).
+    pub spool_dir: std::path::PathBuf,
+}
+
+impl ApiLimits {
+    pub fn new(http: HttpLimits, max_concurrent_backups: usize, spool_dir: std::path::PathBuf) -> Self {
+        let backups = Arc::new(tokio::sync::Semaphore::new(max_concurrent_backups.max(1)));
+        ApiLimits { http, backups, spool_dir }
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` is cancelled, within `state.limits`: a connection over
+/// the caps is refused before anything is read, a request head must arrive within the header timeout, and a
+/// client that stops taking a response is disconnected after the stall timeout.
 pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
     let connections = tokio_util::task::TaskTracker::new();
+    let gate = state.limits.http.gate();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -103,25 +126,32 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
                 }
             },
         };
+        let Some((stream, permit)) = crate::limits::admit(&gate, stream, remote, "admin API") else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let limits = state.limits.http;
             let service = service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, request).await) }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+            let io = StallTimeoutIo::new(stream, limits.send_stall_timeout);
+            let connection = http1_builder(&limits).serve_connection(TokioIo::new(io), service);
             tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
                 _ = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
+                    tokio::time::timeout(Duration::from_secs(2), connection).await.unwrap_or(Ok(()))
                 }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%remote, %error, "admin API: connection ended with an error");
             }
+            drop(permit);
         });
     }
     connections.close();

@@ -69,14 +69,14 @@ use hyper::header::{
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tandem_storage::Mac;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::heartbeat::{HeartbeatReport, Heartbeats, MAX_REPORT_BYTES};
 use super::{BootBody, BootContent, BootError, BootFile, BootPath};
+use crate::limits::{HttpLimits, StallTimeoutIo, http1_builder};
 use crate::node::chunked_read::ChunkedRead;
 
 /// How many bytes of a blob are read from the store per step of a download.
@@ -98,10 +98,8 @@ pub struct BootHttpOptions {
     pub stats: Arc<BootHttpStats>,
     /// The `Retry-After` of a `503` (whole seconds, at least 1).
     pub retry_after: Duration,
-    /// The most connections served at once; more wait in the listen backlog.
-    pub max_connections: usize,
-    /// How long a connection may take to send a request's headers, and may stay idle between requests.
-    pub idle_timeout: Duration,
+    /// Connection caps and timeouts (see [`crate::limits`]).
+    pub limits: HttpLimits,
 }
 
 impl Default for BootHttpOptions {
@@ -110,8 +108,7 @@ impl Default for BootHttpOptions {
             heartbeats: Arc::new(Heartbeats::new()),
             stats: Arc::new(BootHttpStats::default()),
             retry_after: Duration::from_secs(5),
-            max_connections: 1024,
-            idle_timeout: Duration::from_secs(30),
+            limits: HttpLimits::BOOT_DEFAULTS,
         }
     }
 }
@@ -323,17 +320,10 @@ pub async fn serve_boot_http_with(
     options: BootHttpOptions,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let gate = options.limits.gate();
     let server = Arc::new(Server { content, options });
     let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -348,6 +338,9 @@ pub async fn serve_boot_http_with(
                     }
                 }
             },
+        };
+        let Some((stream, permit)) = crate::limits::admit(&gate, stream, remote, "boot HTTP") else {
+            continue;
         };
         let server = server.clone();
         let shutdown = shutdown.clone();
@@ -377,16 +370,13 @@ async fn serve_connection(
 ) {
     let _open = GaugeGuard::new(server.options.stats.clone(), |s| &s.connections_open);
     let _ = stream.set_nodelay(true);
-    let idle = server.options.idle_timeout.max(Duration::from_millis(100));
+    let limits = server.options.limits;
     let service = service_fn(move |request| {
         let server = server.clone();
         async move { Ok::<_, Infallible>(server.handle(request).await) }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+    let io = StallTimeoutIo::new(stream, limits.send_stall_timeout);
+    let connection = http1_builder(&limits).serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -508,7 +498,13 @@ impl Server {
         if request.method() != Method::POST {
             return method_not_allowed("POST");
         }
-        let body = match crate::http::read_body(request.into_body(), MAX_REPORT_BYTES).await {
+        // Only terminals of the configuration count: the boot port is open to anyone. Checked before the body
+        // is read, so a made-up MAC costs no body read (and no time waiting for a slow one).
+        if let Err(error) = self.content.open(&BootPath::Config(mac)) {
+            return self.error(error);
+        }
+        let timeout = self.options.limits.body_read_timeout;
+        let body = match crate::http::read_body(request.into_body(), MAX_REPORT_BYTES, timeout).await {
             Ok(body) => body,
             Err(error) => {
                 let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -519,10 +515,6 @@ impl Server {
             Ok(report) => report,
             Err(message) => return text(StatusCode::BAD_REQUEST, message),
         };
-        // Only terminals of the configuration count: the boot port is open to anyone.
-        if let Err(error) = self.content.open(&BootPath::Config(mac)) {
-            return self.error(error);
-        }
         self.options.heartbeats.record(mac, report);
         self.options.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
         let mut response = Response::new(BootResponseBody::empty());

@@ -30,7 +30,9 @@
 //! - `tsize` — the client sends 0 and gets the file's size back. A non-numeric value (atftp sends
 //!   `tsize enable` literally) is ignored, not refused. For an empty file `tsize` is left out of the OACK:
 //!   curl rejects `tsize 0` (exit 71), and a server may always decline an option.
-//! - `timeout` 1..255 seconds — echoed as asked and used as this transfer's retransmission interval.
+//! - `timeout` 1..255 seconds — used as this transfer's retransmission interval, lowered to
+//!   [`TftpOptions::max_timeout`] (5 s by default; the OACK then carries the lowered value, which RFC 2349
+//!   allows): a client must not make one transfer hold a slot for minutes.
 //! - `windowsize` 1..65535 (RFC 7440) — granted up to [`TftpOptions::max_window_size`].
 //!
 //! Unknown options and invalid values are ignored. Both modes, `octet` and `netascii`, are served **byte for
@@ -82,8 +84,17 @@
 //! file name or mode without its NUL, requests over 512 octets) get ERROR 4; DATA or ACK sent to the server
 //! port get ERROR 5 (unknown transfer ID); ERROR packets are never answered. Such refusals are sent from the
 //! server socket itself and cost no resources; so are refusals when [`TftpOptions::max_transfers`] transfers
-//! are running (ERROR 0 "server busy"). Files that cannot be opened are refused from the transfer's own socket,
-//! as tftpd-hpa does.
+//! are running, or [`TftpOptions::max_transfers_per_source`] for the client's IP address (ERROR 0 "server
+//! busy"). Files that cannot be opened are refused from the transfer's own socket, as tftpd-hpa does. A
+//! transfer lives at most [`TftpOptions::max_transfer_time`], then fails with ERROR 0.
+//!
+//! # Spoofed requests
+//!
+//! UDP requests can carry any source address, so a request may name a victim rather than a client. Until the
+//! client has acknowledged something, a transfer sends its first packet (OACK or DATA 1) and **one**
+//! retransmission, then gives up silently (no ERROR packet): a 13-byte request makes this server send at most
+//! two packets to an address that never answers. Only a client that acknowledges gets the full
+//! [`TftpOptions::max_retries`].
 //!
 //! # Reading the file
 //!
@@ -121,6 +132,14 @@ pub struct TftpOptions {
     pub max_window_size: u16,
     /// Transfers served at once; further requests get ERROR 0 "server busy". Default 64. At least 1.
     pub max_transfers: usize,
+    /// Transfers served at once for one IP address; further requests from it get ERROR 0 "server busy".
+    /// Default 4 (a PXE ROM, then iPXE, runs one or two at a time). At least 1.
+    pub max_transfers_per_source: usize,
+    /// The largest retransmission interval a client's `timeout` option gets: a larger one is lowered to this
+    /// in the OACK (RFC 2349 lets the server refuse or lower it). Default 5 s, within 1..=255 s.
+    pub max_timeout: Duration,
+    /// The longest a transfer may run, whatever its size or pace; then it fails with ERROR 0. Default 10 min.
+    pub max_transfer_time: Duration,
     /// How long to wait for an ACK before sending the OACK or the window again, unless the client asked for
     /// `timeout`. Default 1 s.
     pub retransmit_timeout: Duration,
@@ -136,6 +155,9 @@ impl Default for TftpOptions {
             max_block_size: 1468,
             max_window_size: 64,
             max_transfers: 64,
+            max_transfers_per_source: 4,
+            max_timeout: Duration::from_secs(5),
+            max_transfer_time: Duration::from_secs(600),
             retransmit_timeout: Duration::from_secs(1),
             max_retries: 5,
             stats: Arc::new(TftpStats::default()),
@@ -214,6 +236,8 @@ pub async fn serve_tftp(
         max_block_size: options.max_block_size.clamp(packet::MIN_BLOCK_SIZE, packet::MAX_BLOCK_SIZE),
         max_window_size: options.max_window_size.max(1),
         max_transfers: options.max_transfers.max(1),
+        max_transfers_per_source: options.max_transfers_per_source.max(1),
+        max_timeout: options.max_timeout.clamp(Duration::from_secs(1), Duration::from_secs(255)),
         ..options
     });
     let local = match socket.local_addr() {
@@ -336,6 +360,16 @@ fn start_transfer(
             return Err(Refusal::new(
                 ErrorCode::NotDefined,
                 format!("server busy: {} transfers running, try again later", sessions.len()),
+            ));
+        } else if sessions.keys().filter(|other| other.ip() == peer.ip()).count()
+            >= options.max_transfers_per_source
+        {
+            return Err(Refusal::new(
+                ErrorCode::NotDefined,
+                format!(
+                    "server busy: your address has {} transfers running, the most allowed; try again later",
+                    options.max_transfers_per_source
+                ),
             ));
         }
         sessions.insert(

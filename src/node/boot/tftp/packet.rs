@@ -207,6 +207,8 @@ pub(super) struct Limits {
     pub max_block_size: u16,
     /// The largest `windowsize` granted (1..=65535).
     pub max_window_size: u16,
+    /// The largest `timeout` granted (1..=255 s).
+    pub max_timeout: Duration,
 }
 
 /// The outcome of option negotiation: the transfer's parameters and the OACK to send (empty: no OACK, start
@@ -225,7 +227,7 @@ pub(super) struct Negotiated {
 ///
 /// - `blksize` 8..=65464 → `min(asked, max_block_size)`; values above 65464 are treated like 65464.
 /// - `windowsize` 1..=65535 → `min(asked, max_window_size)`.
-/// - `timeout` 1..=255 → echoed as asked and used as the retransmission interval.
+/// - `timeout` 1..=255 → `min(asked, max_timeout)`, used as the retransmission interval.
 /// - `tsize` with a number (clients send 0) → the file's size; a non-numeric value (atftp's `tsize enable`) is
 ///   ignored. For an empty file `tsize` is left out: curl refuses an OACK with `tsize 0` (exit 71), and leaving
 ///   an option out is always allowed.
@@ -250,8 +252,9 @@ pub(super) fn negotiate(options: &[(String, String)], limits: Limits, size: u64)
                 granted.to_string()
             }
             "timeout" if (1..=255).contains(&number) => {
-                negotiated.timeout = Some(Duration::from_secs(number));
-                number.to_string()
+                let granted = number.min(limits.max_timeout.as_secs().clamp(1, 255));
+                negotiated.timeout = Some(Duration::from_secs(granted));
+                granted.to_string()
             }
             "tsize" if size > 0 => size.to_string(),
             _ => continue,
@@ -275,7 +278,8 @@ mod tests {
         out
     }
 
-    const LIMITS: Limits = Limits { max_block_size: 1468, max_window_size: 64 };
+    const LIMITS: Limits =
+        Limits { max_block_size: 1468, max_window_size: 64, max_timeout: Duration::from_secs(5) };
 
     fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
@@ -344,6 +348,11 @@ mod tests {
         );
         assert_eq!(n.oack, options(&[("timeout", "3"), ("windowsize", "64")]));
         assert_eq!((n.block_size, n.window_size, n.timeout), (512, 64, Some(Duration::from_secs(3))));
+
+        // A timeout over the server's maximum is lowered, and the OACK says so.
+        let n = negotiate(&options(&[("timeout", "255")]), LIMITS, 1000);
+        assert_eq!(n.oack, options(&[("timeout", "5")]));
+        assert_eq!(n.timeout, Some(Duration::from_secs(5)));
 
         // An empty file: no `tsize 0` in the OACK (curl refuses it).
         let n = negotiate(&options(&[("tsize", "0"), ("blksize", "1468")]), LIMITS, 0);

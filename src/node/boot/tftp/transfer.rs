@@ -59,6 +59,8 @@ enum Stop {
     Cancelled,
     ClientError(u16, String),
     TimedOut,
+    /// The transfer ran past [`TftpOptions::max_transfer_time`].
+    TooLong,
     ClientGone,
     Read(String),
 }
@@ -97,6 +99,7 @@ impl Transfer {
         let limits = Limits {
             max_block_size: self.options.max_block_size,
             max_window_size: self.options.max_window_size,
+            max_timeout: self.options.max_timeout,
         };
         let negotiated = packet::negotiate(&self.request.options, limits, size);
         let mut exchange = Exchange {
@@ -108,15 +111,14 @@ impl Transfer {
             timeout: negotiated.timeout.unwrap_or(self.options.retransmit_timeout),
             receive: vec![0; 2048],
         };
-        let result = if negotiated.oack.is_empty() {
-            Ok(())
-        } else {
-            exchange.send_oack(&packet::encode_oack(&negotiated.oack)).await
+        let exchange_all = async {
+            if !negotiated.oack.is_empty() {
+                exchange.send_oack(&packet::encode_oack(&negotiated.oack)).await?;
+            }
+            exchange.send_file().await
         };
-        let result = match result {
-            Ok(()) => exchange.send_file().await,
-            Err(stop) => Err(stop),
-        };
+        let lifetime = self.options.max_transfer_time;
+        let result = tokio::time::timeout(lifetime, exchange_all).await.unwrap_or(Err(Stop::TooLong));
         match result {
             Ok(bytes) => Outcome::Completed {
                 bytes,
@@ -127,6 +129,15 @@ impl Transfer {
             Err(Stop::ClientError(code, message)) => {
                 let probe = if code == ErrorCode::OptionRefused as u16 { " (a size probe)" } else { "" };
                 Outcome::Aborted(format!("client sent ERROR {code}{probe}: {message}"))
+            }
+            Err(Stop::TimedOut) if !self.heard.load(Ordering::Relaxed) => {
+                // Maybe a spoofed request: nothing more goes to an address that never answered.
+                Outcome::Failed("no acknowledgement at all (first packet and one retransmission sent)".into())
+            }
+            Err(Stop::TooLong) => {
+                let message = format!("the transfer took longer than {lifetime:?}, the most allowed");
+                let _ = socket.send(&packet::encode_error(ErrorCode::NotDefined, &message)).await;
+                Outcome::Failed(message)
             }
             Err(Stop::TimedOut) => {
                 let message = "timed out waiting for an acknowledgement";
@@ -283,6 +294,13 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
+    /// How many times the current OACK or window may be sent again: once only while the client has
+    /// acknowledged nothing (the request may be spoofed, see the module docs), else `max_retries`.
+    fn retry_limit(&self) -> u32 {
+        let max_retries = self.transfer.options.max_retries;
+        if self.transfer.heard.load(Ordering::Relaxed) { max_retries } else { max_retries.min(1) }
+    }
+
     /// Sends the OACK until the client acknowledges it with ACK 0.
     async fn send_oack(&mut self, oack: &[u8]) -> Result<(), Stop> {
         let mut retries = 0;
@@ -292,7 +310,7 @@ impl Exchange<'_> {
                 return Ok(());
             }
             retries += 1;
-            if retries > self.transfer.options.max_retries {
+            if retries > self.retry_limit() {
                 return Err(Stop::TimedOut);
             }
             self.transfer.options.stats.retransmits.fetch_add(1, Ordering::Relaxed);
@@ -341,7 +359,7 @@ impl Exchange<'_> {
                 }
                 None => {
                     retries += 1;
-                    if retries > transfer.options.max_retries {
+                    if retries > self.retry_limit() {
                         return Err(Stop::TimedOut);
                     }
                     stats.retransmits.fetch_add(sent_to - acked, Ordering::Relaxed);

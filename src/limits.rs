@@ -1,0 +1,312 @@
+//! Limits on the node's HTTP listeners (admin API, HTTP boot): who may hold a connection, and for how long
+//! a connection may stall. `docs/security.md` says who can reach which port and which limit holds them.
+//!
+//! One [`HttpLimits`] per listener (`[limits.api]` and `[limits.boot]` in the config file) sets:
+//!
+//! | limit | what it stops | enforced by |
+//! |---|---|---|
+//! | `max_connections`, `max_connections_per_source` | one host (or many) holding every descriptor | [`admit`]: a [`ConnectionGate`] asked before anything is read; over the cap the socket gets a `503` and is closed |
+//! | `header_read_timeout` | a client that sends half a request line, or idles on a kept-alive connection | hyper's header timer ([`http1_builder`] sets the timer that hyper silently needs); it runs from the moment the server waits for a request head, so it also closes idle keep-alive connections |
+//! | `body_read_timeout` | a client that announces a body and sends it slowly or never | [`crate::http::read_body`] (the whole body of a bounded request, `408` after it) and streamed uploads (no gap between two pieces longer than it) |
+//! | `send_stall_timeout` | a client that stops reading a response (a backup, a firmware image, a watch) | [`StallTimeoutIo`]: a write that cannot make progress for that long fails the connection |
+//!
+//! Together the header and body timeouts bound how long a whole request may take to arrive: a request with a
+//! bounded body is read within `header_read_timeout + body_read_timeout`, or its connection is closed. The
+//! peer listener has the same shape with fixed timeouts (`tandem_cluster::network`) and its own gate.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioTimer;
+use tandem_cluster::connection_gate::{ConnectionGate, ConnectionPermit};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// The limits of one HTTP listener (see the module docs for what each stops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The most connections served at once.
+    pub max_connections: usize,
+    /// The most connections served at once from one IP address.
+    pub max_connections_per_source: usize,
+    /// How long a new or idle keep-alive connection may take to deliver a complete request head.
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive (bounded bodies: the whole body; streamed uploads: the
+    /// longest gap between two pieces).
+    pub body_read_timeout: Duration,
+    /// How long a response may wait for the client to take any byte before the connection is closed.
+    pub send_stall_timeout: Duration,
+}
+
+impl HttpLimits {
+    /// The admin API's defaults: operators and scripts, a few connections each.
+    pub const API_DEFAULTS: HttpLimits = HttpLimits {
+        max_connections: 256,
+        max_connections_per_source: 32,
+        header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(30),
+        send_stall_timeout: Duration::from_secs(60),
+    };
+
+    /// The HTTP boot server's defaults: many terminals, one or two connections each.
+    pub const BOOT_DEFAULTS: HttpLimits = HttpLimits {
+        max_connections: 1024,
+        max_connections_per_source: 16,
+        header_read_timeout: Duration::from_secs(10),
+        body_read_timeout: Duration::from_secs(10),
+        send_stall_timeout: Duration::from_secs(60),
+    };
+
+    /// A gate enforcing this listener's connection caps.
+    pub fn gate(&self) -> ConnectionGate {
+        ConnectionGate::new(self.max_connections, self.max_connections_per_source)
+    }
+
+    /// Checks that every limit is usable, naming the config table (`what`, e.g. `[limits.api]`).
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_connections_per_source == 0 {
+            return Err(format!("{what} max_connections and max_connections_per_source must be at least 1"));
+        }
+        if self.max_connections_per_source > self.max_connections {
+            return Err(format!("{what} max_connections_per_source must not exceed max_connections"));
+        }
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("send_stall_timeout", self.send_stall_timeout),
+        ] {
+            if value < Duration::from_secs(1) {
+                return Err(format!("{what} {name} must be at least 1 second"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every limit of a node's listeners: the `[limits]` table of the config file, with these defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// `[limits.api]`.
+    pub api: HttpLimits,
+    /// `[limits.api] max_concurrent_backups`: `GET /v1/backup` requests served at once (more get `503`).
+    pub max_concurrent_backups: usize,
+    /// `[limits.boot]`.
+    pub boot: HttpLimits,
+    /// `[limits.peer] max_connections`.
+    pub peer_max_connections: usize,
+    /// `[limits.peer] max_connections_per_source`.
+    pub peer_max_connections_per_source: usize,
+    /// `[limits.tftp]`.
+    pub tftp: TftpLimits,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            api: HttpLimits::API_DEFAULTS,
+            max_concurrent_backups: 2,
+            boot: HttpLimits::BOOT_DEFAULTS,
+            peer_max_connections: tandem_cluster::network::DEFAULT_MAX_PEER_CONNECTIONS,
+            peer_max_connections_per_source: tandem_cluster::network::DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE,
+            tftp: TftpLimits::default(),
+        }
+    }
+}
+
+impl NodeLimits {
+    /// Checks every limit, naming its table.
+    pub fn validate(&self) -> Result<(), String> {
+        self.api.validate("[limits.api]")?;
+        self.boot.validate("[limits.boot]")?;
+        if self.max_concurrent_backups == 0 {
+            return Err("[limits.api] max_concurrent_backups must be at least 1".into());
+        }
+        if self.peer_max_connections == 0 || self.peer_max_connections_per_source == 0 {
+            return Err(
+                "[limits.peer] max_connections and max_connections_per_source must be at least 1".into()
+            );
+        }
+        self.tftp.validate()
+    }
+
+    /// The peer listener's connection gate.
+    pub fn peer_gate(&self) -> ConnectionGate {
+        ConnectionGate::new(self.peer_max_connections, self.peer_max_connections_per_source)
+    }
+}
+
+/// The TFTP server's limits (`[limits.tftp]`); UDP has no connections, so these bound transfers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TftpLimits {
+    /// Transfers served at once (further requests get ERROR 0 "server busy").
+    pub max_transfers: usize,
+    /// Transfers served at once for one IP address.
+    pub max_transfers_per_source: usize,
+    /// The largest retransmission interval a client's `timeout` option may ask for (RFC 2349 lets the server
+    /// lower it: the OACK then carries this value).
+    pub max_timeout: Duration,
+    /// The longest a transfer may run, whatever its size or its client's pace.
+    pub max_transfer_time: Duration,
+}
+
+impl Default for TftpLimits {
+    fn default() -> Self {
+        TftpLimits {
+            max_transfers: 64,
+            max_transfers_per_source: 4,
+            max_timeout: Duration::from_secs(5),
+            max_transfer_time: Duration::from_secs(600),
+        }
+    }
+}
+
+impl TftpLimits {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_transfers == 0 || self.max_transfers_per_source == 0 {
+            return Err("[limits.tftp] max_transfers and max_transfers_per_source must be at least 1".into());
+        }
+        if self.max_timeout < Duration::from_secs(1) || self.max_timeout > Duration::from_secs(255) {
+            return Err("[limits.tftp] max_timeout must be 1 to 255 seconds (RFC 2349)".into());
+        }
+        if self.max_transfer_time < Duration::from_secs(1) {
+            return Err("[limits.tftp] max_transfer_time must be at least 1 second".into());
+        }
+        Ok(())
+    }
+}
+
+/// Admits an accepted connection through `gate`, or refuses it: a short `503` is written if the socket takes
+/// it at once (never waiting on the client), then the socket is closed. `what` names the listener in logs.
+pub fn admit(
+    gate: &ConnectionGate,
+    stream: TcpStream,
+    remote: SocketAddr,
+    what: &str,
+) -> Option<(TcpStream, ConnectionPermit)> {
+    match gate.admit(remote.ip()) {
+        Ok(permit) => Some((stream, permit)),
+        Err(refusal) => {
+            tracing::warn!(%remote, "{what}: connection refused: {refusal}");
+            let message = refusal.to_string();
+            let answer = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{message}",
+                message.len()
+            );
+            let _ = stream.try_write(answer.as_bytes());
+            None
+        }
+    }
+}
+
+/// An HTTP/1.1 connection builder with the header timeout of `limits` in force (hyper ignores a header
+/// timeout without a timer) and keep-alive on.
+pub fn http1_builder(limits: &HttpLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder
+}
+
+/// A connection whose writes fail with `TimedOut` once one has made no progress for a while: a client that
+/// stops reading a response is disconnected instead of holding the response (and whatever feeds it) forever.
+/// Reads are untouched (a watch client legitimately sends nothing for hours).
+#[derive(Debug)]
+pub struct StallTimeoutIo<T> {
+    inner: T,
+    timeout: Duration,
+    stalled_since: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> StallTimeoutIo<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        StallTimeoutIo { inner, timeout, stalled_since: None }
+    }
+
+    /// Turns a pending write into an error once the stall has lasted the timeout; clears it on progress.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if poll.is_ready() {
+            self.stalled_since = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let stall = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took no data for {timeout:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallTimeoutIo<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallTimeoutIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A peer that never reads: writes fill the socket buffers, then fail with `TimedOut`.
+    #[tokio::test]
+    async fn a_write_to_a_client_that_never_reads_fails_after_the_stall_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut io = StallTimeoutIo::new(server, Duration::from_millis(300));
+        let piece = vec![7u8; 64 * 1024];
+        let mut result = Ok(());
+        // Bounded: loopback buffers hold a few MiB at most, far below 4096 pieces of 64 KiB.
+        for _ in 0..4096 {
+            result = tokio::time::timeout(Duration::from_secs(10), io.write_all(&piece))
+                .await
+                .expect("the stall timeout fires long before 10 s");
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        drop(client);
+    }
+}
