@@ -506,6 +506,58 @@ mod tests {
         let backup = config.backup.expect("the example has a [backup] table");
         assert_eq!(backup.interval, std::time::Duration::from_secs(6 * 3600));
         assert_eq!(backup.retention, 28);
+        assert_eq!(config.limits, NodeLimits::default(), "the example shows the defaults of [limits]");
+    }
+
+    #[test]
+    fn limits_read_from_the_file_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        let text = "[limits.api]\nmax_connections_per_source = 3\nheader_read_timeout = \"2s\"\n\
+                    max_concurrent_backups = 1\n[limits.tftp]\nmax_timeout = 9\n[limits.peer]\nmax_connections = 7\n";
+        std::fs::write(&path, text).unwrap();
+        let config = Config::default().merge_file(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.api.max_connections_per_source, 3);
+        assert_eq!(config.limits.api.header_read_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(config.limits.api.body_read_timeout, HttpLimits::API_DEFAULTS.body_read_timeout);
+        assert_eq!(config.limits.max_concurrent_backups, 1);
+        assert_eq!(config.limits.tftp.max_timeout, std::time::Duration::from_secs(9));
+        assert_eq!(config.limits.peer_max_connections, 7);
+        for bad in [
+            "[limits.api]\nmax_connections = 0\n",
+            "[limits.boot]\nheader_read_timeout = 0\n",
+            "[limits.tftp]\nmax_timeout = 300\n",
+            "[limits.api]\nmax_connections = 2\nmax_connections_per_source = 3\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(Config::default().merge_file(&path).unwrap().validate().is_err(), "{bad}");
+        }
+        for unknown in ["[limits.boot]\nmax_concurrent_backups = 1\n", "[limits.api]\nidle = 3\n"] {
+            std::fs::write(&path, unknown).unwrap();
+            assert!(
+                matches!(Config::default().merge_file(&path), Err(ConfigError::Parse { .. })),
+                "{unknown}"
+            );
+        }
+    }
+
+    #[test]
+    fn advertised_addresses_must_be_dialable() {
+        for good in ["10.0.0.1:7070", "node-a.plant.local:7070", "[fd00::1]:7070"] {
+            check_advertised("--advertise-api", good).unwrap();
+        }
+        for bad in ["0.0.0.0:7070", "[::]:7070", "10.0.0.1", "10.0.0.1:0", ":7070", "host:port"] {
+            assert!(check_advertised("--advertise-api", bad).is_err(), "{bad}");
+        }
+        let unspecified = Config { peer: "0.0.0.0:7071".parse().unwrap(), ..Config::default() };
+        assert!(unspecified.validate().unwrap_err().to_string().contains("--advertise-peer"));
+        Config { advertise_peer: Some("10.0.0.1:7071".into()), ..unspecified }.validate().unwrap();
+        let witness =
+            Config { boot: "0.0.0.0:7080".parse().unwrap(), role: Role::Witness, ..Config::default() };
+        witness.validate().unwrap();
+        let short = Config { cluster_secret: Some("fifteen-bytes!!".into()), ..Config::default() };
+        assert!(short.validate().unwrap_err().to_string().contains("at least 16 bytes"));
     }
 
     #[test]

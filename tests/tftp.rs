@@ -620,7 +620,7 @@ fn a_new_request_from_the_same_port_replaces_the_transfer_but_a_repeated_one_doe
 }
 
 #[test]
-fn a_silent_client_gets_bounded_retransmissions_then_an_error() {
+fn a_client_that_goes_silent_gets_bounded_retransmissions_then_an_error() {
     let options = TftpOptions {
         retransmit_timeout: Duration::from_millis(100),
         max_retries: 3,
@@ -629,11 +629,15 @@ fn a_silent_client_gets_bounded_retransmissions_then_an_error() {
     let server = Server::start(options);
     let raw = Raw::new(&server);
     raw.send(&request(RRQ, "firmware/size-1m", "octet", &[]));
+    let (packet, transfer) = raw.expect("DATA 1");
+    assert!(matches!(packet, Packet::Data(1, _)), "{packet:?}");
+    raw.send_to(&ack(1), transfer);
     let mut data = 0;
     let started = Instant::now();
     loop {
-        match raw.expect("DATA 1 again or the final ERROR") {
-            (Packet::Data(1, _), _) => data += 1,
+        match raw.expect("DATA 2 again or the final ERROR") {
+            (Packet::Data(1, _), _) => {} // DATA 1 sent again before our ACK arrived (a loaded machine).
+            (Packet::Data(2, _), _) => data += 1,
             (Packet::Error(0, message), _) => {
                 assert!(message.contains("timed out"), "{message}");
                 break;
@@ -642,10 +646,119 @@ fn a_silent_client_gets_bounded_retransmissions_then_an_error() {
         }
         assert!(started.elapsed() < Duration::from_secs(5));
     }
-    assert_eq!(data, 4, "the first DATA 1 and 3 retransmissions");
+    assert_eq!(data, 4, "the first DATA 2 and 3 retransmissions");
     assert_eq!(raw.receive(Duration::from_millis(400)), None);
+    server.wait_for("the transfer to fail", |s| s.failed == 1 && s.active == 0);
+}
+
+/// A request may carry a victim's address: until something is acknowledged, the server sends its first
+/// packet and one retransmission, then gives up without an ERROR — whatever `max_retries` says.
+#[test]
+fn a_source_that_never_acknowledges_gets_at_most_two_packets() {
+    let options = TftpOptions {
+        retransmit_timeout: Duration::from_millis(100),
+        max_retries: 5,
+        ..TftpOptions::default()
+    };
+    let server = Server::start(options);
+    for (options, first) in [(&[][..], "DATA 1"), (&[("blksize", "1468"), ("tsize", "0")][..], "OACK")] {
+        let failed_before = server.stats().failed;
+        let victim = Raw::new(&server);
+        victim.send(&request(RRQ, "firmware/size-1m", "octet", options));
+        server.wait_for("the transfer to give up", |s| s.failed == failed_before + 1 && s.active == 0);
+        let mut received = Vec::new();
+        while let Some((packet, _)) = victim.receive(Duration::from_millis(300)) {
+            received.push(packet);
+            assert!(received.len() <= 10, "{received:?}");
+        }
+        assert_eq!(received.len(), 2, "{first} and one retransmission, nothing else: {received:?}");
+        for packet in &received {
+            match (first, packet) {
+                ("DATA 1", Packet::Data(1, payload)) => assert_eq!(payload.len(), 512),
+                ("OACK", Packet::Oack(_)) => {}
+                _ => panic!("expected {first} only, got {received:?}"),
+            }
+        }
+    }
+}
+
+/// RFC 2349 lets the server lower a client's `timeout`: a client asking for 255 s gets the server's maximum,
+/// named in the OACK, and the transfer works.
+#[test]
+fn a_long_client_timeout_is_lowered_in_the_oack() {
+    let server = Server::start(TftpOptions { max_timeout: Duration::from_secs(3), ..quick_options() });
+    let raw = Raw::new(&server);
+    raw.send(&request(RRQ, "firmware/size-1468", "octet", &[("timeout", "255"), ("tsize", "0")]));
+    let (bytes, options, _) = raw.download(512, 1);
+    assert_eq!(options, pairs(&[("timeout", "3"), ("tsize", "1468")]));
+    assert_eq!(bytes, file("size-1468"));
+    // A timeout within the limit is granted as asked.
+    raw.send(&request(RRQ, "firmware/size-1", "octet", &[("timeout", "2")]));
+    assert_eq!(raw.download(512, 1).1, pairs(&[("timeout", "2")]));
+}
+
+/// atftp asking for a 60 s timeout gets 5 s (the default maximum) and still fetches the file byte for byte.
+#[test]
+fn atftp_accepts_a_lowered_timeout() {
+    let server = Server::start(TftpOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fw");
+    let mut command = Command::new("atftp");
+    command.args([
+        "--option",
+        "timeout 60",
+        "--option",
+        "tsize enable",
+        "-g",
+        "-r",
+        "firmware/size-1m",
+        "-l",
+    ]);
+    command.arg(&out).args(["127.0.0.1", &server.port().to_string()]);
+    let (status, stderr) = run(command);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(sha256(&std::fs::read(&out).unwrap_or_default()), sha256(file("size-1m")), "{stderr}");
+}
+
+#[test]
+fn transfers_per_source_address_are_limited() {
+    let server = Server::start(TftpOptions { max_transfers_per_source: 2, ..quick_options() });
+    let holders: Vec<Raw> = (0..2).map(|_| Raw::new(&server)).collect();
+    for holder in &holders {
+        holder.send(&request(RRQ, "firmware/size-1m", "octet", &[]));
+        assert!(matches!(holder.expect("DATA 1").0, Packet::Data(1, _)));
+    }
+    let third = Raw::new(&server);
+    let (code, message) = third.send_and_expect_error(&request(RRQ, "firmware/size-1", "octet", &[]));
+    assert_eq!(code, 0);
+    assert!(message.contains("your address"), "{message}");
+    // Another source address (127.0.0.2 is loopback too) is still served.
+    let other = Raw { socket: UdpSocket::bind("127.0.0.2:0").unwrap(), server: server.addr };
+    other.send(&request(RRQ, "firmware/size-1", "octet", &[]));
+    assert_eq!(other.download(512, 1).0, file("size-1"));
+}
+
+#[test]
+fn a_transfer_longer_than_its_lifetime_fails() {
+    let server = Server::start(TftpOptions { max_transfer_time: Duration::from_secs(1), ..quick_options() });
+    let raw = Raw::new(&server);
+    raw.send(&request(RRQ, "firmware/size-1m", "octet", &[]));
+    // A slow but live client: it acknowledges every block, late (a block per 150 ms: 2048 blocks take 5 min).
+    let started = Instant::now();
+    let message = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "the transfer was never cut");
+        match raw.expect("DATA or the lifetime ERROR") {
+            (Packet::Data(block, _), from) => {
+                std::thread::sleep(Duration::from_millis(150));
+                raw.send_to(&ack(block), from);
+            }
+            (Packet::Error(0, message), _) => break message,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(message.contains("longer than"), "{message}");
     let stats = server.wait_for("the transfer to fail", |s| s.failed == 1 && s.active == 0);
-    assert_eq!(stats.retransmits, 3, "{stats:?}");
+    assert_eq!(stats.completed, 0);
 }
 
 #[test]

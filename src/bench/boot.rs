@@ -357,9 +357,21 @@ async fn start_node(root: &Path) -> Result<Node> {
     let peer = format!("127.0.0.1:{}", super::free_port()?);
     let boot = format!("127.0.0.1:{}", super::free_port()?);
     let tftp_port = free_udp_port()?;
+    // Every client of the benchmark runs on 127.0.0.1, where a plant has one address per terminal: raise the
+    // per-address caps (docs/security.md) above the number of concurrent clients.
+    let config = root.join("limits.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits.boot]\nmax_connections_per_source = {0}\n[limits.tftp]\nmax_transfers_per_source = {0}\n",
+            CLIENTS * 2
+        ),
+    )?;
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["serve", "--data-dir"])
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(root.join("node"))
         .args(["--name", "a", "--role", "data", "--api", &api, "--peer", &peer, "--boot", &boot])
         .args(["--tftp", &format!("127.0.0.1:{tftp_port}"), "--cluster-secret", "bench-boot-secret"]);

@@ -61,6 +61,8 @@ pub struct Node {
     config: Option<String>,
     /// The token the CLI helpers pass (TANDEM_TOKEN), if any.
     pub token: Option<String>,
+    /// How the cluster secret is given: `--cluster-secret SECRET` unless [`Node::with_secret_file`].
+    secret_args: [String; 2],
 }
 
 impl Node {
@@ -79,7 +81,14 @@ impl Node {
             extra_env: Vec::new(),
             config: None,
             token: None,
+            secret_args: ["--cluster-secret".into(), SECRET.into()],
         }
+    }
+
+    /// Gives the cluster secret with `--cluster-secret-file PATH` instead of on the command line.
+    pub fn with_secret_file(mut self, path: &Path) -> Node {
+        self.secret_args = ["--cluster-secret-file".into(), path.display().to_string()];
+        self
     }
 
     /// Starts the node with this TOML config file text (`--config`; flags still set name, role and ports).
@@ -139,7 +148,8 @@ impl Node {
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--name", &self.name, "--role", &self.role, "--api", &self.api, "--peer", &self.peer])
-            .args(["--boot", &self.boot, "--tftp", &self.tftp, "--cluster-secret", SECRET])
+            .args(["--boot", &self.boot, "--tftp", &self.tftp])
+            .args(&self.secret_args)
             .env(
                 "RUST_LOG",
                 std::env::var("TANDEM_TEST_RUST_LOG")

@@ -43,9 +43,16 @@
 //!
 //! ## Heartbeats
 //!
-//! `POST /boot/v1/status/{mac}` records the report in the node-local [`Heartbeats`] registry (after checking,
-//! through the content, that the MAC belongs to a terminal: `404` otherwise, so made-up MACs do not count as
-//! online). See [`super::heartbeat`].
+//! `POST /boot/v1/status/{mac}` records the report in the node-local [`Heartbeats`] registry. Whether the MAC
+//! belongs to a terminal is checked, through the content, **before** the body is read: `404` at once
+//! otherwise, so made-up MACs neither count as online nor cost a body read (a stalled body would hold the
+//! connection until the body timeout). See [`super::heartbeat`].
+//!
+//! ## Limits
+//!
+//! Connections are admitted through a per-listener and per-address cap, request heads and bodies have
+//! timeouts, and a client that stops reading is disconnected ([`BootHttpOptions::limits`], see
+//! [`crate::limits`] and `docs/security.md`).
 //!
 //! ## Stats
 //!
