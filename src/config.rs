@@ -141,6 +141,7 @@ pub struct FileHttpLimits {
     pub max_connections: Option<usize>,
     pub max_connections_per_source: Option<usize>,
     pub header_read_timeout: Option<IntervalValue>,
+    pub idle_timeout: Option<IntervalValue>,
     pub body_read_timeout: Option<IntervalValue>,
     pub send_stall_timeout: Option<IntervalValue>,
     pub max_concurrent_backups: Option<usize>,
@@ -212,6 +213,11 @@ impl FileHttpLimits {
                 &self.header_read_timeout,
                 base.header_read_timeout,
                 &format!("{table} header_read_timeout"),
+            )?,
+            idle_timeout: duration_or(
+                &self.idle_timeout,
+                base.idle_timeout,
+                &format!("{table} idle_timeout"),
             )?,
             body_read_timeout: duration_or(
                 &self.body_read_timeout,

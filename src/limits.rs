@@ -6,26 +6,45 @@
 //! | limit | what it stops | enforced by |
 //! |---|---|---|
 //! | `max_connections`, `max_connections_per_source` | one host (or many) holding every descriptor | [`admit`]: a [`ConnectionGate`] asked before anything is read; over the cap the socket gets a `503` and is closed |
-//! | `header_read_timeout` | a client that sends half a request line, or idles on a kept-alive connection | hyper's header timer ([`http1_builder`] sets the timer that hyper silently needs); it runs from the moment the server waits for a request head, so it also closes idle keep-alive connections |
+//! | `header_read_timeout` | a client that sends half a request line (or connects and sends nothing) | the connection watchdog of [`serve_connection`]: a head must be complete this long after the connection was accepted or the next request's first byte arrived |
+//! | `idle_timeout` | a kept-alive connection parked with no request | the same watchdog: no request in progress and no byte of a new one for this long closes the connection |
 //! | `body_read_timeout` | a client that announces a body and sends it slowly or never | [`crate::http::read_body`] (the whole body of a bounded request, `408` after it) and streamed uploads (no gap between two pieces longer than it) |
-//! | `send_stall_timeout` | a client that stops reading a response (a backup, a firmware image, a watch) | [`StallTimeoutIo`]: a write that cannot make progress for that long fails the connection |
+//! | `send_stall_timeout` | a client that stops reading a response (a backup, a firmware image, a watch) | [`ConnectionIo`]: a write that cannot make progress for that long fails the connection |
 //!
 //! Together the header and body timeouts bound how long a whole request may take to arrive: a request with a
 //! bounded body is read within `header_read_timeout + body_read_timeout`, or its connection is closed. The
 //! peer listener has the same shape with fixed timeouts (`tandem_cluster::network`) and its own gate.
+//!
+//! ## The connection watchdog
+//!
+//! hyper has one header timer, which starts when it begins waiting for a head: after a response, that is
+//! idle time and head time together, so the two limits could not differ. [`serve_connection`] keeps its own
+//! account instead ([`Activity`]): the connection is *waiting* (kept alive, no request), *receiving a head*
+//! (since accept, or since a byte arrived while waiting: [`ConnectionIo`] reports reads), or *answering*
+//! (from the handler's call until its response body is dropped: [`TrackedBody`]). A task beside the
+//! connection, woken by every change of phase, closes it when the phase has lasted longer than its limit; answering has none (a watch stream
+//! lasts hours), the send-stall timeout covers it. hyper's own header timer stays on as a backstop at
+//! `header_read_timeout + idle_timeout`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tandem_cluster::connection_gate::{ConnectionGate, ConnectionPermit};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
 
 /// The limits of one HTTP listener (see the module docs for what each stops).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +53,11 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// The most connections served at once from one IP address.
     pub max_connections_per_source: usize,
-    /// How long a new or idle keep-alive connection may take to deliver a complete request head.
+    /// How long a request head may take to arrive: from a new connection's accept, or from the first byte of
+    /// the next request on a kept-alive connection, to the head's end.
     pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait, with no request in progress, for the next request to begin.
+    pub idle_timeout: Duration,
     /// How long a request body may take to arrive (bounded bodies: the whole body; streamed uploads: the
     /// longest gap between two pieces).
     pub body_read_timeout: Duration,
@@ -49,6 +71,7 @@ impl HttpLimits {
         max_connections: 256,
         max_connections_per_source: 32,
         header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
         body_read_timeout: Duration::from_secs(30),
         send_stall_timeout: Duration::from_secs(60),
     };
@@ -58,6 +81,7 @@ impl HttpLimits {
         max_connections: 1024,
         max_connections_per_source: 16,
         header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
         body_read_timeout: Duration::from_secs(10),
         send_stall_timeout: Duration::from_secs(60),
     };
@@ -77,6 +101,7 @@ impl HttpLimits {
         }
         for (name, value) in [
             ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
             ("body_read_timeout", self.body_read_timeout),
             ("send_stall_timeout", self.send_stall_timeout),
         ] {
@@ -204,27 +229,197 @@ pub fn admit(
     }
 }
 
-/// An HTTP/1.1 connection builder with the header timeout of `limits` in force (hyper ignores a header
-/// timeout without a timer) and keep-alive on.
-pub fn http1_builder(limits: &HttpLimits) -> http1::Builder {
+/// An HTTP/1.1 connection builder with keep-alive on and hyper's header timer as a backstop to the watchdog of
+/// [`serve_connection`] (hyper ignores a header timeout without a timer).
+fn http1_builder(limits: &HttpLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    let backstop = limits.header_read_timeout + limits.idle_timeout;
+    builder.timer(TokioTimer::new()).header_read_timeout(backstop).keep_alive(true);
     builder
+}
+
+/// Serves one admitted HTTP/1.1 connection with `handler` within `limits` (header, idle and send-stall
+/// timeouts: see the module docs) until the client closes it, a limit closes it, or `shutdown`; then requests
+/// in flight get `grace` to finish. `what` names the listener in logs.
+pub async fn serve_connection<F, Fut, B>(
+    stream: TcpStream,
+    remote: SocketAddr,
+    limits: HttpLimits,
+    handler: F,
+    (shutdown, grace): (CancellationToken, Duration),
+    what: &'static str,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let io = ConnectionIo::new(stream, limits.send_stall_timeout, activity.clone());
+    let tracked = activity.clone();
+    let service = service_fn(move |request| {
+        tracked.request_started();
+        let response = handler(request);
+        let end = ResponseEnd(tracked.clone());
+        async move { Ok::<_, Infallible>(response.await.map(|body| TrackedBody { inner: body, _end: end })) }
+    });
+    let connection = http1_builder(&limits).serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = loop {
+        // Answering has no deadline: wait for the phase to change.
+        let wake = activity.deadline(&limits).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = activity.changed.notified() => {}
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                break tokio::time::timeout(grace, connection.as_mut()).await.unwrap_or(Ok(()));
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                if let Some(expired) = activity.expired(&limits) {
+                    tracing::debug!(%remote, "{what}: closing the connection: {expired}");
+                    break Ok(());
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%remote, %error, "{what}: connection ended with an error");
+    }
+}
+
+/// Where a connection is in its request cycle (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Kept alive with no request, since then.
+    Waiting(Instant),
+    /// A request head is arriving (or a new connection has not sent one yet), since then.
+    ReceivingHead(Instant),
+    /// This many requests are being answered (their handler runs or their body is being sent).
+    Answering(usize),
+}
+
+/// The phase of one connection, shared by its IO, its service and its watchdog.
+#[derive(Debug)]
+pub struct Activity {
+    phase: Mutex<Phase>,
+    /// Wakes the watchdog when the phase changes (a stored permit if it is not waiting yet).
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            phase: Mutex::new(Phase::ReceivingHead(Instant::now())),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        // One small value, replaced whole: a panic elsewhere cannot leave it torn.
+        self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bytes_received(&self) {
+        let mut phase = self.lock();
+        if let Phase::Waiting(_) = *phase {
+            *phase = Phase::ReceivingHead(Instant::now());
+            self.changed.notify_one();
+        }
+    }
+
+    fn request_started(&self) {
+        let mut phase = self.lock();
+        *phase = match *phase {
+            Phase::Answering(count) => Phase::Answering(count + 1),
+            _ => Phase::Answering(1),
+        };
+        self.changed.notify_one();
+    }
+
+    fn response_ended(&self) {
+        let mut phase = self.lock();
+        if let Phase::Answering(count) = *phase {
+            *phase = if count > 1 { Phase::Answering(count - 1) } else { Phase::Waiting(Instant::now()) };
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the current phase runs out, if it has a limit.
+    fn deadline(&self, limits: &HttpLimits) -> Option<Instant> {
+        match *self.lock() {
+            Phase::Waiting(since) => Some(since + limits.idle_timeout),
+            Phase::ReceivingHead(since) => Some(since + limits.header_read_timeout),
+            Phase::Answering(_) => None,
+        }
+    }
+
+    /// Which limit the connection has run past, if any.
+    fn expired(&self, limits: &HttpLimits) -> Option<&'static str> {
+        let deadline = self.deadline(limits)?;
+        if Instant::now() < deadline {
+            return None;
+        }
+        match *self.lock() {
+            Phase::Waiting(_) => Some("idle longer than idle_timeout"),
+            _ => Some("no complete request head within header_read_timeout"),
+        }
+    }
+}
+
+/// Marks the end of a response when dropped (hyper drops a body once it is sent, or when it gives up).
+#[derive(Debug)]
+struct ResponseEnd(Arc<Activity>);
+
+impl Drop for ResponseEnd {
+    fn drop(&mut self) {
+        self.0.response_ended();
+    }
+}
+
+/// A response body that tells the connection's [`Activity`] when it is done.
+#[derive(Debug)]
+pub struct TrackedBody<B> {
+    inner: B,
+    _end: ResponseEnd,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection whose writes fail with `TimedOut` once one has made no progress for a while: a client that
 /// stops reading a response is disconnected instead of holding the response (and whatever feeds it) forever.
-/// Reads are untouched (a watch client legitimately sends nothing for hours).
+/// Reads have no timeout here (a watch client legitimately sends nothing for hours); they are reported to the
+/// connection's [`Activity`], so that a byte arriving on an idle connection starts the header timeout.
 #[derive(Debug)]
-pub struct StallTimeoutIo<T> {
+pub struct ConnectionIo<T> {
     inner: T,
     timeout: Duration,
     stalled_since: Option<Pin<Box<Sleep>>>,
+    activity: Arc<Activity>,
 }
 
-impl<T> StallTimeoutIo<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
-        StallTimeoutIo { inner, timeout, stalled_since: None }
+impl<T> ConnectionIo<T> {
+    pub fn new(inner: T, timeout: Duration, activity: Arc<Activity>) -> Self {
+        ConnectionIo { inner, timeout, stalled_since: None, activity }
     }
 
     /// Turns a pending write into an error once the stall has lasted the timeout; clears it on progress.
@@ -245,13 +440,19 @@ impl<T> StallTimeoutIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for StallTimeoutIo<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ConnectionIo<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.bytes_received();
+        }
+        poll
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for StallTimeoutIo<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ConnectionIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -294,7 +495,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let mut io = StallTimeoutIo::new(server, Duration::from_millis(300));
+        let mut io = ConnectionIo::new(server, Duration::from_millis(300), Arc::new(Activity::new()));
         let piece = vec![7u8; 64 * 1024];
         let mut result = Ok(());
         // Bounded: loopback buffers hold a few MiB at most, far below 4096 pieces of 64 KiB.

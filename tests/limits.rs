@@ -138,6 +138,7 @@ fn quick_limits() -> HttpLimits {
         max_connections: 100,
         max_connections_per_source: 3,
         header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
         body_read_timeout: Duration::from_secs(1),
         send_stall_timeout: Duration::from_secs(1),
     }
@@ -145,7 +146,8 @@ fn quick_limits() -> HttpLimits {
 
 #[test]
 fn boot_a_half_sent_request_line_is_disconnected() {
-    let server = BootServer::start(quick_limits());
+    // A long idle timeout: only the header timeout (1 s) can close this connection within the wait.
+    let server = BootServer::start(HttpLimits { idle_timeout: Duration::from_secs(60), ..quick_limits() });
     let mut stream = connect_from("127.0.0.1", server.addr);
     stream.write_all(b"GET /boot/v1/con").unwrap();
     assert!(read_until_closed(&mut stream).is_some(), "the stalled connection was never closed");
@@ -153,9 +155,29 @@ fn boot_a_half_sent_request_line_is_disconnected() {
 }
 
 #[test]
-fn boot_connections_beyond_the_per_source_cap_are_refused_and_other_sources_served() {
+fn boot_an_idle_keep_alive_connection_is_closed() {
+    // A long header timeout: only the idle timeout (1 s) can close this connection within the wait.
     let server =
-        BootServer::start(HttpLimits { header_read_timeout: Duration::from_secs(30), ..quick_limits() });
+        BootServer::start(HttpLimits { header_read_timeout: Duration::from_secs(60), ..quick_limits() });
+    let mut stream = connect_from("127.0.0.1", server.addr);
+    stream
+        .write_all(format!("GET /boot/v1/config/{TERMINAL} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let answer = read_until_closed(&mut stream).expect("the idle connection was never closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "kept alive, then closed when idle: {answer}"
+    );
+}
+
+#[test]
+fn boot_connections_beyond_the_per_source_cap_are_refused_and_other_sources_served() {
+    let server = BootServer::start(HttpLimits {
+        header_read_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        ..quick_limits()
+    });
     let held: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", server.addr)).collect();
     wait_until("three connections to be served", || server.stats.connections_open() == 3);
     let mut fourth = connect_from("127.0.0.1", server.addr);

@@ -12,15 +12,12 @@
 //! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the
 //! leader; membership changes made on a follower are proxied to the leader's API.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tandem_cluster::Role;
 use tandem_cluster::node::{ClusterNode, WriteError};
@@ -30,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Tokens};
 use crate::http::{ApiError, Body, json_response, query_pairs};
-use crate::limits::{HttpLimits, StallTimeoutIo, http1_builder};
+use crate::limits::HttpLimits;
 use crate::node::metrics::Metrics;
 
 pub mod backup;
@@ -129,28 +126,12 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
         let Some((stream, permit)) = crate::limits::admit(&gate, stream, remote, "admin API") else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        let limits = state.limits.http;
         let state = state.clone();
-        let shutdown = shutdown.clone();
+        let handler = move |request| handle(state.clone(), request);
+        let stop = (shutdown.clone(), Duration::from_secs(2));
         connections.spawn(async move {
-            let limits = state.limits.http;
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, request).await) }
-            });
-            let io = StallTimeoutIo::new(stream, limits.send_stall_timeout);
-            let connection = http1_builder(&limits).serve_connection(TokioIo::new(io), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    tokio::time::timeout(Duration::from_secs(2), connection).await.unwrap_or(Ok(()))
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%remote, %error, "admin API: connection ended with an error");
-            }
+            crate::limits::serve_connection(stream, remote, limits, handler, stop, "admin API").await;
             drop(permit);
         });
     }

@@ -59,7 +59,6 @@
 //! [`BootHttpStats`] counts requests by [`PathKind`] and [`RequestOutcome`], body bytes sent, open connections
 //! and blob downloads in progress, for the metrics endpoint.
 
-use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -74,16 +73,14 @@ use hyper::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderMap,
     HeaderName, HeaderValue, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER,
 };
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tandem_storage::Mac;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::heartbeat::{HeartbeatReport, Heartbeats, MAX_REPORT_BYTES};
 use super::{BootBody, BootContent, BootError, BootFile, BootPath};
-use crate::limits::{HttpLimits, StallTimeoutIo, http1_builder};
+use crate::limits::HttpLimits;
 use crate::node::chunked_read::ChunkedRead;
 
 /// How many bytes of a blob are read from the store per step of a download.
@@ -376,25 +373,13 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let _open = GaugeGuard::new(server.options.stats.clone(), |s| &s.connections_open);
-    let _ = stream.set_nodelay(true);
     let limits = server.options.limits;
-    let service = service_fn(move |request| {
+    let handler = move |request| {
         let server = server.clone();
-        async move { Ok::<_, Infallible>(server.handle(request).await) }
-    });
-    let io = StallTimeoutIo::new(stream, limits.send_stall_timeout);
-    let connection = http1_builder(&limits).serve_connection(TokioIo::new(io), service);
-    let mut connection = std::pin::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::time::timeout(SHUTDOWN_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
-        }
+        async move { server.handle(request).await }
     };
-    if let Err(error) = result {
-        tracing::debug!(%remote, %error, "boot HTTP: connection ended with an error");
-    }
+    let stop = (shutdown, SHUTDOWN_GRACE);
+    crate::limits::serve_connection(stream, remote, limits, handler, stop, "boot HTTP").await;
 }
 
 /// A request's target, once the path is understood.
