@@ -95,13 +95,21 @@ pub fn base_url(server: &str) -> String {
     base.trim_end_matches('/').to_string()
 }
 
-/// The one HTTP client builder: no Nagle delay, a 10 s connect timeout, pooled keep-alive connections.
+/// The one HTTP client builder: no Nagle delay, a 10 s connect timeout, pooled keep-alive connections that are
+/// dropped after [`POOL_IDLE_TIMEOUT`] idle, before a server's idle timeout closes them (`[limits.*]
+/// idle_timeout`, 30 s or more), so a request is rarely sent on a connection the server is closing.
 pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    Client::builder(TokioExecutor::new()).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector)
 }
+
+/// How long a pooled connection may stay idle on the client side.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A whole request body.
 pub fn whole_body(bytes: impl Into<Bytes>) -> RequestBody {
