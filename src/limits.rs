@@ -76,10 +76,11 @@ impl HttpLimits {
         send_stall_timeout: Duration::from_secs(60),
     };
 
-    /// The HTTP boot server's defaults: many terminals, one or two connections each.
+    /// The HTTP boot server's defaults: many terminals, one or two connections each; 64 per address leaves room
+    /// for a few dozen terminals behind one NAT address while one host still cannot take the listener.
     pub const BOOT_DEFAULTS: HttpLimits = HttpLimits {
         max_connections: 1024,
-        max_connections_per_source: 16,
+        max_connections_per_source: 64,
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),
         body_read_timeout: Duration::from_secs(10),
@@ -205,8 +206,20 @@ impl TftpLimits {
     }
 }
 
+/// Refused connections being closed gracefully at once, at most (each for at most [`LINGER`]); beyond it a
+/// refused connection is closed at once, which may reset it before the client reads the `503`.
+const MAX_LINGERING: usize = 64;
+/// How long a refused connection may linger: the time for its client to read the `503`.
+const LINGER: Duration = Duration::from_secs(1);
+static LINGERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LINGERING);
+
 /// Admits an accepted connection through `gate`, or refuses it: a short `503` is written if the socket takes
 /// it at once (never waiting on the client), then the socket is closed. `what` names the listener in logs.
+///
+/// Closing a socket whose client has sent a request we have not read makes the kernel answer with a reset,
+/// which a client may see before the `503`. So a refused connection lingers briefly in a task of its own: the
+/// write side is shut down, what the client sends is read and dropped until it closes or [`LINGER`] passes.
+/// At most [`MAX_LINGERING`] linger at once, so a flood costs no more than that many descriptors for a second.
 pub fn admit(
     gate: &ConnectionGate,
     stream: TcpStream,
@@ -216,7 +229,7 @@ pub fn admit(
     match gate.admit(remote.ip()) {
         Ok(permit) => Some((stream, permit)),
         Err(refusal) => {
-            tracing::warn!(%remote, "{what}: connection refused: {refusal}");
+            tracing::debug!(%remote, "{what}: connection refused: {refusal}");
             let message = refusal.to_string();
             let answer = format!(
                 "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n\
@@ -224,9 +237,25 @@ pub fn admit(
                 message.len()
             );
             let _ = stream.try_write(answer.as_bytes());
+            if let Ok(place) = LINGERING.try_acquire() {
+                place.forget();
+                tokio::spawn(linger(stream));
+            }
             None
         }
     }
+}
+
+/// Shuts down the write side and drains what the client still sends, for at most [`LINGER`].
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+    LINGERING.add_permits(1);
 }
 
 /// An HTTP/1.1 connection builder with keep-alive on and hyper's header timer as a backstop to the watchdog of

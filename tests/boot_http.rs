@@ -756,8 +756,8 @@ fn twenty_terminals_fetch_a_64_mib_image_without_twenty_copies_in_memory() {
 
     let baseline = resident_bytes();
     let started = Instant::now();
-    // Each terminal from its own address (127.0.0.2, .3, …: loopback too), as on a plant network; the boot
-    // server admits at most 16 connections per address by default.
+    // Each terminal from its own address (127.0.0.2, .3, …: loopback too), as on a plant network (the boot
+    // server caps the connections per address).
     let children: Vec<std::process::Child> = (0..CLIENTS)
         .map(|i| {
             let url = server.url("/boot/v1/firmware/image");

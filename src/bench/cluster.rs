@@ -65,9 +65,15 @@ impl BenchNode {
     async fn start(&mut self, root: &Path, join: bool) -> Result<()> {
         let exe = std::env::current_exe()?;
         let log = std::fs::File::create(root.join(format!("{}.log", self.name)))?;
+        // Every client of the benchmark runs on 127.0.0.1: raise the API's per-address cap (docs/security.md)
+        // above the most concurrent clients measured, each on its own connection.
+        let config = root.join(format!("{}.toml", self.name));
+        std::fs::write(&config, "[limits.api]\nmax_connections = 1024\nmax_connections_per_source = 512\n")?;
         let mut command = Command::new(exe);
         command
-            .args(["serve", "--data-dir"])
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(root.join(self.name))
             .args(["--name", self.name, "--role", self.role, "--api", &self.api, "--peer", &self.peer])
             .args(["--boot", &self.boot, "--tftp", &self.tftp, "--cluster-secret", "bench-cluster-secret"])

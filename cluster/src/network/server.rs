@@ -93,7 +93,7 @@ pub async fn serve_peer_with_gate(
                         let serve = serve_connection(stream, remote, service.clone(), shutdown.clone());
                         connections.spawn(async move { serve.await; drop(permit) });
                     }
-                    Err(refusal) => tracing::warn!(%remote, "peer endpoint: connection refused: {refusal}"),
+                    Err(refusal) => tracing::debug!(%remote, "peer endpoint: connection refused: {refusal}"),
                 },
                 Err(error) => {
                     // Per-connection failures (reset before accept) and resource exhaustion (out of file
