@@ -313,15 +313,7 @@ fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
         .filter(|name| name.ends_with(".snap"))
         .collect();
     assert_eq!(snapshots.len(), 1, "one snapshot file on b: {snapshots:?}");
-    let store = tandem_storage::Store::open(&b.data_dir).unwrap();
-    let mut bytes = Vec::new();
-    use std::io::Read;
-    store
-        .open_blob(&tandem_storage::Digest::parse(&digest).unwrap())
-        .expect("blob on b")
-        .read_to_end(&mut bytes)
-        .unwrap();
-    assert!(bytes == firmware, "the blob on b has the same bytes");
+    assert!(stored_blob(&b.data_dir, &digest) == firmware, "the blob on b has the same bytes");
 }
 
 /// The Raft log keeps a blob's chunks only as long as replication needs them: once both nodes hold the blob in
@@ -367,15 +359,7 @@ fn the_raft_log_is_freed_of_blob_chunks_once_the_blob_is_in_the_store() {
     a.add(&c);
     c.wait_status("c caught up", Duration::from_secs(30), |s| s["revision"] == 1);
     c.stop();
-    let store = tandem_storage::Store::open(&c.data_dir).unwrap();
-    let mut bytes = Vec::new();
-    use std::io::Read;
-    store
-        .open_blob(&tandem_storage::Digest::parse(&digest).unwrap())
-        .expect("blob on c")
-        .read_to_end(&mut bytes)
-        .unwrap();
-    assert!(bytes == firmware, "the blob reached c through a snapshot");
+    assert!(stored_blob(&c.data_dir, &digest) == firmware, "the blob reached c through a snapshot");
 }
 
 #[test]
@@ -407,4 +391,17 @@ fn a_database_sled_cannot_load_is_moved_aside_and_rebuilt_from_the_log() {
         .unwrap()
         .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("db.broken-"));
     assert!(kept, "the damaged database is kept for a post-mortem");
+}
+
+/// The bytes of the blob `digest` in the store of a stopped node's data directory.
+fn stored_blob(data_dir: &std::path::Path, digest: &str) -> Vec<u8> {
+    use std::io::Read;
+    let store = tandem_storage::Store::open(data_dir).unwrap();
+    let mut bytes = Vec::new();
+    store
+        .open_blob(&tandem_storage::Digest::parse(digest).unwrap())
+        .unwrap_or_else(|| panic!("no blob {digest} in {}", data_dir.display()))
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
 }

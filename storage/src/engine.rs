@@ -389,11 +389,11 @@ impl Keyspace for SledKeyspace {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        if let Some(record) = redo::encode(&batch.writes) {
-            return redo::write_atomically(&self.meta, &self.tree, batch.writes, record);
-        }
+        let Some(writes) = redo::write_atomically(&self.meta, &self.tree, batch.writes)? else {
+            return Ok(());
+        };
         let mut sled_batch = sled::Batch::default();
-        for (key, value) in batch.writes {
+        for (key, value) in writes {
             match value {
                 Some(value) => sled_batch.insert(key, value),
                 None => sled_batch.remove(key),

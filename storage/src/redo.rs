@@ -44,7 +44,7 @@ fn record_key(tree: &sled::Tree) -> Vec<u8> {
 }
 
 /// The encoded batch, if it is small enough for a redo record.
-pub fn encode(writes: &[Write]) -> Option<Vec<u8>> {
+fn encode(writes: &[Write]) -> Option<Vec<u8>> {
     // bincode 2 in its standard configuration, as every stored value (not through `codec`, which builds
     // on the engine's batches: this module sits below it). Encoding byte vectors cannot fail.
     let record = bincode::serde::encode_to_vec(writes, bincode::config::standard()).ok()?;
@@ -61,23 +61,24 @@ fn decode(record: &[u8]) -> Result<Vec<Write>> {
     }
 }
 
-/// Applies `writes` (encoded as `record` by [`encode`]) to `tree` crash-atomically, with `meta` (sled's
-/// default tree) holding the redo record (see the module documentation).
+/// Applies `writes` to `tree` crash-atomically, with `meta` (sled's default tree) holding the redo record
+/// (see the module documentation). A batch too large for a record is handed back untouched, for sled's own
+/// batch.
 pub fn write_atomically(
     meta: &sled::Tree,
     tree: &sled::Tree,
     writes: Vec<Write>,
-    record: Vec<u8>,
-) -> Result<()> {
+) -> Result<Option<Vec<Write>>> {
     if writes.len() <= 1 {
         // A single write is atomic on its own.
-        return apply(tree, writes);
+        return apply(tree, writes).map(|()| None);
     }
+    let Some(record) = encode(&writes) else { return Ok(Some(writes)) };
     let key = record_key(tree);
     meta.insert(&key, record).map_err(|e| Error::engine("writing a redo record", e))?;
     apply(tree, writes)?;
     meta.remove(&key).map_err(|e| Error::engine("removing a redo record", e))?;
-    Ok(())
+    Ok(None)
 }
 
 /// Applies every write in order, each on its own.
@@ -132,9 +133,7 @@ mod tests {
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let tree = db.open_tree("state.1").unwrap();
         tree.insert("gone", "x").unwrap();
-        let batch = writes();
-        let record = encode(&batch).unwrap();
-        write_atomically(&db, &tree, batch, record).unwrap();
+        assert!(write_atomically(&db, &tree, writes()).unwrap().is_none(), "small enough for a record");
         assert_eq!(tree.get("a").unwrap().unwrap().as_ref(), b"1");
         assert!(tree.get("gone").unwrap().is_none());
         assert_eq!(db.scan_prefix(REDO_PREFIX).count(), 0);
@@ -177,7 +176,12 @@ mod tests {
 
     #[test]
     fn large_batches_are_left_to_sled() {
-        let big = vec![(b"k".to_vec(), Some(vec![0u8; REDO_LIMIT]))];
-        assert!(encode(&big).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("state.1").unwrap();
+        let big = vec![(b"k".to_vec(), Some(vec![0u8; REDO_LIMIT])), (b"l".to_vec(), None)];
+        let handed_back = write_atomically(&db, &tree, big.clone()).unwrap();
+        assert_eq!(handed_back, Some(big), "handed back untouched");
+        assert!(tree.get("k").unwrap().is_none(), "nothing written");
     }
 }

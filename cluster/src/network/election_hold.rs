@@ -70,16 +70,6 @@ impl ElectionHold {
         Arc::new(ElectionHold { raft, limit, state: Mutex::new(state) })
     }
 
-    /// How long after the last snapshot request the hold ends by itself.
-    pub fn limit(&self) -> Duration {
-        self.limit
-    }
-
-    /// Whether elections are held now.
-    pub fn is_held(&self) -> bool {
-        self.lock().held
-    }
-
     fn lock(&self) -> MutexGuard<'_, HoldState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

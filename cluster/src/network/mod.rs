@@ -98,7 +98,7 @@
 //! constant here and a client method in `network/client.rs` built on `PeerNetwork::call`.
 
 mod client;
-pub mod election_hold;
+mod election_hold;
 pub mod identity_check;
 mod server;
 
