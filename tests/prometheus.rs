@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{free_port, pair_with_witness};
+use harness::{Node, free_port, pair_with_witness};
 use serde_json::Value;
 
 /// The shipped Prometheus files.
@@ -315,4 +315,46 @@ fn prometheus_fires_partner_unreachable_when_a_data_node_is_killed() {
         started.elapsed().as_secs_f64()
     ));
     drop((b, w));
+}
+
+/// The value of the sample `series` (name and labels as written) in a text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The survivor of a pair without witness has no leader and no quorum: it reports its partner unreachable
+/// (`tandem_raft_peer_reachable` 0, from its vote requests) and itself degraded, as `tandem status` does, and
+/// the metrics stay lint-free. The follower of a healthy pair reports its leader reachable.
+#[test]
+fn the_survivor_of_a_pair_reports_its_partner_unreachable() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::new(root.path(), "a", "data");
+    let mut b = Node::new(root.path(), "b", "data");
+    a.start(false);
+    b.start(true);
+    a.add(&b);
+    b.wait_status("b follows a", Duration::from_secs(20), |s| s["leader_name"] == "a");
+    let (_, text) = get(&format!("{}/metrics", b.url()));
+    assert_eq!(sample(&text, "tandem_raft_peer_reachable{peer=\"a\",role=\"data\"}"), Some(1.0), "{text}");
+    let (_, text) = get(&format!("{}/metrics", a.url()));
+    assert_eq!(sample(&text, "tandem_raft_peer_reachable{peer=\"b\",role=\"data\"}"), Some(1.0), "{text}");
+    assert!(sample(&text, "tandem_raft_peer_lag_seconds{peer=\"b\"}").is_some(), "{text}");
+
+    a.kill();
+    let status = b.wait_status("b degraded, a unreachable", Duration::from_secs(20), |s| {
+        s["degraded"] == true && s["peers"][0]["reachable"] == false
+    });
+    assert_eq!(status["peers"][0]["name"], "a", "{status:#}");
+    let (_, text) = get(&format!("{}/metrics", b.url()));
+    assert_eq!(sample(&text, "tandem_raft_peer_reachable{peer=\"a\",role=\"data\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "tandem_node_degraded"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "tandem_raft_has_leader"), Some(0.0), "{text}");
+    let page = b.ok(&["status"]);
+    let row = page.lines().find(|line| line.starts_with("a ")).unwrap_or_default();
+    assert_eq!(row.split_whitespace().nth(3), Some("no"), "the status page shows a unreachable:\n{page}");
+    if let Some(promtool) = tool_or_skip("the_survivor_of_a_pair_reports_its_partner_unreachable", "promtool")
+    {
+        let (ok, out) = run(&promtool, &["check", "metrics"], text.as_bytes());
+        assert!(ok && out.trim().is_empty(), "promtool check metrics on the survivor:\n{out}\n{text}");
+    }
 }
