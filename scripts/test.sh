@@ -9,6 +9,10 @@ declare -A needed=(
   [curl]=curl
   [tftp]=tftp-hpa
   [atftp]=atftp
+  # tests/prometheus.rs: promtool lints /metrics and docs/prometheus/, a prometheus server fires an alert. Where
+  # systemd runs, the package also starts a service on port 9090; the tests use ports of their own.
+  [promtool]=prometheus
+  [prometheus]=prometheus
 )
 
 missing=()

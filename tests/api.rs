@@ -227,7 +227,7 @@ fn metrics_are_prometheus_text_with_raft_and_store_figures() {
     assert!(metric(&text, "tandem_raft_term").unwrap() >= 1.0);
     assert!(metric(&text, "tandem_raft_last_log_index").unwrap() >= 4.0);
     assert_eq!(metric(&text, "tandem_raft_applied_index"), metric(&text, "tandem_raft_last_log_index"));
-    assert!(metric(&text, "tandem_raft_leader_changes_seen").unwrap() >= 1.0);
+    assert!(metric(&text, "tandem_raft_leader_changes_total").unwrap() >= 1.0);
     assert_eq!(metric(&text, "tandem_proposals_total{result=\"committed\"}"), Some(3.0));
     assert_eq!(metric(&text, "tandem_proposals_total{result=\"rejected\"}"), Some(1.0));
     assert!(metric(&text, "tandem_apply_duration_seconds_count").unwrap() >= 3.0, "{text}");

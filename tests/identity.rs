@@ -82,6 +82,13 @@ fn a_replaced_disk_without_join_founds_another_cluster_and_is_refused_as_the_old
         "{message}"
     );
     assert!(message.contains("tandem servers remove"), "{message}");
+    // One spelling of node ids, the decimal of the API: in refusals, on the status page, at start-up.
+    let (a_id, new_b_id) = (a.status()["id"].as_u64().unwrap(), new_b["id"].as_u64().unwrap());
+    assert!(
+        message.contains(&format!("node {new_b_id} ")) && message.contains(&format!("node {a_id} ")),
+        "{message}"
+    );
+    assert!(b.log_text().contains(&format!("(id {new_b_id}, data)")), "{}", b.log_text());
 
     // Writes go on with the witness, and stay refused by the new b.
     let after = write_notes(&a, "after", 5);
@@ -104,6 +111,7 @@ fn a_replaced_disk_without_join_founds_another_cluster_and_is_refused_as_the_old
     assert!(page.contains("REFUSED   b at") && page.contains("other-cluster"), "{page}");
     let page = b.ok(&["status"]);
     assert!(page.contains("REFUSING") && page.contains(&cluster), "{page}");
+    assert!(page.contains(&format!("REFUSING  node {a_id} of")), "{page}");
 
     // The refusals are logged, but not one line per heartbeat.
     let refused = b.status()["refusing"][0]["count"].as_u64().unwrap();

@@ -11,7 +11,7 @@ use prometheus::{Histogram, HistogramOpts, Registry};
 pub struct ClusterMetrics {
     /// One `Store::apply` of a batch of committed entries.
     pub apply_seconds: Histogram,
-    /// One flush + fsync of the node's database (log appends, votes, truncations, purges).
+    /// One fsync of the Raft log's segment files (appends, votes, truncations; queued writes share one).
     pub fsync_seconds: Histogram,
     /// How many client writes each log entry proposed by this node carried (group commit).
     pub entry_writes: Histogram,
@@ -29,8 +29,11 @@ impl ClusterMetrics {
             .buckets(buckets.clone()),
         )?;
         let fsync_seconds = Histogram::with_opts(
-            HistogramOpts::new("tandem_fsync_duration_seconds", "One flush + fsync of the node's database")
-                .buckets(buckets),
+            HistogramOpts::new(
+                "tandem_fsync_duration_seconds",
+                "One fsync of the Raft log's segment files (appends, votes, truncations)",
+            )
+            .buckets(buckets),
         )?;
         let entry_writes = Histogram::with_opts(
             HistogramOpts::new(

@@ -152,7 +152,8 @@ pub struct PeerStatus {
     pub peer_addr: String,
     pub api_addr: String,
     pub boot_addr: String,
-    /// Known only on the leader.
+    /// Whether this node reached the peer within two election timeouts. Known on the leader (every peer), on a
+    /// follower for its leader, and on a node without a leader for every voter (it asks them for votes).
     pub reachable: Option<bool>,
     /// Entries the peer is behind the leader's log (leader only).
     pub lag_entries: Option<u64>,
@@ -639,7 +640,15 @@ impl ClusterNode {
             } else {
                 "unknown"
             };
-            (None, None, sync)
+            // A follower hears from its leader (openraft drops the leader after an election timeout without
+            // it); without a leader this node asks every voter for votes, so its last contact is current.
+            let voter = metrics.membership_config.membership().voter_ids().any(|voter| voter == id);
+            let reachable = match metrics.current_leader {
+                Some(leader) if leader == id => Some(refusal.is_none()),
+                None if voter => Some(self.recently_reached(&node.peer_addr)),
+                _ => None,
+            };
+            (reachable, None, sync)
         };
         PeerStatus {
             id,

@@ -85,7 +85,7 @@ fn print_refusing(refusing: &[Value]) {
     for refused in refusing {
         let sender = refused["sender"]
             .as_u64()
-            .map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
+            .map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id}"));
         let cluster = refused["sender_cluster"].as_str().unwrap_or("no cluster");
         println!(
             "REFUSING  {sender} of {cluster} at {} ({}, {} requests, last {}): {}",

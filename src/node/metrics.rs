@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tandem_cluster::node::ClusterNode;
 
@@ -27,6 +27,9 @@ pub struct Metrics {
     revision: IntGauge,
     degraded: IntGauge,
     peer_lag: IntGaugeVec,
+    peer_lag_seconds: GaugeVec,
+    peer_reachable: IntGaugeVec,
+    node_info: IntGaugeVec,
     api_requests: IntCounterVec,
     proposals: IntCounterVec,
     api_duration: HistogramVec,
@@ -39,6 +42,7 @@ pub struct Metrics {
     tftp_active: IntGauge,
     tftp_transfers: IntCounterVec,
     terminals_online: IntGaugeVec,
+    terminals_offline: IntGauge,
     backup_last_success: IntGauge,
     backup_last_size: IntGauge,
     backup_last_revision: IntGauge,
@@ -114,11 +118,15 @@ impl Metrics {
                 "Terminals whose heartbeats arrive at this node",
                 &["state"],
             )?,
+            terminals_offline: r.gauge(
+                "tandem_terminals_offline",
+                "Configured terminals whose heartbeats do not arrive at this node (0 on a witness)",
+            )?,
             has_leader: r.gauge("tandem_raft_has_leader", "1 if this node knows a leader")?,
             is_leader: r.gauge("tandem_raft_is_leader", "1 if this node is the leader")?,
             term: r.gauge("tandem_raft_term", "Current Raft term")?,
             leader_changes: r
-                .counter("tandem_raft_leader_changes_seen", "Leader changes seen since start")?,
+                .counter("tandem_raft_leader_changes_total", "Leader changes seen since start")?,
             last_log_index: r.gauge("tandem_raft_last_log_index", "Index of the last Raft log entry")?,
             applied_index: r
                 .gauge("tandem_raft_applied_index", "Index of the last applied Raft log entry")?,
@@ -129,6 +137,24 @@ impl Metrics {
                 "tandem_raft_peer_lag_entries",
                 "Log entries a peer is behind the leader (leader only)",
                 &["peer"],
+            )?,
+            peer_lag_seconds: r.register(GaugeVec::new(
+                Opts::new(
+                    "tandem_raft_peer_lag_seconds",
+                    "Seconds since a peer last had the leader's whole log (leader only; 0 when in sync)",
+                ),
+                &["peer"],
+            )?)?,
+            peer_reachable: r.gauge_vec(
+                "tandem_raft_peer_reachable",
+                "1 if this node reached the peer recently, 0 if not (leader: every peer; follower: its leader; \
+                 no leader: every voter)",
+                &["peer", "role"],
+            )?,
+            node_info: r.gauge_vec(
+                "tandem_node_info",
+                "Always 1: this node's id (decimal), name and role",
+                &["id", "name", "role"],
             )?,
             api_requests: r.counter_vec(
                 "tandem_api_requests_total",
@@ -205,10 +231,35 @@ impl Metrics {
             *last = status.leader;
         }
         self.refresh_boot();
+        let role = status.role.to_string();
+        if self.node_info.with_label_values(&[&status.id.to_string(), &status.name, &role]).get() == 0 {
+            // The role changes when a mirror is promoted: one series at a time.
+            self.node_info.reset();
+            self.node_info.with_label_values(&[&status.id.to_string(), &status.name, &role]).set(1);
+        }
+        self.terminals_offline.set(if status.role == tandem_cluster::types::Role::Witness {
+            0
+        } else {
+            let configured = node
+                .read_store()
+                .map(|store| store.projection().collection("terminals").count())
+                .unwrap_or_default();
+            let (green, red) = self.boot.heartbeats.online_by_state(crate::node::boot::ONLINE_WINDOW);
+            configured.saturating_sub(green + red) as i64
+        });
         self.peer_lag.reset();
+        self.peer_lag_seconds.reset();
+        self.peer_reachable.reset();
         for peer in &status.peers {
             if let Some(lag) = peer.lag_entries {
                 self.peer_lag.with_label_values(&[&peer.name]).set(lag as i64);
+            }
+            if let Some(seconds) = peer.lag_seconds {
+                self.peer_lag_seconds.with_label_values(&[&peer.name]).set(seconds);
+            }
+            if let Some(reachable) = peer.reachable {
+                let role = peer.role.to_string();
+                self.peer_reachable.with_label_values(&[&peer.name, &role]).set(i64::from(reachable));
             }
         }
     }
@@ -291,6 +342,9 @@ mod tests {
             revision,
             degraded,
             peer_lag,
+            peer_lag_seconds,
+            peer_reachable,
+            node_info,
             api_requests,
             proposals,
             api_duration,
@@ -302,6 +356,7 @@ mod tests {
             tftp_active,
             tftp_transfers,
             terminals_online,
+            terminals_offline,
             backup_last_success,
             backup_last_size,
             backup_last_revision,
@@ -309,7 +364,7 @@ mod tests {
             backup_last_error,
         } = &metrics;
         let ClusterMetrics { apply_seconds, fsync_seconds, entry_writes } = &cluster;
-        let collectors: [&dyn Collector; 25] = [
+        let collectors: [&dyn Collector; 29] = [
             has_leader,
             is_leader,
             term,
@@ -319,6 +374,9 @@ mod tests {
             revision,
             degraded,
             peer_lag,
+            peer_lag_seconds,
+            peer_reachable,
+            node_info,
             api_requests,
             proposals,
             api_duration,
@@ -327,6 +385,7 @@ mod tests {
             tftp_active,
             tftp_transfers,
             terminals_online,
+            terminals_offline,
             backup_last_success,
             backup_last_size,
             backup_last_revision,
@@ -340,6 +399,9 @@ mod tests {
         // One sample in every labelled family (an empty one is not gathered), then the exposition's view: it
         // must hold exactly the collectors above, and gives each metric's type.
         peer_lag.with_label_values(&["b"]).set(0);
+        peer_lag_seconds.with_label_values(&["b"]).set(0.0);
+        peer_reachable.with_label_values(&["b", "data"]).set(1);
+        node_info.with_label_values(&["1", "a", "data"]).set(1);
         boot_requests.with_label_values(&["http", "config", "ok"]).inc_by(0);
         metrics.observe_api("GET", 200, Duration::ZERO);
         metrics.observe_proposal("committed");

@@ -361,7 +361,7 @@ impl RunningNode {
     /// The line `tandem serve` prints once everything runs.
     pub fn banner(&self) -> String {
         format!(
-            "tandem: node {} (id {:016x}, {}) serving: api http://{}, peer {}{}",
+            "tandem: node {} (id {}, {}) serving: api http://{}, peer {}{}",
             self.identity.name,
             self.identity.id,
             self.config.role,
@@ -406,12 +406,12 @@ async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_di
         actor,
         reason,
         timestamp_ms: at_ms,
-        request_id: Some(format!("forced-recovery-{:016x}-epoch-{}", identity.id, identity.epoch)),
+        request_id: Some(format!("forced-recovery-{}-epoch-{}", identity.id, identity.epoch)),
     });
     change = change.put(
         "cluster_events",
         &format!("epoch-{}", identity.epoch),
-        serde_json::json!({"event": "forced_recovery", "node": identity.name, "node_id": format!("{:016x}", identity.id),
+        serde_json::json!({"event": "forced_recovery", "node": identity.name, "node_id": identity.id,
                            "epoch": identity.epoch, "at_ms": at_ms}),
     );
     match node.write(Command::Change(change)).await {

@@ -122,8 +122,7 @@ pub enum Verdict {
 /// The cluster is compared first: a node of another cluster is told so even if the node id is also wrong.
 /// A request that names no target is refused too (every build that speaks this protocol names one).
 pub fn check_request(me: NodeId, mine: Option<&str>, request: &RequestIds) -> Verdict {
-    let sender =
-        || request.sender.map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id:016x}"));
+    let sender = || request.sender.map_or_else(|| "an unnamed node".to_owned(), |id| format!("node {id}"));
     let theirs = request.cluster.as_deref();
     if let Some(mine) = mine
         && theirs != Some(mine)
@@ -132,7 +131,7 @@ pub fn check_request(me: NodeId, mine: Option<&str>, request: &RequestIds) -> Ve
         return Verdict::Refuse(Refusal {
             kind: RefusalKind::OtherCluster,
             message: format!(
-                "this is node {me:016x} of cluster {mine}, but the request comes from {} of {theirs}: \
+                "this is node {me} of cluster {mine}, but the request comes from {} of {theirs}: \
                  they are different clusters. If this node's data directory was replaced (or it founded a cluster \
                  of its own at an address the other cluster knows) and it should be a member of the other \
                  cluster: there, remove the old member with `tandem servers remove NAME`; here, stop this node, \
@@ -145,11 +144,11 @@ pub fn check_request(me: NodeId, mine: Option<&str>, request: &RequestIds) -> Ve
     match request.target {
         Some(target) if target == me => {}
         target => {
-            let meant = target.map_or_else(|| "no node".to_owned(), |t| format!("node {t:016x}"));
+            let meant = target.map_or_else(|| "no node".to_owned(), |t| format!("node {t}"));
             return Verdict::Refuse(Refusal {
                 kind: RefusalKind::OtherNode,
                 message: format!(
-                    "{} sent a request meant for {meant}, but this is node {me:016x}: the member that was \
+                    "{} sent a request meant for {meant}, but this is node {me}: the member that was \
                      at this address lost its data directory or was replaced. Remove the old member with \
                      `tandem servers remove NAME`, then add this node as a new one with `tandem servers add \
                      NAME --api ADDR` (it must run with --join)",
@@ -341,10 +340,10 @@ mod tests {
 
     #[test]
     fn another_cluster_is_refused_naming_both_ids_and_what_to_do() {
-        let refusal = refused(check_request(0x7, Some("c1"), &ids(Some(2), Some(7), Some("c2"))));
+        let refusal = refused(check_request(7, Some("c1"), &ids(Some(2), Some(7), Some("c2"))));
         assert_eq!(refusal.kind, RefusalKind::OtherCluster);
         for part in
-            ["cluster c1", "cluster c2", "0000000000000007", "0000000000000002", "servers remove", "--join"]
+            ["cluster c1", "cluster c2", "this is node 7 ", "from node 2 ", "servers remove", "--join"]
         {
             assert!(refusal.message.contains(part), "{part:?} missing: {}", refusal.message);
         }
@@ -361,7 +360,7 @@ mod tests {
     fn another_or_no_target_is_refused() {
         let refusal = refused(check_request(7, Some("c1"), &ids(Some(2), Some(8), Some("c1"))));
         assert_eq!(refusal.kind, RefusalKind::OtherNode);
-        assert!(refusal.message.contains("node 0000000000000008"), "{}", refusal.message);
+        assert!(refusal.message.contains("meant for node 8, but this is node 7:"), "{}", refusal.message);
         assert!(refusal.message.contains("servers add"), "{}", refusal.message);
         let refusal = refused(check_request(7, Some("c1"), &ids(Some(2), None, Some("c1"))));
         assert_eq!(refusal.kind, RefusalKind::OtherNode);

@@ -270,7 +270,7 @@ impl PeerService {
         Some(Refusal {
             kind: RefusalKind::NotAMember,
             message: format!(
-                "node {sender:016x} is not a member of this cluster: it was removed, or the cluster was recovered \
+                "node {sender} is not a member of this cluster: it was removed, or the cluster was recovered \
                  without it (tandem recover --force-standalone). Its data is stale: stop it, wipe its data \
                  directory, start it with --join and add it again with `tandem servers add NAME --api ADDR`"
             ),
