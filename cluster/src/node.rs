@@ -129,6 +129,26 @@ pub enum WriteError {
     Failed(String),
 }
 
+/// Why a linearizable read could not be served. Each message names what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("this node is a witness: it serves no configuration; read from a data node or a mirror")]
+    Witness,
+    /// The leader could not be asked (none known, unreachable, refusing), or it could not confirm with a
+    /// quorum that it still leads: the read cannot be linearized.
+    #[error(
+        "a linearizable read needs the leader and a quorum: {detail}. Local reads (`--consistency local`) still \
+         work"
+    )]
+    NoLeader { detail: String },
+    /// The leader answered, but this node did not apply up to the read index in time.
+    #[error(
+        "this node did not catch up with the leader's commit point {index} within {seconds} s (applied {applied}); \
+         retry, or read from the leader"
+    )]
+    Behind { index: u64, applied: u64, seconds: u64 },
+}
+
 /// The store's lock is poisoned: a thread panicked while it held the lock (the one message for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the store lock is poisoned")]
@@ -232,6 +252,9 @@ impl std::fmt::Debug for ClusterNode {
 
 /// How long a write waits for its commit before it is reported as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a linearizable read waits, at most, for the leader's read index and for this node to apply up
+/// to it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 // The proposer drops the replies of an entry that got no answer after its limit: nobody may still wait then.
 const _: () = assert!(WRITE_TIMEOUT.as_secs() < crate::proposer::ANSWER_LIMIT.as_secs());
 
@@ -580,21 +603,121 @@ impl ClusterNode {
     }
 
     /// Linearizable read barrier: returns once this node's store reflects every write committed before the
-    /// call. Only the leader can answer; followers get an error naming it.
-    pub async fn linearizable_barrier(&self) -> Result<Revision, WriteError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(self.revision()),
-            Err(error) => match error.forward_to_leader::<NodeInfo>() {
-                Some(forward) => Err(WriteError::Failed(format!(
-                    "linearizable reads are served by the leader{}",
-                    forward
-                        .leader_node
-                        .as_ref()
-                        .map(|n| format!(" {} ({})", n.name, n.api_addr))
-                        .unwrap_or_default()
-                ))),
-                None => Err(WriteError::Failed(error.to_string())),
-            },
+    /// call, on any data node or mirror (the read index protocol).
+    ///
+    /// The leader confirms with a quorum that it still leads and names its commit point
+    /// (`Raft::get_read_log_id`; asked over the peer network, `POST /cluster/read-index`, when this node is
+    /// not the leader); this node then waits until it has applied up to that point and reads its own store.
+    /// A write acknowledged before the call was committed before it, so the read sees it, wherever it is
+    /// served. Bounded by [`READ_TIMEOUT`]; a leader change during the call is followed.
+    pub async fn linearizable_barrier(&self) -> Result<Revision, ReadError> {
+        if self.role() == Role::Witness {
+            return Err(ReadError::Witness);
+        }
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let index = self.read_index(deadline).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let waited =
+            self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "linearizable read").await;
+        if waited.is_err() {
+            let applied = self.raft.metrics().borrow().last_applied.map_or(0, |id| id.index);
+            return Err(ReadError::Behind { index, applied, seconds: READ_TIMEOUT.as_secs() });
+        }
+        Ok(self.revision())
+    }
+
+    /// The leader's read index: from the local `Raft` when this node leads, else asked of the leader; follows
+    /// a leader change until `deadline`.
+    async fn read_index(&self, deadline: Instant) -> Result<u64, ReadError> {
+        let mut last_problem = String::from("no leader is known");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ReadError::NoLeader { detail: last_problem });
+            }
+            let metrics = self.raft.metrics().borrow().clone();
+            match metrics.current_leader {
+                Some(leader) if leader == self.id => {
+                    match tokio::time::timeout(remaining, self.raft.get_read_log_id()).await {
+                        Ok(Ok((read_log_id, _))) => return Ok(read_log_id.map_or(0, |id| id.index)),
+                        Ok(Err(error)) if error.forward_to_leader::<NodeInfo>().is_some() => {
+                            last_problem = "this node stopped leading".into();
+                        }
+                        Ok(Err(error)) => {
+                            return Err(ReadError::NoLeader {
+                                detail: format!("this node leads but {error}: {}", self.unreachable_voters()),
+                            });
+                        }
+                        Err(_) => {
+                            return Err(ReadError::NoLeader {
+                                detail: format!(
+                                    "this node leads but no quorum confirmed it: {}",
+                                    self.unreachable_voters()
+                                ),
+                            });
+                        }
+                    }
+                }
+                Some(leader) => {
+                    let name = self.node_name(leader);
+                    match metrics.membership_config.membership().get_node(&leader).cloned() {
+                        Some(node) => match self.network.read_index(leader, &node, remaining).await {
+                            Ok(index) => return Ok(index),
+                            Err(ForwardError::NotLeader { .. }) => {
+                                last_problem = format!("the leader {name} stopped leading");
+                            }
+                            Err(ForwardError::Unreachable(detail)) => {
+                                // It may have died: an election may follow. Retry until the deadline.
+                                last_problem =
+                                    format!("the leader {name} is unreachable from this node: {detail}");
+                            }
+                            Err(error) => {
+                                return Err(ReadError::NoLeader {
+                                    detail: format!(
+                                        "the leader {name} did not answer the read index: {error}"
+                                    ),
+                                });
+                            }
+                        },
+                        None => {
+                            last_problem = format!("the leader {leader} is not in this node's membership")
+                        }
+                    }
+                }
+                None => last_problem = format!("no leader is known; {}", self.unreachable_voters()),
+            }
+            // Wait for a leader to appear or change (bounded by the deadline checked above).
+            let mut metrics_rx = self.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(50), metrics_rx.changed()).await;
+        }
+    }
+
+    /// The voters this node has not reached lately, for error messages ("a (127.0.0.1:7070) unreachable since
+    /// ...").
+    fn unreachable_voters(&self) -> String {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let unreachable: Vec<String> = membership
+            .voter_ids()
+            .filter(|id| *id != self.id)
+            .filter_map(|id| {
+                let node = membership.get_node(&id)?;
+                if self.recently_reached(&node.peer_addr) {
+                    return None;
+                }
+                let contact = self.network.contact(&node.peer_addr);
+                let since = match (contact.refusing(), contact.last_ok) {
+                    (Some(refusal), _) => format!("refuses this node: {refusal}"),
+                    (None, Some(time)) => format!("unreachable since {}", rfc3339(time)),
+                    (None, None) => "not reached since this node started".to_string(),
+                };
+                Some(format!("{} {since}", self.node_name(id)))
+            })
+            .collect();
+        if unreachable.is_empty() {
+            "every voter answers this node, but none leads yet".to_string()
+        } else {
+            unreachable.join("; ")
         }
     }
 
