@@ -40,6 +40,9 @@ use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
 use crate::types::{NodeId, NodeInfo, Raft, Role, Written};
 
+mod role_switch;
+pub use role_switch::RoleChange;
+
 /// Raft timing of a node.
 ///
 /// ## How openraft 0.9 uses these, and why the defaults
@@ -802,12 +805,10 @@ impl ClusterNode {
         let data = membership.nodes().filter(|(id, n)| n.role == Role::Data && voters.contains(id)).count();
         let witness = membership.nodes().any(|(id, n)| n.role == Role::Witness && voters.contains(id));
         let mirrors = membership.nodes().any(|(_, n)| n.role == Role::Mirror);
-        let mode = match (membership.nodes().any(|(id, _)| *id == self.id), data, witness, mirrors) {
-            (false, ..) => "joining",
-            (_, _, _, true) => "mirrored",
-            (_, 2, true, _) => "full+witness",
-            (_, 2, false, _) => "full",
-            _ => "single",
+        let mode = if membership.nodes().any(|(id, _)| *id == self.id) {
+            role_switch::mode_of(data, witness, mirrors)
+        } else {
+            "joining"
         };
         let (degraded, degraded_reason) = if metrics.current_leader.is_none() && voters.len() > 1 {
             (true, Some("no leader: this node cannot reach a quorum; serving its last state".to_string()))

@@ -72,6 +72,13 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/cluster/servers", Access::Read, "The cluster's members", handler!(cluster::list)),
     route("POST", "/v1/cluster/servers", Access::Admin, "Add a member", handler!(cluster::add)),
     route("DELETE", "/v1/cluster/servers/{name}", Access::Admin, "Remove a member", handler!(cluster::remove)),
+    route(
+        "PUT",
+        "/v1/cluster/servers/{name}/role",
+        Access::Admin,
+        "Switch a member between data node and mirror (dry_run: preview)",
+        handler!(cluster::set_role),
+    ),
 ];
 
 /// What the API handlers share.
