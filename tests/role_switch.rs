@@ -125,3 +125,34 @@ fn switches_that_would_break_the_cluster_are_refused() {
     assert_eq!(server(&a.json(&["servers", "list"]), "b")["role"], "data");
     drop(b);
 }
+
+#[test]
+fn a_mirror_started_as_one_becomes_a_data_node_that_takes_over_when_the_primary_dies() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = harness::Node::new(root.path(), "a", "data");
+    let mut w = harness::Node::new(root.path(), "w", "witness");
+    let mut m = harness::Node::new(root.path(), "m", "mirror");
+    a.start(false);
+    w.start(true);
+    m.start(true);
+    a.add(&w);
+    a.add(&m);
+    for i in 0..20 {
+        a.ok(&["put", "notes", &format!("before-{i}"), "{}"]);
+    }
+    assert_eq!(a.status()["mode"], "mirrored");
+
+    let promoted = a.json(&["servers", "set", "m", "--role", "data", "--yes"]);
+    assert_eq!(promoted["mode_after"], "full+witness", "{promoted}");
+    assert_eq!(server(&a.json(&["servers", "list"]), "m")["voter"], true);
+    m.ok(&["put", "notes", "through-m", "{}"]);
+
+    // The promoted node is a full voter: with the primary gone, it is elected and takes writes.
+    a.kill();
+    let status = m.wait_status("m to lead", Duration::from_secs(15), |s| s["leader_name"] == "m");
+    assert_eq!(status["role"], "data");
+    m.ok(&["put", "notes", "after-failover", "{}"]);
+    let listed = m.json(&["list", "notes"]);
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 22, "{listed}");
+    drop(w);
+}
