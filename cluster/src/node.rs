@@ -39,6 +39,7 @@ use crate::network::{ForwardError, PeerNetwork, Refusal, RefusedSender};
 use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
 use crate::types::{NodeId, NodeInfo, Raft, Role, Written};
+use crate::upload_reaper::{self, UploadReaper};
 
 mod role_switch;
 pub use role_switch::RoleChange;
@@ -224,6 +225,10 @@ pub struct Status {
     /// node id, not a member): see `network::identity_check`.
     #[serde(default)]
     pub refusing: Vec<RefusedSender>,
+    /// Blob uploads begun and neither committed nor aborted (the leader aborts those that stop progressing:
+    /// [`crate::upload_reaper`]).
+    #[serde(default)]
+    pub uploads_in_progress: usize,
 }
 
 /// A running node. Raft, the store, the network and the timing are private: callers ask questions
@@ -245,6 +250,8 @@ pub struct ClusterNode {
     store_rebuilt: std::sync::Mutex<Option<String>>,
     /// New blob bytes after which the log is compacted ([`crate::blob_compaction`]).
     blob_compaction_bytes: std::sync::atomic::AtomicU64,
+    /// How long an upload may go without progress before the leader aborts it, in milliseconds.
+    abandoned_upload_after_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -284,6 +291,9 @@ impl ClusterNode {
             last_in_sync: std::sync::Mutex::new(BTreeMap::new()),
             store_rebuilt: std::sync::Mutex::new(None),
             blob_compaction_bytes: std::sync::atomic::AtomicU64::new(blob_compaction::DEFAULT_THRESHOLD),
+            abandoned_upload_after_ms: std::sync::atomic::AtomicU64::new(
+                upload_reaper::DEFAULT_ABANDON_AFTER.as_millis() as u64,
+            ),
         })
     }
 
@@ -291,6 +301,12 @@ impl ClusterNode {
     /// when [`ClusterNode::run_duties`] starts.
     pub fn set_blob_compaction_bytes(&self, bytes: u64) {
         self.blob_compaction_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets how long a blob upload may go without progress before the leader aborts it
+    /// ([`crate::upload_reaper`]); read when [`ClusterNode::run_duties`] starts.
+    pub fn set_abandoned_upload_after(&self, limit: Duration) {
+        self.abandoned_upload_after_ms.store(limit.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records that this run rebuilt the store (shown in [`Status::store_rebuilt`] until the node restarts).
@@ -840,8 +856,35 @@ impl ClusterNode {
             degraded_reason,
             peers,
             store_rebuilt: self.store_rebuilt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+            uploads_in_progress: self
+                .read_store()
+                .map(|store| store.uploads_in_progress().len())
+                .unwrap_or(0),
             cluster_id: self.network.identity().and_then(|identity| identity.cluster_id()),
             refusing: self.network.identity().map(|identity| identity.refused_senders()).unwrap_or_default(),
+        }
+    }
+
+    /// On the leader, aborts the uploads that stopped progressing ([`crate::upload_reaper`]); each abort is
+    /// an ordinary write, proposed in the background.
+    fn abort_abandoned_uploads(&self, reaper: &mut UploadReaper, is_leader: bool) {
+        if !is_leader {
+            reaper.forget();
+            return;
+        }
+        let now = Instant::now();
+        if !reaper.check_due(now) {
+            return;
+        }
+        let Ok(uploads) = self.read_store().map(|store| store.uploads_in_progress()) else { return };
+        for upload in reaper.abandoned(&uploads, now) {
+            tracing::warn!(upload, "aborting a blob upload that made no progress within the limit");
+            let proposer = self.proposer.clone();
+            tokio::spawn(async move {
+                if let Err(error) = proposer.propose(Command::BlobAbort { upload }).await {
+                    tracing::warn!(upload, %error, "aborting an abandoned upload failed; retrying later");
+                }
+            });
         }
     }
 
@@ -851,6 +894,8 @@ impl ClusterNode {
         let mut heartbeats_off_since: Option<Instant> = None;
         let threshold = self.blob_compaction_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let mut compaction = BlobCompaction::new(threshold);
+        let abandon_after = self.abandoned_upload_after_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let mut reaper = UploadReaper::new(Duration::from_millis(abandon_after));
         let mut interval = tokio::time::interval(Duration::from_millis(self.timing.heartbeat_ms.max(50)));
         loop {
             tokio::select! {
@@ -869,6 +914,7 @@ impl ClusterNode {
                 }
             }
             self.compact_log_after_blobs(&mut compaction, &metrics).await;
+            self.abort_abandoned_uploads(&mut reaper, is_leader);
             if self.role() != Role::Witness {
                 continue;
             }
