@@ -14,6 +14,7 @@
 //! | blobs | `0x06` digest:32 | bincode [`crate::blob::BlobMeta`] (the bytes are in a file, [`crate::blob_files`]) |
 //! | uploads | `0x07` upload:u64 | bincode [`crate::blob::StoredUpload`] (in-progress uploads; bytes in part files) |
 //! | blob parts | `0x08` upload:u64 part:u32 | format 1 only: 32 KiB of blob bytes, moved to files by [`crate::migrate`] |
+//! | chain | `0x09` revision:u64 | the 32-byte chain hash after that event ([`crate::chain`]); format 3 on |
 //!
 //! Format 2 keeps no blob bytes in sled: sled holds only what the log and the last snapshot can rebuild,
 //! and values stay small.
@@ -22,7 +23,9 @@ use crate::change::{DocKey, Revision};
 use crate::digest::Digest;
 
 /// The format of this layout, stored under [`Meta::Format`]; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format 3 added the hash chain (`chain` table, [`Meta::Head`]); format 2 stores get it on open
+/// ([`crate::migrate`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const META: u8 = 0x01;
 pub const EVENTS: u8 = 0x02;
@@ -32,6 +35,7 @@ pub const CHECKPOINTS: u8 = 0x05;
 pub const BLOBS: u8 = 0x06;
 pub const UPLOADS: u8 = 0x07;
 pub const BLOB_PARTS: u8 = 0x08;
+pub const CHAIN: u8 = 0x09;
 
 /// The part number that marks a checkpoint complete.
 pub const COMPLETE: u32 = u32::MAX;
@@ -50,6 +54,8 @@ pub enum Meta {
     /// Text: the name of the directory under `blobs/` that holds the part files of this generation's
     /// uploads in progress (see [`crate::blob_files`]).
     UploadDir,
+    /// 32 bytes: the chain hash of the event at [`Meta::Revision`] (absent at revision 0: the genesis hash).
+    Head,
 }
 
 impl Meta {
@@ -60,6 +66,7 @@ impl Meta {
             Meta::Revision => b"revision",
             Meta::Position => b"position",
             Meta::UploadDir => b"upload-dir",
+            Meta::Head => b"head",
         };
         [&[META], name].concat()
     }
@@ -76,6 +83,11 @@ fn numbered(table: u8, number: u64, part: u32) -> Vec<u8> {
 /// The first key of an event's pieces.
 pub fn event(revision: Revision, part: u32) -> Vec<u8> {
     numbered(EVENTS, revision.0, part)
+}
+
+/// The key of the chain hash after event `revision`.
+pub fn chain(revision: Revision) -> Vec<u8> {
+    [&[CHAIN][..], &revision.0.to_be_bytes()].concat()
 }
 
 pub fn document(key: &DocKey) -> Vec<u8> {

@@ -16,6 +16,14 @@
 //! A crash before step 3 leaves a format-1 store (and some files nobody names: the next attempt writes its
 //! own, and the uploads directory of the failed one is deleted at the next open), so the migration simply
 //! runs again; after it, a format-2 store. Memory stays at one part: the bytes are streamed.
+//!
+//! ## Format 2 → 3: the hash chain
+//! Format 3 keeps a chain hash beside every event ([`crate::chain`]). `chain_events` runs on the first open
+//! of a format-2 store (after the step above, for a format-1 one): it reads the events in revision order,
+//! one at a time, links each to the hash before it, and writes the hashes in batches of
+//! [`CHAIN_BATCH`]; the last batch writes the head and sets format 3. A crash before that last batch
+//! leaves a format-2 store whose extra hashes are simply written again by the next attempt. The events
+//! themselves are not rewritten: their stored bytes are the canonical encoding the chain covers.
 
 use std::path::Path;
 
@@ -24,6 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobMeta, StoredUpload, UploadMeta};
 use crate::blob_files::{BlobFiles, IncomingFile};
+use crate::change::Revision;
 use crate::codec::{decode, encode};
 use crate::digest::Digest;
 use crate::engine::{Keyspace, WriteBatch};
@@ -33,6 +42,10 @@ use crate::limits::STORED_CHUNK_BYTES;
 
 /// The format that kept blob bytes in sled.
 pub const FORMAT_WITH_BLOBS_IN_SLED: u32 = 1;
+/// The format with blob bytes in files but no hash chain.
+pub const FORMAT_WITHOUT_CHAIN: u32 = 2;
+/// Chain hashes written per batch while migrating (~0.5 MiB of keys and values).
+const CHAIN_BATCH: usize = 10_000;
 
 /// A committed blob's meta in format 1: its size and the upload whose parts hold it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +94,42 @@ pub(crate) fn blobs_to_files(space: &dyn Keyspace, blob_dir: &Path) -> Result<()
         batch.delete(item?.0);
     }
     batch.put(Meta::UploadDir.key(), uploads_name.into_bytes());
-    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.put(Meta::Format.key(), FORMAT_WITHOUT_CHAIN.to_be_bytes().to_vec());
     space.write(batch)?;
     tracing::info!(blobs, "moved the store's blobs out of sled into files (format 1 to 2)");
+    Ok(())
+}
+
+/// Computes and stores the hash chain of a format-2 store's events and sets format 3 (see the module docs).
+/// The caller makes the result durable.
+pub(crate) fn chain_events(space: &dyn Keyspace) -> Result<()> {
+    let revision = crate::store::last_event_revision(space)?;
+    let mut head = crate::chain::GENESIS;
+    let mut batch = WriteBatch::new();
+    let mut pending = 0;
+    let mut expected = Revision(1);
+    for item in crate::chain::raw_events(space, Revision(1), revision) {
+        let (event_revision, bytes) = item?;
+        if event_revision != expected {
+            return Err(Error::Corrupt(format!(
+                "adding the hash chain: event {expected} is missing; restore a backup"
+            )));
+        }
+        head = crate::chain::link(&head, &bytes);
+        batch.put(keys::chain(event_revision), head.0.to_vec());
+        expected = event_revision.next();
+        pending += 1;
+        if pending == CHAIN_BATCH {
+            space.write(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    if revision.0 > 0 {
+        batch.put(Meta::Head.key(), head.0.to_vec());
+    }
+    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    space.write(batch)?;
+    tracing::info!(events = revision.0, head = %head, "added the hash chain to the history (format 2 to 3)");
     Ok(())
 }
 

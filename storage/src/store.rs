@@ -69,6 +69,8 @@ pub(crate) struct State {
     pub uploads: BTreeMap<u64, crate::blob::Upload>,
     pub position: Option<Vec<u8>>,
     pub cluster_id: String,
+    /// The chain hash of the last event ([`crate::chain`]).
+    pub head: Digest,
 }
 
 /// An event-sourced configuration store on one node.
@@ -110,8 +112,14 @@ impl Store {
     /// (blob bytes inside sled) is migrated first ([`crate::migrate`]).
     pub fn open_database(database: Arc<dyn Database>, blobs: &Path, options: StoreOptions) -> Result<Store> {
         let space = database.current()?;
-        if initialize_if_empty(space.as_ref())? == crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
+        let mut format = initialize_if_empty(space.as_ref())?;
+        if format == crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
             crate::migrate::blobs_to_files(space.as_ref(), blobs)?;
+            database.durable()?;
+            format = crate::migrate::FORMAT_WITHOUT_CHAIN;
+        }
+        if format == crate::migrate::FORMAT_WITHOUT_CHAIN {
+            crate::migrate::chain_events(space.as_ref())?;
             database.durable()?;
         }
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
@@ -132,6 +140,20 @@ impl Store {
     /// The current configuration.
     pub fn projection(&self) -> &Projection {
         &self.state.projection
+    }
+
+    /// The chain hash of the last event ([`crate::chain`]; the genesis hash at revision 0).
+    pub fn head(&self) -> Digest {
+        self.state.head
+    }
+
+    /// A detached view of the hash chain at the current revision, to verify or read without the store.
+    pub fn chain(&self) -> crate::chain::ChainView {
+        crate::chain::ChainView {
+            space: self.space.clone(),
+            revision: self.revision(),
+            head: self.state.head,
+        }
     }
 
     /// The position the caller stored with the last applied batch.
@@ -209,6 +231,7 @@ impl Store {
         }
         if self.revision() != start_revision {
             batch.put(Meta::Revision.key(), self.revision().0.to_be_bytes().to_vec());
+            batch.put(Meta::Head.key(), self.state.head.0.to_vec());
             self.maybe_checkpoint(&mut batch);
         }
         if let Some(position) = position {
@@ -288,7 +311,10 @@ impl Store {
                 Err(rejection) => return Ok(Outcome::Rejected(rejection)),
             };
         self.state.projection.apply(&event)?;
-        put_parts(batch, &encode(&event), |part| keys::event(event.revision, part));
+        let bytes = encode(&event);
+        self.state.head = crate::chain::link(&self.state.head, &bytes);
+        batch.put(keys::chain(event.revision), self.state.head.0.to_vec());
+        put_parts(batch, &bytes, |part| keys::event(event.revision, part));
         for change in &event.changes {
             match self.state.projection.get(&change.key) {
                 Some(document) => batch.put(keys::document(&change.key), encode(document)),
@@ -447,9 +473,9 @@ fn initialize_if_empty(space: &dyn Keyspace) -> Result<u32> {
             let version = <[u8; 4]>::try_from(bytes.as_slice())
                 .map(u32::from_be_bytes)
                 .map_err(|_| Error::Corrupt("the format version is not 4 bytes".into()))?;
-            if version != keys::FORMAT_VERSION && version != crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
+            if !(crate::migrate::FORMAT_WITH_BLOBS_IN_SLED..=keys::FORMAT_VERSION).contains(&version) {
                 return Err(Error::Corrupt(format!(
-                    "the data directory has format {version}, this build reads formats {} and {}",
+                    "the data directory has format {version}, this build reads formats {} to {}",
                     crate::migrate::FORMAT_WITH_BLOBS_IN_SLED,
                     keys::FORMAT_VERSION
                 )));
@@ -541,7 +567,26 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         stored_uploads.insert(id, decode::<StoredUpload>(&value, "upload meta")?);
     }
     let uploads = files.reconcile_uploads(stored_uploads)?;
-    Ok(State { projection, blobs, uploads, position, cluster_id })
+    let head = load_head(space, revision)?;
+    Ok(State { projection, blobs, uploads, position, cluster_id, head })
+}
+
+/// The stored head, checked against the hash stored beside the last event.
+fn load_head(space: &dyn Keyspace, revision: Revision) -> Result<Digest> {
+    let head = match space.get(&Meta::Head.key())? {
+        Some(bytes) => crate::chain::parse_hash(&bytes)?,
+        None => crate::chain::GENESIS,
+    };
+    if revision.0 > 0 {
+        let last =
+            space.get(&keys::chain(revision))?.map(|bytes| crate::chain::parse_hash(&bytes)).transpose()?;
+        if last != Some(head) {
+            return Err(Error::Corrupt(format!(
+                "the chain head {head} is not the hash stored beside event {revision}"
+            )));
+        }
+    }
+    Ok(head)
 }
 
 /// The revision of the newest stored event (0 if none).

@@ -1,0 +1,333 @@
+//! Tamper-evident history: a SHA-256 hash chain over the events.
+//!
+//! Every event is linked to the one before it:
+//!
+//! ```text
+//! hash(0) = 32 zero bytes                                  (genesis: the empty store)
+//! hash(n) = SHA-256( hash(n-1) ‖ bincode(event n) )        (the bytes stored under the event's key)
+//! ```
+//!
+//! `hash(n)` is stored beside event `n` (table `chain` in [`crate::keys`]) and the newest one, the **head**,
+//! in the meta table, so applying an event needs no extra read. The chain is computed in
+//! [`crate::Store::apply`] from the event's canonical encoding, which every replica produces identically
+//! from the same log entry: leader, followers and mirrors hold the same chain without sending hashes around.
+//!
+//! What it catches: an event altered on disk after it was applied no longer hashes to the hash stored beside
+//! it ([`ChainView::verify`] names its revision), and a history rewritten *with* its hashes recomputed ends in
+//! another head than the other members' (`tandem history verify` compares them, then bisects the stored
+//! hashes for the first revision that differs). A snapshot or backup carries the head; installing one
+//! recomputes the chain from its events and refuses it when the head differs.
+//!
+//! What it does not catch: a node whose whole history *and* every other member's were rewritten alike, or a
+//! backup rewritten with its head and checksums recomputed. The chain makes tampering evident by comparison;
+//! it is not a signature.
+
+use sha2::{Digest as _, Sha256};
+
+use crate::change::Revision;
+use crate::codec::{decode, join_parts};
+use crate::digest::Digest;
+use crate::engine::Keyspace;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::keys;
+
+/// The hash before the first event.
+pub const GENESIS: Digest = Digest([0; 32]);
+
+/// The chain hash of an event whose canonical encoding is `event_bytes`, following `previous`.
+pub fn link(previous: &Digest, event_bytes: &[u8]) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update(previous.0);
+    hasher.update(event_bytes);
+    Digest::from(hasher)
+}
+
+/// What recomputing a node's chain found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainCheck {
+    /// The revision the check went up to.
+    pub revision: Revision,
+    /// The head recomputed from the events.
+    pub head: Digest,
+    /// The head the store keeps (what it will link the next event to).
+    pub stored_head: Digest,
+    /// The first revision whose event does not hash to the hash stored beside it, is missing or does not
+    /// decode, with why.
+    pub first_mismatch: Option<(Revision, String)>,
+}
+
+impl ChainCheck {
+    /// Whether every event matched its stored hash and the recomputed head is the stored one.
+    pub fn is_intact(&self) -> bool {
+        self.first_mismatch.is_none() && self.head == self.stored_head
+    }
+}
+
+/// A detached view of a store's chain at one revision: events and hashes at or below it never change, so it
+/// can be read without holding the store.
+#[derive(Debug, Clone)]
+pub struct ChainView {
+    pub(crate) space: std::sync::Arc<dyn Keyspace>,
+    pub(crate) revision: Revision,
+    pub(crate) head: Digest,
+}
+
+impl ChainView {
+    /// The revision this view ends at.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// The stored head at [`ChainView::revision`].
+    pub fn head(&self) -> Digest {
+        self.head
+    }
+
+    /// The stored chain hashes of revisions `from..=to` (within the view), in order, at most `limit`.
+    pub fn hashes(&self, from: Revision, to: Revision, limit: usize) -> Result<Vec<(Revision, Digest)>> {
+        let from = from.max(Revision(1));
+        let to = to.min(self.revision);
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        let end = keys::chain(to.next());
+        for item in self.space.scan(&keys::chain(from), Some(&end), false).take(limit) {
+            let (key, value) = item?;
+            out.push((parse_chain_key(&key)?, parse_hash(&value)?));
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the chain from every event up to the view's revision, streaming (one event in memory at a
+    /// time), and compares each hash with the one stored beside its event.
+    pub fn verify(&self) -> Result<ChainCheck> {
+        let mut head = GENESIS;
+        let mut first_mismatch = None;
+        let mut stored =
+            self.space.scan(&keys::chain(Revision(1)), Some(&keys::chain(self.revision.next())), false);
+        let mut expected = Revision(1);
+        for item in raw_events(self.space.as_ref(), Revision(1), self.revision) {
+            let (revision, bytes) = item?;
+            if revision != expected {
+                first_mismatch.get_or_insert((expected, format!("event {expected} is missing")));
+                break;
+            }
+            expected = revision.next();
+            head = link(&head, &bytes);
+            let stored_hash = match stored.next().transpose()? {
+                Some((key, value)) if parse_chain_key(&key)? == revision => Some(parse_hash(&value)?),
+                _ => None,
+            };
+            if first_mismatch.is_some() {
+                continue;
+            }
+            match decode::<Event>(&bytes, &format!("event {revision}")) {
+                Err(error) => first_mismatch = Some((revision, error.to_string())),
+                Ok(event) if event.revision != revision => {
+                    first_mismatch =
+                        Some((revision, format!("event {revision} says it is revision {}", event.revision)))
+                }
+                Ok(_) => {}
+            }
+            if first_mismatch.is_none() {
+                match stored_hash {
+                    None => first_mismatch = Some((revision, format!("event {revision} has no stored hash"))),
+                    Some(stored_hash) if stored_hash != head => {
+                        first_mismatch = Some((
+                            revision,
+                            format!(
+                                "event {revision} hashes to {head}, but the hash stored beside it is {stored_hash}: the event or its hash was altered"
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if first_mismatch.is_none() && expected != self.revision.next() {
+            first_mismatch = Some((expected, format!("event {expected} is missing")));
+        }
+        Ok(ChainCheck { revision: self.revision, head, stored_head: self.head, first_mismatch })
+    }
+}
+
+/// The stored bytes of events `from..=to` (parts joined), in revision order.
+pub(crate) fn raw_events(
+    space: &dyn Keyspace,
+    from: Revision,
+    to: Revision,
+) -> impl Iterator<Item = Result<(Revision, Vec<u8>)>> + '_ {
+    let start = keys::event(from, 0);
+    let end = keys::event(Revision(to.0.saturating_add(1)), 0);
+    let mut scan = space.scan(&start, Some(&end), false).peekable();
+    std::iter::from_fn(move || {
+        let first = scan.next()?;
+        let result = (|| {
+            let (key, value) = first?;
+            let (revision, part) =
+                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
+            let mut parts = vec![(part, value)];
+            while let Some(Ok((next_key, _))) = scan.peek() {
+                match keys::parse_numbered(next_key) {
+                    Some((next_revision, _)) if next_revision == revision => {
+                        let (next_key, next_value) = scan.next().expect("peeked")?;
+                        let (_, next_part) = keys::parse_numbered(&next_key).expect("parsed above");
+                        parts.push((next_part, next_value));
+                    }
+                    _ => break,
+                }
+            }
+            Ok((Revision(revision), join_parts(parts, &format!("event {revision}"))?))
+        })();
+        Some(result)
+    })
+}
+
+fn parse_chain_key(key: &[u8]) -> Result<Revision> {
+    key.get(1..9)
+        .filter(|_| key.len() == 9)
+        .map(|bytes| Revision(u64::from_be_bytes(bytes.try_into().expect("8 bytes"))))
+        .ok_or_else(|| Error::Corrupt("a chain key is bad".into()))
+}
+
+pub(crate) fn parse_hash(value: &[u8]) -> Result<Digest> {
+    <[u8; 32]>::try_from(value).map(Digest).map_err(|_| Error::Corrupt("a chain hash is not 32 bytes".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ChangeMeta, ChangeSet};
+    use crate::engine::WriteBatch;
+    use crate::keys::Meta;
+    use crate::store::Store;
+
+    fn change(i: u32) -> ChangeSet {
+        let meta = ChangeMeta { actor: "t".into(), reason: format!("reason {i}"), ..ChangeMeta::default() };
+        ChangeSet::new(meta).put("notes", &format!("n{}", i % 3), serde_json::json!({"i": i}))
+    }
+
+    fn store_with(dir: &std::path::Path, events: u32) -> Store {
+        let mut store = Store::open(dir).unwrap();
+        for i in 0..events {
+            store.apply(&[crate::Command::Change(change(i))], None).unwrap();
+        }
+        store
+    }
+
+    /// Overwrites the stored bytes of event `revision` with `edit` applied to them (as a disk edit would).
+    fn tamper(store: &Store, revision: u64, edit: impl Fn(&mut Vec<u8>)) {
+        let key = keys::event(Revision(revision), 0);
+        let mut bytes = store.space.get(&key).unwrap().unwrap();
+        edit(&mut bytes);
+        let mut batch = WriteBatch::new();
+        batch.put(key, bytes);
+        store.space.write(batch).unwrap();
+    }
+
+    #[test]
+    fn the_chain_links_every_event_to_the_one_before_and_is_the_same_on_every_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store_with(&dir.path().join("a"), 5);
+        let b = store_with(&dir.path().join("b"), 5);
+        assert_eq!(a.head(), b.head(), "the same events give the same chain");
+        let mut expected = GENESIS;
+        for revision in 1..=5 {
+            let bytes = crate::codec::encode(&a.event(Revision(revision)).unwrap().unwrap());
+            expected = link(&expected, &bytes);
+            let stored = a.chain().hashes(Revision(revision), Revision(revision), 1).unwrap();
+            assert_eq!(stored, vec![(Revision(revision), expected)]);
+        }
+        assert_eq!(a.head(), expected);
+        let check = a.chain().verify().unwrap();
+        assert!(check.is_intact(), "{check:?}");
+        assert_eq!((check.revision, check.head), (Revision(5), expected));
+        assert_ne!(Store::open(&dir.path().join("empty")).unwrap().head(), expected);
+    }
+
+    #[test]
+    fn an_event_altered_on_disk_is_reported_at_its_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), 6);
+        tamper(&store, 4, |bytes| {
+            let at = bytes.windows(8).position(|w| w == b"reason 3").expect("the reason is in the event");
+            bytes[at + 7] = b'9';
+        });
+        assert_eq!(store.event(Revision(4)).unwrap().unwrap().meta.reason, "reason 9", "still decodes");
+        let check = store.chain().verify().unwrap();
+        let (revision, why) = check.first_mismatch.clone().expect("a mismatch");
+        assert_eq!(revision, Revision(4), "{why}");
+        assert!(why.contains("altered"), "{why}");
+        assert_ne!(check.head, check.stored_head);
+        assert!(!check.is_intact());
+    }
+
+    #[test]
+    fn an_event_that_no_longer_decodes_is_reported_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), 3);
+        tamper(&store, 2, |bytes| bytes.truncate(3));
+        let check = store.chain().verify().unwrap();
+        assert_eq!(check.first_mismatch.map(|(revision, _)| revision), Some(Revision(2)));
+    }
+
+    #[test]
+    fn a_store_without_a_chain_gets_one_on_open_and_continues_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(dir.path(), 25);
+        let head = store.head();
+        // Make it a format-2 store: no chain, no head.
+        let mut batch = WriteBatch::new();
+        for revision in 1..=25 {
+            batch.delete(keys::chain(Revision(revision)));
+        }
+        batch.delete(Meta::Head.key());
+        batch.put(Meta::Format.key(), crate::migrate::FORMAT_WITHOUT_CHAIN.to_be_bytes().to_vec());
+        store.space.write(batch).unwrap();
+        drop(store);
+
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head(), head, "the migration computes the same chain apply did");
+        assert!(store.chain().verify().unwrap().is_intact());
+        let format = store.space.get(&Meta::Format.key()).unwrap().unwrap();
+        assert_eq!(format, keys::FORMAT_VERSION.to_be_bytes());
+        store.apply(&[crate::Command::Change(change(99))], None).unwrap();
+        assert!(store.chain().verify().unwrap().is_intact());
+    }
+
+    #[test]
+    fn a_store_installed_from_a_snapshot_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = store_with(&dir.path().join("a"), 7);
+        let mut bytes = Vec::new();
+        source.snapshot().write_to(&mut bytes).unwrap();
+        let mut target = Store::open(&dir.path().join("b")).unwrap();
+        let summary = target.install_snapshot(&bytes[..]).unwrap();
+        assert_eq!(summary.head, source.head());
+        assert_eq!(target.head(), source.head());
+        assert!(target.chain().verify().unwrap().is_intact());
+        drop(target);
+        let mut target = Store::open(&dir.path().join("b")).unwrap();
+        assert_eq!(target.head(), source.head(), "the head survives a reopen");
+        target.apply(&[crate::Command::Change(change(7))], None).unwrap();
+        let mut source = source;
+        source.apply(&[crate::Command::Change(change(7))], None).unwrap();
+        assert_eq!(target.head(), source.head());
+    }
+
+    #[test]
+    fn a_snapshot_of_an_altered_history_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = store_with(&dir.path().join("a"), 4);
+        tamper(&source, 2, |bytes| {
+            let at = bytes.windows(8).position(|w| w == b"reason 1").unwrap();
+            bytes[at + 7] = b'8';
+        });
+        let mut bytes = Vec::new();
+        source.snapshot().write_to(&mut bytes).unwrap();
+        let error = crate::snapshot::verify_snapshot(&bytes[..]).unwrap_err().to_string();
+        assert!(error.contains("an event was altered"), "{error}");
+    }
+}
