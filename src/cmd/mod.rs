@@ -10,7 +10,8 @@
 //! |---|---|
 //! | `serve` | [`serve`] |
 //! | `status` | [`status`] |
-//! | `put`, `get`, `list`, `delete`, `history` | [`documents`] |
+//! | `put`, `get`, `list`, `delete` | [`documents`] |
+//! | `history`, `history verify` | [`history`] |
 //! | `export`, `diff`, `revert`, `undo`, `import` | [`operations`] |
 //! | `servers add / list / remove` | [`servers`] |
 //! | `firmware add` | [`firmware`] |
@@ -29,6 +30,7 @@ pub mod boot;
 pub mod documents;
 pub mod error;
 pub mod firmware;
+pub mod history;
 pub mod operations;
 pub mod output;
 pub mod recover;
@@ -82,8 +84,9 @@ pub enum Command {
     List(documents::ListArgs),
     /// Delete a document.
     Delete(documents::DeleteArgs),
-    /// List events (who changed what).
-    History(documents::HistoryArgs),
+    /// List events (who changed what), export the audit trail of a period (`--format csv|json`), or verify
+    /// the history's hash chain on every member (`history verify`).
+    History(history::HistoryArgs),
     /// Print the whole configuration (now or at a revision) as JSON.
     Export(operations::ExportArgs),
     /// Show what differs between two revisions.
@@ -174,7 +177,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Get(args) => documents::get(ctx, args).await,
         Command::List(args) => documents::list(ctx, args).await,
         Command::Delete(args) => documents::delete(ctx, args).await,
-        Command::History(args) => documents::history(ctx, args).await,
+        Command::History(args) => history::run(ctx, args).await,
         Command::Export(args) => operations::export(ctx, args).await,
         Command::Diff(args) => operations::diff(ctx, args).await,
         Command::Revert(args) => operations::revert(ctx, args).await,

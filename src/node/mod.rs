@@ -330,6 +330,7 @@ impl RunningNode {
             tokens,
             backup,
             limits: api_limits,
+            audit: config.audit,
         });
         tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
         tasks.spawn(node.clone().run_duties(shutdown.clone()));

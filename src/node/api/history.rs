@@ -422,6 +422,8 @@ pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         collection: query_value(query, "collection").map(str::to_string),
         id: query_value(query, "id").map(str::to_string),
         actor: query_value(query, "actor").map(str::to_string),
+        since_ms: query_number(query, "since")?,
+        until_ms: query_number(query, "until")?,
         from: query_number(query, "from")?.map(Revision),
         to: query_number(query, "to")?.map(Revision),
         limit: Some(query_number(query, "limit")?.unwrap_or(1000).min(100_000) as usize),

@@ -30,6 +30,7 @@ use crate::http::{ApiError, Body, json_response, query_pairs};
 use crate::limits::HttpLimits;
 use crate::node::metrics::Metrics;
 
+pub mod audit;
 pub mod backup;
 pub mod blobs;
 pub mod changes;
@@ -59,6 +60,8 @@ pub const ROUTES: &[Route] = &[
     serves_configuration(route("DELETE", "/v1/docs/{collection}/{id}", Access::Operate, "Delete a document", handler!(documents::delete))),
     serves_configuration(route("POST", "/v1/changes", Access::Operate, "Apply a change set atomically", handler!(changes::post))),
     serves_configuration(route("GET", "/v1/history", Access::Read, "Events: who changed what, filtered", handler!(history::list))),
+    serves_configuration(route("GET", "/v1/history/verify", Access::Read, "Recompute this node's history hash chain", handler!(audit::verify))),
+    serves_configuration(route("GET", "/v1/history/chain", Access::Read, "The stored chain hashes of a range of revisions", handler!(audit::hashes))),
     serves_configuration(route("GET", "/v1/export", Access::Read, "The whole configuration (now or at a revision) as JSON", handler!(history::export))),
     serves_configuration(route("GET", "/v1/diff", Access::Read, "Differences between two revisions", handler!(history::diff))),
     serves_configuration(route("POST", "/v1/revert", Access::Operate, "Make the configuration equal to a past revision", handler!(history::revert))),
@@ -86,6 +89,8 @@ pub struct ApiState {
     pub backup: crate::node::backup::BackupState,
     /// Connection caps, timeouts, concurrent backups.
     pub limits: ApiLimits,
+    /// `[audit]`: e.g. whether every change needs a reason.
+    pub audit: crate::config::AuditSettings,
 }
 
 /// The admin API's limits: its listener's (see [`crate::limits`]) and the cap on concurrent backups.
@@ -203,6 +208,7 @@ async fn answer(
 }
 
 pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
+    require_reason(state, &change.meta.reason)?;
     let response = match state.node.write(Command::Change(change)).await {
         Ok(response) => response,
         Err(error) => {
@@ -229,6 +235,19 @@ pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Respons
             format!("unexpected outcome {other:?}"),
         )),
     }
+}
+
+/// With `[audit] require_reason = true`, a change without a reason is refused before it is proposed.
+pub(crate) fn require_reason(state: &ApiState, reason: &str) -> Result<(), ApiError> {
+    if state.audit.require_reason && reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+            "this installation requires a reason for every change ([audit] require_reason = true); nothing was written",
+        )
+        .with_hint("say why: tandem put|delete … --reason TEXT, or \"reason\" in the change set (?reason= for PUT/DELETE /v1/docs)"));
+    }
+    Ok(())
 }
 
 /// Maps a rejection to its HTTP status: preconditions 412, sizes 413, everything else 422.
