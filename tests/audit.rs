@@ -1,6 +1,7 @@
 //! Audit end to end, on real `tandem serve` processes: the history's hash chain (`tandem history verify`
-//! names the revision of an event altered on one node's disk), `[audit] require_reason`, and the export of
-//! the audit trail of a period (`tandem history --format csv|json --since --until`).
+//! names the revision of an event altered on one node's disk), `[audit] require_reason`, the audit fields
+//! of every event (actor, token name, source address) and the export of the audit trail of a period
+//! (`tandem history --format csv|json --since --until`).
 
 mod harness;
 
@@ -82,7 +83,9 @@ fn history_verify_names_the_revision_of_an_event_altered_on_one_node() {
 #[test]
 fn require_reason_refuses_a_change_without_one_and_the_trail_exports_as_csv_and_json() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Node::new(dir.path(), "solo", "data").with_config("[audit]\nrequire_reason = true\n");
+    let config = "[audit]\nrequire_reason = true\n\n[[tokens]]\nname = \"line-7\"\nrole = \"operator\"\nsecret = \"operator-secret-0123456\"\n";
+    let mut node =
+        Node::new(dir.path(), "solo", "data").with_config(config).with_token("operator-secret-0123456");
     node.start(false);
 
     let refused = node.cli(&["put", "notes", "n1", r#"{"v": 1}"#]);
@@ -97,9 +100,19 @@ fn require_reason_refuses_a_change_without_one_and_the_trail_exports_as_csv_and_
 
     let first = put(&node, "n1", "first, \"quoted\"");
     std::thread::sleep(Duration::from_millis(1100));
-    let second = put(&node, "n2", "second");
+    let second =
+        node.json(&["put", "notes", "n2", "{}", "--reason", "second", "--actor", "grace"])["revision"]
+            .as_u64()
+            .unwrap();
     let events = node.history();
     let second_ms = events[1]["timestamp_ms"].as_u64().unwrap();
+    // Who, with which token, from where.
+    assert_eq!((&events[0]["actor"], &events[0]["token"]), (&Value::from("line-7"), &Value::from("line-7")));
+    assert_eq!((&events[1]["actor"], &events[1]["token"]), (&Value::from("grace"), &Value::from("line-7")));
+    let source = events[1]["source"].as_str().expect("a source address");
+    assert!(source.starts_with("127.0.0.1:"), "{source}");
+    let table = node.ok(&["history"]);
+    assert!(table.contains("grace") && table.contains("127.0.0.1:"), "{table}");
 
     let csv = node.ok(&["history", "--format", "csv"]);
     let lines: Vec<&str> = csv.lines().collect();
@@ -108,6 +121,7 @@ fn require_reason_refuses_a_change_without_one_and_the_trail_exports_as_csv_and_
     assert!(lines[1].starts_with(&format!("{first},")), "{csv}");
     assert!(lines[1].contains(r#","first, ""quoted""","#), "quoted per RFC 4180: {csv}");
     assert!(lines[1].ends_with(",~notes/n1"), "{csv}");
+    assert!(lines[2].contains(",grace,line-7,127.0.0.1:"), "actor, token, source: {csv}");
 
     // The period: from the second's start (Unix seconds) on, then until it.
     let since = (second_ms / 1000).to_string();

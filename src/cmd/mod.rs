@@ -66,6 +66,10 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Who you are, recorded as the actor of your changes beside the token's name (default: the token's
+    /// name).
+    #[arg(long, global = true, env = "TANDEM_ACTOR")]
+    pub actor: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -142,6 +146,8 @@ pub struct Context {
     pub token: Option<String>,
     /// `--json`: print JSON instead of tables.
     pub json: bool,
+    /// `--actor`: sent with every request as `X-Tandem-Actor`.
+    pub actor: Option<String>,
 }
 
 impl Context {
@@ -152,7 +158,7 @@ impl Context {
 
     /// A client of another server, with the same token.
     pub fn client_of(&self, server: &str) -> ApiClient {
-        ApiClient::new(server, self.token.clone())
+        ApiClient::new(server, self.token.clone()).with_actor(self.actor.clone())
     }
 
     /// One JSON request to `--server`; a refusal's answer is printed as is with `--json` before it fails.
@@ -205,7 +211,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let ctx = Context { server: cli.server, token: cli.token, json: cli.json };
+    let ctx = Context { server: cli.server, token: cli.token, json: cli.json, actor: cli.actor };
     match runtime.block_on(run(&ctx, &cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

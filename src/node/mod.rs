@@ -408,6 +408,7 @@ async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_di
         reason,
         timestamp_ms: at_ms,
         request_id: Some(format!("forced-recovery-{:016x}-epoch-{}", identity.id, identity.epoch)),
+        ..ChangeMeta::default()
     });
     change = change.put(
         "cluster_events",

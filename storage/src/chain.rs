@@ -185,6 +185,19 @@ pub(crate) fn raw_events(
     })
 }
 
+/// The revision of the newest stored event (0 if none).
+pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
+    match space.scan(&[keys::EVENTS], Some(&[keys::EVENTS + 1]), true).next() {
+        None => Ok(Revision(0)),
+        Some(item) => {
+            let (key, _) = item?;
+            let (revision, _) =
+                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
+            Ok(Revision(revision))
+        }
+    }
+}
+
 fn parse_chain_key(key: &[u8]) -> Result<Revision> {
     key.get(1..9)
         .filter(|_| key.len() == 9)
@@ -194,140 +207,4 @@ fn parse_chain_key(key: &[u8]) -> Result<Revision> {
 
 pub(crate) fn parse_hash(value: &[u8]) -> Result<Digest> {
     <[u8; 32]>::try_from(value).map(Digest).map_err(|_| Error::Corrupt("a chain hash is not 32 bytes".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::change::{ChangeMeta, ChangeSet};
-    use crate::engine::WriteBatch;
-    use crate::keys::Meta;
-    use crate::store::Store;
-
-    fn change(i: u32) -> ChangeSet {
-        let meta = ChangeMeta { actor: "t".into(), reason: format!("reason {i}"), ..ChangeMeta::default() };
-        ChangeSet::new(meta).put("notes", &format!("n{}", i % 3), serde_json::json!({"i": i}))
-    }
-
-    fn store_with(dir: &std::path::Path, events: u32) -> Store {
-        let mut store = Store::open(dir).unwrap();
-        for i in 0..events {
-            store.apply(&[crate::Command::Change(change(i))], None).unwrap();
-        }
-        store
-    }
-
-    /// Overwrites the stored bytes of event `revision` with `edit` applied to them (as a disk edit would).
-    fn tamper(store: &Store, revision: u64, edit: impl Fn(&mut Vec<u8>)) {
-        let key = keys::event(Revision(revision), 0);
-        let mut bytes = store.space.get(&key).unwrap().unwrap();
-        edit(&mut bytes);
-        let mut batch = WriteBatch::new();
-        batch.put(key, bytes);
-        store.space.write(batch).unwrap();
-    }
-
-    #[test]
-    fn the_chain_links_every_event_to_the_one_before_and_is_the_same_on_every_replica() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = store_with(&dir.path().join("a"), 5);
-        let b = store_with(&dir.path().join("b"), 5);
-        assert_eq!(a.head(), b.head(), "the same events give the same chain");
-        let mut expected = GENESIS;
-        for revision in 1..=5 {
-            let bytes = crate::codec::encode(&a.event(Revision(revision)).unwrap().unwrap());
-            expected = link(&expected, &bytes);
-            let stored = a.chain().hashes(Revision(revision), Revision(revision), 1).unwrap();
-            assert_eq!(stored, vec![(Revision(revision), expected)]);
-        }
-        assert_eq!(a.head(), expected);
-        let check = a.chain().verify().unwrap();
-        assert!(check.is_intact(), "{check:?}");
-        assert_eq!((check.revision, check.head), (Revision(5), expected));
-        assert_ne!(Store::open(&dir.path().join("empty")).unwrap().head(), expected);
-    }
-
-    #[test]
-    fn an_event_altered_on_disk_is_reported_at_its_revision() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with(dir.path(), 6);
-        tamper(&store, 4, |bytes| {
-            let at = bytes.windows(8).position(|w| w == b"reason 3").expect("the reason is in the event");
-            bytes[at + 7] = b'9';
-        });
-        assert_eq!(store.event(Revision(4)).unwrap().unwrap().meta.reason, "reason 9", "still decodes");
-        let check = store.chain().verify().unwrap();
-        let (revision, why) = check.first_mismatch.clone().expect("a mismatch");
-        assert_eq!(revision, Revision(4), "{why}");
-        assert!(why.contains("altered"), "{why}");
-        assert_ne!(check.head, check.stored_head);
-        assert!(!check.is_intact());
-    }
-
-    #[test]
-    fn an_event_that_no_longer_decodes_is_reported_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with(dir.path(), 3);
-        tamper(&store, 2, |bytes| bytes.truncate(3));
-        let check = store.chain().verify().unwrap();
-        assert_eq!(check.first_mismatch.map(|(revision, _)| revision), Some(Revision(2)));
-    }
-
-    #[test]
-    fn a_store_without_a_chain_gets_one_on_open_and_continues_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with(dir.path(), 25);
-        let head = store.head();
-        // Make it a format-2 store: no chain, no head.
-        let mut batch = WriteBatch::new();
-        for revision in 1..=25 {
-            batch.delete(keys::chain(Revision(revision)));
-        }
-        batch.delete(Meta::Head.key());
-        batch.put(Meta::Format.key(), crate::migrate::FORMAT_WITHOUT_CHAIN.to_be_bytes().to_vec());
-        store.space.write(batch).unwrap();
-        drop(store);
-
-        let mut store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.head(), head, "the migration computes the same chain apply did");
-        assert!(store.chain().verify().unwrap().is_intact());
-        let format = store.space.get(&Meta::Format.key()).unwrap().unwrap();
-        assert_eq!(format, keys::FORMAT_VERSION.to_be_bytes());
-        store.apply(&[crate::Command::Change(change(99))], None).unwrap();
-        assert!(store.chain().verify().unwrap().is_intact());
-    }
-
-    #[test]
-    fn a_store_installed_from_a_snapshot_continues_the_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = store_with(&dir.path().join("a"), 7);
-        let mut bytes = Vec::new();
-        source.snapshot().write_to(&mut bytes).unwrap();
-        let mut target = Store::open(&dir.path().join("b")).unwrap();
-        let summary = target.install_snapshot(&bytes[..]).unwrap();
-        assert_eq!(summary.head, source.head());
-        assert_eq!(target.head(), source.head());
-        assert!(target.chain().verify().unwrap().is_intact());
-        drop(target);
-        let mut target = Store::open(&dir.path().join("b")).unwrap();
-        assert_eq!(target.head(), source.head(), "the head survives a reopen");
-        target.apply(&[crate::Command::Change(change(7))], None).unwrap();
-        let mut source = source;
-        source.apply(&[crate::Command::Change(change(7))], None).unwrap();
-        assert_eq!(target.head(), source.head());
-    }
-
-    #[test]
-    fn a_snapshot_of_an_altered_history_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = store_with(&dir.path().join("a"), 4);
-        tamper(&source, 2, |bytes| {
-            let at = bytes.windows(8).position(|w| w == b"reason 1").unwrap();
-            bytes[at + 7] = b'8';
-        });
-        let mut bytes = Vec::new();
-        source.snapshot().write_to(&mut bytes).unwrap();
-        let error = crate::snapshot::verify_snapshot(&bytes[..]).unwrap_err().to_string();
-        assert!(error.contains("an event was altered"), "{error}");
-    }
 }

@@ -23,7 +23,8 @@ use crate::change::{DocKey, Revision};
 use crate::digest::Digest;
 
 /// The format of this layout, stored under [`Meta::Format`]; bumped on any incompatible change.
-/// Format 3 added the hash chain (`chain` table, [`Meta::Head`]); format 2 stores get it on open
+/// Format 3 added the hash chain (`chain` table, [`Meta::Head`]) and the audit fields of events
+/// ([`crate::ChangeMeta`]'s `token` and `source`); format-2 stores are brought up to it on open
 /// ([`crate::migrate`]).
 pub const FORMAT_VERSION: u32 = 3;
 
@@ -56,6 +57,8 @@ pub enum Meta {
     UploadDir,
     /// 32 bytes: the chain hash of the event at [`Meta::Revision`] (absent at revision 0: the genesis hash).
     Head,
+    /// u64, only while a format-2 store is migrated: the last event re-encoded so far ([`crate::migrate`]).
+    ReencodedUpTo,
 }
 
 impl Meta {
@@ -67,6 +70,7 @@ impl Meta {
             Meta::Position => b"position",
             Meta::UploadDir => b"upload-dir",
             Meta::Head => b"head",
+            Meta::ReencodedUpTo => b"reencoded-up-to",
         };
         [&[META], name].concat()
     }

@@ -46,6 +46,7 @@ pub mod event;
 pub mod export;
 pub mod history;
 pub mod keys;
+pub mod legacy;
 pub mod limits;
 pub mod mac;
 pub mod migrate;

@@ -17,13 +17,18 @@
 //! own, and the uploads directory of the failed one is deleted at the next open), so the migration simply
 //! runs again; after it, a format-2 store. Memory stays at one part: the bytes are streamed.
 //!
-//! ## Format 2 → 3: the hash chain
-//! Format 3 keeps a chain hash beside every event ([`crate::chain`]). `chain_events` runs on the first open
-//! of a format-2 store (after the step above, for a format-1 one): it reads the events in revision order,
-//! one at a time, links each to the hash before it, and writes the hashes in batches of
-//! [`CHAIN_BATCH`]; the last batch writes the head and sets format 3. A crash before that last batch
-//! leaves a format-2 store whose extra hashes are simply written again by the next attempt. The events
-//! themselves are not rewritten: their stored bytes are the canonical encoding the chain covers.
+//! ## Format 2 → 3: audit fields and the hash chain
+//! Format 3 events carry the audit fields (`token`, `source`) and a chain hash beside every event
+//! ([`crate::chain`]). `events_to_format_3` runs on the first open of a format-2 store (after the step
+//! above, for a format-1 one), in two passes over the events in revision order, one event in memory at a
+//! time and writes in batches of at most [`MIGRATION_BATCH_BYTES`]:
+//!
+//! 1. each event is decoded in the old encoding ([`crate::legacy::EventV1`]) and written back in the new
+//!    one (no token, no source); every batch also records the last revision it re-encoded
+//!    ([`Meta::ReencodedUpTo`]), so a crash between batches resumes after it — events are never decoded
+//!    in the wrong encoding;
+//! 2. each event's new bytes are linked to the hash before it; the last batch writes the head, removes the
+//!    progress mark and sets format 3. A crash in this pass just computes the hashes again.
 
 use std::path::Path;
 
@@ -33,7 +38,7 @@ use sha2::{Digest as _, Sha256};
 use crate::blob::{BlobMeta, StoredUpload, UploadMeta};
 use crate::blob_files::{BlobFiles, IncomingFile};
 use crate::change::Revision;
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, put_parts};
 use crate::digest::Digest;
 use crate::engine::{Keyspace, WriteBatch};
 use crate::error::{Error, Result};
@@ -44,8 +49,8 @@ use crate::limits::STORED_CHUNK_BYTES;
 pub const FORMAT_WITH_BLOBS_IN_SLED: u32 = 1;
 /// The format with blob bytes in files but no hash chain.
 pub const FORMAT_WITHOUT_CHAIN: u32 = 2;
-/// Chain hashes written per batch while migrating (~0.5 MiB of keys and values).
-const CHAIN_BATCH: usize = 10_000;
+/// The most bytes of events and hashes one migration batch writes.
+const MIGRATION_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// A committed blob's meta in format 1: its size and the upload whose parts hold it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,26 +105,53 @@ pub(crate) fn blobs_to_files(space: &dyn Keyspace, blob_dir: &Path) -> Result<()
     Ok(())
 }
 
-/// Computes and stores the hash chain of a format-2 store's events and sets format 3 (see the module docs).
-/// The caller makes the result durable.
-pub(crate) fn chain_events(space: &dyn Keyspace) -> Result<()> {
-    let revision = crate::store::last_event_revision(space)?;
-    let mut head = crate::chain::GENESIS;
+/// Re-encodes a format-2 store's events with the audit fields, computes their hash chain and sets format 3
+/// (see the module docs). The caller makes the result durable.
+pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
+    let revision = crate::chain::last_event_revision(space)?;
+    let done = match space.get(&Meta::ReencodedUpTo.key())? {
+        Some(bytes) => Revision(u64::from_be_bytes(
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("the migration mark is not 8 bytes".into()))?,
+        )),
+        None => Revision(0),
+    };
     let mut batch = WriteBatch::new();
     let mut pending = 0;
-    let mut expected = Revision(1);
-    for item in crate::chain::raw_events(space, Revision(1), revision) {
+    let mut expected = done.next();
+    for item in crate::chain::raw_events(space, done.next(), revision) {
         let (event_revision, bytes) = item?;
         if event_revision != expected {
             return Err(Error::Corrupt(format!(
-                "adding the hash chain: event {expected} is missing; restore a backup"
+                "migrating the history: event {expected} is missing; restore a backup"
             )));
         }
+        let what = format!("event {event_revision}");
+        let event: crate::Event = decode::<crate::legacy::EventV1>(&bytes, &what)?.into();
+        let bytes = encode(&event);
+        // The new encoding is longer (two more fields), so it has at least as many parts: all are overwritten.
+        pending += bytes.len();
+        put_parts(&mut batch, &bytes, |part| keys::event(event_revision, part));
+        expected = event_revision.next();
+        if pending >= MIGRATION_BATCH_BYTES {
+            batch.put(Meta::ReencodedUpTo.key(), event_revision.0.to_be_bytes().to_vec());
+            space.write(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    batch.put(Meta::ReencodedUpTo.key(), revision.0.to_be_bytes().to_vec());
+    space.write(std::mem::take(&mut batch))?;
+
+    let mut head = crate::chain::GENESIS;
+    pending = 0;
+    for item in crate::chain::raw_events(space, Revision(1), revision) {
+        let (event_revision, bytes) = item?;
         head = crate::chain::link(&head, &bytes);
         batch.put(keys::chain(event_revision), head.0.to_vec());
-        expected = event_revision.next();
-        pending += 1;
-        if pending == CHAIN_BATCH {
+        pending += 48;
+        if pending >= MIGRATION_BATCH_BYTES {
             space.write(std::mem::take(&mut batch))?;
             pending = 0;
         }
@@ -127,9 +159,10 @@ pub(crate) fn chain_events(space: &dyn Keyspace) -> Result<()> {
     if revision.0 > 0 {
         batch.put(Meta::Head.key(), head.0.to_vec());
     }
+    batch.delete(Meta::ReencodedUpTo.key());
     batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
     space.write(batch)?;
-    tracing::info!(events = revision.0, head = %head, "added the hash chain to the history (format 2 to 3)");
+    tracing::info!(events = revision.0, head = %head, "added audit fields and the hash chain to the history (format 2 to 3)");
     Ok(())
 }
 

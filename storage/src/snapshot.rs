@@ -19,8 +19,9 @@
 //! ```
 //! Frames come in that order: header, events, documents, blobs, uploads, end.
 //!
-//! Version 1 had no chain head in its header ([`SnapshotHeaderV1`]); it is still read (old backups, a
-//! node's kept snapshot from before the upgrade). Either way the installer recomputes the hash chain from
+//! Version 1 had no chain head in its header ([`SnapshotHeaderV1`]) and its events no audit fields
+//! ([`crate::legacy::EventV1`]); it is still read (old backups, a node's kept snapshot from before the
+//! upgrade), its events stored in the new encoding. Either way the installer recomputes the hash chain from
 //! the events ([`crate::chain`]) and stores it; with a head in the header, a history that does not hash to
 //! it is refused, so a node installed from a snapshot continues exactly the chain its source had.
 //!
@@ -465,6 +466,12 @@ fn consume(
         decode(&payload, "snapshot header")
     }
     .map_err(|e| invalid(e.to_string()))?;
+    if header.format != frames.format {
+        return Err(invalid(format!(
+            "the snapshot says format {} at its start but {} in its header",
+            frames.format, header.format
+        )));
+    }
     let mut consumer = Consumer::new(sink, files, header, checkpoint_interval);
     while let Some((kind, payload)) = frames.next()? {
         if kind != DATA {
@@ -580,7 +587,16 @@ impl<'a> Consumer<'a> {
             let bytes =
                 rest.get(4..4 + length).ok_or_else(|| invalid("an events frame ends inside an event"))?;
             rest = &rest[4 + length..];
-            let event: Event = decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?;
+            let (event, reencoded) = if self.header.format == SNAPSHOT_FORMAT_V1 {
+                let event: Event = decode::<crate::legacy::EventV1>(bytes, "a snapshot event")
+                    .map_err(|e| invalid(e.to_string()))?
+                    .into();
+                let reencoded = encode(&event);
+                (event, Some(reencoded))
+            } else {
+                (decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?, None)
+            };
+            let bytes = reencoded.as_deref().unwrap_or(bytes);
             self.replayed.apply(&event).map_err(|e| invalid(e.to_string()))?;
             self.head = crate::chain::link(&self.head, bytes);
             self.batch.put(keys::chain(event.revision), self.head.0.to_vec());

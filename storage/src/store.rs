@@ -119,7 +119,7 @@ impl Store {
             format = crate::migrate::FORMAT_WITHOUT_CHAIN;
         }
         if format == crate::migrate::FORMAT_WITHOUT_CHAIN {
-            crate::migrate::chain_events(space.as_ref())?;
+            crate::migrate::events_to_format_3(space.as_ref())?;
             database.durable()?;
         }
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
@@ -212,12 +212,15 @@ impl Store {
     fn apply_commands(&mut self, commands: &[Command], position: Option<&[u8]>) -> Result<Vec<Outcome>> {
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(commands.len());
-        let mut new_requests: HashMap<&str, Revision> = HashMap::new();
+        let mut new_requests: HashMap<String, Revision> = HashMap::new();
         let start_revision = self.revision();
         for command in commands {
             let outcome = match command {
                 Command::Change(change_set) => {
                     self.apply_change(change_set, &mut new_requests, &mut batch)?
+                }
+                Command::ChangeV1(change_set) => {
+                    self.apply_change(&change_set.clone().into(), &mut new_requests, &mut batch)?
                 }
                 Command::BlobChunk { upload, chunk, data } => {
                     self.apply_chunk(*upload, *chunk, data, &mut batch)?
@@ -284,10 +287,10 @@ impl Store {
         }
     }
 
-    fn apply_change<'c>(
+    fn apply_change(
         &mut self,
-        change_set: &'c ChangeSet,
-        new_requests: &mut HashMap<&'c str, Revision>,
+        change_set: &ChangeSet,
+        new_requests: &mut HashMap<String, Revision>,
         batch: &mut WriteBatch,
     ) -> Result<Outcome> {
         if let Some(request_id) = change_set.meta.request_id.as_deref() {
@@ -323,7 +326,7 @@ impl Store {
         }
         if let Some(request_id) = change_set.meta.request_id.as_deref() {
             batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
-            new_requests.insert(request_id, event.revision);
+            new_requests.insert(request_id.to_string(), event.revision);
         }
         Ok(Outcome::Accepted { revision: event.revision })
     }
@@ -541,7 +544,7 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         projection.insert(doc_key, document);
     }
     projection.set_revision(revision);
-    let last_event = last_event_revision(space)?;
+    let last_event = crate::chain::last_event_revision(space)?;
     if last_event != revision {
         return Err(Error::Corrupt(format!(
             "the last event is {last_event} but the store is at revision {revision}"
@@ -587,19 +590,6 @@ fn load_head(space: &dyn Keyspace, revision: Revision) -> Result<Digest> {
         }
     }
     Ok(head)
-}
-
-/// The revision of the newest stored event (0 if none).
-pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
-    match space.scan(&[keys::EVENTS], Some(&[keys::EVENTS + 1]), true).next() {
-        None => Ok(Revision(0)),
-        Some(item) => {
-            let (key, _) = item?;
-            let (revision, _) =
-                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
-            Ok(Revision(revision))
-        }
-    }
 }
 
 /// Reads until `buffer` is full or the reader ends.

@@ -12,6 +12,7 @@
 //! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the
 //! leader; membership changes made on a follower are proxied to the leader's API.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,7 @@ use tandem_storage::{ChangeMeta, ChangeSet, Command, Event, Outcome, Rejection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Access, Tokens};
+use crate::auth::{Access, Caller, Tokens};
 use crate::http::{ApiError, Body, json_response, query_pairs};
 use crate::limits::HttpLimits;
 use crate::node::metrics::Metrics;
@@ -133,7 +134,7 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
         };
         let limits = state.limits.http;
         let state = state.clone();
-        let handler = move |request| handle(state.clone(), request);
+        let handler = move |request| handle(state.clone(), remote, request);
         let stop = (shutdown.clone(), Duration::from_secs(2));
         connections.spawn(async move {
             crate::limits::serve_connection(stream, remote, limits, handler, stop, "admin API").await;
@@ -144,12 +145,12 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
     let _ = tokio::time::timeout(Duration::from_secs(3), connections.wait()).await;
 }
 
-async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(state: Arc<ApiState>, remote: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let lookup = routes::lookup(&method, &path);
-    let mut response = match answer(&state, &lookup, request).await {
+    let mut response = match answer(&state, &lookup, remote, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -174,6 +175,7 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Bo
 async fn answer(
     state: &ApiState,
     lookup: &Lookup,
+    remote: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let method = request.method();
@@ -193,7 +195,9 @@ async fn answer(
                 .with_hint("GET /v1/openapi.json lists every endpoint"));
         }
     };
-    let caller = state.tokens.authorize(request.headers(), route.access)?;
+    let mut caller = state.tokens.authorize(request.headers(), route.access)?;
+    caller.source = Some(remote);
+    caller.actor = named_actor(request.headers())?;
     if route.serves_configuration && state.node.role() == Role::Witness {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -205,6 +209,25 @@ async fn answer(
     let params = route.params(path);
     let query = query_pairs(request.uri().query());
     (route.handler)(Call { state, caller, request, params, query }).await
+}
+
+/// The header in which a client names who is acting (`tandem --actor`, `TANDEM_ACTOR`); the token's name
+/// when absent.
+pub const ACTOR_HEADER: &str = "x-tandem-actor";
+
+fn named_actor(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(ACTOR_HEADER) else { return Ok(None) };
+    let actor = value.to_str().map_err(|_| {
+        ApiError::bad_request(format!("the {ACTOR_HEADER} header must be printable ASCII text"))
+    })?;
+    let actor = actor.trim();
+    if actor.len() > tandem_storage::limits::MAX_SHORT_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "the {ACTOR_HEADER} header may hold at most {} bytes",
+            tandem_storage::limits::MAX_SHORT_TEXT
+        )));
+    }
+    Ok((!actor.is_empty()).then(|| actor.to_string()))
 }
 
 pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
@@ -299,14 +322,12 @@ pub(crate) fn query_number(query: &[(String, String)], key: &str) -> Result<Opti
     }
 }
 
-pub(crate) fn meta_from(query: &[(String, String)], actor: &str) -> ChangeMeta {
-    ChangeMeta {
-        actor: actor.into(),
-        reason: query_value(query, "reason").unwrap_or_default().to_string(),
-        timestamp_ms: now_ms(),
+pub(crate) fn meta_from(query: &[(String, String)], caller: &Caller) -> ChangeMeta {
+    caller.change_meta(
+        query_value(query, "reason").unwrap_or_default().to_string(),
         // An empty request id is no request id: it would make every later request with one a "duplicate".
-        request_id: query_value(query, "request_id").filter(|id| !id.is_empty()).map(str::to_string),
-    }
+        query_value(query, "request_id").filter(|id| !id.is_empty()).map(str::to_string),
+    )
 }
 
 /// A stored document body as JSON. Bodies are canonical JSON written by the store, so one that does not parse
@@ -326,5 +347,6 @@ pub fn event_json(event: &Event) -> serde_json::Value {
         })
         .collect();
     json!({"revision": event.revision, "actor": event.meta.actor, "reason": event.meta.reason,
-           "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id, "changes": changes})
+           "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id,
+           "token": event.meta.token, "source": event.meta.source, "changes": changes})
 }
