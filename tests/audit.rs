@@ -140,3 +140,37 @@ fn require_reason_refuses_a_change_without_one_and_the_trail_exports_as_csv_and_
     let bad = node.cli(&["history", "--format", "csv", "--since", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2), "a bad time is a usage error");
 }
+
+#[test]
+fn a_backup_carries_the_chain_head_and_a_restored_node_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "a", "data");
+    node.start(false);
+    for i in 1..=3 {
+        put(&node, &format!("n{i}"), &format!("change {i}"));
+    }
+    let head = node.json(&["history", "verify"])["nodes"][0]["head"].as_str().unwrap().to_string();
+    assert_eq!(head.len(), 64);
+    let file = dir.path().join("a.backup");
+    node.ok(&["backup", "create", "--out", file.to_str().unwrap()]);
+    let verified = node.json(&["backup", "verify", file.to_str().unwrap()]);
+    assert_eq!(verified["head"], head.as_str(), "{verified}");
+
+    let restored_dir = dir.path().join("restored");
+    let restored = node.json(&[
+        "backup",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        restored_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(restored["head"], head.as_str());
+    let mut copy = Node::new(dir.path(), "restored", "data");
+    copy.start(false);
+    let report = copy.json(&["history", "verify"]);
+    assert_eq!(report["nodes"][0]["head"], head.as_str(), "the restored node has the same chain: {report}");
+    assert_eq!(report["nodes"][0]["intact"], true);
+    // The restored node links its next event to the backup's head.
+    put(&copy, "n4", "after the restore");
+    assert_eq!(copy.json(&["history", "verify"])["nodes"][0]["intact"], true);
+}
