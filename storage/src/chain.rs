@@ -7,12 +7,13 @@
 //! hash(n) = SHA-256( hash(n-1) ‖ bincode(event n) )        (the bytes stored under the event's key)
 //! ```
 //!
-//! `hash(n)` is stored beside event `n` (table `chain` in [`crate::keys`]) and the newest one, the **head**,
-//! in the meta table, so applying an event needs no extra read. The chain is computed in
+//! `hash(n)` is stored with event `n` — the event's value is `hash(n) ‖ bincode(event n)` (see
+//! [`crate::keys`]), so the chain costs no extra key — and the newest one, the **head**, in the meta table,
+//! so applying an event needs no extra read. The chain is computed in
 //! [`crate::Store::apply`] from the event's canonical encoding, which every replica produces identically
 //! from the same log entry: leader, followers and mirrors hold the same chain without sending hashes around.
 //!
-//! What it catches: an event altered on disk after it was applied no longer hashes to the hash stored beside
+//! What it catches: an event altered on disk after it was applied no longer hashes to the hash stored with
 //! it ([`ChainView::verify`] names its revision), and a history rewritten *with* its hashes recomputed ends in
 //! another head than the other members' (`tandem history verify` compares them, then bisects the stored
 //! hashes for the first revision that differs). A snapshot or backup carries the head; installing one
@@ -35,6 +36,26 @@ use crate::keys;
 /// The hash before the first event.
 pub const GENESIS: Digest = Digest([0; 32]);
 
+/// The length of the chain hash in front of each stored event.
+pub const HASH_LEN: usize = 32;
+
+/// An event's stored value (`hash ‖ event_bytes`) from the hash before it and its canonical encoding, built
+/// in `value`, which holds [`HASH_LEN`] bytes of room followed by the encoding; returns the event's hash.
+pub(crate) fn seal(previous: &Digest, value: &mut [u8]) -> Digest {
+    let hash = link(previous, &value[HASH_LEN..]);
+    value[..HASH_LEN].copy_from_slice(&hash.0);
+    hash
+}
+
+/// Splits an event's stored value into its stored chain hash and its canonical encoding.
+pub(crate) fn split_stored(value: &[u8], revision: u64) -> Result<(Digest, &[u8])> {
+    if value.len() < HASH_LEN {
+        return Err(Error::Corrupt(format!("event {revision} is shorter than its chain hash")));
+    }
+    let (hash, bytes) = value.split_at(HASH_LEN);
+    Ok((Digest(hash.try_into().expect("32 bytes")), bytes))
+}
+
 /// The chain hash of an event whose canonical encoding is `event_bytes`, following `previous`.
 pub fn link(previous: &Digest, event_bytes: &[u8]) -> Digest {
     let mut hasher = Sha256::new();
@@ -52,7 +73,7 @@ pub struct ChainCheck {
     pub head: Digest,
     /// The head the store keeps (what it will link the next event to).
     pub stored_head: Digest,
-    /// The first revision whose event does not hash to the hash stored beside it, is missing or does not
+    /// The first revision whose event does not hash to the hash stored with it, is missing or does not
     /// decode, with why.
     pub first_mismatch: Option<(Revision, String)>,
 }
@@ -92,58 +113,60 @@ impl ChainView {
         if from > to {
             return Ok(out);
         }
-        let end = keys::chain(to.next());
-        for item in self.space.scan(&keys::chain(from), Some(&end), false).take(limit) {
+        let end = keys::event(to.next(), 0);
+        for item in self.space.scan(&keys::event(from, 0), Some(&end), false) {
             let (key, value) = item?;
-            out.push((parse_chain_key(&key)?, parse_hash(&value)?));
+            match keys::parse_numbered(&key) {
+                Some((revision, 0)) => out.push((Revision(revision), split_stored(&value, revision)?.0)),
+                Some(_) => continue,
+                None => return Err(Error::Corrupt("an event key is bad".into())),
+            }
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }
 
     /// Recomputes the chain from every event up to the view's revision, streaming (one event in memory at a
-    /// time), and compares each hash with the one stored beside its event.
+    /// time), and compares each hash with the one stored with its event.
     pub fn verify(&self) -> Result<ChainCheck> {
         let mut head = GENESIS;
-        let mut first_mismatch = None;
-        let mut stored =
-            self.space.scan(&keys::chain(Revision(1)), Some(&keys::chain(self.revision.next())), false);
+        let mut first_mismatch: Option<(Revision, String)> = None;
         let mut expected = Revision(1);
         for item in raw_events(self.space.as_ref(), Revision(1), self.revision) {
-            let (revision, bytes) = item?;
+            let (revision, value) = item?;
             if revision != expected {
                 first_mismatch.get_or_insert((expected, format!("event {expected} is missing")));
                 break;
             }
             expected = revision.next();
-            head = link(&head, &bytes);
-            let stored_hash = match stored.next().transpose()? {
-                Some((key, value)) if parse_chain_key(&key)? == revision => Some(parse_hash(&value)?),
-                _ => None,
+            let (stored_hash, bytes) = match split_stored(&value, revision.0) {
+                Ok(split) => split,
+                Err(error) => {
+                    first_mismatch.get_or_insert((revision, error.to_string()));
+                    continue;
+                }
             };
+            head = link(&head, bytes);
             if first_mismatch.is_some() {
                 continue;
             }
-            match decode::<Event>(&bytes, &format!("event {revision}")) {
+            match decode::<Event>(bytes, &format!("event {revision}")) {
                 Err(error) => first_mismatch = Some((revision, error.to_string())),
                 Ok(event) if event.revision != revision => {
                     first_mismatch =
                         Some((revision, format!("event {revision} says it is revision {}", event.revision)))
                 }
-                Ok(_) => {}
-            }
-            if first_mismatch.is_none() {
-                match stored_hash {
-                    None => first_mismatch = Some((revision, format!("event {revision} has no stored hash"))),
-                    Some(stored_hash) if stored_hash != head => {
-                        first_mismatch = Some((
-                            revision,
-                            format!(
-                                "event {revision} hashes to {head}, but the hash stored beside it is {stored_hash}: the event or its hash was altered"
-                            ),
-                        ))
-                    }
-                    Some(_) => {}
+                Ok(_) if stored_hash != head => {
+                    first_mismatch = Some((
+                        revision,
+                        format!(
+                            "event {revision} hashes to {head}, but the hash stored with it is {stored_hash}: the event or its hash was altered"
+                        ),
+                    ))
                 }
+                Ok(_) => {}
             }
         }
         if first_mismatch.is_none() && expected != self.revision.next() {
@@ -153,7 +176,7 @@ impl ChainView {
     }
 }
 
-/// The stored bytes of events `from..=to` (parts joined), in revision order.
+/// The stored values of events `from..=to` (parts joined: chain hash and encoding), in revision order.
 pub(crate) fn raw_events(
     space: &dyn Keyspace,
     from: Revision,
@@ -196,13 +219,6 @@ pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
             Ok(Revision(revision))
         }
     }
-}
-
-fn parse_chain_key(key: &[u8]) -> Result<Revision> {
-    key.get(1..9)
-        .filter(|_| key.len() == 9)
-        .map(|bytes| Revision(u64::from_be_bytes(bytes.try_into().expect("8 bytes"))))
-        .ok_or_else(|| Error::Corrupt("a chain key is bad".into()))
 }
 
 pub(crate) fn parse_hash(value: &[u8]) -> Result<Digest> {

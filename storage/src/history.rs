@@ -121,7 +121,9 @@ pub(crate) fn read_events(
                 parts.reverse();
             }
             let what = format!("event {revision}");
-            let event: Event = decode(&join_parts(parts, &what)?, &what)?;
+            let value = join_parts(parts, &what)?;
+            let (_, bytes) = crate::chain::split_stored(&value, revision)?;
+            let event: Event = decode(bytes, &what)?;
             if event.revision.0 != revision {
                 return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
             }

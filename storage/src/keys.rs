@@ -7,14 +7,13 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | meta | `0x01` name | see [`Meta`] |
-//! | events | `0x02` revision:u64 part:u32 | a piece (≤ 32 KiB) of the bincode [`crate::Event`] |
+//! | events | `0x02` revision:u64 part:u32 | a piece (≤ 32 KiB) of the event's chain hash (32 bytes, [`crate::chain`]; format 3 on) followed by the bincode [`crate::Event`] |
 //! | documents | `0x03` collection `0x00` id | bincode [`crate::StoredDocument`] (< 64 KiB by the document limit) |
 //! | requests | `0x04` request id | revision:u64 that accepted it |
 //! | checkpoints | `0x05` revision:u64 part:u32 | a piece of a bincode list of all documents; part `u32::MAX` marks the checkpoint complete and holds the part count |
 //! | blobs | `0x06` digest:32 | bincode [`crate::blob::BlobMeta`] (the bytes are in a file, [`crate::blob_files`]) |
 //! | uploads | `0x07` upload:u64 | bincode [`crate::blob::StoredUpload`] (in-progress uploads; bytes in part files) |
 //! | blob parts | `0x08` upload:u64 part:u32 | format 1 only: 32 KiB of blob bytes, moved to files by [`crate::migrate`] |
-//! | chain | `0x09` revision:u64 | the 32-byte chain hash after that event ([`crate::chain`]); format 3 on |
 //!
 //! Format 2 keeps no blob bytes in sled: sled holds only what the log and the last snapshot can rebuild,
 //! and values stay small.
@@ -23,7 +22,7 @@ use crate::change::{DocKey, Revision};
 use crate::digest::Digest;
 
 /// The format of this layout, stored under [`Meta::Format`]; bumped on any incompatible change.
-/// Format 3 added the hash chain (`chain` table, [`Meta::Head`]) and the audit fields of events
+/// Format 3 added the hash chain (in front of each event, [`Meta::Head`]) and the audit fields of events
 /// ([`crate::ChangeMeta`]'s `token` and `source`); format-2 stores are brought up to it on open
 /// ([`crate::migrate`]).
 pub const FORMAT_VERSION: u32 = 3;
@@ -36,7 +35,6 @@ pub const CHECKPOINTS: u8 = 0x05;
 pub const BLOBS: u8 = 0x06;
 pub const UPLOADS: u8 = 0x07;
 pub const BLOB_PARTS: u8 = 0x08;
-pub const CHAIN: u8 = 0x09;
 
 /// The part number that marks a checkpoint complete.
 pub const COMPLETE: u32 = u32::MAX;
@@ -87,11 +85,6 @@ fn numbered(table: u8, number: u64, part: u32) -> Vec<u8> {
 /// The first key of an event's pieces.
 pub fn event(revision: Revision, part: u32) -> Vec<u8> {
     numbered(EVENTS, revision.0, part)
-}
-
-/// The key of the chain hash after event `revision`.
-pub fn chain(revision: Revision) -> Vec<u8> {
-    [&[CHAIN][..], &revision.0.to_be_bytes()].concat()
 }
 
 pub fn document(key: &DocKey) -> Vec<u8> {

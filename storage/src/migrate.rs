@@ -18,17 +18,15 @@
 //! runs again; after it, a format-2 store. Memory stays at one part: the bytes are streamed.
 //!
 //! ## Format 2 → 3: audit fields and the hash chain
-//! Format 3 events carry the audit fields (`token`, `source`) and a chain hash beside every event
+//! Format 3 events carry the audit fields (`token`, `source`) and their chain hash in front
 //! ([`crate::chain`]). `events_to_format_3` runs on the first open of a format-2 store (after the step
-//! above, for a format-1 one), in two passes over the events in revision order, one event in memory at a
-//! time and writes in batches of at most [`MIGRATION_BATCH_BYTES`]:
-//!
-//! 1. each event is decoded in the old encoding ([`crate::legacy::EventV1`]) and written back in the new
-//!    one (no token, no source); every batch also records the last revision it re-encoded
-//!    ([`Meta::ReencodedUpTo`]), so a crash between batches resumes after it — events are never decoded
-//!    in the wrong encoding;
-//! 2. each event's new bytes are linked to the hash before it; the last batch writes the head, removes the
-//!    progress mark and sets format 3. A crash in this pass just computes the hashes again.
+//! above, for a format-1 one), in one pass over the events in revision order, one event in memory at a
+//! time, with writes in batches of at most [`MIGRATION_BATCH_BYTES`]: each event is decoded in the old
+//! encoding ([`crate::legacy::EventV1`]), encoded in the new one (no token, no source), linked to the hash
+//! before it and written back as `hash ‖ bytes`. Every batch also records the last revision it rewrote
+//! ([`Meta::ReencodedUpTo`]), so a crash between batches resumes after it, from the hash stored with that
+//! event — an event is never decoded in the wrong encoding. The last batch writes the head, removes the mark
+//! and sets format 3.
 
 use std::path::Path;
 
@@ -38,7 +36,7 @@ use sha2::{Digest as _, Sha256};
 use crate::blob::{BlobMeta, StoredUpload, UploadMeta};
 use crate::blob_files::{BlobFiles, IncomingFile};
 use crate::change::Revision;
-use crate::codec::{decode, encode, put_parts};
+use crate::codec::{decode, encode, encode_with_room, put_parts};
 use crate::digest::Digest;
 use crate::engine::{Keyspace, WriteBatch};
 use crate::error::{Error, Result};
@@ -105,8 +103,8 @@ pub(crate) fn blobs_to_files(space: &dyn Keyspace, blob_dir: &Path) -> Result<()
     Ok(())
 }
 
-/// Re-encodes a format-2 store's events with the audit fields, computes their hash chain and sets format 3
-/// (see the module docs). The caller makes the result durable.
+/// Re-encodes a format-2 store's events with the audit fields and their chain hash in front, and sets
+/// format 3 (see the module docs). The caller makes the result durable.
 pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
     let revision = crate::chain::last_event_revision(space)?;
     let done = match space.get(&Meta::ReencodedUpTo.key())? {
@@ -117,6 +115,14 @@ pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
                 .map_err(|_| Error::Corrupt("the migration mark is not 8 bytes".into()))?,
         )),
         None => Revision(0),
+    };
+    // Resuming: the events up to the mark are in the new layout, the last one holds the head so far.
+    let mut head = match done.0 {
+        0 => crate::chain::GENESIS,
+        _ => {
+            let first_part = space.get(&keys::event(done, 0))?.unwrap_or_default();
+            crate::chain::split_stored(&first_part, done.0)?.0
+        }
     };
     let mut batch = WriteBatch::new();
     let mut pending = 0;
@@ -130,28 +136,15 @@ pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
         }
         let what = format!("event {event_revision}");
         let event: crate::Event = decode::<crate::legacy::EventV1>(&bytes, &what)?.into();
-        let bytes = encode(&event);
-        // The new encoding is longer (two more fields), so it has at least as many parts: all are overwritten.
-        pending += bytes.len();
-        put_parts(&mut batch, &bytes, |part| keys::event(event_revision, part));
+        let mut value = encode_with_room(&event, crate::chain::HASH_LEN);
+        head = crate::chain::seal(&head, &mut value);
+        // The new value is longer (two more fields and the hash), so it has at least as many parts: all of
+        // the old ones are overwritten.
+        pending += value.len();
+        put_parts(&mut batch, &value, |part| keys::event(event_revision, part));
         expected = event_revision.next();
         if pending >= MIGRATION_BATCH_BYTES {
             batch.put(Meta::ReencodedUpTo.key(), event_revision.0.to_be_bytes().to_vec());
-            space.write(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
-    }
-    batch.put(Meta::ReencodedUpTo.key(), revision.0.to_be_bytes().to_vec());
-    space.write(std::mem::take(&mut batch))?;
-
-    let mut head = crate::chain::GENESIS;
-    pending = 0;
-    for item in crate::chain::raw_events(space, Revision(1), revision) {
-        let (event_revision, bytes) = item?;
-        head = crate::chain::link(&head, &bytes);
-        batch.put(keys::chain(event_revision), head.0.to_vec());
-        pending += 48;
-        if pending >= MIGRATION_BATCH_BYTES {
             space.write(std::mem::take(&mut batch))?;
             pending = 0;
         }

@@ -598,9 +598,11 @@ impl<'a> Consumer<'a> {
             };
             let bytes = reencoded.as_deref().unwrap_or(bytes);
             self.replayed.apply(&event).map_err(|e| invalid(e.to_string()))?;
-            self.head = crate::chain::link(&self.head, bytes);
-            self.batch.put(keys::chain(event.revision), self.head.0.to_vec());
-            put_parts(&mut self.batch, bytes, |part| keys::event(event.revision, part));
+            let mut value = Vec::with_capacity(crate::chain::HASH_LEN + bytes.len());
+            value.extend_from_slice(&[0; crate::chain::HASH_LEN]);
+            value.extend_from_slice(bytes);
+            self.head = crate::chain::seal(&self.head, &mut value);
+            put_parts(&mut self.batch, &value, |part| keys::event(event.revision, part));
             self.batch_bytes += bytes.len() + 32;
             if let Some(request_id) = &event.meta.request_id {
                 self.batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());

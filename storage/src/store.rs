@@ -314,10 +314,9 @@ impl Store {
                 Err(rejection) => return Ok(Outcome::Rejected(rejection)),
             };
         self.state.projection.apply(&event)?;
-        let bytes = encode(&event);
-        self.state.head = crate::chain::link(&self.state.head, &bytes);
-        batch.put(keys::chain(event.revision), self.state.head.0.to_vec());
-        put_parts(batch, &bytes, |part| keys::event(event.revision, part));
+        let mut value = codec::encode_with_room(&event, crate::chain::HASH_LEN);
+        self.state.head = crate::chain::seal(&self.state.head, &mut value);
+        put_parts(batch, &value, |part| keys::event(event.revision, part));
         for change in &event.changes {
             match self.state.projection.get(&change.key) {
                 Some(document) => batch.put(keys::document(&change.key), encode(document)),
@@ -574,18 +573,18 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
     Ok(State { projection, blobs, uploads, position, cluster_id, head })
 }
 
-/// The stored head, checked against the hash stored beside the last event.
+/// The stored head, checked against the hash stored with the last event.
 fn load_head(space: &dyn Keyspace, revision: Revision) -> Result<Digest> {
     let head = match space.get(&Meta::Head.key())? {
         Some(bytes) => crate::chain::parse_hash(&bytes)?,
         None => crate::chain::GENESIS,
     };
     if revision.0 > 0 {
-        let last =
-            space.get(&keys::chain(revision))?.map(|bytes| crate::chain::parse_hash(&bytes)).transpose()?;
-        if last != Some(head) {
+        let first_part = space.get(&keys::event(revision, 0))?.unwrap_or_default();
+        let (last, _) = crate::chain::split_stored(&first_part, revision.0)?;
+        if last != head {
             return Err(Error::Corrupt(format!(
-                "the chain head {head} is not the hash stored beside event {revision}"
+                "the chain head {head} is not the hash stored with event {revision}"
             )));
         }
     }

@@ -106,7 +106,7 @@ fn a_store_without_a_chain_gets_one_on_open_and_continues_it() {
     let head = store.head();
     let events: Vec<_> = store.events(Revision(1), Revision(25)).map(Result::unwrap).collect();
     drop(store);
-    // Make it a format-2 store: events in the old encoding, no chain, no head.
+    // Make it a format-2 store: events in the old encoding without their hash, no head.
     edit_disk(dir.path(), |_, batch| {
         for event in events {
             let revision = event.revision;
@@ -121,7 +121,6 @@ fn a_store_without_a_chain_gets_one_on_open_and_continues_it() {
                 changes: event.changes,
             };
             batch.put(keys::event(revision, 0), encode(&old));
-            batch.delete(keys::chain(revision));
         }
         batch.delete(Meta::Head.key());
         batch.put(Meta::Format.key(), tandem_storage::migrate::FORMAT_WITHOUT_CHAIN.to_be_bytes().to_vec());

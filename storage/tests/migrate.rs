@@ -134,10 +134,15 @@ fn a_format_2_history_gets_audit_fields_and_a_hash_chain_on_first_open() {
         batch.put(Meta::ClusterId.key(), b"c0ffee".to_vec());
         batch.put(Meta::Revision.key(), 4u64.to_be_bytes().to_vec());
         batch.put(Meta::UploadDir.key(), b"uploads-0000000000000001".to_vec());
+        let mut hash = tandem_storage::chain::GENESIS;
         for event in &events {
             let revision = event.revision.0;
             let stored = match cut_after {
-                Some(cut) if revision <= cut => encode(event),
+                Some(cut) if revision <= cut => {
+                    // Already rewritten by the attempt that was cut short: hash ‖ new encoding.
+                    hash = tandem_storage::chain::link(&hash, &encode(event));
+                    [&hash.0[..], &encode(event)].concat()
+                }
                 _ => encode(&EventV1 {
                     revision: event.revision,
                     meta: ChangeMetaV1 {
