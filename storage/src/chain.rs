@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! hash(0) = 32 zero bytes                                  (genesis: the empty store)
-//! hash(n) = SHA-256( hash(n-1) ‖ bincode(event n) )        (the bytes stored under the event's key)
+//! hash(n) = SHA-256( hash(n-1) ‖ bincode(event n) )        (its canonical encoding, as stored after the hash)
 //! ```
 //!
 //! `hash(n)` is stored with event `n` — the event's value is `hash(n) ‖ bincode(event n)` (see
