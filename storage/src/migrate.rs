@@ -21,7 +21,7 @@
 //! Format 3 events carry the audit fields (`token`, `source`) and their chain hash in front
 //! ([`crate::chain`]). `events_to_format_3` runs on the first open of a format-2 store (after the step
 //! above, for a format-1 one), in one pass over the events in revision order, one event in memory at a
-//! time, with writes in batches of at most [`MIGRATION_BATCH_BYTES`]: each event is decoded in the old
+//! time, with writes in batches of at most 8 MiB: each event is decoded in the old
 //! encoding ([`crate::legacy::EventV1`]), encoded in the new one (no token, no source), linked to the hash
 //! before it and written back as `hash ‖ bytes`. Every batch also records the last revision it rewrote
 //! ([`Meta::ReencodedUpTo`]), so a crash between batches resumes after it, from the hash stored with that
