@@ -113,11 +113,38 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// Who is calling: the token's name (the actor) and role.
+/// Who is calling: the token's name and role, and — set by the API once the token is accepted — the actor
+/// the client names and the address it calls from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
     pub role: TokenRole,
+    /// The person or tool the client says is acting (header `X-Tandem-Actor`), if it says so.
+    pub actor: Option<String>,
+    /// The client's address as this node sees it.
+    pub source: Option<std::net::SocketAddr>,
+}
+
+impl Caller {
+    fn new(name: &str, role: TokenRole) -> Self {
+        Caller { name: name.into(), role, actor: None, source: None }
+    }
+
+    /// The metadata of a change this caller makes: actor (the named one, else the token's name), token
+    /// name, source address, and the time now.
+    pub fn change_meta(&self, reason: String, request_id: Option<String>) -> tandem_storage::ChangeMeta {
+        tandem_storage::ChangeMeta {
+            actor: self.actor.clone().unwrap_or_else(|| self.name.clone()),
+            reason,
+            timestamp_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            request_id,
+            token: Some(self.name.clone()),
+            source: self.source.map(|source| source.to_string()),
+        }
+    }
 }
 
 /// A token as the node keeps it: no secret, only its digest.
@@ -156,7 +183,7 @@ impl Tokens {
     /// Checks a request's credentials against what its route requires.
     pub fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<Caller, ApiError> {
         if self.is_open() {
-            return Ok(Caller { name: OPEN_ACTOR.into(), role: TokenRole::Admin });
+            return Ok(Caller::new(OPEN_ACTOR, TokenRole::Admin));
         }
         let presented =
             headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer_secret);
@@ -173,8 +200,8 @@ impl Tokens {
         });
         if access == Access::Public {
             return Ok(token
-                .map(|t| Caller { name: t.name.clone(), role: t.role })
-                .unwrap_or(Caller { name: "anonymous".into(), role: TokenRole::Reader }));
+                .map(|t| Caller::new(&t.name, t.role))
+                .unwrap_or(Caller::new("anonymous", TokenRole::Reader)));
         }
         let Some(token) = token else {
             let message = if presented.is_some() {
@@ -197,7 +224,7 @@ impl Tokens {
                 format!("token '{}' has the {} role; this needs {needed}", token.name, token.role.as_str()),
             ));
         }
-        Ok(Caller { name: token.name.clone(), role: token.role })
+        Ok(Caller::new(&token.name, token.role))
     }
 
     /// Checks the tokens of a config: names and secrets unique, each with one secret (in clear and long
@@ -318,7 +345,7 @@ mod tests {
     #[test]
     fn open_nodes_allow_everything_as_local() {
         let caller = Tokens::default().authorize(&HeaderMap::new(), Access::Admin).unwrap();
-        assert_eq!(caller, Caller { name: OPEN_ACTOR.into(), role: TokenRole::Admin });
+        assert_eq!(caller, Caller::new(OPEN_ACTOR, TokenRole::Admin));
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub struct Config {
     pub backup: Option<BackupSchedule>,
     /// Connection caps and timeouts of every listener (file only: `[limits.*]`).
     pub limits: NodeLimits,
+    /// Audit rules for changes made through this node's API (file only: `[audit]`).
+    pub audit: AuditSettings,
+}
+
+/// Audit rules (`[audit]` in the config file). Checked by the node that receives a change, before it is
+/// proposed: give every data node of a cluster the same settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Refuse a change set without a non-empty reason (422 `reason_required`). Default false.
+    pub require_reason: bool,
 }
 
 /// The shortest cluster secret accepted, in bytes.
@@ -89,6 +99,7 @@ impl Default for Config {
             tokens: Vec::new(),
             backup: None,
             limits: NodeLimits::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -122,6 +133,7 @@ pub struct FileConfig {
     pub tokens: Vec<crate::auth::Token>,
     pub backup: Option<FileBackup>,
     pub limits: Option<FileLimits>,
+    pub audit: Option<FileAudit>,
 }
 
 /// The `[limits]` table of a config file: one sub-table per listener.
@@ -262,6 +274,13 @@ pub struct FileBackup {
     pub retention: Option<u64>,
 }
 
+/// `[audit]` in a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    pub require_reason: Option<bool>,
+}
+
 /// An interval as a config file may write it: seconds, or text with units.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -363,6 +382,9 @@ impl Config {
         }
         if !file.tokens.is_empty() {
             self.tokens = file.tokens;
+        }
+        if let Some(audit) = file.audit {
+            self.audit.require_reason = audit.require_reason.unwrap_or(self.audit.require_reason);
         }
         if let Some(backup) = file.backup {
             let invalid = |message: String| ConfigError::Parse { path: path.into(), message };

@@ -79,8 +79,12 @@ fn build_store(dir: &Path) -> Fixture {
         digests.push(put(i as u64 + 1, data));
     }
     let (k, i, m) = (put(10, &kernel), put(11, &initrd), put(12, &module));
-    let meta =
-        ChangeMeta { actor: "test".into(), reason: "fixture".into(), timestamp_ms: 1, request_id: None };
+    let meta = ChangeMeta {
+        actor: "test".into(),
+        reason: "fixture".into(),
+        timestamp_ms: 1,
+        ..ChangeMeta::default()
+    };
     let mut change = ChangeSet::new(meta)
         .put("terminal_servers", "ts1", json!({"address": "10.0.0.5", "port": 3389, "domain": "plant"}))
         .put("terminal_servers", "ts2", json!({"address": "10.0.0.6"}))

@@ -302,6 +302,10 @@ fn a_new_node_catches_up_through_a_snapshot_with_history_and_blobs() {
     a.add(&b);
     b.wait_status("b caught up", Duration::from_secs(30), |s| s["revision"] == 61);
     assert_eq!(events_summary(&b), events_summary(&a), "identical history");
+    // b continues the chain the snapshot carried: both heads are one, and b's chain checks out.
+    let chains = a.json(&["history", "verify"]);
+    let heads: Vec<&Value> = chains["nodes"].as_array().unwrap().iter().map(|n| &n["head"]).collect();
+    assert_eq!((heads.len(), heads[0]), (2, heads[1]), "{chains}");
     let blob_on_b = b.json(&["get", "firmware", "fw1"]);
     assert_eq!(blob_on_b["document"]["document"]["blob"], digest.as_str());
     // The blob's bytes arrived too: check them in b's store directly.

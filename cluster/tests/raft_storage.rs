@@ -37,6 +37,7 @@ fn put(index: u64, id: &str, request_id: &str) -> Entry<TypeConfig> {
         reason: String::new(),
         timestamp_ms: 1_700_000_000_000,
         request_id: Some(request_id.into()),
+        ..ChangeMeta::default()
     };
     let change =
         ChangeSet::new(meta).put("terminal_servers", id, json!({"address": "10.0.0.5", "port": 3389}));

@@ -39,6 +39,7 @@ pub(crate) fn meta(i: u64) -> ChangeMeta {
         reason: String::new(),
         timestamp_ms: 1_700_000_000_000 + i,
         request_id: None,
+        ..ChangeMeta::default()
     }
 }
 

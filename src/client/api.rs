@@ -121,6 +121,8 @@ pub fn whole_body(bytes: impl Into<Bytes>) -> RequestBody {
 pub struct ApiClient {
     base: String,
     token: Option<String>,
+    /// Sent as `X-Tandem-Actor`.
+    actor: Option<String>,
     client: HttpClient,
     timeout: Duration,
 }
@@ -138,7 +140,20 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     pub fn new(server: &str, token: Option<String>) -> Self {
-        ApiClient { base: base_url(server), token, client: http_client(), timeout: Duration::from_secs(60) }
+        ApiClient {
+            base: base_url(server),
+            token,
+            actor: None,
+            client: http_client(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Names who is acting (header `X-Tandem-Actor`, recorded as the actor of changes); `None`: the
+    /// token's name.
+    pub fn with_actor(mut self, actor: Option<String>) -> Self {
+        self.actor = actor.filter(|actor| !actor.trim().is_empty());
+        self
     }
 
     /// Sets how long a request may take (for a streamed answer: until its head arrives).
@@ -184,6 +199,9 @@ impl ApiClient {
         let mut builder = hyper::Request::builder().method(method).uri(uri);
         if let Some(token) = &self.token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(actor) = &self.actor {
+            builder = builder.header("x-tandem-actor", actor);
         }
         for (name, value) in headers {
             builder = builder.header(*name, value);

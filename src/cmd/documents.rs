@@ -1,4 +1,4 @@
-//! `tandem put | get | list | delete` (documents) and `tandem history` (who changed what).
+//! `tandem put | get | list | delete`: documents.
 
 use clap::Args;
 use hyper::Method;
@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::Context;
 use super::error::CmdError;
-use super::output::{format_time, print_json, print_outcome};
+use super::output::{print_json, print_outcome};
 use crate::http::percent_encode;
 
 /// `tandem put`.
@@ -56,29 +56,6 @@ pub struct DeleteArgs {
     id: String,
     #[arg(long, default_value = "")]
     reason: String,
-}
-
-/// `tandem history`.
-#[derive(Args, Debug)]
-pub struct HistoryArgs {
-    /// Only events that touched this collection.
-    #[arg(long)]
-    collection: Option<String>,
-    /// Only events that touched a document with this id.
-    #[arg(long)]
-    id: Option<String>,
-    /// Only events by this actor (a token's name; `local` on a node without tokens).
-    #[arg(long)]
-    actor: Option<String>,
-    /// From this revision on.
-    #[arg(long)]
-    from: Option<u64>,
-    /// Up to this revision.
-    #[arg(long)]
-    to: Option<u64>,
-    /// At most this many events (default 1000).
-    #[arg(long)]
-    limit: Option<u64>,
 }
 
 /// Runs `tandem put`.
@@ -157,56 +134,5 @@ pub async fn list(ctx: &Context, args: &ListArgs) -> Result<(), CmdError> {
 pub async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<(), CmdError> {
     let path = format!("/v1/docs/{}/{}?reason={}", args.collection, args.id, percent_encode(&args.reason));
     print_outcome(ctx, &ctx.call(Method::DELETE, &path, None).await?);
-    Ok(())
-}
-
-/// Runs `tandem history`.
-pub async fn history(ctx: &Context, args: &HistoryArgs) -> Result<(), CmdError> {
-    let mut query = Vec::new();
-    for (key, value) in [("collection", &args.collection), ("id", &args.id), ("actor", &args.actor)] {
-        if let Some(value) = value {
-            query.push(format!("{key}={}", percent_encode(value)));
-        }
-    }
-    for (key, value) in [("from", args.from), ("to", args.to), ("limit", args.limit)] {
-        if let Some(value) = value {
-            query.push(format!("{key}={value}"));
-        }
-    }
-    let value = ctx.call(Method::GET, &format!("/v1/history?{}", query.join("&")), None).await?;
-    if ctx.json {
-        print_json(&value);
-        return Ok(());
-    }
-    println!("{:>8}  {:<20} {:<16} CHANGES", "REVISION", "TIME", "ACTOR");
-    for event in value["events"].as_array().into_iter().flatten() {
-        let time = event["timestamp_ms"].as_u64().map(format_time);
-        let changes: Vec<String> = event["changes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                let verb = if c["document"].is_null() { "-" } else { "~" };
-                format!(
-                    "{verb}{}/{}",
-                    c["collection"].as_str().unwrap_or("?"),
-                    c["id"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
-        let reason = event["reason"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-            .map(|r| format!("  \"{r}\""))
-            .unwrap_or_default();
-        println!(
-            "{:>8}  {:<20} {:<16} {}{}",
-            event["revision"].as_u64().unwrap_or(0),
-            time.unwrap_or_default(),
-            event["actor"].as_str().unwrap_or("?"),
-            changes.join(" "),
-            reason
-        );
-    }
     Ok(())
 }

@@ -10,7 +10,8 @@
 //! |---|---|
 //! | `serve` | [`serve`] |
 //! | `status` | [`status`] |
-//! | `put`, `get`, `list`, `delete`, `history` | [`documents`] |
+//! | `put`, `get`, `list`, `delete` | [`documents`] |
+//! | `history`, `history verify` | [`history`] |
 //! | `export`, `diff`, `revert`, `undo`, `import` | [`operations`] |
 //! | `servers add / list / remove` | [`servers`] |
 //! | `firmware add` | [`firmware`] |
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod documents;
 pub mod error;
 pub mod firmware;
+pub mod history;
 pub mod operations;
 pub mod output;
 pub mod recover;
@@ -66,6 +68,10 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Who you are, recorded as the actor of your changes beside the token's name (default: the token's
+    /// name).
+    #[arg(long, global = true, env = "TANDEM_ACTOR")]
+    pub actor: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -86,8 +92,9 @@ pub enum Command {
     List(documents::ListArgs),
     /// Delete a document.
     Delete(documents::DeleteArgs),
-    /// List events (who changed what).
-    History(documents::HistoryArgs),
+    /// List events (who changed what), export the audit trail of a period (`--format csv|json`), or verify
+    /// the history's hash chain on every member (`history verify`).
+    History(history::HistoryArgs),
     /// Print the whole configuration (now or at a revision) as JSON.
     Export(operations::ExportArgs),
     /// Show what differs between two revisions.
@@ -143,6 +150,8 @@ pub struct Context {
     pub token: Option<String>,
     /// `--json`: print JSON instead of tables.
     pub json: bool,
+    /// `--actor`: sent with every request as `X-Tandem-Actor`.
+    pub actor: Option<String>,
 }
 
 impl Context {
@@ -153,7 +162,7 @@ impl Context {
 
     /// A client of another server, with the same token.
     pub fn client_of(&self, server: &str) -> ApiClient {
-        ApiClient::new(server, self.token.clone())
+        ApiClient::new(server, self.token.clone()).with_actor(self.actor.clone())
     }
 
     /// One JSON request to `--server`; a refusal's answer is printed as is with `--json` before it fails.
@@ -179,7 +188,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Get(args) => documents::get(ctx, args).await,
         Command::List(args) => documents::list(ctx, args).await,
         Command::Delete(args) => documents::delete(ctx, args).await,
-        Command::History(args) => documents::history(ctx, args).await,
+        Command::History(args) => history::run(ctx, args).await,
         Command::Export(args) => operations::export(ctx, args).await,
         Command::Diff(args) => operations::diff(ctx, args).await,
         Command::Revert(args) => operations::revert(ctx, args).await,
@@ -207,7 +216,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let ctx = Context { server: cli.server, token: cli.token, json: cli.json };
+    let ctx = Context { server: cli.server, token: cli.token, json: cli.json, actor: cli.actor };
     match runtime.block_on(run(&ctx, &cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

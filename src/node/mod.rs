@@ -331,6 +331,7 @@ impl RunningNode {
             tokens,
             backup,
             limits: api_limits,
+            audit: config.audit,
         });
         tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
         tasks.spawn(node.clone().run_duties(shutdown.clone()));
@@ -408,6 +409,7 @@ async fn record_recovery(node: Arc<ClusterNode>, mut identity: Identity, data_di
         reason,
         timestamp_ms: at_ms,
         request_id: Some(format!("forced-recovery-{}-epoch-{}", identity.id, identity.epoch)),
+        ..ChangeMeta::default()
     });
     change = change.put(
         "cluster_events",

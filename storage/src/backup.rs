@@ -1,14 +1,18 @@
 //! Backup files: a snapshot on disk with a trailing digest.
 //!
 //! ```text
-//! snapshot stream (see crate::snapshot)
-//! "TANDBKUP" format:u32 snapshot_length:u64 sha256(snapshot):32      (52-byte trailer, big-endian)
+//! body     = snapshot stream (see crate::snapshot) ‖ head:32
+//! trailer  = "TANDBKUP" format:u32 body_length:u64 sha256(body):32      (52 bytes, big-endian)
 //! ```
-//! `format` is the trailer's version, [`BACKUP_FORMAT`] (2). Format 1 had no version field (`"TANDBKUP"
-//! snapshot_length:u64 sha256:32`, 48 bytes) and is still read: a reader tries the format-2 trailer first
-//! (its magic 52 bytes from the end, and a length that matches), then format 1. A magic with a format this
-//! binary does not know is refused, naming both versions. The snapshot inside carries its own format version
-//! in its header (see crate::snapshot).
+//! `format` is the trailer's version, [`BACKUP_FORMAT`] (3). `head` is the chain hash of the backup's last
+//! event ([`crate::chain`]): `backup verify` recomputes the chain from the events and compares, and it can
+//! be read without parsing the snapshot ([`backup_head`]). Format 2 had no head (the body is the snapshot
+//! alone); format 1 had no version field either (`"TANDBKUP" snapshot_length:u64 sha256:32`, 48 bytes). Both
+//! are still read: a reader tries the 52-byte trailer first (its magic 52 bytes from the end, and a length
+//! that matches), then format 1. A magic with a format this binary does not know is refused, naming both
+//! versions; a build that reads only format 2 says so for a format-3 file, since its length field still
+//! covers everything before the trailer. The snapshot inside carries its own format version in its header
+//! (see crate::snapshot).
 //!
 //! The trailer makes a damaged file cheap to detect before anything is parsed: [`verify_backup`] checks that
 //! the file is exactly as long as the trailer says, that the digest matches, and then reads the whole snapshot
@@ -32,7 +36,11 @@ use crate::store::{Store, StoreOptions};
 
 const TRAILER_MAGIC: &[u8; 8] = b"TANDBKUP";
 /// The backup trailer format this binary writes.
-pub const BACKUP_FORMAT: u32 = 2;
+pub const BACKUP_FORMAT: u32 = 3;
+/// The trailer format without a head after the snapshot.
+const BACKUP_FORMAT_V2: u32 = 2;
+/// The length of the head between snapshot and trailer (format 3).
+const HEAD_LEN: u64 = 32;
 /// The length of the trailer this binary writes.
 const TRAILER_LEN: u64 = 52;
 /// The length of a format-1 trailer (no format field).
@@ -68,30 +76,52 @@ pub fn write_backup(source: &SnapshotSource, path: &Path) -> Result<SnapshotSumm
 pub fn write_backup_to(source: &SnapshotSource, out: impl Write) -> Result<SnapshotSummary> {
     let mut out = HashingWriter::new(out);
     let (header, bytes) = source.write_to(&mut out)?;
+    let io_error = |e| Error::io("writing a backup", e);
+    let head = header.head.unwrap_or_default();
+    out.write_all(&head.0).map_err(io_error)?;
+    let body_length = bytes + HEAD_LEN;
     let digest: [u8; 32] = out.hasher.clone().finalize().into();
     let mut out = out.inner;
-    let io_error = |e| Error::io("writing a backup", e);
     out.write_all(TRAILER_MAGIC).map_err(io_error)?;
     out.write_all(&BACKUP_FORMAT.to_be_bytes()).map_err(io_error)?;
-    out.write_all(&bytes.to_be_bytes()).map_err(io_error)?;
+    out.write_all(&body_length.to_be_bytes()).map_err(io_error)?;
     out.write_all(&digest).map_err(io_error)?;
     out.flush().map_err(io_error)?;
-    Ok(SnapshotSummary { header, bytes: bytes + TRAILER_LEN })
+    Ok(SnapshotSummary { header, bytes: body_length + TRAILER_LEN, head })
 }
 
 /// Checks a backup file completely; returns what it holds.
+/// The chain head is checked three ways: the head the trailer carries (format 3), the one in the snapshot's
+/// header (format 2 snapshots) and the one recomputed from the events must be one.
 pub fn verify_backup(path: &Path) -> Result<SnapshotSummary> {
-    let snapshot_length = check_trailer(path)?;
+    let trailer = check_trailer(path)?;
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let length = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
-    let summary = verify_snapshot(BufReader::new(file).take(snapshot_length))?;
+    let summary = verify_snapshot(BufReader::new(file).take(trailer.snapshot_length))?;
+    check_head(path, &trailer, &summary)?;
     Ok(SnapshotSummary { bytes: length, ..summary })
+}
+
+/// The chain head a backup's trailer names (format 3), without reading the rest; `None` for older backups.
+pub fn backup_head(path: &Path) -> Result<Option<crate::Digest>> {
+    Ok(check_trailer(path)?.head)
+}
+
+fn check_head(path: &Path, trailer: &Trailer, summary: &SnapshotSummary) -> Result<()> {
+    match trailer.head {
+        Some(head) if head != summary.head => Err(Error::InvalidSnapshot(format!(
+            "{}: the history hashes to {} but the backup's trailer says {head}: an event was altered",
+            path.display(),
+            summary.head
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Restores a backup into the store directory `dir` (see [`Store::open`]), which must not hold a store with
 /// data yet. Returns the opened store.
 pub fn restore_backup(path: &Path, dir: &Path, options: StoreOptions) -> Result<(Store, SnapshotSummary)> {
-    let snapshot_length = check_trailer(path)?;
+    let trailer = check_trailer(path)?;
     let mut store = Store::open_with(dir, options)?;
     if store.revision().0 != 0 || !store.projection().is_empty() || store.blobs().next().is_some() {
         return Err(Error::InvalidRequest(format!(
@@ -101,7 +131,8 @@ pub fn restore_backup(path: &Path, dir: &Path, options: StoreOptions) -> Result<
         )));
     }
     let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let summary = store.install_snapshot(BufReader::new(file).take(snapshot_length))?;
+    let summary = store.install_snapshot(BufReader::new(file).take(trailer.snapshot_length))?;
+    check_head(path, &trailer, &summary)?;
     Ok((store, summary))
 }
 
@@ -123,8 +154,12 @@ impl Store {
 
 /// A backup trailer as read from the end of a file.
 struct Trailer {
+    /// The bytes before the trailer (the snapshot, and in format 3 the head after it).
+    body_length: u64,
     snapshot_length: u64,
     digest: [u8; 32],
+    /// The chain head after the snapshot (format 3).
+    head: Option<crate::Digest>,
 }
 
 /// Reads the trailer of a file of `length` bytes: format 2, else format 1 (see the module documentation).
@@ -136,11 +171,24 @@ fn read_trailer(file: &mut File, length: u64, invalid: impl Fn(String) -> Error)
     let fits = |snapshot_length: u64, trailer_len: u64| snapshot_length == length - trailer_len;
     if tail.len() as u64 == TRAILER_LEN && &tail[..8] == TRAILER_MAGIC {
         let format = u32::from_be_bytes(tail[8..12].try_into().expect("4 bytes"));
-        let snapshot_length = u64::from_be_bytes(tail[12..20].try_into().expect("8 bytes"));
-        if format == BACKUP_FORMAT && fits(snapshot_length, TRAILER_LEN) {
-            return Ok(Trailer { snapshot_length, digest: tail[20..].try_into().expect("32 bytes") });
+        let body_length = u64::from_be_bytes(tail[12..20].try_into().expect("8 bytes"));
+        let digest = tail[20..].try_into().expect("32 bytes");
+        if format == BACKUP_FORMAT_V2 && fits(body_length, TRAILER_LEN) {
+            return Ok(Trailer { body_length, snapshot_length: body_length, digest, head: None });
         }
-        if format > BACKUP_FORMAT && fits(snapshot_length, TRAILER_LEN) {
+        if format == BACKUP_FORMAT && fits(body_length, TRAILER_LEN) && body_length >= HEAD_LEN {
+            let mut head = [0u8; 32];
+            file.seek(SeekFrom::Start(body_length - HEAD_LEN))
+                .and_then(|_| file.read_exact(&mut head))
+                .map_err(|e| Error::io("reading a backup's chain head", e))?;
+            return Ok(Trailer {
+                body_length,
+                snapshot_length: body_length - HEAD_LEN,
+                digest,
+                head: Some(crate::Digest(head)),
+            });
+        }
+        if format > BACKUP_FORMAT && fits(body_length, TRAILER_LEN) {
             return Err(invalid(format!(
                 "backup format {format} is newer than this binary reads (formats 1 to {BACKUP_FORMAT}): restore it with a newer Tandem"
             )));
@@ -155,15 +203,16 @@ fn read_trailer(file: &mut File, length: u64, invalid: impl Fn(String) -> Error)
                 length - TRAILER_LEN_V1
             )));
         }
-        return Ok(Trailer { snapshot_length, digest: v1[16..].try_into().expect("32 bytes") });
+        let digest = v1[16..].try_into().expect("32 bytes");
+        return Ok(Trailer { body_length: snapshot_length, snapshot_length, digest, head: None });
     }
     Err(invalid(
         "no backup trailer at the end: the file is truncated, damaged, or not a Tandem backup".into(),
     ))
 }
 
-/// Checks the trailer and the digest of the snapshot part; returns the snapshot's length.
-fn check_trailer(path: &Path) -> Result<u64> {
+/// Checks the trailer and the digest of the body; returns the trailer.
+fn check_trailer(path: &Path) -> Result<Trailer> {
     let invalid = |text: String| Error::InvalidSnapshot(format!("{}: {text}", path.display()));
     let mut file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let length = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
@@ -173,13 +222,13 @@ fn check_trailer(path: &Path) -> Result<u64> {
     let trailer = read_trailer(&mut file, length, invalid)?;
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seeking in a backup", e))?;
     let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut BufReader::new(file).take(trailer.snapshot_length), &mut hasher)
+    std::io::copy(&mut BufReader::new(file).take(trailer.body_length), &mut hasher)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let digest: [u8; 32] = hasher.finalize().into();
     if digest != trailer.digest {
         return Err(invalid("checksum mismatch: the file was altered or damaged".into()));
     }
-    Ok(trailer.snapshot_length)
+    Ok(trailer)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -228,6 +277,31 @@ mod tests {
         let verified = verify_backup(&path).unwrap();
         assert_eq!(verified.header.revision.0, 3);
         assert_eq!(verified.bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_backup_carries_the_chain_head_and_a_restore_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_history(&dir.path().join("db"));
+        let path = dir.path().join("a.backup");
+        let written = write_backup(&store.snapshot(), &path).unwrap();
+        assert_eq!(written.head, store.head());
+        assert_eq!(backup_head(&path).unwrap(), Some(store.head()));
+        assert_eq!(verify_backup(&path).unwrap().head, store.head());
+        let (restored, _) =
+            restore_backup(&path, &dir.path().join("restored"), StoreOptions::default()).unwrap();
+        assert_eq!(restored.head(), store.head());
+        assert!(restored.chain().verify().unwrap().is_intact());
+
+        // A trailer whose head was changed (and its checksum recomputed) no longer matches the history.
+        let mut bytes = fs::read(&path).unwrap();
+        let body = bytes.len() - TRAILER_LEN as usize;
+        bytes[body - 1] ^= 1;
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes[..body]).into();
+        bytes[body + 20..].copy_from_slice(&digest);
+        fs::write(&path, &bytes).unwrap();
+        let error = verify_backup(&path).unwrap_err().to_string();
+        assert!(error.contains("an event was altered"), "{error}");
     }
 
     #[test]

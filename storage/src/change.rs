@@ -84,10 +84,14 @@ impl From<serde_json::Value> for Json {
     }
 }
 
-/// Who made a change, why, when, and under which client request id.
+/// Who made a change, why, when, from where, and under which client request id.
+///
+/// `token` and `source` were added after the first release: values of the earlier encoding are read
+/// through [`crate::legacy`], and have neither.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeMeta {
-    /// Who asked: a token name, a user, or a tool (`sync`, `restore`).
+    /// Who asked: the person or tool the client names (`X-Tandem-Actor`, `tandem --actor`), else the token's
+    /// name; or a tool (`sync`, `restore`).
     pub actor: String,
     /// Why, in the operator's words. May be empty.
     pub reason: String,
@@ -96,6 +100,13 @@ pub struct ChangeMeta {
     /// A client-chosen id: a change set whose id was already accepted is answered with the earlier revision
     /// and appends nothing.
     pub request_id: Option<String>,
+    /// The name of the API token that authorized the change (`local` on a node without tokens); `None` for
+    /// changes made offline or recorded before tokens were.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The address the change came from, as the receiving node saw it (`IP:port` of the API client).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// One operation on one document.

@@ -21,6 +21,14 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("bincode encoding of a storage type")
 }
 
+/// [`encode`] after `room` zero bytes, for a header the caller fills in (the chain hash of an event).
+pub fn encode_with_room<T: Serialize>(value: &T, room: usize) -> Vec<u8> {
+    let mut out = vec![0u8; room];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .expect("bincode encoding of a storage type");
+    out
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
     let (value, used) = bincode::serde::decode_from_slice(bytes, config)

@@ -13,13 +13,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::change::{ChangeSet, Revision};
 use crate::digest::Digest;
+use crate::legacy::ChangeSetV1;
 use crate::rejection::Rejection;
 
 /// One state-machine input.
+///
+/// The order of the variants is their bincode tag in the Raft log: never reorder them, only append.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// A configuration change.
-    Change(ChangeSet),
+    /// A configuration change as builds before the audit fields wrote it (read from old Raft logs; applied
+    /// as a [`Command::Change`] without token and source). Nothing writes it any more.
+    ChangeV1(ChangeSetV1),
     /// The next piece of a blob upload. `upload` is an id chosen by the uploader (unique per upload);
     /// `chunk` counts from 0 and must be the next one the upload expects.
     BlobChunk {
@@ -32,6 +36,8 @@ pub enum Command {
     BlobCommit { upload: u64, digest: Digest, size: u64 },
     /// Discards an upload in progress.
     BlobAbort { upload: u64 },
+    /// A configuration change.
+    Change(ChangeSet),
 }
 
 /// What applying one command did.

@@ -26,6 +26,10 @@ pub struct HistoryFilter {
     pub id: Option<String>,
     /// Only events by this actor.
     pub actor: Option<String>,
+    /// Only events stamped at or after this time (milliseconds since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Only events stamped before this time (milliseconds since the Unix epoch).
+    pub until_ms: Option<u64>,
     /// The first revision to consider (inclusive; default 1).
     pub from: Option<Revision>,
     /// The last revision to consider (inclusive; default: the current one).
@@ -40,6 +44,11 @@ impl HistoryFilter {
     fn matches(&self, event: &Event) -> bool {
         if let Some(actor) = &self.actor
             && &event.meta.actor != actor
+        {
+            return false;
+        }
+        if self.since_ms.is_some_and(|since| event.meta.timestamp_ms < since)
+            || self.until_ms.is_some_and(|until| event.meta.timestamp_ms >= until)
         {
             return false;
         }
@@ -112,7 +121,9 @@ pub(crate) fn read_events(
                 parts.reverse();
             }
             let what = format!("event {revision}");
-            let event: Event = decode(&join_parts(parts, &what)?, &what)?;
+            let value = join_parts(parts, &what)?;
+            let (_, bytes) = crate::chain::split_stored(&value, revision)?;
+            let event: Event = decode(bytes, &what)?;
             if event.revision.0 != revision {
                 return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
             }

@@ -7,7 +7,7 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | meta | `0x01` name | see [`Meta`] |
-//! | events | `0x02` revision:u64 part:u32 | a piece (≤ 32 KiB) of the bincode [`crate::Event`] |
+//! | events | `0x02` revision:u64 part:u32 | a piece (≤ 32 KiB) of the event's chain hash (32 bytes, [`crate::chain`]; format 3 on) followed by the bincode [`crate::Event`] |
 //! | documents | `0x03` collection `0x00` id | bincode [`crate::StoredDocument`] (< 64 KiB by the document limit) |
 //! | requests | `0x04` request id | revision:u64 that accepted it |
 //! | checkpoints | `0x05` revision:u64 part:u32 | a piece of a bincode list of all documents; part `u32::MAX` marks the checkpoint complete and holds the part count |
@@ -22,7 +22,10 @@ use crate::change::{DocKey, Revision};
 use crate::digest::Digest;
 
 /// The format of this layout, stored under [`Meta::Format`]; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format 3 added the hash chain (in front of each event, [`Meta::Head`]) and the audit fields of events
+/// ([`crate::ChangeMeta`]'s `token` and `source`); format-2 stores are brought up to it on open
+/// ([`crate::migrate`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const META: u8 = 0x01;
 pub const EVENTS: u8 = 0x02;
@@ -50,6 +53,10 @@ pub enum Meta {
     /// Text: the name of the directory under `blobs/` that holds the part files of this generation's
     /// uploads in progress (see [`crate::blob_files`]).
     UploadDir,
+    /// 32 bytes: the chain hash of the event at [`Meta::Revision`] (absent at revision 0: the genesis hash).
+    Head,
+    /// u64, only while a format-2 store is migrated: the last event re-encoded so far ([`crate::migrate`]).
+    ReencodedUpTo,
 }
 
 impl Meta {
@@ -60,6 +67,8 @@ impl Meta {
             Meta::Revision => b"revision",
             Meta::Position => b"position",
             Meta::UploadDir => b"upload-dir",
+            Meta::Head => b"head",
+            Meta::ReencodedUpTo => b"reencoded-up-to",
         };
         [&[META], name].concat()
     }

@@ -25,13 +25,15 @@
 //! - [`keys`]: the on-disk layout, every key in one table.
 //! - [`change`], [`event`], [`command`], [`rejection`]: the vocabulary.
 //! - [`decide`](mod@decide), [`projection`], [`collections`]: the pure logic.
-//! - [`store`], [`history`], [`blob`], [`snapshot`], [`backup`]: the store on disk; [`blob_files`]: blob
+//! - [`store`], [`history`], [`chain`], [`blob`], [`snapshot`], [`backup`]: the store on disk (the history
+//!   hash-chained, tamper-evident); [`blob_files`]: blob
 //!   bytes in content-addressed files beside sled; [`migrate`]: older on-disk formats.
 //! - [`plan`], [`export`], [`undo`]: going back in time and importing, always as new events.
 
 pub mod backup;
 pub mod blob;
 pub mod blob_files;
+pub mod chain;
 pub mod change;
 mod codec;
 pub mod collections;
@@ -44,6 +46,7 @@ pub mod event;
 pub mod export;
 pub mod history;
 pub mod keys;
+pub mod legacy;
 pub mod limits;
 pub mod mac;
 pub mod migrate;

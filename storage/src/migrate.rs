@@ -16,6 +16,17 @@
 //! A crash before step 3 leaves a format-1 store (and some files nobody names: the next attempt writes its
 //! own, and the uploads directory of the failed one is deleted at the next open), so the migration simply
 //! runs again; after it, a format-2 store. Memory stays at one part: the bytes are streamed.
+//!
+//! ## Format 2 → 3: audit fields and the hash chain
+//! Format 3 events carry the audit fields (`token`, `source`) and their chain hash in front
+//! ([`crate::chain`]). `events_to_format_3` runs on the first open of a format-2 store (after the step
+//! above, for a format-1 one), in one pass over the events in revision order, one event in memory at a
+//! time, with writes in batches of at most 8 MiB: each event is decoded in the old
+//! encoding ([`crate::legacy::EventV1`]), encoded in the new one (no token, no source), linked to the hash
+//! before it and written back as `hash ‖ bytes`. Every batch also records the last revision it rewrote
+//! ([`Meta::ReencodedUpTo`]), so a crash between batches resumes after it, from the hash stored with that
+//! event — an event is never decoded in the wrong encoding. The last batch writes the head, removes the mark
+//! and sets format 3.
 
 use std::path::Path;
 
@@ -24,7 +35,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobMeta, StoredUpload, UploadMeta};
 use crate::blob_files::{BlobFiles, IncomingFile};
-use crate::codec::{decode, encode};
+use crate::change::Revision;
+use crate::codec::{decode, encode, encode_with_room, put_parts};
 use crate::digest::Digest;
 use crate::engine::{Keyspace, WriteBatch};
 use crate::error::{Error, Result};
@@ -33,6 +45,10 @@ use crate::limits::STORED_CHUNK_BYTES;
 
 /// The format that kept blob bytes in sled.
 pub const FORMAT_WITH_BLOBS_IN_SLED: u32 = 1;
+/// The format with blob bytes in files but no hash chain.
+pub const FORMAT_WITHOUT_CHAIN: u32 = 2;
+/// The most bytes of events and hashes one migration batch writes.
+const MIGRATION_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// A committed blob's meta in format 1: its size and the upload whose parts hold it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +97,65 @@ pub(crate) fn blobs_to_files(space: &dyn Keyspace, blob_dir: &Path) -> Result<()
         batch.delete(item?.0);
     }
     batch.put(Meta::UploadDir.key(), uploads_name.into_bytes());
-    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.put(Meta::Format.key(), FORMAT_WITHOUT_CHAIN.to_be_bytes().to_vec());
     space.write(batch)?;
     tracing::info!(blobs, "moved the store's blobs out of sled into files (format 1 to 2)");
+    Ok(())
+}
+
+/// Re-encodes a format-2 store's events with the audit fields and their chain hash in front, and sets
+/// format 3 (see the module docs). The caller makes the result durable.
+pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
+    let revision = crate::chain::last_event_revision(space)?;
+    let done = match space.get(&Meta::ReencodedUpTo.key())? {
+        Some(bytes) => Revision(u64::from_be_bytes(
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("the migration mark is not 8 bytes".into()))?,
+        )),
+        None => Revision(0),
+    };
+    // Resuming: the events up to the mark are in the new layout, the last one holds the head so far.
+    let mut head = match done.0 {
+        0 => crate::chain::GENESIS,
+        _ => {
+            let first_part = space.get(&keys::event(done, 0))?.unwrap_or_default();
+            crate::chain::split_stored(&first_part, done.0)?.0
+        }
+    };
+    let mut batch = WriteBatch::new();
+    let mut pending = 0;
+    let mut expected = done.next();
+    for item in crate::chain::raw_events(space, done.next(), revision) {
+        let (event_revision, bytes) = item?;
+        if event_revision != expected {
+            return Err(Error::Corrupt(format!(
+                "migrating the history: event {expected} is missing; restore a backup"
+            )));
+        }
+        let what = format!("event {event_revision}");
+        let event: crate::Event = decode::<crate::legacy::EventV1>(&bytes, &what)?.into();
+        let mut value = encode_with_room(&event, crate::chain::HASH_LEN);
+        head = crate::chain::seal(&head, &mut value);
+        // The new value is longer (two more fields and the hash), so it has at least as many parts: all of
+        // the old ones are overwritten.
+        pending += value.len();
+        put_parts(&mut batch, &value, |part| keys::event(event_revision, part));
+        expected = event_revision.next();
+        if pending >= MIGRATION_BATCH_BYTES {
+            batch.put(Meta::ReencodedUpTo.key(), event_revision.0.to_be_bytes().to_vec());
+            space.write(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    if revision.0 > 0 {
+        batch.put(Meta::Head.key(), head.0.to_vec());
+    }
+    batch.delete(Meta::ReencodedUpTo.key());
+    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    space.write(batch)?;
+    tracing::info!(events = revision.0, head = %head, "added audit fields and the hash chain to the history (format 2 to 3)");
     Ok(())
 }
 

@@ -5,11 +5,11 @@
 //! blobs, the uploads in progress, and the caller's applied position. Node-local data is not in the store and
 //! so never in a snapshot.
 //!
-//! ## Format (version 1)
+//! ## Format (version 2)
 //! ```text
 //! "TANDSNAP" format:u32
 //! frame*          each frame: kind:u8 length:u32 payload[length]   (big-endian, payload ≤ 16 MiB)
-//!   1 header      bincode SnapshotHeader (cluster id, revision, creation time, position, counts)
+//!   1 header      bincode SnapshotHeader (cluster id, revision, creation time, position, counts, chain head)
 //!   2 events      events in revision order: (length:u32 bincode Event)*, 1 … revision, no gaps
 //!   3 documents   bincode list of (key, document): the projection at the revision, in key order
 //!   4 blob        bincode (digest, size), followed by data frames holding exactly `size` bytes
@@ -18,6 +18,12 @@
 //!   7 end         sha256 of every byte before this frame
 //! ```
 //! Frames come in that order: header, events, documents, blobs, uploads, end.
+//!
+//! Version 1 had no chain head in its header ([`SnapshotHeaderV1`]) and its events no audit fields
+//! ([`crate::legacy::EventV1`]); it is still read (old backups, a node's kept snapshot from before the
+//! upgrade), its events stored in the new encoding. Either way the installer recomputes the hash chain from
+//! the events ([`crate::chain`]) and stores it; with a head in the header, a history that does not hash to
+//! it is refused, so a node installed from a snapshot continues exactly the chain its source had.
 //!
 //! ## Building without stopping writes
 //! [`Store::snapshot`] clones the in-memory state (documents are shared, so this is cheap) and returns a
@@ -60,8 +66,10 @@ use crate::projection::{Projection, StoredDocument};
 use crate::store::{State, Store, latest_checkpoint, load_state, upload_dir_name, write_checkpoint};
 
 const MAGIC: &[u8; 8] = b"TANDSNAP";
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The snapshot format this build writes (it reads this one and format 1).
+pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The format without the chain head in the header.
+const SNAPSHOT_FORMAT_V1: u32 = 1;
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Frames are cut at about this size when writing.
 const FRAME_TARGET: usize = 1024 * 1024;
@@ -88,6 +96,39 @@ pub struct SnapshotHeader {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub uploads: u64,
+    /// The chain hash of the event at `revision` ([`crate::chain`]); `None` in a format-1 snapshot.
+    pub head: Option<Digest>,
+}
+
+/// The header of a format-1 snapshot: [`SnapshotHeader`] without the chain head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeaderV1 {
+    pub format: u32,
+    pub cluster_id: String,
+    pub revision: Revision,
+    pub created_at_ms: u64,
+    pub position: Option<Vec<u8>>,
+    pub documents: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub uploads: u64,
+}
+
+impl From<SnapshotHeaderV1> for SnapshotHeader {
+    fn from(v1: SnapshotHeaderV1) -> Self {
+        SnapshotHeader {
+            format: v1.format,
+            cluster_id: v1.cluster_id,
+            revision: v1.revision,
+            created_at_ms: v1.created_at_ms,
+            position: v1.position,
+            documents: v1.documents,
+            blobs: v1.blobs,
+            blob_bytes: v1.blob_bytes,
+            uploads: v1.uploads,
+            head: None,
+        }
+    }
 }
 
 /// A consistent view of a store, detached from it, ready to be written as a snapshot.
@@ -160,6 +201,7 @@ impl SnapshotSource {
             blobs: self.state.blobs.len() as u64,
             blob_bytes: self.state.blobs.values().map(|b| b.size).sum(),
             uploads: self.state.uploads.len() as u64,
+            head: Some(self.state.head),
         }
     }
 
@@ -281,6 +323,8 @@ pub(crate) struct FrameReader<R> {
     inner: R,
     hasher: Sha256,
     offset: u64,
+    /// The snapshot's format version.
+    format: u32,
 }
 
 fn invalid(text: impl Into<String>) -> Error {
@@ -290,18 +334,19 @@ fn invalid(text: impl Into<String>) -> Error {
 impl<R: Read> FrameReader<R> {
     /// Reads and checks the magic and format version.
     pub(crate) fn open(inner: R) -> Result<Self> {
-        let mut reader = FrameReader { inner, hasher: Sha256::new(), offset: 0 };
+        let mut reader = FrameReader { inner, hasher: Sha256::new(), offset: 0, format: 0 };
         let mut start = [0u8; 12];
         reader.read_exact_hashed(&mut start, "the snapshot start")?;
         if &start[..8] != MAGIC {
             return Err(invalid("this is not a Tandem snapshot (bad magic bytes)"));
         }
         let format = u32::from_be_bytes(start[8..].try_into().expect("4 bytes"));
-        if format != SNAPSHOT_FORMAT {
+        if !(SNAPSHOT_FORMAT_V1..=SNAPSHOT_FORMAT).contains(&format) {
             return Err(invalid(format!(
-                "snapshot format {format} is not supported (this build reads {SNAPSHOT_FORMAT})"
+                "snapshot format {format} is not supported (this build reads formats {SNAPSHOT_FORMAT_V1} to {SNAPSHOT_FORMAT})"
             )));
         }
+        reader.format = format;
         Ok(reader)
     }
 
@@ -360,6 +405,8 @@ pub struct SnapshotSummary {
     pub header: SnapshotHeader,
     /// The stream's length in bytes.
     pub bytes: u64,
+    /// The chain head recomputed from the snapshot's events (equal to the header's, when it has one).
+    pub head: Digest,
 }
 
 /// Where the pieces of a verified snapshot go: a new keyspace, or nowhere (verification only).
@@ -413,7 +460,18 @@ fn consume(
     let Some((HEADER, payload)) = frames.next()? else {
         return Err(invalid("the snapshot does not start with a header frame"));
     };
-    let header: SnapshotHeader = decode(&payload, "snapshot header").map_err(|e| invalid(e.to_string()))?;
+    let header: SnapshotHeader = if frames.format == SNAPSHOT_FORMAT_V1 {
+        decode::<SnapshotHeaderV1>(&payload, "snapshot header").map(SnapshotHeader::from)
+    } else {
+        decode(&payload, "snapshot header")
+    }
+    .map_err(|e| invalid(e.to_string()))?;
+    if header.format != frames.format {
+        return Err(invalid(format!(
+            "the snapshot says format {} at its start but {} in its header",
+            frames.format, header.format
+        )));
+    }
     let mut consumer = Consumer::new(sink, files, header, checkpoint_interval);
     while let Some((kind, payload)) = frames.next()? {
         if kind != DATA {
@@ -436,8 +494,8 @@ fn consume(
             _ => return Err(invalid(format!("unexpected frame of kind {kind}"))),
         }
     }
-    let header = consumer.finish()?;
-    Ok(SnapshotSummary { header, bytes: frames.offset() })
+    let (header, head) = consumer.finish()?;
+    Ok(SnapshotSummary { header, bytes: frames.offset(), head })
 }
 
 /// The order frames of each kind come in (data frames excepted: they follow their blob or upload).
@@ -462,6 +520,8 @@ struct Consumer<'a> {
     batch_bytes: usize,
     /// The projection the snapshot's events replay to.
     replayed: Projection,
+    /// The chain hash of the last event read.
+    head: Digest,
     last_checkpoint: Revision,
     /// The projection the snapshot's document frames hold (must equal `replayed`).
     snapshot_documents: Projection,
@@ -497,6 +557,7 @@ impl<'a> Consumer<'a> {
             batch,
             batch_bytes: 0,
             replayed: Projection::new(),
+            head: crate::chain::GENESIS,
             last_checkpoint: Revision(0),
             snapshot_documents: Projection::new(),
             stage: EVENTS,
@@ -526,9 +587,22 @@ impl<'a> Consumer<'a> {
             let bytes =
                 rest.get(4..4 + length).ok_or_else(|| invalid("an events frame ends inside an event"))?;
             rest = &rest[4 + length..];
-            let event: Event = decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?;
+            let (event, reencoded) = if self.header.format == SNAPSHOT_FORMAT_V1 {
+                let event: Event = decode::<crate::legacy::EventV1>(bytes, "a snapshot event")
+                    .map_err(|e| invalid(e.to_string()))?
+                    .into();
+                let reencoded = encode(&event);
+                (event, Some(reencoded))
+            } else {
+                (decode(bytes, "a snapshot event").map_err(|e| invalid(e.to_string()))?, None)
+            };
+            let bytes = reencoded.as_deref().unwrap_or(bytes);
             self.replayed.apply(&event).map_err(|e| invalid(e.to_string()))?;
-            put_parts(&mut self.batch, bytes, |part| keys::event(event.revision, part));
+            let mut value = Vec::with_capacity(crate::chain::HASH_LEN + bytes.len());
+            value.extend_from_slice(&[0; crate::chain::HASH_LEN]);
+            value.extend_from_slice(bytes);
+            self.head = crate::chain::seal(&self.head, &mut value);
+            put_parts(&mut self.batch, &value, |part| keys::event(event.revision, part));
             self.batch_bytes += bytes.len() + 32;
             if let Some(request_id) = &event.meta.request_id {
                 self.batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
@@ -636,8 +710,8 @@ impl<'a> Consumer<'a> {
     }
 
     /// The checks once every frame is read — history, documents and counts agree with the header — and the
-    /// last writes; returns the header.
-    fn finish(mut self) -> Result<SnapshotHeader> {
+    /// last writes; returns the header and the recomputed chain head.
+    fn finish(mut self) -> Result<(SnapshotHeader, Digest)> {
         self.finish_data()?;
         let header = &self.header;
         if self.replayed.revision() != header.revision {
@@ -657,8 +731,19 @@ impl<'a> Consumer<'a> {
         {
             return Err(invalid("the snapshot's contents do not match the counts in its header"));
         }
+        if let Some(head) = header.head
+            && head != self.head
+        {
+            return Err(invalid(format!(
+                "the snapshot's history hashes to {} but its header says {head}: an event was altered",
+                self.head
+            )));
+        }
+        if header.revision.0 > 0 {
+            self.batch.put(Meta::Head.key(), self.head.0.to_vec());
+        }
         self.flush(true)?;
-        Ok(self.header)
+        Ok((self.header, self.head))
     }
 }
 

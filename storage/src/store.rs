@@ -69,6 +69,8 @@ pub(crate) struct State {
     pub uploads: BTreeMap<u64, crate::blob::Upload>,
     pub position: Option<Vec<u8>>,
     pub cluster_id: String,
+    /// The chain hash of the last event ([`crate::chain`]).
+    pub head: Digest,
 }
 
 /// An event-sourced configuration store on one node.
@@ -110,8 +112,14 @@ impl Store {
     /// (blob bytes inside sled) is migrated first ([`crate::migrate`]).
     pub fn open_database(database: Arc<dyn Database>, blobs: &Path, options: StoreOptions) -> Result<Store> {
         let space = database.current()?;
-        if initialize_if_empty(space.as_ref())? == crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
+        let mut format = initialize_if_empty(space.as_ref())?;
+        if format == crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
             crate::migrate::blobs_to_files(space.as_ref(), blobs)?;
+            database.durable()?;
+            format = crate::migrate::FORMAT_WITHOUT_CHAIN;
+        }
+        if format == crate::migrate::FORMAT_WITHOUT_CHAIN {
+            crate::migrate::events_to_format_3(space.as_ref())?;
             database.durable()?;
         }
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
@@ -132,6 +140,20 @@ impl Store {
     /// The current configuration.
     pub fn projection(&self) -> &Projection {
         &self.state.projection
+    }
+
+    /// The chain hash of the last event ([`crate::chain`]; the genesis hash at revision 0).
+    pub fn head(&self) -> Digest {
+        self.state.head
+    }
+
+    /// A detached view of the hash chain at the current revision, to verify or read without the store.
+    pub fn chain(&self) -> crate::chain::ChainView {
+        crate::chain::ChainView {
+            space: self.space.clone(),
+            revision: self.revision(),
+            head: self.state.head,
+        }
     }
 
     /// The position the caller stored with the last applied batch.
@@ -196,12 +218,15 @@ impl Store {
     fn apply_commands(&mut self, commands: &[Command], position: Option<&[u8]>) -> Result<Vec<Outcome>> {
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(commands.len());
-        let mut new_requests: HashMap<&str, Revision> = HashMap::new();
+        let mut new_requests: HashMap<String, Revision> = HashMap::new();
         let start_revision = self.revision();
         for command in commands {
             let outcome = match command {
                 Command::Change(change_set) => {
                     self.apply_change(change_set, &mut new_requests, &mut batch)?
+                }
+                Command::ChangeV1(change_set) => {
+                    self.apply_change(&change_set.clone().into(), &mut new_requests, &mut batch)?
                 }
                 Command::BlobChunk { upload, chunk, data } => {
                     self.apply_chunk(*upload, *chunk, data, &mut batch)?
@@ -215,6 +240,7 @@ impl Store {
         }
         if self.revision() != start_revision {
             batch.put(Meta::Revision.key(), self.revision().0.to_be_bytes().to_vec());
+            batch.put(Meta::Head.key(), self.state.head.0.to_vec());
             self.maybe_checkpoint(&mut batch);
         }
         if let Some(position) = position {
@@ -267,10 +293,10 @@ impl Store {
         }
     }
 
-    fn apply_change<'c>(
+    fn apply_change(
         &mut self,
-        change_set: &'c ChangeSet,
-        new_requests: &mut HashMap<&'c str, Revision>,
+        change_set: &ChangeSet,
+        new_requests: &mut HashMap<String, Revision>,
         batch: &mut WriteBatch,
     ) -> Result<Outcome> {
         if let Some(request_id) = change_set.meta.request_id.as_deref() {
@@ -294,7 +320,9 @@ impl Store {
                 Err(rejection) => return Ok(Outcome::Rejected(rejection)),
             };
         self.state.projection.apply(&event)?;
-        put_parts(batch, &encode(&event), |part| keys::event(event.revision, part));
+        let mut value = codec::encode_with_room(&event, crate::chain::HASH_LEN);
+        self.state.head = crate::chain::seal(&self.state.head, &mut value);
+        put_parts(batch, &value, |part| keys::event(event.revision, part));
         for change in &event.changes {
             match self.state.projection.get(&change.key) {
                 Some(document) => batch.put(keys::document(&change.key), encode(document)),
@@ -303,7 +331,7 @@ impl Store {
         }
         if let Some(request_id) = change_set.meta.request_id.as_deref() {
             batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
-            new_requests.insert(request_id, event.revision);
+            new_requests.insert(request_id.to_string(), event.revision);
         }
         Ok(Outcome::Accepted { revision: event.revision })
     }
@@ -453,9 +481,9 @@ fn initialize_if_empty(space: &dyn Keyspace) -> Result<u32> {
             let version = <[u8; 4]>::try_from(bytes.as_slice())
                 .map(u32::from_be_bytes)
                 .map_err(|_| Error::Corrupt("the format version is not 4 bytes".into()))?;
-            if version != keys::FORMAT_VERSION && version != crate::migrate::FORMAT_WITH_BLOBS_IN_SLED {
+            if !(crate::migrate::FORMAT_WITH_BLOBS_IN_SLED..=keys::FORMAT_VERSION).contains(&version) {
                 return Err(Error::Corrupt(format!(
-                    "the data directory has format {version}, this build reads formats {} and {}",
+                    "the data directory has format {version}, this build reads formats {} to {}",
                     crate::migrate::FORMAT_WITH_BLOBS_IN_SLED,
                     keys::FORMAT_VERSION
                 )));
@@ -521,7 +549,7 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         projection.insert(doc_key, document);
     }
     projection.set_revision(revision);
-    let last_event = last_event_revision(space)?;
+    let last_event = crate::chain::last_event_revision(space)?;
     if last_event != revision {
         return Err(Error::Corrupt(format!(
             "the last event is {last_event} but the store is at revision {revision}"
@@ -547,20 +575,26 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         stored_uploads.insert(id, decode::<StoredUpload>(&value, "upload meta")?);
     }
     let uploads = files.reconcile_uploads(stored_uploads)?;
-    Ok(State { projection, blobs, uploads, position, cluster_id })
+    let head = load_head(space, revision)?;
+    Ok(State { projection, blobs, uploads, position, cluster_id, head })
 }
 
-/// The revision of the newest stored event (0 if none).
-pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
-    match space.scan(&[keys::EVENTS], Some(&[keys::EVENTS + 1]), true).next() {
-        None => Ok(Revision(0)),
-        Some(item) => {
-            let (key, _) = item?;
-            let (revision, _) =
-                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
-            Ok(Revision(revision))
+/// The stored head, checked against the hash stored with the last event.
+fn load_head(space: &dyn Keyspace, revision: Revision) -> Result<Digest> {
+    let head = match space.get(&Meta::Head.key())? {
+        Some(bytes) => crate::chain::parse_hash(&bytes)?,
+        None => crate::chain::GENESIS,
+    };
+    if revision.0 > 0 {
+        let first_part = space.get(&keys::event(revision, 0))?.unwrap_or_default();
+        let (last, _) = crate::chain::split_stored(&first_part, revision.0)?;
+        if last != head {
+            return Err(Error::Corrupt(format!(
+                "the chain head {head} is not the hash stored with event {revision}"
+            )));
         }
     }
+    Ok(head)
 }
 
 /// Reads until `buffer` is full or the reader ends.

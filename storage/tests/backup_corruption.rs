@@ -90,14 +90,14 @@ fn a_backup_of_a_newer_format_is_refused_naming_both_versions() {
     let mut backup = build_backup(dir.path());
     let format_at = backup.len() - 52 + 8;
     assert_eq!(&backup[format_at - 8..format_at], b"TANDBKUP", "the trailer is 52 bytes from the end");
-    assert_eq!(backup[format_at..format_at + 4], 2u32.to_be_bytes(), "this binary writes format 2");
-    backup[format_at..format_at + 4].copy_from_slice(&3u32.to_be_bytes());
+    assert_eq!(backup[format_at..format_at + 4], 3u32.to_be_bytes(), "this binary writes format 3");
+    backup[format_at..format_at + 4].copy_from_slice(&4u32.to_be_bytes());
     let path = dir.path().join("newer.backup");
     fs::write(&path, &backup).unwrap();
     match verify_backup(&path) {
         Err(Error::InvalidSnapshot(message)) => {
-            assert!(message.contains("format 3") && message.contains("formats 1 to 2"), "{message}")
+            assert!(message.contains("format 4") && message.contains("formats 1 to 3"), "{message}")
         }
-        other => panic!("a format-3 backup gave {other:?}"),
+        other => panic!("a format-4 backup gave {other:?}"),
     }
 }

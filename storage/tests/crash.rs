@@ -109,6 +109,7 @@ fn random_change_set(rng: &mut ThreadRng, store: &Store, number: u64) -> ChangeS
         reason: format!("change {number}"),
         timestamp_ms: number,
         request_id: rng.random_ratio(1, 10).then(|| format!("request-{}", rng.random_range(0..1000))),
+        ..ChangeMeta::default()
     });
     for _ in 0..rng.random_range(1..4) {
         let (collection, id, document) = match rng.random_range(0..10) {

@@ -497,6 +497,7 @@ impl goldenscript::Runner for StoreRunner {
                     to: to.map(Revision),
                     limit: *limit,
                     newest_first: *newest_first,
+                    ..HistoryFilter::default()
                 };
                 let events = self.store().history(&filter)?;
                 if events.is_empty() {

@@ -101,3 +101,86 @@ fn a_format_1_blob_whose_parts_do_not_match_its_digest_stops_the_migration() {
     let format = database.current().unwrap().get(&Meta::Format.key()).unwrap().unwrap();
     assert_eq!(format, FORMAT_WITH_BLOBS_IN_SLED.to_be_bytes(), "left in format 1, to retry");
 }
+
+/// A format-2 store's events are in the encoding without audit fields; the first open re-encodes them and
+/// chains them. A migration cut short after some events were re-encoded resumes after its mark.
+#[test]
+fn a_format_2_history_gets_audit_fields_and_a_hash_chain_on_first_open() {
+    use tandem_storage::legacy::{ChangeMetaV1, ChangeSetV1, EventV1};
+    use tandem_storage::{ChangeMeta, ChangeSet, Event, Revision};
+
+    for cut_after in [None, Some(2u64)] {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<Event> = {
+            // The events a store of this build makes, to compare with.
+            let mut reference = Store::open(&dir.path().join("reference")).unwrap();
+            for i in 1..=4u64 {
+                let meta = ChangeMeta {
+                    actor: format!("op{i}"),
+                    reason: format!("why {i}"),
+                    ..ChangeMeta::default()
+                };
+                let change = ChangeSet::new(meta).put("notes", &format!("n{i}"), serde_json::json!({"i": i}));
+                reference.apply(&[Command::Change(change)], None).unwrap();
+            }
+            reference.events(Revision(1), Revision(4)).map(Result::unwrap).collect()
+        };
+        let head = Store::open(&dir.path().join("reference")).unwrap().head();
+
+        let database = SledDatabase::open(&database_dir(dir.path())).unwrap();
+        let space = database.current().unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(Meta::Format.key(), 2u32.to_be_bytes().to_vec());
+        batch.put(Meta::ClusterId.key(), b"c0ffee".to_vec());
+        batch.put(Meta::Revision.key(), 4u64.to_be_bytes().to_vec());
+        batch.put(Meta::UploadDir.key(), b"uploads-0000000000000001".to_vec());
+        let mut hash = tandem_storage::chain::GENESIS;
+        for event in &events {
+            let revision = event.revision.0;
+            let stored = match cut_after {
+                Some(cut) if revision <= cut => {
+                    // Already rewritten by the attempt that was cut short: hash ‖ new encoding.
+                    hash = tandem_storage::chain::link(&hash, &encode(event));
+                    [&hash.0[..], &encode(event)].concat()
+                }
+                _ => encode(&EventV1 {
+                    revision: event.revision,
+                    meta: ChangeMetaV1 {
+                        actor: event.meta.actor.clone(),
+                        reason: event.meta.reason.clone(),
+                        timestamp_ms: event.meta.timestamp_ms,
+                        request_id: None,
+                    },
+                    changes: event.changes.clone(),
+                }),
+            };
+            batch.put(keys::event(event.revision, 0), stored);
+        }
+        if let Some(cut) = cut_after {
+            batch.put(Meta::ReencodedUpTo.key(), cut.to_be_bytes().to_vec());
+        }
+        let reference = Store::open(&dir.path().join("reference")).unwrap();
+        for (key, document) in reference.projection().documents() {
+            batch.put(keys::document(key), encode(document));
+        }
+        space.write(batch).unwrap();
+        database.durable().unwrap();
+        drop((space, database));
+
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.head(), head, "cut after {cut_after:?}: the same chain as a store of this build");
+        let read: Vec<Event> = store.events(Revision(1), Revision(4)).map(Result::unwrap).collect();
+        assert_eq!(read, events);
+        assert!(store.chain().verify().unwrap().is_intact());
+        // A change from an old Raft log entry applies as a change without token and source.
+        let old = ChangeSetV1 {
+            meta: ChangeMetaV1 { actor: "old".into(), ..ChangeMetaV1::default() },
+            preconditions: Vec::new(),
+            operations: ChangeSet::default().put("notes", "n9", serde_json::json!({})).operations,
+        };
+        let outcome = store.apply(&[Command::ChangeV1(old)], None).unwrap().remove(0);
+        assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+        let event = store.event(Revision(5)).unwrap().unwrap();
+        assert_eq!((event.meta.actor.as_str(), event.meta.token.as_deref()), ("old", None));
+    }
+}

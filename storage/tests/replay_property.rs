@@ -240,6 +240,7 @@ fn build(plan: &ChangePlan, number: usize, state: &Projection) -> ChangeSet {
         reason: format!("change {number}"),
         timestamp_ms: 1_700_000_000_000 + number as u64,
         request_id: plan.request.map(|r| format!("request-{r}")),
+        ..ChangeMeta::default()
     });
     for op in &plan.ops {
         change_set = match *op {

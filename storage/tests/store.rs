@@ -16,6 +16,7 @@ fn meta(actor: &str) -> ChangeMeta {
         reason: "test".into(),
         timestamp_ms: 1_700_000_000_000,
         request_id: None,
+        ..ChangeMeta::default()
     }
 }
 

@@ -125,10 +125,11 @@ pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
 /// The header that carries the peer protocol version on every request.
 pub const PROTOCOL_HEADER: &str = "x-tandem-protocol";
 /// The peer protocol this build speaks: the routes, headers and bincode bodies described here. Version 1
-/// (before the header existed) sent none; version 2 sent no cluster id and a forwarded write named no target.
+/// (before the header existed) sent none; version 2 sent no cluster id and a forwarded write named no target;
+/// version 3 carried change sets without the audit fields (token, source).
 /// A request of another version is refused (400) with both versions named: every node of a cluster must run a
 /// build that speaks the same protocol.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest request (and response) body accepted: larger than any snapshot chunk the node sends.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

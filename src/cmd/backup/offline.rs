@@ -1,8 +1,9 @@
 //! Offline backup commands: `tandem backup verify FILE` and `tandem backup restore FILE --data-dir DIR`.
 //!
 //! **Verify** reads the whole file with every check a restore makes (trailer length and checksum, frame
-//! structure, gap-free history, the documents against a replay of the history, blob digests) and says what
-//! the file holds, or exactly what is wrong with it.
+//! structure, gap-free history, the history's hash chain against the head the backup carries, the documents
+//! against a replay of the history, blob digests) and says what the file holds — with the chain head, to
+//! compare with `tandem history verify` — or exactly what is wrong with it.
 //!
 //! **Restore** turns a backup into the data directory of a *new* cluster:
 //!
@@ -45,7 +46,8 @@ pub async fn verify(file: &Path, json: bool) -> Result<(), CmdError> {
                             "revision": header.revision.0, "events": header.revision.0,
                             "documents": header.documents, "blobs": header.blobs,
                             "blob_bytes": header.blob_bytes, "uploads": header.uploads,
-                            "created_at_ms": header.created_at_ms, "bytes": summary.bytes});
+                            "created_at_ms": header.created_at_ms, "bytes": summary.bytes,
+                            "head": summary.head.to_string()});
         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     } else {
         let created = tandem_cluster::node::rfc3339(
@@ -55,6 +57,7 @@ pub async fn verify(file: &Path, json: bool) -> Result<(), CmdError> {
         println!("cluster    {}", header.cluster_id);
         println!("taken      {created}");
         println!("revision   {} ({} events)", header.revision, header.revision);
+        println!("head       {}", summary.head);
         println!("documents  {}", header.documents);
         println!("blobs      {} ({} bytes)", header.blobs, header.blob_bytes);
         println!("size       {} bytes", summary.bytes);
@@ -110,7 +113,8 @@ pub async fn restore(file: &Path, data_dir: &Path, json: bool) -> Result<(), Cmd
     let header = &summary.header;
     if json {
         let answer = json!({"data_dir": data_dir, "revision": header.revision.0, "documents": header.documents,
-                            "blobs": header.blobs, "source_cluster_id": header.cluster_id});
+                            "blobs": header.blobs, "source_cluster_id": header.cluster_id,
+                            "head": summary.head.to_string()});
         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
     } else {
         println!(

@@ -3,13 +3,13 @@
 use hyper::Response;
 use serde::Deserialize;
 use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
-use tandem_storage::{ChangeMeta, ChangeSet, Operation, Precondition};
+use tandem_storage::{ChangeSet, Operation, Precondition};
 
 use super::routes::Call;
-use super::{now_ms, write};
+use super::write;
 use crate::http::{ApiError, Body, parse_json, read_body};
 
-/// A change set as the API accepts it (the actor and timestamp are set by the node).
+/// A change set as the API accepts it (actor, token, source and timestamp are set by the node).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangeSetInput {
@@ -32,12 +32,7 @@ pub async fn post(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     .await?;
     let input: ChangeSetInput = parse_json(&body)?;
     let change = ChangeSet {
-        meta: ChangeMeta {
-            actor: call.caller.name.clone(),
-            reason: input.reason,
-            timestamp_ms: now_ms(),
-            request_id: input.request_id.filter(|id| !id.is_empty()),
-        },
+        meta: call.caller.change_meta(input.reason, input.request_id.filter(|id| !id.is_empty())),
         preconditions: input.preconditions,
         operations: input.operations,
     };

@@ -21,7 +21,7 @@ pub async fn put(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     )
     .await?;
     let document: serde_json::Value = parse_json(&body)?;
-    let mut change = ChangeSet::new(meta_from(&call.query, &call.caller.name));
+    let mut change = ChangeSet::new(meta_from(&call.query, &call.caller));
     change.operations.push(Operation::Put {
         collection: collection.to_string(),
         id: id.to_string(),
@@ -34,7 +34,7 @@ pub async fn put(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `DELETE /v1/docs/{collection}/{id}`.
 pub async fn delete(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let (collection, id) = (call.param(0), call.param(1));
-    let mut change = ChangeSet::new(meta_from(&call.query, &call.caller.name));
+    let mut change = ChangeSet::new(meta_from(&call.query, &call.caller));
     change.operations.push(Operation::Delete { collection: collection.to_string(), id: id.to_string() });
     add_document_preconditions(&mut change, &collection, &id, &call.query)?;
     write(call.state, change).await

@@ -29,14 +29,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
 use tandem_storage::{
-    ChangeKind, ChangeMeta, Command, Digest, Export, HistoryFilter, MissingBlob, Outcome, Plan, Rejection,
-    Revision, Store, UndoError, decide,
+    ChangeKind, Command, Digest, Export, HistoryFilter, MissingBlob, Outcome, Plan, Rejection, Revision,
+    Store, UndoError, decide,
 };
 
 use super::routes::Call;
-use super::{
-    ApiState, event_json, internal, now_ms, query_number, query_value, rejection_error, write_error,
-};
+use super::{ApiState, event_json, internal, query_number, query_value, rejection_error, write_error};
 use crate::auth::Caller;
 use crate::http::{ApiError, Body, json_response, parse_json, query_pairs, read_body};
 
@@ -235,12 +233,7 @@ async fn plan_and_apply(
     let node = &state.node;
     // A follower that has not applied the revision its client saw yet gets a moment.
     catch_up(state, options.if_revision.map(|r| r.0)).await;
-    let meta = ChangeMeta {
-        actor: caller.name.clone(),
-        reason: options.reason.clone(),
-        timestamp_ms: now_ms(),
-        request_id: None,
-    };
+    let meta = caller.change_meta(options.reason.clone(), None);
     for attempt in 1..=PLAN_ATTEMPTS {
         // Planning may replay history (revert) or scan it (undo): off the async workers.
         let (prepared, change_set) = tokio::task::block_in_place(|| {
@@ -422,6 +415,8 @@ pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         collection: query_value(query, "collection").map(str::to_string),
         id: query_value(query, "id").map(str::to_string),
         actor: query_value(query, "actor").map(str::to_string),
+        since_ms: query_number(query, "since")?,
+        until_ms: query_number(query, "until")?,
         from: query_number(query, "from")?.map(Revision),
         to: query_number(query, "to")?.map(Revision),
         limit: Some(query_number(query, "limit")?.unwrap_or(1000).min(100_000) as usize),

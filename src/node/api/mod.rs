@@ -12,8 +12,9 @@
 //! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the
 //! leader; membership changes made on a follower are proxied to the leader's API.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -25,11 +26,12 @@ use tandem_storage::{ChangeMeta, ChangeSet, Command, Event, Outcome, Rejection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Access, Tokens};
+use crate::auth::{Access, Caller, Tokens};
 use crate::http::{ApiError, Body, json_response, query_pairs};
 use crate::limits::HttpLimits;
 use crate::node::metrics::Metrics;
 
+pub mod audit;
 pub mod backup;
 pub mod blobs;
 pub mod changes;
@@ -59,6 +61,8 @@ pub const ROUTES: &[Route] = &[
     serves_configuration(route("DELETE", "/v1/docs/{collection}/{id}", Access::Operate, "Delete a document", handler!(documents::delete))),
     serves_configuration(route("POST", "/v1/changes", Access::Operate, "Apply a change set atomically", handler!(changes::post))),
     serves_configuration(route("GET", "/v1/history", Access::Read, "Events: who changed what, filtered", handler!(history::list))),
+    serves_configuration(route("GET", "/v1/history/verify", Access::Read, "Recompute this node's history hash chain", handler!(audit::verify))),
+    serves_configuration(route("GET", "/v1/history/chain", Access::Read, "The stored chain hashes of a range of revisions", handler!(audit::hashes))),
     serves_configuration(route("GET", "/v1/export", Access::Read, "The whole configuration (now or at a revision) as JSON", handler!(history::export))),
     serves_configuration(route("GET", "/v1/diff", Access::Read, "Differences between two revisions", handler!(history::diff))),
     serves_configuration(route("POST", "/v1/revert", Access::Operate, "Make the configuration equal to a past revision", handler!(history::revert))),
@@ -93,6 +97,8 @@ pub struct ApiState {
     pub backup: crate::node::backup::BackupState,
     /// Connection caps, timeouts, concurrent backups.
     pub limits: ApiLimits,
+    /// `[audit]`: e.g. whether every change needs a reason.
+    pub audit: crate::config::AuditSettings,
 }
 
 /// The admin API's limits: its listener's (see [`crate::limits`]) and the cap on concurrent backups.
@@ -135,7 +141,7 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
         };
         let limits = state.limits.http;
         let state = state.clone();
-        let handler = move |request| handle(state.clone(), request);
+        let handler = move |request| handle(state.clone(), remote, request);
         let stop = (shutdown.clone(), Duration::from_secs(2));
         connections.spawn(async move {
             crate::limits::serve_connection(stream, remote, limits, handler, stop, "admin API").await;
@@ -146,12 +152,12 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
     let _ = tokio::time::timeout(Duration::from_secs(3), connections.wait()).await;
 }
 
-async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(state: Arc<ApiState>, remote: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let lookup = routes::lookup(&method, &path);
-    let mut response = match answer(&state, &lookup, request).await {
+    let mut response = match answer(&state, &lookup, remote, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -176,6 +182,7 @@ async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Response<Bo
 async fn answer(
     state: &ApiState,
     lookup: &Lookup,
+    remote: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let method = request.method();
@@ -195,7 +202,9 @@ async fn answer(
                 .with_hint("GET /v1/openapi.json lists every endpoint"));
         }
     };
-    let caller = state.tokens.authorize(request.headers(), route.access)?;
+    let mut caller = state.tokens.authorize(request.headers(), route.access)?;
+    caller.source = Some(remote);
+    caller.actor = named_actor(request.headers())?;
     if route.serves_configuration && state.node.role() == Role::Witness {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -209,7 +218,27 @@ async fn answer(
     (route.handler)(Call { state, caller, request, params, query }).await
 }
 
+/// The header in which a client names who is acting (`tandem --actor`, `TANDEM_ACTOR`); the token's name
+/// when absent.
+pub const ACTOR_HEADER: &str = "x-tandem-actor";
+
+fn named_actor(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(ACTOR_HEADER) else { return Ok(None) };
+    let actor = value.to_str().map_err(|_| {
+        ApiError::bad_request(format!("the {ACTOR_HEADER} header must be printable ASCII text"))
+    })?;
+    let actor = actor.trim();
+    if actor.len() > tandem_storage::limits::MAX_SHORT_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "the {ACTOR_HEADER} header may hold at most {} bytes",
+            tandem_storage::limits::MAX_SHORT_TEXT
+        )));
+    }
+    Ok((!actor.is_empty()).then(|| actor.to_string()))
+}
+
 pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
+    require_reason(state, &change.meta.reason)?;
     let response = match state.node.write(Command::Change(change)).await {
         Ok(response) => response,
         Err(error) => {
@@ -236,6 +265,19 @@ pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Respons
             format!("unexpected outcome {other:?}"),
         )),
     }
+}
+
+/// With `[audit] require_reason = true`, a change without a reason is refused before it is proposed.
+pub(crate) fn require_reason(state: &ApiState, reason: &str) -> Result<(), ApiError> {
+    if state.audit.require_reason && reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+            "this installation requires a reason for every change ([audit] require_reason = true); nothing was written",
+        )
+        .with_hint("say why: tandem put|delete … --reason TEXT, or \"reason\" in the change set (?reason= for PUT/DELETE /v1/docs)"));
+    }
+    Ok(())
 }
 
 /// Maps a rejection to its HTTP status: preconditions 412, sizes 413, everything else 422.
@@ -283,10 +325,6 @@ pub(crate) fn internal(message: &str) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 pub(crate) fn query_value<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
     query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
@@ -300,14 +338,12 @@ pub(crate) fn query_number(query: &[(String, String)], key: &str) -> Result<Opti
     }
 }
 
-pub(crate) fn meta_from(query: &[(String, String)], actor: &str) -> ChangeMeta {
-    ChangeMeta {
-        actor: actor.into(),
-        reason: query_value(query, "reason").unwrap_or_default().to_string(),
-        timestamp_ms: now_ms(),
+pub(crate) fn meta_from(query: &[(String, String)], caller: &Caller) -> ChangeMeta {
+    caller.change_meta(
+        query_value(query, "reason").unwrap_or_default().to_string(),
         // An empty request id is no request id: it would make every later request with one a "duplicate".
-        request_id: query_value(query, "request_id").filter(|id| !id.is_empty()).map(str::to_string),
-    }
+        query_value(query, "request_id").filter(|id| !id.is_empty()).map(str::to_string),
+    )
 }
 
 /// A stored document body as JSON. Bodies are canonical JSON written by the store, so one that does not parse
@@ -327,5 +363,6 @@ pub fn event_json(event: &Event) -> serde_json::Value {
         })
         .collect();
     json!({"revision": event.revision, "actor": event.meta.actor, "reason": event.meta.reason,
-           "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id, "changes": changes})
+           "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id,
+           "token": event.meta.token, "source": event.meta.source, "changes": changes})
 }
