@@ -14,6 +14,7 @@
 //! | `/raft/vote`       | `VoteRequest<NodeId>`                 | `Result<VoteResponse, RaftError>`                              |
 //! | `/raft/snapshot`   | `InstallSnapshotRequest<TypeConfig>`  | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //! | `/cluster/write`   | `tandem_storage::Command`             | `Result<Written, RaftError<ClientWriteError>>`                 |
+//! | `/cluster/campaign` | `CampaignRequest` (leader hand-over, [`campaign`]) | `Result<(), String>`                           |
 //!
 //! A `200 OK` means the request reached Raft: its body is whatever the local `Raft` call returned, error
 //! included. The client turns such an error into [`openraft::error::RemoteError`] — for example a follower that
@@ -97,6 +98,7 @@
 //! request and the result are decoded, encoded and error-mapped by the shared `rpc` helper. Add the path as a
 //! constant here and a client method in `network/client.rs` built on `PeerNetwork::call`.
 
+pub mod campaign;
 mod client;
 mod election_hold;
 pub mod identity_check;
@@ -140,6 +142,8 @@ pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Path of a client write forwarded by a non-leader to the leader.
 pub const WRITE_PATH: &str = "/cluster/write";
+/// Path of the leader's request that a caught-up data node campaign now (hand-over, [`campaign`]).
+pub const CAMPAIGN_PATH: &str = "/cluster/campaign";
 
 /// Server side: how long a connection may take to send a request head, idle keep-alive time included.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
