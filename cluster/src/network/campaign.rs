@@ -19,6 +19,9 @@ use super::CAMPAIGN_PATH;
 use super::client::{PeerNetwork, TransportError};
 use crate::types::{NodeId, NodeInfo, Raft, Role};
 
+/// How long the target waits for its own metrics to show the leader's last log index.
+const LOG_WAIT: Duration = Duration::from_millis(500);
+
 /// What the leader sends with its request: who it is, its term, and its last log index once it stopped
 /// proposing (the target must have at least that much).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,6 +59,14 @@ pub(super) async fn campaign(raft: &Raft, request: CampaignRequest) -> Result<()
             metrics.current_term, metrics.current_leader, request.term, request.leader
         ));
     }
+    // The leader counts an entry replicated once this node stored it, which may be a moment before this
+    // node's own metrics say so: wait a little for them.
+    let mut log = raft.metrics();
+    let caught_up = log.wait_for(|m| m.last_log_index >= request.last_log_index);
+    let metrics = match tokio::time::timeout(LOG_WAIT, caught_up).await {
+        Ok(Ok(now)) => now.clone(),
+        _ => raft.metrics().borrow().clone(),
+    };
     if metrics.last_log_index < request.last_log_index {
         return Err(format!(
             "this node's log ends at {:?}, before the leader's {:?}: it is not caught up",

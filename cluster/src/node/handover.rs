@@ -162,6 +162,7 @@ impl ClusterNode {
         if let Some(remaining) = led_for.and_then(|led| lease.checked_sub(led)) {
             tokio::time::sleep(remaining).await;
         }
+        let lease_waited = started.elapsed();
 
         // 3.-4. Stop the log growing; wait until the target has all of it.
         tracing::info!(target = name, "handing leadership over: pausing new entries");
@@ -171,6 +172,7 @@ impl ClusterNode {
             let behind = self.behind(&self.raft.metrics().borrow().clone(), target);
             return Err(self.failed(&node, format!("the entries in flight were not applied within {CATCH_UP_LIMIT:?} ({behind} entries behind)")));
         };
+        let drained = started.elapsed();
         let mut metrics_rx = self.raft.metrics();
         let (term, last_log_index) = loop {
             let metrics = metrics_rx.borrow_and_update().clone();
@@ -189,6 +191,7 @@ impl ClusterNode {
                 tokio::time::timeout(remaining.min(Duration::from_millis(20)), metrics_rx.changed()).await;
         };
 
+        let caught_up = started.elapsed();
         // 5. Ask the target to campaign: its log is as long as ours, so we grant its vote.
         let request = CampaignRequest { leader: self.id, term, last_log_index };
         self.network.ask_to_campaign(target, &node, &request, CAMPAIGN_TIMEOUT).await.map_err(|error| {
@@ -214,7 +217,11 @@ impl ClusterNode {
             from = handover.from,
             to = handover.to,
             took_ms = handover.took_ms,
-            "leadership handed over"
+            ?lease_waited,
+            ?drained,
+            ?caught_up,
+            "leadership handed over (times since the request: own lease over, entries in flight applied, target \
+             caught up)"
         );
         Ok(handover)
     }
