@@ -6,6 +6,8 @@
 //!    one `PUT /v1/docs/...` at a time each), changes per second and p50/p99 latency over a fixed duration;
 //! 2. **failover**: `--runs` times, SIGKILL the leader and time until the first write acknowledged by the
 //!    surviving data node (a client retrying every 20 ms), then restart the killed node and let it catch up.
+//!
+//! With `--handover`, instead: planned hand-overs under load ([`super::handover`]).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +31,10 @@ pub struct ClusterBenchOptions {
     /// Failover runs (default 5); with --vs-etcd, interleaved etcd/Tandem rounds per client count (default 3).
     #[arg(long)]
     pub runs: Option<usize>,
+    /// Measure planned leadership hand-overs (`tandem servers lead`) under write load instead: `--runs`
+    /// hand-overs (default 10) for each client count (see `bench::handover`).
+    #[arg(long)]
+    pub handover: bool,
     /// Keep the temporary directory (the nodes' data and logs) after the run, for inspection.
     #[arg(long)]
     pub keep: bool,
@@ -216,6 +222,15 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
     let root = root.as_path();
     let mut nodes = start_pair(root).await?;
     println!("tandem bench cluster: a + b (data) + w (witness) on 127.0.0.1, in {}", root.display());
+    if options.handover {
+        for &clients in &options.clients {
+            super::handover::measure_handovers(&nodes, clients, options.runs.unwrap_or(10)).await?;
+        }
+        if options.keep {
+            println!("kept the nodes' data and logs in {}", dir.keep().display());
+        }
+        return Ok(());
+    }
 
     for &clients in &options.clients {
         measure_throughput(&nodes, clients, options.seconds).await?;

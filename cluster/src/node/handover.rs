@@ -20,7 +20,7 @@
 //!
 //! ## The steps, on the leader ([`ClusterNode::hand_over`])
 //! 1. Check: this node leads; `NAME` is a member, a voting data node (not the witness, not a mirror or a
-//!    learner still joining), reached within two election timeouts, at most [`MAX_LAG_ENTRIES`] behind; a
+//!    learner still joining), answering this node (within [`REACH_LIMIT`]), at most [`MAX_LAG_ENTRIES`] behind; a
 //!    quorum acknowledged this leader recently. Any membership change in progress makes it refuse (they share
 //!    a lock).
 //! 2. Wait until this node has led for longer than its lease (a leader elected a moment ago would refuse the
@@ -53,6 +53,11 @@ use crate::types::{NodeId, NodeInfo, Role};
 pub const MAX_LAG_ENTRIES: u64 = 1_000;
 /// How long the paused leader waits for the entries in flight and for the target to catch up, at most.
 pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(2);
+/// A target that has not answered this node for longer is unreachable: the hand-over is refused before
+/// writes are paused. (Longer than the two election timeouts of `tandem status`'s "disconnected": on a
+/// loaded machine one slow fsync on the target holds its answers that long, and the bounded catch-up wait
+/// covers a target that is slow rather than gone.)
+const REACH_LIMIT: Duration = Duration::from_secs(2);
 /// The campaign request's timeout.
 const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -139,14 +144,15 @@ impl ClusterNode {
             }
             Role::Data => {}
         }
-        if self.network.contact(&node.peer_addr).refusing().is_some()
-            || !self.recently_reached(&node.peer_addr)
-        {
-            let contact = self.network.contact(&node.peer_addr);
-            let detail = match (contact.refusing(), contact.last_ok) {
-                (Some(refusal), _) => format!("it refuses this node: {refusal}"),
-                (None, Some(time)) => format!("last answered at {}", super::rfc3339(time)),
-                (None, None) => "not reached since this node started".into(),
+        let contact = self.network.contact(&node.peer_addr);
+        let answered_ago = contact.last_ok.map(|time| time.elapsed().unwrap_or_default());
+        if contact.refusing().is_some() || answered_ago.is_none_or(|ago| ago > REACH_LIMIT) {
+            let detail = match (contact.refusing(), contact.last_ok, answered_ago) {
+                (Some(refusal), ..) => format!("it refuses this node: {refusal}"),
+                (None, Some(time), Some(ago)) => {
+                    format!("it last answered at {} ({} ms ago)", super::rfc3339(time), ago.as_millis())
+                }
+                _ => "not reached since this node started".into(),
             };
             return Err(HandoverError::Unreachable { name: name.to_string(), detail });
         }
