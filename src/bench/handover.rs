@@ -9,8 +9,9 @@
 //! - **gap**: the longest interval without any acknowledged write that overlaps the hand-over, beside the
 //!   longest such interval in the steady second before it (the baseline: what the disk and the machine give
 //!   anyway);
-//! - **slowest**: the longest latency of a write in flight during the hand-over;
-//! and for the whole run the failed writes (any answer but 200: the goal is none).
+//! - **slowest**: the longest latency of a write in flight during the hand-over.
+//!
+//! For the whole run it counts the failed writes (any answer but 200: the goal is none).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
