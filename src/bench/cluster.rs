@@ -7,7 +7,7 @@
 //! 2. **failover**: `--runs` times, SIGKILL the leader and time until the first write acknowledged by the
 //!    surviving data node (a client retrying every 20 ms), then restart the killed node and let it catch up.
 //!
-//! With `--handover`, instead: planned hand-overs under load ([`super::handover`]).
+//! With `--handover`, instead: planned hand-overs under load (`bench::handover`).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -222,15 +222,6 @@ pub async fn cluster(options: &ClusterBenchOptions) -> Result<()> {
     let root = root.as_path();
     let mut nodes = start_pair(root).await?;
     println!("tandem bench cluster: a + b (data) + w (witness) on 127.0.0.1, in {}", root.display());
-    if options.handover {
-        for &clients in &options.clients {
-            super::handover::measure_handovers(&nodes, clients, options.runs.unwrap_or(10)).await?;
-        }
-        if options.keep {
-            println!("kept the nodes' data and logs in {}", dir.keep().display());
-        }
-        return Ok(());
-    }
 
     for &clients in &options.clients {
         measure_throughput(&nodes, clients, options.seconds).await?;

@@ -21,7 +21,7 @@ use anyhow::{Result, bail};
 use hyper::Method;
 use serde_json::json;
 
-use super::cluster::{BenchNode, leader_index, percentile};
+use super::cluster::{BenchNode, ClusterBenchOptions, leader_index, percentile, start_pair};
 use crate::client::ApiClient;
 
 /// One write: when it was sent, when it was answered, and whether it was acknowledged (200).
@@ -42,8 +42,26 @@ struct Switch {
     took_ms: u64,
 }
 
+/// `tandem bench cluster --handover`: starts the pair + witness, then [`measure_handovers`] for each client
+/// count (`--runs` hand-overs each, default 10).
+pub async fn handovers(options: &ClusterBenchOptions) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nodes = start_pair(dir.path()).await?;
+    println!(
+        "tandem bench cluster --handover: a + b (data) + w (witness) on 127.0.0.1, in {}",
+        dir.path().display()
+    );
+    for &clients in &options.clients {
+        measure_handovers(&nodes, clients, options.runs.unwrap_or(10)).await?;
+    }
+    if options.keep {
+        println!("kept the nodes' data and logs in {}", dir.keep().display());
+    }
+    Ok(())
+}
+
 /// Runs `runs` hand-overs under `clients` writers and prints the figures.
-pub(super) async fn measure_handovers(nodes: &[BenchNode], clients: usize, runs: usize) -> Result<()> {
+async fn measure_handovers(nodes: &[BenchNode], clients: usize, runs: usize) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for c in 0..clients {

@@ -4,7 +4,7 @@
 pub mod boot;
 pub mod cluster;
 pub mod etcd;
-mod handover;
+pub mod handover;
 pub mod operations;
 pub mod storage;
 
