@@ -42,7 +42,7 @@ struct Switch {
     took_ms: u64,
 }
 
-/// `tandem bench cluster --handover`: starts the pair + witness, then [`measure_handovers`] for each client
+/// `tandem bench cluster --handover`: starts the pair + witness, then `measure_handovers` for each client
 /// count (`--runs` hand-overs each, default 10).
 pub async fn handovers(options: &ClusterBenchOptions) -> Result<()> {
     let dir = tempfile::tempdir()?;

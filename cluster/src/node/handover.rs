@@ -20,7 +20,7 @@
 //!
 //! ## The steps, on the leader ([`ClusterNode::hand_over`])
 //! 1. Check: this node leads; `NAME` is a member, a voting data node (not the witness, not a mirror or a
-//!    learner still joining), answering this node (within [`REACH_LIMIT`]), at most [`MAX_LAG_ENTRIES`] behind; a
+//!    learner still joining), answering this node (within `REACH_LIMIT`, 2 s), at most [`MAX_LAG_ENTRIES`] behind; a
 //!    quorum acknowledged this leader recently. Any membership change in progress makes it refuse (they share
 //!    a lock).
 //! 2. Wait until this node has led for longer than its lease (a leader elected a moment ago would refuse the
