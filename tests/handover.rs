@@ -130,3 +130,29 @@ fn leadership_moves_to_b_and_back_while_writes_go_on_and_refusals_are_clear() {
         assert_eq!(events.len(), acknowledged.len(), "one event per write on {}", node.name);
     }
 }
+
+/// A hand-over to a data node that just died fails with `unreachable` (caught by the reachability check, or by
+/// the campaign request once writes are paused), quickly, and the old leader keeps leading and taking writes.
+#[test]
+fn a_hand_over_to_a_dead_node_fails_fast_and_the_leader_keeps_writing() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, mut b, _w) = harness::pair_with_witness(root.path());
+    a.wait_status("a leads", Duration::from_secs(10), |s| s["leader_name"] == "a");
+    a.ok(&["put", "notes", "before", "{}"]);
+    b.kill();
+    let started = Instant::now();
+    let output = a.cli(&["servers", "lead", "b", "--json"]);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        answer["code"] == "unreachable" || stderr.contains("unreachable"),
+        "expected an unreachable refusal: {answer} {stderr}"
+    );
+    eprintln!("hand-over to a dead node, refused in {took:?}: {answer} {stderr}");
+    assert!(took < Duration::from_secs(5), "the refusal took {took:?}");
+    assert_eq!(a.status()["leader_name"], "a");
+    let put = a.cli(&["put", "notes", "after", "{}", "--json"]);
+    assert!(put.status.success(), "a write after the failed hand-over: {put:?}");
+}
