@@ -134,7 +134,7 @@ pub struct FileLimits {
     pub tftp: Option<FileTftpLimits>,
 }
 
-/// `[limits.api]` and `[limits.boot]` (`max_concurrent_backups`: API only).
+/// `[limits.api]` and `[limits.boot]` (`max_concurrent_backups` and `abandoned_upload_after`: API only).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHttpLimits {
@@ -145,6 +145,7 @@ pub struct FileHttpLimits {
     pub body_read_timeout: Option<IntervalValue>,
     pub send_stall_timeout: Option<IntervalValue>,
     pub max_concurrent_backups: Option<usize>,
+    pub abandoned_upload_after: Option<IntervalValue>,
 }
 
 /// `[limits.peer]`.
@@ -172,11 +173,19 @@ impl FileLimits {
             if let Some(count) = api.max_concurrent_backups {
                 base.max_concurrent_backups = count;
             }
+            base.abandoned_upload_after = duration_or(
+                &api.abandoned_upload_after,
+                base.abandoned_upload_after,
+                "[limits.api] abandoned_upload_after",
+            )?;
             base.api = api.apply(base.api, "[limits.api]")?;
         }
         if let Some(boot) = self.boot {
             if boot.max_concurrent_backups.is_some() {
                 return Err("[limits.boot] has no max_concurrent_backups (it belongs in [limits.api])".into());
+            }
+            if boot.abandoned_upload_after.is_some() {
+                return Err("[limits.boot] has no abandoned_upload_after (it belongs in [limits.api])".into());
             }
             base.boot = boot.apply(base.boot, "[limits.boot]")?;
         }

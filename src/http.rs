@@ -165,6 +165,23 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
+/// A free TCP port on 127.0.0.1 for a benchmark's, a demo's or a test's server (bound and released), never one
+/// this process was given before: the kernel may hand out a released port again at once, and a node given the
+/// same port for two of its addresses refuses to start.
+pub fn free_port() -> std::io::Result<u16> {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no new free port in 1000 tries"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

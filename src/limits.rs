@@ -121,6 +121,9 @@ pub struct NodeLimits {
     pub api: HttpLimits,
     /// `[limits.api] max_concurrent_backups`: `GET /v1/backup` requests served at once (more get `503`).
     pub max_concurrent_backups: usize,
+    /// `[limits.api] abandoned_upload_after`: a blob upload that makes no progress for this long is aborted by
+    /// the leader (`tandem_cluster::upload_reaper`).
+    pub abandoned_upload_after: std::time::Duration,
     /// `[limits.boot]`.
     pub boot: HttpLimits,
     /// `[limits.peer] max_connections`.
@@ -136,6 +139,7 @@ impl Default for NodeLimits {
         NodeLimits {
             api: HttpLimits::API_DEFAULTS,
             max_concurrent_backups: 2,
+            abandoned_upload_after: tandem_cluster::upload_reaper::DEFAULT_ABANDON_AFTER,
             boot: HttpLimits::BOOT_DEFAULTS,
             peer_max_connections: tandem_cluster::network::DEFAULT_MAX_PEER_CONNECTIONS,
             peer_max_connections_per_source: tandem_cluster::network::DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE,

@@ -358,3 +358,30 @@ fn the_survivor_of_a_pair_reports_its_partner_unreachable() {
         assert!(ok && out.trim().is_empty(), "promtool check metrics on the survivor:\n{out}\n{text}");
     }
 }
+
+/// Every query of the Grafana dashboard is valid PromQL: each becomes a recording rule (with the dashboard's
+/// `$instance` variable set to "all") and `promtool check rules` parses them all.
+#[test]
+fn promtool_parses_every_query_of_the_grafana_dashboard() {
+    let test = "promtool_parses_every_query_of_the_grafana_dashboard";
+    let Some(promtool) = tool_or_skip(test, "promtool") else { return };
+    let dashboard: Value = serde_json::from_str(include_str!("../docs/grafana/tandem.json")).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut count = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().replace("$instance", ".*");
+            rules.push_str(&format!(
+                "      - record: dashboard:query_{count}\n        expr: {}\n",
+                serde_json::json!(expr)
+            ));
+            count += 1;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let (ok, output) = run(&promtool, &["check", "rules", file.to_str().unwrap()], b"");
+    assert!(ok, "promtool rejects a dashboard query:\n{output}\n{rules}");
+    assert!(output.contains(&format!("{count} rules found")), "{output}");
+}

@@ -19,6 +19,7 @@ pub mod recover;
 pub mod snapshot_files;
 pub mod state_machine;
 pub mod types;
+pub mod upload_reaper;
 
 pub use log_store::{LogReader, LogStore};
 pub use state_machine::{SharedStore, SnapshotBuilder, StateMachine};

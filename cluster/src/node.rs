@@ -43,6 +43,10 @@ use crate::network::{ForwardError, PeerNetwork, Refusal, RefusedSender};
 use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
 use crate::types::{NodeId, NodeInfo, Raft, Role, Written};
+use crate::upload_reaper::{self, UploadReaper};
+
+mod role_switch;
+pub use role_switch::RoleChange;
 
 pub mod handover;
 pub use handover::{Handover, HandoverError};
@@ -136,6 +140,26 @@ pub enum WriteError {
     Failed(String),
 }
 
+/// Why a linearizable read could not be served. Each message names what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("this node is a witness: it serves no configuration; read from a data node or a mirror")]
+    Witness,
+    /// The leader could not be asked (none known, unreachable, refusing), or it could not confirm with a
+    /// quorum that it still leads: the read cannot be linearized.
+    #[error(
+        "a linearizable read needs the leader and a quorum: {detail}. Local reads (`--consistency local`) still \
+         work"
+    )]
+    NoLeader { detail: String },
+    /// The leader answered, but this node did not apply up to the read index in time.
+    #[error(
+        "this node did not catch up with the leader's commit point {index} within {seconds} s (applied {applied}); \
+         retry, or read from the leader"
+    )]
+    Behind { index: u64, applied: u64, seconds: u64 },
+}
+
 /// The store's lock is poisoned: a thread panicked while it held the lock (the one message for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the store lock is poisoned")]
@@ -208,6 +232,10 @@ pub struct Status {
     /// node id, not a member): see `network::identity_check`.
     #[serde(default)]
     pub refusing: Vec<RefusedSender>,
+    /// Blob uploads begun and neither committed nor aborted (the leader aborts those that stop progressing:
+    /// [`crate::upload_reaper`]).
+    #[serde(default)]
+    pub uploads_in_progress: usize,
 }
 
 /// A running node. Raft, the store, the network and the timing are private: callers ask questions
@@ -231,6 +259,8 @@ pub struct ClusterNode {
     blob_compaction_bytes: std::sync::atomic::AtomicU64,
     /// The term this node leads and since when it knows (see [`handover`]).
     leading_since: std::sync::Mutex<Option<(u64, Instant)>>,
+    /// How long an upload may go without progress before the leader aborts it, in milliseconds.
+    abandoned_upload_after_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -241,6 +271,9 @@ impl std::fmt::Debug for ClusterNode {
 
 /// How long a write waits for its commit before it is reported as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a linearizable read waits, at most, for the leader's read index and for this node to apply up
+/// to it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 // The proposer drops the replies of an entry that got no answer after its limit: nobody may still wait then.
 const _: () = assert!(WRITE_TIMEOUT.as_secs() < crate::proposer::ANSWER_LIMIT.as_secs());
 
@@ -268,6 +301,9 @@ impl ClusterNode {
             store_rebuilt: std::sync::Mutex::new(None),
             blob_compaction_bytes: std::sync::atomic::AtomicU64::new(blob_compaction::DEFAULT_THRESHOLD),
             leading_since: std::sync::Mutex::new(None),
+            abandoned_upload_after_ms: std::sync::atomic::AtomicU64::new(
+                upload_reaper::DEFAULT_ABANDON_AFTER.as_millis() as u64,
+            ),
         })
     }
 
@@ -275,6 +311,12 @@ impl ClusterNode {
     /// when [`ClusterNode::run_duties`] starts.
     pub fn set_blob_compaction_bytes(&self, bytes: u64) {
         self.blob_compaction_bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets how long a blob upload may go without progress before the leader aborts it
+    /// ([`crate::upload_reaper`]); read when [`ClusterNode::run_duties`] starts.
+    pub fn set_abandoned_upload_after(&self, limit: Duration) {
+        self.abandoned_upload_after_ms.store(limit.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records that this run rebuilt the store (shown in [`Status::store_rebuilt`] until the node restarts).
@@ -602,21 +644,121 @@ impl ClusterNode {
     }
 
     /// Linearizable read barrier: returns once this node's store reflects every write committed before the
-    /// call. Only the leader can answer; followers get an error naming it.
-    pub async fn linearizable_barrier(&self) -> Result<Revision, WriteError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(self.revision()),
-            Err(error) => match error.forward_to_leader::<NodeInfo>() {
-                Some(forward) => Err(WriteError::Failed(format!(
-                    "linearizable reads are served by the leader{}",
-                    forward
-                        .leader_node
-                        .as_ref()
-                        .map(|n| format!(" {} ({})", n.name, n.api_addr))
-                        .unwrap_or_default()
-                ))),
-                None => Err(WriteError::Failed(error.to_string())),
-            },
+    /// call, on any data node or mirror (the read index protocol).
+    ///
+    /// The leader confirms with a quorum that it still leads and names its commit point
+    /// (`Raft::get_read_log_id`; asked over the peer network, `POST /cluster/read-index`, when this node is
+    /// not the leader); this node then waits until it has applied up to that point and reads its own store.
+    /// A write acknowledged before the call was committed before it, so the read sees it, wherever it is
+    /// served. Bounded by [`READ_TIMEOUT`]; a leader change during the call is followed.
+    pub async fn linearizable_barrier(&self) -> Result<Revision, ReadError> {
+        if self.role() == Role::Witness {
+            return Err(ReadError::Witness);
+        }
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let index = self.read_index(deadline).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let waited =
+            self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "linearizable read").await;
+        if waited.is_err() {
+            let applied = self.raft.metrics().borrow().last_applied.map_or(0, |id| id.index);
+            return Err(ReadError::Behind { index, applied, seconds: READ_TIMEOUT.as_secs() });
+        }
+        Ok(self.revision())
+    }
+
+    /// The leader's read index: from the local `Raft` when this node leads, else asked of the leader; follows
+    /// a leader change until `deadline`.
+    async fn read_index(&self, deadline: Instant) -> Result<u64, ReadError> {
+        let mut last_problem = String::from("no leader is known");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ReadError::NoLeader { detail: last_problem });
+            }
+            let metrics = self.raft.metrics().borrow().clone();
+            match metrics.current_leader {
+                Some(leader) if leader == self.id => {
+                    match tokio::time::timeout(remaining, self.raft.get_read_log_id()).await {
+                        Ok(Ok((read_log_id, _))) => return Ok(read_log_id.map_or(0, |id| id.index)),
+                        Ok(Err(error)) if error.forward_to_leader::<NodeInfo>().is_some() => {
+                            last_problem = "this node stopped leading".into();
+                        }
+                        Ok(Err(error)) => {
+                            return Err(ReadError::NoLeader {
+                                detail: format!("this node leads but {error}: {}", self.unreachable_voters()),
+                            });
+                        }
+                        Err(_) => {
+                            return Err(ReadError::NoLeader {
+                                detail: format!(
+                                    "this node leads but no quorum confirmed it: {}",
+                                    self.unreachable_voters()
+                                ),
+                            });
+                        }
+                    }
+                }
+                Some(leader) => {
+                    let name = self.node_name(leader);
+                    match metrics.membership_config.membership().get_node(&leader).cloned() {
+                        Some(node) => match self.network.read_index(leader, &node, remaining).await {
+                            Ok(index) => return Ok(index),
+                            Err(ForwardError::NotLeader { .. }) => {
+                                last_problem = format!("the leader {name} stopped leading");
+                            }
+                            Err(ForwardError::Unreachable(detail)) => {
+                                // It may have died: an election may follow. Retry until the deadline.
+                                last_problem =
+                                    format!("the leader {name} is unreachable from this node: {detail}");
+                            }
+                            Err(error) => {
+                                return Err(ReadError::NoLeader {
+                                    detail: format!(
+                                        "the leader {name} did not answer the read index: {error}"
+                                    ),
+                                });
+                            }
+                        },
+                        None => {
+                            last_problem = format!("the leader {leader} is not in this node's membership")
+                        }
+                    }
+                }
+                None => last_problem = format!("no leader is known; {}", self.unreachable_voters()),
+            }
+            // Wait for a leader to appear or change (bounded by the deadline checked above).
+            let mut metrics_rx = self.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(50), metrics_rx.changed()).await;
+        }
+    }
+
+    /// The voters this node has not reached lately, for error messages ("a (127.0.0.1:7070) unreachable since
+    /// ...").
+    fn unreachable_voters(&self) -> String {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let unreachable: Vec<String> = membership
+            .voter_ids()
+            .filter(|id| *id != self.id)
+            .filter_map(|id| {
+                let node = membership.get_node(&id)?;
+                if self.recently_reached(&node.peer_addr) {
+                    return None;
+                }
+                let contact = self.network.contact(&node.peer_addr);
+                let since = match (contact.refusing(), contact.last_ok) {
+                    (Some(refusal), _) => format!("refuses this node: {refusal}"),
+                    (None, Some(time)) => format!("unreachable since {}", rfc3339(time)),
+                    (None, None) => "not reached since this node started".to_string(),
+                };
+                Some(format!("{} {since}", self.node_name(id)))
+            })
+            .collect();
+        if unreachable.is_empty() {
+            "every voter answers this node, but none leads yet".to_string()
+        } else {
+            unreachable.join("; ")
         }
     }
 
@@ -701,12 +843,10 @@ impl ClusterNode {
         let data = membership.nodes().filter(|(id, n)| n.role == Role::Data && voters.contains(id)).count();
         let witness = membership.nodes().any(|(id, n)| n.role == Role::Witness && voters.contains(id));
         let mirrors = membership.nodes().any(|(_, n)| n.role == Role::Mirror);
-        let mode = match (membership.nodes().any(|(id, _)| *id == self.id), data, witness, mirrors) {
-            (false, ..) => "joining",
-            (_, _, _, true) => "mirrored",
-            (_, 2, true, _) => "full+witness",
-            (_, 2, false, _) => "full",
-            _ => "single",
+        let mode = if membership.nodes().any(|(id, _)| *id == self.id) {
+            role_switch::mode_of(data, witness, mirrors)
+        } else {
+            "joining"
         };
         let (degraded, degraded_reason) = if metrics.current_leader.is_none() && voters.len() > 1 {
             (true, Some("no leader: this node cannot reach a quorum; serving its last state".to_string()))
@@ -738,8 +878,35 @@ impl ClusterNode {
             degraded_reason,
             peers,
             store_rebuilt: self.store_rebuilt.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+            uploads_in_progress: self
+                .read_store()
+                .map(|store| store.uploads_in_progress().len())
+                .unwrap_or(0),
             cluster_id: self.network.identity().and_then(|identity| identity.cluster_id()),
             refusing: self.network.identity().map(|identity| identity.refused_senders()).unwrap_or_default(),
+        }
+    }
+
+    /// On the leader, aborts the uploads that stopped progressing ([`crate::upload_reaper`]); each abort is
+    /// an ordinary write, proposed in the background.
+    fn abort_abandoned_uploads(&self, reaper: &mut UploadReaper, is_leader: bool) {
+        if !is_leader {
+            reaper.forget();
+            return;
+        }
+        let now = Instant::now();
+        if !reaper.check_due(now) {
+            return;
+        }
+        let Ok(uploads) = self.read_store().map(|store| store.uploads_in_progress()) else { return };
+        for upload in reaper.abandoned(&uploads, now) {
+            tracing::warn!(upload, "aborting a blob upload that made no progress within the limit");
+            let proposer = self.proposer.clone();
+            tokio::spawn(async move {
+                if let Err(error) = proposer.propose(Command::BlobAbort { upload }).await {
+                    tracing::warn!(upload, %error, "aborting an abandoned upload failed; retrying later");
+                }
+            });
         }
     }
 
@@ -749,6 +916,8 @@ impl ClusterNode {
         let mut heartbeats_off_since: Option<Instant> = None;
         let threshold = self.blob_compaction_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let mut compaction = BlobCompaction::new(threshold);
+        let abandon_after = self.abandoned_upload_after_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let mut reaper = UploadReaper::new(Duration::from_millis(abandon_after));
         let mut interval = tokio::time::interval(Duration::from_millis(self.timing.heartbeat_ms.max(50)));
         loop {
             tokio::select! {
@@ -768,6 +937,7 @@ impl ClusterNode {
                 }
             }
             self.compact_log_after_blobs(&mut compaction, &metrics).await;
+            self.abort_abandoned_uploads(&mut reaper, is_leader);
             if self.role() != Role::Witness {
                 continue;
             }

@@ -31,7 +31,9 @@ pub struct PutArgs {
 pub struct GetArgs {
     collection: String,
     id: String,
-    #[arg(long, default_value = "local")]
+    /// `local`: this node's replica as it is; `linearizable`: after everything committed before the call
+    /// (on any data node or mirror; fails when the leader or a quorum is unreachable).
+    #[arg(long, default_value = "local", value_parser = ["local", "linearizable"])]
     consistency: String,
     /// As it was at this revision.
     #[arg(long)]
@@ -42,6 +44,9 @@ pub struct GetArgs {
 #[derive(Args, Debug)]
 pub struct ListArgs {
     collection: String,
+    /// `local` or `linearizable`, as for `tandem get`.
+    #[arg(long, default_value = "local", value_parser = ["local", "linearizable"])]
+    consistency: String,
 }
 
 /// `tandem delete`.
@@ -126,7 +131,8 @@ pub async fn get(ctx: &Context, args: &GetArgs) -> Result<(), CmdError> {
 
 /// Runs `tandem list`.
 pub async fn list(ctx: &Context, args: &ListArgs) -> Result<(), CmdError> {
-    let value = ctx.call(Method::GET, &format!("/v1/docs/{}", args.collection), None).await?;
+    let path = format!("/v1/docs/{}?consistency={}", args.collection, percent_encode(&args.consistency));
+    let value = ctx.call(Method::GET, &path, None).await?;
     if ctx.json {
         print_json(&value);
         return Ok(());

@@ -20,12 +20,14 @@
 //! | `backup create / verify / restore` | [`backup`] |
 //! | `recover` | [`recover`] |
 //! | `token new / hash` | [`token`] |
+//! | `demo` | [`demo`] |
 //! | `bench …` (feature `bench`) | `bench` |
 
 pub mod backup;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod boot;
+pub mod demo;
 pub mod documents;
 pub mod error;
 pub mod firmware;
@@ -72,6 +74,8 @@ pub struct Cli {
 pub enum Command {
     /// Start a node (single node on the defaults when no flags are given).
     Serve(serve::ServeArgs),
+    /// Try it: a pair with a witness on 127.0.0.1 with some configuration, until Ctrl-C.
+    Demo(demo::DemoArgs),
     /// Show the node's and the cluster's status.
     Status,
     /// Create or replace a document: JSON text, or @FILE.
@@ -169,6 +173,7 @@ impl Context {
 pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
     match command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Demo(args) => demo::run(args, ctx.json).await,
         Command::Status => status::run(ctx).await,
         Command::Put(args) => documents::put(ctx, args).await,
         Command::Get(args) => documents::get(ctx, args).await,

@@ -1,4 +1,4 @@
-//! `tandem servers add | list | remove | lead`: the cluster's membership and its leader.
+//! `tandem servers add | list | remove | set | lead`: the cluster's membership and its leader.
 
 use clap::Subcommand;
 use hyper::Method;
@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::Context;
 use super::error::CmdError;
-use super::output::{print_json, print_outcome};
+use super::operations::ConfirmArgs;
+use super::output::{can_ask, confirm, print_json, print_outcome};
 use crate::client::ClientError;
 use crate::http::percent_encode;
 
@@ -27,6 +28,16 @@ pub enum ServersCommand {
     Remove { name: String },
     /// Hand leadership over to the data node NAME (planned, writes wait and go on; see docs/cluster.md).
     Lead { name: String },
+    /// Switch a running member between data node and mirror (Full ↔ Mirrored), without restarting anything:
+    /// shows the resulting mode and what it survives, asks, then switches.
+    Set {
+        name: String,
+        /// `data` (a mirror joins the voters once it has the whole log) or `mirror` (a data node leaves them).
+        #[arg(long, value_parser = ["data", "mirror"])]
+        role: String,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+    },
 }
 
 /// Runs a `tandem servers …` command.
@@ -63,6 +74,7 @@ pub async fn run(ctx: &Context, command: &ServersCommand) -> Result<(), CmdError
             }
             Ok(())
         }
+        ServersCommand::Set { name, role, confirm } => set_role(ctx, name, role, confirm).await,
     }
 }
 
@@ -89,6 +101,76 @@ async fn add(ctx: &Context, name: &str, api: Option<&str>, role: &str) -> Result
                       "api_addr": info["api_addr"], "boot_addr": info["boot_addr"]});
     print_outcome(ctx, &ctx.call(Method::POST, "/v1/cluster/servers", Some(body)).await?);
     Ok(())
+}
+
+/// Previews the switch (`dry_run`), prints it, asks (or takes `--yes`), then makes it.
+async fn set_role(ctx: &Context, name: &str, role: &str, confirm_args: &ConfirmArgs) -> Result<(), CmdError> {
+    let path = format!("/v1/cluster/servers/{}/role", percent_encode(name));
+    let preview = ctx.call(Method::PUT, &path, Some(json!({"role": role, "dry_run": true}))).await?;
+    let text = role_change_text(&preview);
+    let nothing_to_do = preview["from"] == preview["to"];
+    if confirm_args.dry_run || nothing_to_do {
+        if ctx.json {
+            print_json(&preview);
+        } else {
+            print!("{text}");
+        }
+        return Ok(());
+    }
+    if ctx.json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    if !confirm_args.yes {
+        if !can_ask() {
+            return Err(CmdError::failed(
+                "not applied: stdin is not a terminal, so nobody can confirm. Pass --yes to apply (or --dry-run to \
+                 only preview); nothing was changed",
+            ));
+        }
+        if !confirm("Switch?").await {
+            return Err(CmdError::failed("not applied: nothing was changed"));
+        }
+    }
+    let answer = ctx.call(Method::PUT, &path, Some(json!({"role": role}))).await?;
+    if ctx.json {
+        print_json(&answer);
+    } else {
+        println!(
+            "{name} is now a {} node; the cluster is {}",
+            answer["to"].as_str().unwrap_or(role),
+            answer["mode_after"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// The preview of a role switch, in words.
+fn role_change_text(change: &serde_json::Value) -> String {
+    let field = |key: &str| change[key].as_str().unwrap_or("?").to_string();
+    let lines = |key: &str| -> String {
+        change[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str())
+            .map(|l| format!("  - {l}\n"))
+            .collect()
+    };
+    if change["from"] == change["to"] {
+        return format!("{} is already a {} node: nothing to change\n", field("name"), field("to"));
+    }
+    format!(
+        "switch {} from {} to {}: mode {} -> {}\nafterwards the cluster survives:\n{}and does not survive:\n{}",
+        field("name"),
+        field("from"),
+        field("to"),
+        field("mode_before"),
+        field("mode_after"),
+        lines("survives"),
+        lines("does_not_survive")
+    )
 }
 
 fn print_servers(value: &serde_json::Value) {

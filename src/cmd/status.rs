@@ -50,6 +50,11 @@ fn print_status(value: &Value) {
     if let Some(rebuilt) = value["store_rebuilt"].as_str() {
         println!("REBUILT   {rebuilt}");
     }
+    if let Some(uploads) = value["uploads_in_progress"].as_u64().filter(|n| *n > 0) {
+        println!(
+            "uploads   {uploads} blob upload(s) in progress (aborted by the leader if they stop progressing)"
+        );
+    }
     print_backup_status(&value["backup"]);
     print_refusing(value["refusing"].as_array().map(Vec::as_slice).unwrap_or_default());
     print_peers(value["peers"].as_array().map(Vec::as_slice).unwrap_or_default());

@@ -495,6 +495,41 @@ mod tests {
         assert!(problems.is_empty(), "docs/metrics.md is out of date:\n{}", problems.join("\n"));
     }
 
+    /// The `tandem_…` words of `text` that are neither registered metrics nor series of a registered histogram.
+    fn unknown_metric_names(text: &str, registered: &BTreeMap<String, Registered>) -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("tandem_"))
+            .filter(|word| {
+                let histogram_series = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                    word.strip_suffix(suffix)
+                        .and_then(|base| registered.get(base))
+                        .is_some_and(|metric| metric.kind == "histogram")
+                });
+                !registered.contains_key(*word) && !histogram_series
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_grafana_dashboard_and_the_alert_rules_query_only_metrics_a_node_exports() {
+        let registered = registered_metrics();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana/tandem.json"))
+                .expect("the dashboard is JSON");
+        let mut expressions = Vec::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                expressions.push(target["expr"].as_str().expect("every target has an expr").to_string());
+            }
+        }
+        assert!(expressions.len() >= 20, "only {} queries in the dashboard", expressions.len());
+        let unknown = unknown_metric_names(&expressions.join("\n"), &registered);
+        assert!(unknown.is_empty(), "docs/grafana/tandem.json queries metrics no node exports: {unknown:?}");
+        let unknown = unknown_metric_names(include_str!("../../docs/prometheus/alerts.yml"), &registered);
+        assert!(unknown.is_empty(), "docs/prometheus/alerts.yml uses metrics no node exports: {unknown:?}");
+    }
+
     #[test]
     fn a_counter_follows_a_total_upwards_only() {
         let counter = IntCounter::new("t", "t").unwrap();

@@ -256,6 +256,7 @@ async fn start_raft(
     settle_cluster_id(config, identity, &peer_identity, pristine, &store)?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);
     node.proposer().set_metrics(cluster_metrics);
+    node.set_abandoned_upload_after(config.limits.abandoned_upload_after);
     if let Some(bytes) = std::env::var("TANDEM_BLOB_COMPACTION_BYTES").ok().and_then(|v| v.parse().ok()) {
         // For tests and experiments: compact the log after this many new blob bytes (default 64 MiB).
         node.set_blob_compaction_bytes(bytes);

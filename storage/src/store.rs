@@ -154,6 +154,12 @@ impl Store {
         self.state.blobs.get(digest).map(|meta| meta.size)
     }
 
+    /// The uploads in progress (begun with a chunk, neither committed nor aborted): id and the chunk each
+    /// expects next. The leader aborts those that stop progressing (`tandem_cluster::upload_reaper`).
+    pub fn uploads_in_progress(&self) -> Vec<(u64, u32)> {
+        self.state.uploads.iter().map(|(id, upload)| (*id, upload.meta.next_chunk)).collect()
+    }
+
     /// Every committed blob and its size.
     pub fn blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
         self.state.blobs.iter().map(|(digest, meta)| (digest, meta.size))

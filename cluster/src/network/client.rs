@@ -15,8 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use openraft::error::{
-    ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    CheckIsLeaderError, ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError,
+    RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -29,8 +29,8 @@ use tandem_storage::Command;
 
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind};
 use super::{
-    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, REFUSAL_HEADER, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH,
-    WRITE_PATH,
+    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, READ_INDEX_PATH, REFUSAL_HEADER, SECRET_HEADER,
+    SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
 use crate::proposer::ProposeError;
 use crate::types::{NodeId, NodeInfo, TypeConfig, Written, decode, try_encode};
@@ -67,6 +67,20 @@ pub enum ForwardError {
     /// Raft on that node returned another error (shutting down, membership change in progress, ...).
     #[error("the leader failed the write: {0}")]
     Raft(String),
+}
+
+/// What a failed request to the leader means for the node that forwarded it.
+fn forward_error(error: TransportError) -> ForwardError {
+    match error {
+        TransportError::Refused { refusal, .. } => ForwardError::IdentityRefused(refusal),
+        TransportError::Connect { .. }
+        | TransportError::Timeout { .. }
+        | TransportError::BadAddress { .. } => ForwardError::Unreachable(error.to_string()),
+        TransportError::Status { .. }
+        | TransportError::TooLarge { .. }
+        | TransportError::Exchange { .. }
+        | TransportError::Encode(_) => ForwardError::Refused(error.to_string()),
+    }
 }
 
 /// Talks to the other nodes' peer endpoints: openraft's [`RaftNetworkFactory`], and write forwarding.
@@ -186,19 +200,33 @@ impl PeerNetwork {
         let result: Result<Written, ProposeError> = self
             .call(&leader.peer_addr, WRITE_PATH, &command, timeout, leader_id)
             .await
-            .map_err(|e| match e {
-                TransportError::Refused { refusal, .. } => ForwardError::IdentityRefused(refusal),
-                TransportError::Connect { .. }
-                | TransportError::Timeout { .. }
-                | TransportError::BadAddress { .. } => ForwardError::Unreachable(e.to_string()),
-                TransportError::Status { .. }
-                | TransportError::TooLarge { .. }
-                | TransportError::Exchange { .. }
-                | TransportError::Encode(_) => ForwardError::Refused(e.to_string()),
-            })?;
+            .map_err(forward_error)?;
         match result {
             Ok(written) => Ok(written),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(hint))) => {
+                Err(ForwardError::NotLeader { leader_id: hint.leader_id, leader_node: hint.leader_node })
+            }
+            Err(other) => Err(ForwardError::Raft(other.to_string())),
+        }
+    }
+
+    /// Asks `leader` (node `leader_id`, `POST /cluster/read-index`) for the index a linearizable read must wait
+    /// for: the leader confirms with a quorum that it still leads and answers its commit point
+    /// (`Raft::get_read_log_id`). Errors as [`Self::forward_write`]'s, "write" read as "read".
+    pub async fn read_index(
+        &self,
+        leader_id: NodeId,
+        leader: &NodeInfo,
+        timeout: Duration,
+    ) -> Result<u64, ForwardError> {
+        type ReadIndex = (Option<openraft::LogId<NodeId>>, Option<openraft::LogId<NodeId>>);
+        let result: Result<ReadIndex, RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> = self
+            .call(&leader.peer_addr, READ_INDEX_PATH, &(), timeout, leader_id)
+            .await
+            .map_err(forward_error)?;
+        match result {
+            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(hint))) => {
                 Err(ForwardError::NotLeader { leader_id: hint.leader_id, leader_node: hint.leader_node })
             }
             Err(other) => Err(ForwardError::Raft(other.to_string())),

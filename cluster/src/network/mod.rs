@@ -15,6 +15,7 @@
 //! | `/raft/snapshot`   | `InstallSnapshotRequest<TypeConfig>`  | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //! | `/cluster/write`   | `tandem_storage::Command`             | `Result<Written, RaftError<ClientWriteError>>`                 |
 //! | `/cluster/campaign` | `CampaignRequest` (leader hand-over, [`campaign`]) | `Result<(), String>`                           |
+//! | `/cluster/read-index` | `()` (nothing)                     | `Result<(read log id, applied log id), RaftError<CheckIsLeaderError>>` |
 //!
 //! A `200 OK` means the request reached Raft: its body is whatever the local `Raft` call returned, error
 //! included. The client turns such an error into [`openraft::error::RemoteError`] — for example a follower that
@@ -144,6 +145,10 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const WRITE_PATH: &str = "/cluster/write";
 /// Path of the leader's request that a caught-up data node campaign now (hand-over, [`campaign`]).
 pub const CAMPAIGN_PATH: &str = "/cluster/campaign";
+/// Path of a read-index request: a follower or mirror asks the leader where a linearizable read must start
+/// (`Raft::get_read_log_id` on the leader; see [`crate::node::ClusterNode::linearizable_barrier`]). A leader of
+/// an older build answers 404, which the asking node reports as an error.
+pub const READ_INDEX_PATH: &str = "/cluster/read-index";
 
 /// Server side: how long a connection may take to send a request head, idle keep-alive time included.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::election_hold::ElectionHold;
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind, RequestIds, Verdict};
 use super::{
-    APPEND_PATH, BODY_READ_TIMEOUT, CAMPAIGN_PATH, IDLE_TIMEOUT, MAX_BODY_BYTES, REFUSAL_HEADER,
-    SECRET_HEADER, SHUTDOWN_GRACE, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+    APPEND_PATH, BODY_READ_TIMEOUT, CAMPAIGN_PATH, IDLE_TIMEOUT, MAX_BODY_BYTES, READ_INDEX_PATH,
+    REFUSAL_HEADER, SECRET_HEADER, SHUTDOWN_GRACE, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
 use crate::connection_gate::ConnectionGate;
 use crate::proposer::Proposer;
@@ -168,6 +168,7 @@ enum Route {
     Snapshot,
     Write,
     Campaign,
+    ReadIndex,
 }
 
 impl Route {
@@ -179,6 +180,7 @@ impl Route {
             SNAPSHOT_PATH => Route::Snapshot,
             WRITE_PATH => Route::Write,
             CAMPAIGN_PATH => Route::Campaign,
+            READ_INDEX_PATH => Route::ReadIndex,
             _ => return Err(StatusCode::NOT_FOUND),
         };
         if method != Method::POST {
@@ -297,6 +299,7 @@ impl PeerService {
             Route::Campaign => {
                 rpc("CampaignRequest", body, |request| super::campaign::campaign(raft, request)).await
             }
+            Route::ReadIndex => rpc("read-index request", body, |()| raft.get_read_log_id()).await,
         }
     }
 }

@@ -59,9 +59,51 @@ pub async fn size(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     }
 }
 
-/// `POST /v1/blobs`: a blob, streamed in.
+/// `POST /v1/blobs`: a blob, streamed in. An upload that does not reach its commit — the client went away
+/// (hyper drops this handler with its connection), sent nothing for too long, or sent a chunk that was
+/// refused — is aborted (`BlobAbort`), so no member keeps its part file.
 pub async fn upload(call: Call<'_>) -> Result<Response<Body>, ApiError> {
-    upload_blob(&call.state.node, call.request.into_body(), call.state.limits.http.body_read_timeout).await
+    let upload: u64 = rand::random();
+    let mut guard = AbortUnlessFinished { node: call.state.node.clone(), upload, finished: false };
+    let result = upload_blob(
+        &call.state.node,
+        upload,
+        call.request.into_body(),
+        call.state.limits.http.body_read_timeout,
+    )
+    .await;
+    // Committed: nothing to abort. (After a refused commit the upload is already gone; the abort is refused
+    // harmlessly.)
+    guard.finished = result.is_ok();
+    result
+}
+
+/// Aborts its upload when dropped before the upload finished: on an error return, and when the handler's
+/// future is dropped mid-upload (the client disconnected). The abort is a write like any other, proposed in
+/// the background; an upload that never wrote a chunk is refused harmlessly ("no such upload").
+struct AbortUnlessFinished {
+    node: std::sync::Arc<ClusterNode>,
+    upload: u64,
+    finished: bool,
+}
+
+impl Drop for AbortUnlessFinished {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (node, upload) = (self.node.clone(), self.upload);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match node.write(Command::BlobAbort { upload }).await {
+                    Ok(_) => tracing::info!(upload, "aborted an interrupted blob upload"),
+                    Err(error) => {
+                        tracing::warn!(upload, %error, "could not abort an interrupted blob upload")
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Streams the request body into the store as a blob: 1 MiB chunk commands through the log, then a commit
@@ -69,12 +111,12 @@ pub async fn upload(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// no gap between two of its pieces may be longer than `gap` (`408`).
 async fn upload_blob(
     node: &ClusterNode,
+    upload: u64,
     mut body: Incoming,
     gap: std::time::Duration,
 ) -> Result<Response<Body>, ApiError> {
     use http_body_util::BodyExt;
     use sha2::Digest as _;
-    let upload: u64 = rand::random();
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
     let mut chunk = 0u32;

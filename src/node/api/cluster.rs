@@ -1,5 +1,6 @@
 //! Cluster membership: `GET /v1/cluster/servers`, `POST /v1/cluster/servers`,
-//! `DELETE /v1/cluster/servers/{name}`, and the planned leadership hand-over `POST /v1/cluster/leader`.
+//! `DELETE /v1/cluster/servers/{name}`, `PUT /v1/cluster/servers/{name}/role` (data ↔ mirror on a running
+//! cluster, with `dry_run` for the preview), and the planned leadership hand-over `POST /v1/cluster/leader`.
 //! Membership changes and hand-overs made on a follower are proxied to the leader's API (with the caller's own
 //! token: every node of a cluster is given the same tokens).
 
@@ -117,6 +118,31 @@ fn handover_error(error: HandoverError) -> ApiError {
                 .with_hint("the cluster keeps its leader; tandem status shows who leads")
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleInput {
+    role: Role,
+    /// Only preview: the resulting mode and what it survives; nothing changes.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `PUT /v1/cluster/servers/{name}/role`: switch a member between data node and mirror (on the leader).
+pub async fn set_role(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let node = &call.state.node;
+    let name = call.param(0);
+    let path = call.request.uri().path().to_string();
+    let headers = call.request.headers().clone();
+    let body =
+        read_body(call.request.into_body(), 4 * 1024, call.state.limits.http.body_read_timeout).await?;
+    let input: RoleInput = parse_json(&body)?;
+    if let Some(response) = proxy_to_leader(node, &headers, Method::PUT, &path, Some(body.to_vec())).await? {
+        return Ok(response);
+    }
+    let change = node.change_role(&name, input.role, !input.dry_run).await.map_err(membership_error)?;
+    Ok(json_response(StatusCode::OK, &json!(change)))
 }
 
 fn membership_error(error: MembershipError) -> ApiError {

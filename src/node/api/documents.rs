@@ -8,7 +8,7 @@ use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
 use tandem_storage::{ChangeSet, DocKey, Operation, Precondition, Revision, StoredDocument};
 
 use super::routes::Call;
-use super::{meta_from, query_number, query_value, write, write_error};
+use super::{meta_from, query_number, query_value, read_error, write};
 use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 
 /// `PUT /v1/docs/{collection}/{id}`: create or replace a document.
@@ -40,14 +40,28 @@ pub async fn delete(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     write(call.state, change).await
 }
 
-/// `GET /v1/docs/{collection}`.
+/// `GET /v1/docs/{collection}`, `local` or `linearizable`.
 pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    read_barrier(&call.state.node, &call.query).await?;
     list_documents(&call.state.node, &call.param(0))
 }
 
 /// `GET /v1/docs/{collection}/{id}`, now or `at` a revision, `local` or `linearizable`.
 pub async fn get(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     get_document(&call.state.node, &call.param(0), &call.param(1), &call.query).await
+}
+
+/// The `consistency` of a read: `local` (default) reads this node's replica as it is; `linearizable` first
+/// waits until it has applied everything committed before the request, on any data node or mirror
+/// ([`ClusterNode::linearizable_barrier`]).
+async fn read_barrier(node: &ClusterNode, query: &[(String, String)]) -> Result<(), ApiError> {
+    match query_value(query, "consistency").unwrap_or("local") {
+        "local" => Ok(()),
+        "linearizable" => node.linearizable_barrier().await.map(|_| ()).map_err(read_error),
+        other => Err(ApiError::bad_request(format!(
+            "consistency must be 'local' or 'linearizable', not '{other}'"
+        ))),
+    }
 }
 
 /// One document as the API shows it.
@@ -123,17 +137,7 @@ async fn get_document(
     query: &[(String, String)],
 ) -> Result<Response<Body>, ApiError> {
     check_names(collection, Some(id))?;
-    match query_value(query, "consistency").unwrap_or("local") {
-        "local" => {}
-        "linearizable" => {
-            node.linearizable_barrier().await.map_err(write_error)?;
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "consistency must be 'local' or 'linearizable', not '{other}'"
-            )));
-        }
-    }
+    read_barrier(node, query).await?;
     let key = DocKey::new(collection, id);
     let store = node.read_store()?;
     if let Some(at) = query_number(query, "at")? {

@@ -20,7 +20,7 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 use tandem_cluster::Role;
-use tandem_cluster::node::{ClusterNode, WriteError};
+use tandem_cluster::node::{ClusterNode, ReadError, WriteError};
 use tandem_storage::{ChangeMeta, ChangeSet, Command, Event, Outcome, Rejection};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,13 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/cluster/servers", Access::Admin, "Add a member", handler!(cluster::add)),
     route("DELETE", "/v1/cluster/servers/{name}", Access::Admin, "Remove a member", handler!(cluster::remove)),
     route("POST", "/v1/cluster/leader", Access::Admin, "Hand leadership over to a data node", handler!(cluster::lead)),
+    route(
+        "PUT",
+        "/v1/cluster/servers/{name}/role",
+        Access::Admin,
+        "Switch a member between data node and mirror (dry_run: preview)",
+        handler!(cluster::set_role),
+    ),
 ];
 
 /// What the API handlers share.
@@ -256,6 +263,19 @@ pub(crate) fn write_error(error: WriteError) -> ApiError {
         }
         WriteError::Failed(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string())
+        }
+    }
+}
+
+pub(crate) fn read_error(error: ReadError) -> ApiError {
+    match &error {
+        ReadError::Witness => ApiError::new(StatusCode::FORBIDDEN, "witness", error.to_string()),
+        ReadError::NoLeader { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", error.to_string())
+                .with_hint("`tandem status` on this node shows which members it reaches")
+        }
+        ReadError::Behind { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "behind", error.to_string())
         }
     }
 }
