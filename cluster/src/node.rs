@@ -20,6 +20,10 @@
 //! for it and steps down. Heartbeats come back on as soon as someone else leads, or after a few seconds if no
 //! data node took over.
 //!
+//! ## Planned hand-over
+//! `tandem servers lead NAME` moves leadership to a caught-up data node in one vote round trip, writes
+//! waiting in the proposer meanwhile: [`handover`].
+//!
 //! ## Membership
 //! Changes are serialized by a lock. Adding a server adds it as a learner, waits until it has replicated the
 //! leader's whole log, then (data and witness) promotes it to voter. At most two data nodes and one witness;
@@ -43,6 +47,9 @@ use crate::upload_reaper::{self, UploadReaper};
 
 mod role_switch;
 pub use role_switch::RoleChange;
+
+pub mod handover;
+pub use handover::{Handover, HandoverError};
 
 /// Raft timing of a node.
 ///
@@ -250,6 +257,8 @@ pub struct ClusterNode {
     store_rebuilt: std::sync::Mutex<Option<String>>,
     /// New blob bytes after which the log is compacted ([`crate::blob_compaction`]).
     blob_compaction_bytes: std::sync::atomic::AtomicU64,
+    /// The term this node leads and since when it knows (see [`handover`]).
+    leading_since: std::sync::Mutex<Option<(u64, Instant)>>,
     /// How long an upload may go without progress before the leader aborts it, in milliseconds.
     abandoned_upload_after_ms: std::sync::atomic::AtomicU64,
 }
@@ -291,6 +300,7 @@ impl ClusterNode {
             last_in_sync: std::sync::Mutex::new(BTreeMap::new()),
             store_rebuilt: std::sync::Mutex::new(None),
             blob_compaction_bytes: std::sync::atomic::AtomicU64::new(blob_compaction::DEFAULT_THRESHOLD),
+            leading_since: std::sync::Mutex::new(None),
             abandoned_upload_after_ms: std::sync::atomic::AtomicU64::new(
                 upload_reaper::DEFAULT_ABANDON_AFTER.as_millis() as u64,
             ),
@@ -406,6 +416,11 @@ impl ClusterNode {
         loop {
             let metrics = self.raft.metrics().borrow().clone();
             match metrics.current_leader {
+                // Elected a moment ago: no follower has answered yet, so the quorum is unknown, not lost (a
+                // hand-over or failover lands writes here). Wait like a leaderless write.
+                Some(leader) if leader == self.id && Self::awaiting_first_ack(&metrics) => {
+                    leaderless_since.get_or_insert_with(Instant::now);
+                }
                 Some(leader) if leader == self.id => {
                     self.check_quorum(&metrics)?;
                     leaderless_since = None;
@@ -473,6 +488,13 @@ impl ClusterNode {
             let mut metrics_rx = self.raft.metrics();
             let _ = tokio::time::timeout(Duration::from_millis(50), metrics_rx.changed()).await;
         }
+    }
+
+    /// A leader of several voters that no follower has acknowledged yet (`millis_since_quorum_ack` is
+    /// `None` until the first AppendEntries answer of its term).
+    fn awaiting_first_ack(metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> bool {
+        metrics.millis_since_quorum_ack.is_none()
+            && metrics.membership_config.membership().voter_ids().count() > 1
     }
 
     fn check_quorum(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> Result<(), WriteError> {
@@ -904,6 +926,7 @@ impl ClusterNode {
             }
             let metrics = self.raft.metrics().borrow().clone();
             let is_leader = metrics.current_leader == Some(self.id);
+            self.note_leadership(&metrics);
             if let (true, Some(replication), Ok(mut in_sync)) =
                 (is_leader, &metrics.replication, self.last_in_sync.lock())
             {

@@ -59,6 +59,14 @@ struct Pending {
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
     metrics: Metrics,
+    /// The pipeline's [`MAX_IN_FLIGHT`] slots: an entry holds one from its proposal until its answer.
+    slots: Arc<Semaphore>,
+}
+
+/// New entries wait while this is held ([`Proposer::pause`]); dropping it lets them go.
+#[derive(Debug)]
+pub struct Paused {
+    _slots: OwnedSemaphorePermit,
 }
 
 /// Set once, after the proposer started (the task reads it for every entry).
@@ -69,8 +77,22 @@ impl Proposer {
     pub fn start(raft: Raft) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let metrics = Metrics::default();
-        tokio::spawn(form_entries(raft, waiting, metrics.clone()));
-        Proposer { queue, metrics }
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(form_entries(raft, waiting, metrics.clone(), slots.clone()));
+        Proposer { queue, metrics, slots }
+    }
+
+    /// Stops proposing new entries and waits until every entry in flight has been answered (applied here, or
+    /// dropped because this node stopped leading). Writes keep queueing meanwhile; they are proposed when the
+    /// returned guard is dropped. Used by the leadership hand-over (`crate::node::handover`): the target must
+    /// have the leader's whole log when it campaigns, so the log must stop growing. The caller bounds the
+    /// wait.
+    pub async fn pause(&self) -> Paused {
+        // The semaphore is fair: the proposer's task, queued behind this, gets no slot until the guard drops.
+        match self.slots.clone().acquire_many_owned(MAX_IN_FLIGHT as u32).await {
+            Ok(slots) => Paused { _slots: slots },
+            Err(_) => unreachable!("the proposer's semaphore is never closed"),
+        }
     }
 
     /// Observes the number of writes per entry in `metrics` from now on (the first call wins).
@@ -89,14 +111,18 @@ impl Proposer {
     }
 }
 
-/// The proposer's task: waits for a free slot in the pipeline, then for a first write, then takes whatever
-/// else is waiting (within the limits), and proposes it all as one entry.
-async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>, metrics: Metrics) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+/// The proposer's task: waits for a first write, then for a free slot in the pipeline, then takes whatever
+/// else is waiting (within the limits), and proposes it all as one entry. (The first write before the slot:
+/// an idle task holds no slot, so [`Proposer::pause`] can take them all.)
+async fn form_entries(
+    raft: Raft,
+    mut waiting: mpsc::Receiver<Pending>,
+    metrics: Metrics,
+    slots: Arc<Semaphore>,
+) {
     // A write that did not fit the previous entry: it opens the next one.
     let mut carried: Option<Pending> = None;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let first = match carried.take() {
             Some(pending) => pending,
             None => match waiting.recv().await {
@@ -104,6 +130,7 @@ async fn form_entries(raft: Raft, mut waiting: mpsc::Receiver<Pending>, metrics:
                 None => return,
             },
         };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut bytes = first.size;
         let mut batch = vec![first];
         while batch.len() < MAX_COMMANDS && bytes < MAX_BYTES {

@@ -6,6 +6,8 @@
 //!    one `PUT /v1/docs/...` at a time each), changes per second and p50/p99 latency over a fixed duration;
 //! 2. **failover**: `--runs` times, SIGKILL the leader and time until the first write acknowledged by the
 //!    surviving data node (a client retrying every 20 ms), then restart the killed node and let it catch up.
+//!
+//! With `--handover`, instead: planned hand-overs under load (`bench::handover`).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +31,10 @@ pub struct ClusterBenchOptions {
     /// Failover runs (default 5); with --vs-etcd, interleaved etcd/Tandem rounds per client count (default 3).
     #[arg(long)]
     pub runs: Option<usize>,
+    /// Measure planned leadership hand-overs (`tandem servers lead`) under write load instead: `--runs`
+    /// hand-overs (default 10) for each client count (see `bench::handover`).
+    #[arg(long)]
+    pub handover: bool,
     /// Keep the temporary directory (the nodes' data and logs) after the run, for inspection.
     #[arg(long)]
     pub keep: bool,

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod cluster;
 pub mod etcd;
+pub mod handover;
 pub mod operations;
 pub mod storage;
 

@@ -22,6 +22,9 @@ pub async fn run(which: &BenchCommand) -> Result<(), CmdError> {
         BenchCommand::Storage(options) => crate::bench::storage(options),
         // `--vs-etcd` runs the etcd comparison, which builds on the cluster bench's pieces.
         BenchCommand::Cluster(options) if options.vs_etcd => crate::bench::etcd::vs_etcd(options).await,
+        BenchCommand::Cluster(options) if options.handover => {
+            crate::bench::handover::handovers(options).await
+        }
         BenchCommand::Cluster(options) => crate::bench::cluster::cluster(options).await,
         BenchCommand::Boot(options) => crate::bench::boot::boot(options).await,
         BenchCommand::Operations(options) => crate::bench::operations::operations(options).await,

@@ -1,4 +1,4 @@
-//! `tandem servers add | list | remove | set`: the cluster's membership.
+//! `tandem servers add | list | remove | set | lead`: the cluster's membership and its leader.
 
 use clap::Subcommand;
 use hyper::Method;
@@ -26,6 +26,8 @@ pub enum ServersCommand {
     List,
     /// Remove a server.
     Remove { name: String },
+    /// Hand leadership over to the data node NAME (planned, writes wait and go on; see docs/cluster.md).
+    Lead { name: String },
     /// Switch a running member between data node and mirror (Full ↔ Mirrored), without restarting anything:
     /// shows the resulting mode and what it survives, asks, then switches.
     Set {
@@ -56,6 +58,22 @@ pub async fn run(ctx: &Context, command: &ServersCommand) -> Result<(), CmdError
             Ok(())
         }
         ServersCommand::Add { name, api, role } => add(ctx, name, api.as_deref(), role).await,
+        ServersCommand::Lead { name } => {
+            let answer = ctx.call(Method::POST, "/v1/cluster/leader", Some(json!({"name": name}))).await?;
+            if ctx.json {
+                print_json(&answer);
+            } else if answer["changed"] == false {
+                println!("{} already leads", answer["to"].as_str().unwrap_or(name));
+            } else {
+                println!(
+                    "{} leads now (was {}), handed over in {} ms",
+                    answer["to"].as_str().unwrap_or(name),
+                    answer["from"].as_str().unwrap_or("?"),
+                    answer["took_ms"].as_u64().unwrap_or(0)
+                );
+            }
+            Ok(())
+        }
         ServersCommand::Set { name, role, confirm } => set_role(ctx, name, role, confirm).await,
     }
 }

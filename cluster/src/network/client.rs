@@ -234,7 +234,7 @@ impl PeerNetwork {
     }
 
     /// POSTs `body` (bincode) to `http://{addr}{path}` and decodes the bincode answer, all within `ttl`.
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    pub(super) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
         path: &'static str,
@@ -406,7 +406,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
 /// What went wrong below Raft while talking to a peer.
 #[derive(Debug, thiserror::Error)]
-enum TransportError {
+pub(super) enum TransportError {
     #[error("invalid peer address {addr:?}: {reason}")]
     BadAddress { addr: String, reason: String },
     #[error("cannot connect to {addr}: {reason}")]

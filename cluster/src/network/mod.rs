@@ -14,6 +14,7 @@
 //! | `/raft/vote`       | `VoteRequest<NodeId>`                 | `Result<VoteResponse, RaftError>`                              |
 //! | `/raft/snapshot`   | `InstallSnapshotRequest<TypeConfig>`  | `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>` |
 //! | `/cluster/write`   | `tandem_storage::Command`             | `Result<Written, RaftError<ClientWriteError>>`                 |
+//! | `/cluster/campaign` | `CampaignRequest` (leader hand-over, [`campaign`]) | `Result<(), String>`                           |
 //! | `/cluster/read-index` | `()` (nothing)                     | `Result<(read log id, applied log id), RaftError<CheckIsLeaderError>>` |
 //!
 //! A `200 OK` means the request reached Raft: its body is whatever the local `Raft` call returned, error
@@ -98,6 +99,7 @@
 //! request and the result are decoded, encoded and error-mapped by the shared `rpc` helper. Add the path as a
 //! constant here and a client method in `network/client.rs` built on `PeerNetwork::call`.
 
+pub mod campaign;
 mod client;
 mod election_hold;
 pub mod identity_check;
@@ -142,6 +144,8 @@ pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Path of a client write forwarded by a non-leader to the leader.
 pub const WRITE_PATH: &str = "/cluster/write";
+/// Path of the leader's request that a caught-up data node campaign now (hand-over, [`campaign`]).
+pub const CAMPAIGN_PATH: &str = "/cluster/campaign";
 /// Path of a read-index request: a follower or mirror asks the leader where a linearizable read must start
 /// (`Raft::get_read_log_id` on the leader; see [`crate::node::ClusterNode::linearizable_barrier`]). A leader of
 /// an older build answers 404, which the asking node reports as an error.

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::election_hold::ElectionHold;
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind, RequestIds, Verdict};
 use super::{
-    APPEND_PATH, BODY_READ_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, READ_INDEX_PATH, REFUSAL_HEADER,
-    SECRET_HEADER, SHUTDOWN_GRACE, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+    APPEND_PATH, BODY_READ_TIMEOUT, CAMPAIGN_PATH, IDLE_TIMEOUT, MAX_BODY_BYTES, READ_INDEX_PATH,
+    REFUSAL_HEADER, SECRET_HEADER, SHUTDOWN_GRACE, SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
 use crate::connection_gate::ConnectionGate;
 use crate::proposer::Proposer;
@@ -167,6 +167,7 @@ enum Route {
     Vote,
     Snapshot,
     Write,
+    Campaign,
     ReadIndex,
 }
 
@@ -178,6 +179,7 @@ impl Route {
             VOTE_PATH => Route::Vote,
             SNAPSHOT_PATH => Route::Snapshot,
             WRITE_PATH => Route::Write,
+            CAMPAIGN_PATH => Route::Campaign,
             READ_INDEX_PATH => Route::ReadIndex,
             _ => return Err(StatusCode::NOT_FOUND),
         };
@@ -294,6 +296,9 @@ impl PeerService {
                 rpc("InstallSnapshot", body, |rpc| raft.install_snapshot(rpc)).await
             }
             Route::Write => rpc("write Command", body, |command| self.proposer.propose(command)).await,
+            Route::Campaign => {
+                rpc("CampaignRequest", body, |request| super::campaign::campaign(raft, request)).await
+            }
             Route::ReadIndex => rpc("read-index request", body, |()| raft.get_read_log_id()).await,
         }
     }

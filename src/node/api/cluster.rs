@@ -1,12 +1,13 @@
 //! Cluster membership: `GET /v1/cluster/servers`, `POST /v1/cluster/servers`,
 //! `DELETE /v1/cluster/servers/{name}`, `PUT /v1/cluster/servers/{name}/role` (data ↔ mirror on a running
-//! cluster, with `dry_run` for the preview). Membership changes made on a follower are proxied to the leader's API
-//! (with the caller's own token: every node of a cluster is given the same tokens).
+//! cluster, with `dry_run` for the preview), and the planned leadership hand-over `POST /v1/cluster/leader`.
+//! Membership changes and hand-overs made on a follower are proxied to the leader's API (with the caller's own
+//! token: every node of a cluster is given the same tokens).
 
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use tandem_cluster::node::{ClusterNode, MembershipError};
+use tandem_cluster::node::{ClusterNode, HandoverError, MembershipError};
 use tandem_cluster::{NodeId, NodeInfo, Role};
 
 use super::routes::Call;
@@ -74,6 +75,49 @@ pub async fn remove(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     }
     let id = node.remove_server(&name).await.map_err(membership_error)?;
     Ok(json_response(StatusCode::OK, &json!({"removed": name, "id": id})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeadInput {
+    name: String,
+}
+
+/// `POST /v1/cluster/leader {"name": NAME}`: hand leadership over to the data node NAME (on the leader;
+/// `tandem_cluster::node::handover`).
+pub async fn lead(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let node = &call.state.node;
+    let headers = call.request.headers().clone();
+    let body =
+        read_body(call.request.into_body(), 4 * 1024, call.state.limits.http.body_read_timeout).await?;
+    let input: LeadInput = parse_json(&body)?;
+    if let Some(response) =
+        proxy_to_leader(node, &headers, Method::POST, "/v1/cluster/leader", Some(body.to_vec())).await?
+    {
+        return Ok(response);
+    }
+    let handover = node.hand_over(&input.name).await.map_err(handover_error)?;
+    Ok(json_response(StatusCode::OK, &json!(handover)))
+}
+
+fn handover_error(error: HandoverError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        HandoverError::UnknownServer(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_server", message)
+            .with_hint("tandem servers list shows the members"),
+        HandoverError::NotEligible { .. } => ApiError::new(StatusCode::CONFLICT, "not_eligible", message)
+            .with_hint("only a voting data node can lead"),
+        HandoverError::NotCaughtUp { .. } => ApiError::new(StatusCode::CONFLICT, "not_caught_up", message),
+        HandoverError::Busy => ApiError::new(StatusCode::CONFLICT, "busy", message),
+        HandoverError::Unreachable { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unreachable", message)
+        }
+        HandoverError::NoQuorum(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", message),
+        HandoverError::NotLeader | HandoverError::Failed { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "handover_failed", message)
+                .with_hint("the cluster keeps its leader; tandem status shows who leads")
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/cluster/servers", Access::Read, "The cluster's members", handler!(cluster::list)),
     route("POST", "/v1/cluster/servers", Access::Admin, "Add a member", handler!(cluster::add)),
     route("DELETE", "/v1/cluster/servers/{name}", Access::Admin, "Remove a member", handler!(cluster::remove)),
+    route("POST", "/v1/cluster/leader", Access::Admin, "Hand leadership over to a data node", handler!(cluster::lead)),
     route(
         "PUT",
         "/v1/cluster/servers/{name}/role",
