@@ -134,7 +134,7 @@ impl ChainView {
         let mut head = GENESIS;
         let mut first_mismatch: Option<(Revision, String)> = None;
         let mut expected = Revision(1);
-        for item in raw_events(self.space.as_ref(), Revision(1), self.revision) {
+        for item in raw_events(self.space.as_ref(), Revision(1), self.revision, false) {
             let (revision, value) = item?;
             if revision != expected {
                 first_mismatch.get_or_insert((expected, format!("event {expected} is missing")));
@@ -176,15 +176,17 @@ impl ChainView {
     }
 }
 
-/// The stored values of events `from..=to` (parts joined: chain hash and encoding), in revision order.
+/// The stored values of events `from..=to` (parts joined: chain hash and encoding), in revision order (newest
+/// first when `reverse`).
 pub(crate) fn raw_events(
     space: &dyn Keyspace,
     from: Revision,
     to: Revision,
+    reverse: bool,
 ) -> impl Iterator<Item = Result<(Revision, Vec<u8>)>> + '_ {
     let start = keys::event(from, 0);
     let end = keys::event(Revision(to.0.saturating_add(1)), 0);
-    let mut scan = space.scan(&start, Some(&end), false).peekable();
+    let mut scan = space.scan(&start, Some(&end), reverse).peekable();
     std::iter::from_fn(move || {
         let first = scan.next()?;
         let result = (|| {
@@ -201,6 +203,9 @@ pub(crate) fn raw_events(
                     }
                     _ => break,
                 }
+            }
+            if reverse {
+                parts.reverse();
             }
             Ok((Revision(revision), join_parts(parts, &format!("event {revision}"))?))
         })();

@@ -9,11 +9,10 @@
 use std::collections::BTreeSet;
 
 use crate::change::{ChangeMeta, ChangeSet, DocKey, Revision};
-use crate::codec::{decode, join_parts};
+use crate::codec::decode;
 use crate::engine::Keyspace;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::keys;
 use crate::projection::{Projection, StoredDocument};
 use crate::store::{Store, latest_checkpoint, load_checkpoint};
 
@@ -97,39 +96,15 @@ pub(crate) fn read_events(
     to: Revision,
     reverse: bool,
 ) -> impl Iterator<Item = Result<Event>> + '_ {
-    let start = keys::event(from, 0);
-    let end = keys::event(Revision(to.0.saturating_add(1)), 0);
-    let mut scan = space.scan(&start, Some(&end), reverse).peekable();
-    std::iter::from_fn(move || {
-        let first = scan.next()?;
-        let result = (|| {
-            let (key, value) = first?;
-            let (revision, part) =
-                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
-            let mut parts = vec![(part, value)];
-            while let Some(Ok((next_key, _))) = scan.peek() {
-                match keys::parse_numbered(next_key) {
-                    Some((next_revision, _)) if next_revision == revision => {
-                        let (next_key, next_value) = scan.next().expect("peeked")?;
-                        let (_, next_part) = keys::parse_numbered(&next_key).expect("parsed above");
-                        parts.push((next_part, next_value));
-                    }
-                    _ => break,
-                }
-            }
-            if reverse {
-                parts.reverse();
-            }
-            let what = format!("event {revision}");
-            let value = join_parts(parts, &what)?;
-            let (_, bytes) = crate::chain::split_stored(&value, revision)?;
-            let event: Event = decode(bytes, &what)?;
-            if event.revision.0 != revision {
-                return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
-            }
-            Ok(event)
-        })();
-        Some(result)
+    crate::chain::raw_events(space, from, to, reverse).map(|item| {
+        let (revision, value) = item?;
+        let what = format!("event {revision}");
+        let (_, bytes) = crate::chain::split_stored(&value, revision.0)?;
+        let event: Event = decode(bytes, &what)?;
+        if event.revision != revision {
+            return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
+        }
+        Ok(event)
     })
 }
 

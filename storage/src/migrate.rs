@@ -127,7 +127,7 @@ pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
     let mut batch = WriteBatch::new();
     let mut pending = 0;
     let mut expected = done.next();
-    for item in crate::chain::raw_events(space, done.next(), revision) {
+    for item in crate::chain::raw_events(space, done.next(), revision, false) {
         let (event_revision, bytes) = item?;
         if event_revision != expected {
             return Err(Error::Corrupt(format!(
