@@ -12,7 +12,7 @@ use crate::http::{ApiError, Body, parse_json, read_body};
 /// A change set as the API accepts it (the actor and timestamp are set by the node).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChangeSetInput {
+pub(super) struct ChangeSetInput {
     #[serde(default)]
     reason: String,
     #[serde(default)]
@@ -31,15 +31,22 @@ pub async fn post(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     )
     .await?;
     let input: ChangeSetInput = parse_json(&body)?;
-    let change = ChangeSet {
-        meta: ChangeMeta {
-            actor: call.caller.name.clone(),
-            reason: input.reason,
-            timestamp_ms: now_ms(),
-            request_id: input.request_id.filter(|id| !id.is_empty()),
-        },
-        preconditions: input.preconditions,
-        operations: input.operations,
-    };
+    let change = input.into_change_set(call.caller.name.clone(), now_ms());
     write(call.state, change).await
+}
+
+impl ChangeSetInput {
+    /// The change set to propose, with the caller as its actor.
+    pub(super) fn into_change_set(self, actor: String, timestamp_ms: u64) -> ChangeSet {
+        ChangeSet {
+            meta: ChangeMeta {
+                actor,
+                reason: self.reason,
+                timestamp_ms,
+                request_id: self.request_id.filter(|id| !id.is_empty()),
+            },
+            preconditions: self.preconditions,
+            operations: self.operations,
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddServerInput {
+pub(super) struct AddServerInput {
     id: NodeId,
     name: String,
     #[serde(default)]
@@ -78,7 +78,7 @@ pub async fn remove(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RoleInput {
+pub(super) struct RoleInput {
     role: Role,
     /// Only preview: the resulting mode and what it survives; nothing changes.
     #[serde(default)]
