@@ -89,10 +89,17 @@ fn write_seeds(out: &Path) {
             log_id: LogId::new(leader, 2),
             payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], nodes)),
         },
-        Entry { log_id: LogId::new(leader, 3), payload: EntryPayload::Normal(Request::one(Command::Change(change))) },
+        Entry {
+            log_id: LogId::new(leader, 3),
+            payload: EntryPayload::Normal(Request::one(Command::Change(change))),
+        },
         Entry {
             log_id: LogId::new(leader, 4),
-            payload: EntryPayload::Normal(Request::one(Command::BlobChunk { upload: 7, chunk: 0, data: vec![1; 40] })),
+            payload: EntryPayload::Normal(Request::one(Command::BlobChunk {
+                upload: 7,
+                chunk: 0,
+                data: vec![1; 40],
+            })),
         },
     ];
     log.append_offline(&entries).expect("entries");
@@ -105,7 +112,8 @@ fn write_seeds(out: &Path) {
     let bytes = std::fs::read(segment_path(&log_dir, 1)).expect("the segment");
     let end = bytes.iter().rposition(|&b| b != 0).map_or(32, |i| i + 1).max(32);
     let records = &bytes[32..end];
-    std::fs::write(out.join("entries-vote-committed-truncate-purge"), [&[0u8][..], records].concat()).unwrap();
+    std::fs::write(out.join("entries-vote-committed-truncate-purge"), [&[0u8][..], records].concat())
+        .unwrap();
     std::fs::write(out.join("older-segment"), [&[1u8][..], records].concat()).unwrap();
 }
 

@@ -14,11 +14,11 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, Membership, SnapshotMeta, StoredMembership, Vote};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
+use openraft::{CommittedLeaderId, Entry, EntryPayload, Membership, SnapshotMeta, StoredMembership, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tandem_cluster::types::{LogId, NodeId, NodeInfo, TypeConfig, Written, decode, try_encode};
@@ -39,15 +39,18 @@ fn write_seeds(dir: &Path) {
     let leader = CommittedLeaderId::new(3, 1);
     let nodes = BTreeMap::from([(1, NodeInfo { name: "a".into(), ..NodeInfo::default() })]);
     let membership = Membership::new(vec![BTreeSet::from([1])], nodes);
-    let change = ChangeSet::new(ChangeMeta { actor: "a".into(), reason: "r".into(), ..ChangeMeta::default() })
-        .put("terminal_servers", "ts1", serde_json::json!({"address": "10.0.0.5", "port": 3389}))
-        .patch("terminals", "t1", serde_json::json!({"firmware": null}));
+    let change =
+        ChangeSet::new(ChangeMeta { actor: "a".into(), reason: "r".into(), ..ChangeMeta::default() })
+            .put("terminal_servers", "ts1", serde_json::json!({"address": "10.0.0.5", "port": 3389}))
+            .patch("terminals", "t1", serde_json::json!({"firmware": null}));
     let entries: Vec<Entry<TypeConfig>> = vec![
         Entry { log_id: LogId::new(leader, 5), payload: EntryPayload::Blank },
         Entry { log_id: LogId::new(leader, 6), payload: EntryPayload::Membership(membership.clone()) },
         Entry {
             log_id: LogId::new(leader, 7),
-            payload: EntryPayload::Normal(tandem_cluster::Request { commands: vec![Command::Change(change.clone())] }),
+            payload: EntryPayload::Normal(tandem_cluster::Request {
+                commands: vec![Command::Change(change.clone())],
+            }),
         },
     ];
     let append = AppendEntriesRequest::<TypeConfig> {
@@ -57,7 +60,11 @@ fn write_seeds(dir: &Path) {
         leader_commit: Some(LogId::new(leader, 4)),
     };
     write("append-entries", 0, try_encode(&append).unwrap());
-    write("vote", 1, try_encode(&VoteRequest::<NodeId>::new(Vote::new(4, 2), Some(LogId::new(leader, 7)))).unwrap());
+    write(
+        "vote",
+        1,
+        try_encode(&VoteRequest::<NodeId>::new(Vote::new(4, 2), Some(LogId::new(leader, 7)))).unwrap(),
+    );
     let snapshot = InstallSnapshotRequest::<TypeConfig> {
         vote: Vote::new_committed(3, 1),
         meta: SnapshotMeta {
@@ -71,11 +78,16 @@ fn write_seeds(dir: &Path) {
     };
     write("install-snapshot", 2, try_encode(&snapshot).unwrap());
     write("command-change", 3, try_encode(&Command::Change(change)).unwrap());
-    write("command-chunk", 3, try_encode(&Command::BlobChunk { upload: 9, chunk: 0, data: vec![7; 16] }).unwrap());
+    write(
+        "command-chunk",
+        3,
+        try_encode(&Command::BlobChunk { upload: 9, chunk: 0, data: vec![7; 16] }).unwrap(),
+    );
     let digest = Digest::of(b"x");
     write("command-commit", 3, try_encode(&Command::BlobCommit { upload: 9, digest, size: 1 }).unwrap());
     write("read-index", 4, Vec::new());
-    let appended: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = Ok(AppendEntriesResponse::Success);
+    let appended: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+        Ok(AppendEntriesResponse::Success);
     write("append-response", 5, try_encode(&appended).unwrap());
     let written: Result<Written, RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>> =
         Ok(Written { outcome: Outcome::Accepted { revision: Revision(3) }, revision: Revision(3) });

@@ -100,7 +100,11 @@ fn write_seeds(dir: &std::path::Path) {
     store
         .apply(
             &[
-                Command::Change(ChangeSet::new(meta()).patch("terminal_servers", "ts1", json!({"port": 3390}))),
+                Command::Change(ChangeSet::new(meta()).patch(
+                    "terminal_servers",
+                    "ts1",
+                    json!({"port": 3390}),
+                )),
                 Command::Change(ChangeSet::new(meta()).delete("terminals", "t1")),
                 Command::BlobChunk { upload: 2, chunk: 0, data: b"half an upload".to_vec() },
             ],
