@@ -33,7 +33,7 @@ for target in "${targets[@]}"; do
   # The committed corpus is read only: new inputs go to a scratch directory that is thrown away.
   scratch=$(mktemp -d)
   if ! cargo +nightly fuzz run "$target" "$scratch" "$corpus" -- \
-    -max_total_time="$seconds" -jobs=1 -workers=1 -rss_limit_mb=512 -timeout=5 -max_len=65536 \
+    -max_total_time="$seconds" -rss_limit_mb=512 -timeout=5 -max_len=65536 \
     -print_final_stats=1 >"$scratch.log" 2>&1; then
     tail -n 40 "$scratch.log" >&2
     rm -rf "$scratch" "$scratch.log"
