@@ -244,7 +244,7 @@ impl LogStore {
         let mut write_offset = HEADER_BYTES;
         for (position, &sequence) in sequences.iter().enumerate() {
             let path = segment::segment_path(dir, sequence);
-            let segment = Arc::new(Segment::open(&path, sequence).map_err(read_error)?);
+            let segment = Arc::new(Segment::open(&path, sequence, segment_bytes).map_err(read_error)?);
             let end = segment::scan(&segment, |record| {
                 let offset = record.payload_offset;
                 replayed

@@ -147,8 +147,9 @@ impl Segment {
         Ok(Segment { sequence, path, file, capacity })
     }
 
-    /// Opens an existing segment and checks its header.
-    pub fn open(path: &Path, sequence: u64) -> Result<Segment, ScanError> {
+    /// Opens an existing segment and checks its header. `min_capacity` is the size segments are created with
+    /// ([`SEGMENT_BYTES`] unless [`super::LogStore::open_with_segment_bytes`] says otherwise).
+    pub fn open(path: &Path, sequence: u64, min_capacity: u64) -> Result<Segment, ScanError> {
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -156,8 +157,8 @@ impl Segment {
             .map_err(|e| ScanError::io(path, 0, format!("opening it: {e}")))?;
         let length = file.metadata().map_err(|e| ScanError::io(path, 0, e.to_string()))?.len();
         // A segment that could not be preallocated is shorter than the size it was created with; it is
-        // still filled up to the default size before the next one starts.
-        let capacity = length.max(SEGMENT_BYTES);
+        // still filled up to the size segments are created with before the next one starts.
+        let capacity = length.max(min_capacity);
         let mut head = [0u8; HEADER_BYTES as usize];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| ScanError::damaged(path, 0, format!("its header cannot be read: {e}")))?;
@@ -351,7 +352,7 @@ mod tests {
         frame(&mut bytes, RecordKind::Entry, b"first").unwrap();
         frame(&mut bytes, RecordKind::Vote, b"v").unwrap();
         segment.file.write_all_at(&bytes, HEADER_BYTES).unwrap();
-        let reopened = Segment::open(&segment_path(dir.path(), 7), 7).unwrap();
+        let reopened = Segment::open(&segment_path(dir.path(), 7), 7, SEGMENT_BYTES).unwrap();
         let (seen, end) = records(&reopened);
         assert_eq!(seen, vec![(RecordKind::Entry, b"first".to_vec()), (RecordKind::Vote, b"v".to_vec())]);
         assert_eq!(end, End::Clean(HEADER_BYTES + bytes.len() as u64));
@@ -383,13 +384,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let segment = Segment::create(dir.path(), 3, SEGMENT_BYTES, 0).unwrap();
         let path = segment.path.clone();
-        let error = Segment::open(&path, 4).unwrap_err();
+        let error = Segment::open(&path, 4, SEGMENT_BYTES).unwrap_err();
         assert!(error.why.contains("segment 3"), "{error}");
         segment.file.write_all_at(&9u32.to_le_bytes(), 8).unwrap();
-        let error = Segment::open(&path, 3).unwrap_err();
+        let error = Segment::open(&path, 3, SEGMENT_BYTES).unwrap_err();
         assert!(error.why.contains("checksum"), "{error}");
         fs::write(&path, b"not a segment at all, but 32 bytes or more").unwrap();
-        assert!(Segment::open(&path, 3).unwrap_err().why.contains("magic"));
+        assert!(Segment::open(&path, 3, SEGMENT_BYTES).unwrap_err().why.contains("magic"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use hyper::Response;
 use serde::Deserialize;
 use tandem_storage::limits::MAX_CHANGE_SET_BYTES;
-use tandem_storage::{ChangeSet, Operation, Precondition};
+use tandem_storage::{ChangeMeta, ChangeSet, Operation, Precondition};
 
 use super::routes::Call;
 use super::write;
@@ -12,7 +12,7 @@ use crate::http::{ApiError, Body, parse_json, read_body};
 /// A change set as the API accepts it (actor, token, source and timestamp are set by the node).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChangeSetInput {
+pub(super) struct ChangeSetInput {
     #[serde(default)]
     reason: String,
     #[serde(default)]
@@ -31,10 +31,21 @@ pub async fn post(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     )
     .await?;
     let input: ChangeSetInput = parse_json(&body)?;
-    let change = ChangeSet {
-        meta: call.caller.change_meta(input.reason, input.request_id.filter(|id| !id.is_empty())),
-        preconditions: input.preconditions,
-        operations: input.operations,
-    };
+    let change = input.into_change_set(|reason, request_id| call.caller.change_meta(reason, request_id));
     write(call.state, change).await
+}
+
+impl ChangeSetInput {
+    /// The change set to propose; `meta` makes its meta from the reason and the request id (the caller's
+    /// actor, token, source and the time).
+    pub(super) fn into_change_set(
+        self,
+        meta: impl FnOnce(String, Option<String>) -> ChangeMeta,
+    ) -> ChangeSet {
+        ChangeSet {
+            meta: meta(self.reason, self.request_id.filter(|id| !id.is_empty())),
+            preconditions: self.preconditions,
+            operations: self.operations,
+        }
+    }
 }

@@ -15,7 +15,7 @@ use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddServerInput {
+pub(super) struct AddServerInput {
     id: NodeId,
     name: String,
     #[serde(default)]
@@ -122,7 +122,7 @@ fn handover_error(error: HandoverError) -> ApiError {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RoleInput {
+pub(super) struct RoleInput {
     role: Role,
     /// Only preview: the resulting mode and what it survives; nothing changes.
     #[serde(default)]

@@ -96,7 +96,7 @@ pub async fn diff(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `POST /v1/revert`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RevertInput {
+pub(super) struct RevertInput {
     /// The revision whose configuration to go back to.
     to: u64,
     reason: String,
@@ -131,7 +131,7 @@ pub async fn revert(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `POST /v1/undo`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UndoInput {
+pub(super) struct UndoInput {
     /// The revision of the change set to undo.
     revision: u64,
     reason: String,
@@ -156,8 +156,8 @@ pub async fn undo(call: Call<'_>) -> Result<Response<Body>, ApiError> {
 /// `POST /v1/import`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ImportInput {
-    export: Export,
+pub(super) struct ImportInput {
+    pub(super) export: Export,
     #[serde(default)]
     reason: String,
     #[serde(default)]

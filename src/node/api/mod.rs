@@ -367,3 +367,41 @@ pub fn event_json(event: &Event) -> serde_json::Value {
            "timestamp_ms": event.meta.timestamp_ms, "request_id": event.meta.request_id,
            "token": event.meta.token, "source": event.meta.source, "changes": changes})
 }
+
+/// The JSON bodies of the admin API, for the `api_json` fuzz target (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzz {
+    use tandem_storage::{ChangeSet, Export};
+
+    use crate::http::parse_json;
+
+    /// What a body parsed as, for the target to take further.
+    #[derive(Debug, Default)]
+    pub struct Parsed {
+        /// A valid `POST /v1/changes` body, as the change set it proposes.
+        pub change_set: Option<ChangeSet>,
+        /// The export of a valid `POST /v1/import` body.
+        pub export: Option<Export>,
+    }
+
+    /// Parses `body` as every JSON body the admin API accepts, with the API's own input types and
+    /// [`parse_json`].
+    pub fn bodies(body: &[u8]) -> Parsed {
+        let _ = parse_json::<serde_json::Value>(body);
+        let _ = parse_json::<super::cluster::AddServerInput>(body);
+        let _ = parse_json::<super::cluster::RoleInput>(body);
+        let _ = parse_json::<super::history::RevertInput>(body);
+        let _ = parse_json::<super::history::UndoInput>(body);
+        Parsed {
+            change_set: parse_json::<super::changes::ChangeSetInput>(body).ok().map(|input| {
+                input.into_change_set(|reason, request_id| tandem_storage::ChangeMeta {
+                    actor: "fuzz".into(),
+                    reason,
+                    request_id,
+                    ..tandem_storage::ChangeMeta::default()
+                })
+            }),
+            export: parse_json::<super::history::ImportInput>(body).ok().map(|input| input.export),
+        }
+    }
+}

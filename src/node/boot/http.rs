@@ -837,3 +837,29 @@ mod tests {
         assert_eq!(percent_decode_path("%ff"), None);
     }
 }
+
+/// The request parsing of the boot HTTP server, for the `boot_path_mac` fuzz target (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzz {
+    use super::*;
+
+    /// Routes `path` as a request path, and parses `range` and `if_none_match` as the headers of a request for
+    /// a file of `size` bytes. Panics if a routed path could escape its directory or a range leaves the file.
+    pub fn request(path: &str, range: &[u8], if_none_match: &[u8], size: u64) {
+        if let (_, Ok(Target::File(BootPath::Firmware(name)))) = route(path) {
+            assert!(!name.contains('/') && !name.contains("..") && !name.is_empty(), "{name:?}");
+        }
+        if let Ok(value) = HeaderValue::from_bytes(range) {
+            match ByteRange::parse(Some(&value), size) {
+                ByteRange::Part { first, last } => {
+                    assert!(first <= last && last < size, "{first}-{last}/{size}")
+                }
+                ByteRange::Unsatisfiable => assert!(size > 0),
+                ByteRange::Whole => {}
+            }
+        }
+        if let Ok(value) = HeaderValue::from_bytes(if_none_match) {
+            let _ = super::if_none_match(Some(&value), "\"sha256-00\"");
+        }
+    }
+}

@@ -451,3 +451,46 @@ mod tests {
         }
     }
 }
+
+/// What the server does with a packet before any I/O, for the `tftp_packet` fuzz target (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzz {
+    use std::time::Duration;
+
+    use super::packet::{self, Incoming, Limits};
+
+    /// Parses `data` as a packet on the server port (then resolves the file name, negotiates the options for a
+    /// file of `size` bytes and encodes the OACK and any refusal) and as a reply on a transfer's socket. Panics
+    /// if a negotiated value leaves its RFC range or an answer outgrows what was asked.
+    pub fn packet(data: &[u8], size: u64) {
+        let _ = packet::parse_reply(data);
+        match packet::parse_incoming(data) {
+            Ok(Incoming::Read(request)) => {
+                assert!(data.len() <= packet::MAX_REQUEST);
+                if let Err(refusal) = super::resolve(&request.filename) {
+                    let error = packet::encode_error(refusal.code, &refusal.message);
+                    assert!(error.len() <= 200, "an ERROR packet of {} bytes", error.len());
+                }
+                let limits =
+                    Limits { max_block_size: 1468, max_window_size: 64, max_timeout: Duration::from_secs(5) };
+                let negotiated = packet::negotiate(&request.options, limits, size);
+                assert!((packet::MIN_BLOCK_SIZE..=1468).contains(&negotiated.block_size));
+                assert!((1..=64).contains(&negotiated.window_size));
+                assert!(negotiated.timeout.is_none_or(|t| (1..=5).contains(&t.as_secs())));
+                assert!(negotiated.oack.len() <= 4, "{:?}", negotiated.oack);
+                for (name, _) in &negotiated.oack {
+                    assert!(
+                        request.options.iter().any(|(asked, _)| asked == name),
+                        "{name} was not asked for"
+                    );
+                }
+                // Names come from the request; each answer is a number of at most 20 digits.
+                assert!(packet::encode_oack(&negotiated.oack).len() <= 2 + data.len() + 4 * 20);
+            }
+            Ok(_) => {}
+            Err(refusal) => {
+                assert!(packet::encode_error(refusal.code, &refusal.message).len() <= 200);
+            }
+        }
+    }
+}
