@@ -108,7 +108,7 @@ async fn set_role(ctx: &Context, name: &str, role: &str, confirm_args: &ConfirmA
     let path = format!("/v1/cluster/servers/{}/role", percent_encode(name));
     let preview = ctx.call(Method::PUT, &path, Some(json!({"role": role, "dry_run": true}))).await?;
     let text = role_change_text(&preview);
-    let nothing_to_do = preview["from"] == preview["to"];
+    let nothing_to_do = preview["changes"] == false;
     if confirm_args.dry_run || nothing_to_do {
         if ctx.json {
             print_json(&preview);
@@ -158,7 +158,7 @@ fn role_change_text(change: &serde_json::Value) -> String {
             .map(|l| format!("  - {l}\n"))
             .collect()
     };
-    if change["from"] == change["to"] {
+    if change["changes"] == false {
         return format!("{} is already a {} node: nothing to change\n", field("name"), field("to"));
     }
     format!(

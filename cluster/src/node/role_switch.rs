@@ -52,6 +52,8 @@ pub struct RoleChange {
     /// What the resulting cluster survives, and what it does not, in words.
     pub survives: Vec<String>,
     pub does_not_survive: Vec<String>,
+    /// Whether there is anything to change (false: the member already has that role and voting).
+    pub changes: bool,
     /// Whether the change was made (false for a preview, or when there was nothing to change).
     pub applied: bool,
 }
@@ -135,26 +137,31 @@ impl ClusterNode {
             .nodes()
             .filter(|(n, node)| role_of(**n, node.role) == Role::Data && (voters.contains(*n) || **n == id))
             .count();
-        let witness_after =
-            membership.nodes().any(|(n, node)| node.role == Role::Witness && voters.contains(n));
+        let witness = membership.nodes().any(|(n, node)| node.role == Role::Witness && voters.contains(n));
         let mirrors_after =
             membership.nodes().filter(|(n, node)| role_of(**n, node.role) == Role::Mirror).count();
         let data_before =
             membership.nodes().filter(|(n, node)| node.role == Role::Data && voters.contains(n)).count();
         let mirrors_before = membership.nodes().any(|(_, node)| node.role == Role::Mirror);
-        let (survives, does_not_survive) = failure_tolerance(data_after, witness_after, mirrors_after);
+        let (survives, does_not_survive) = failure_tolerance(data_after, witness, mirrors_after);
         let mut change = RoleChange {
             name: name.to_owned(),
             id,
             from,
             to,
-            mode_before: mode_of(data_before, witness_after, mirrors_before),
-            mode_after: mode_of(data_after, witness_after, mirrors_after > 0),
+            mode_before: mode_of(data_before, witness, mirrors_before),
+            mode_after: mode_of(data_after, witness, mirrors_after > 0),
             survives,
             does_not_survive,
+            changes: true,
             applied: false,
         };
-        if from == to {
+        // Done when both the recorded role and the voting agree with `to`: a switch that failed between its
+        // two membership changes (a data node that is not a voter yet, a mirror still voting) is finished by
+        // running it again.
+        let is_voter = voters.contains(&id);
+        if from == to && is_voter == to.is_voter() {
+            change.changes = false;
             return Ok(change);
         }
         if to == Role::Data && data_after > 2 {
@@ -174,26 +181,34 @@ impl ClusterNode {
         } else {
             voters_after.insert(id);
         }
-        self.check_reachable_majority(&membership_nodes(&membership), &voters_after)?;
+        self.check_reachable_majority(&membership, &voters_after)?;
         if !apply {
             return Ok(change);
         }
 
         match to {
             Role::Mirror => {
-                self.raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
-                    .await
-                    .map_err(|e| MembershipError::Failed(e.to_string()))?;
-                self.set_recorded_role(id, &info, to).await?;
+                if is_voter {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
+                        .await
+                        .map_err(|e| MembershipError::Failed(e.to_string()))?;
+                }
+                if from != to {
+                    self.set_recorded_role(id, &info, to).await?;
+                }
             }
             Role::Data => {
                 self.wait_caught_up(id, name).await?;
-                self.set_recorded_role(id, &info, to).await?;
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(|e| MembershipError::Failed(e.to_string()))?;
+                if from != to {
+                    self.set_recorded_role(id, &info, to).await?;
+                }
+                if !is_voter {
+                    self.raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(|e| MembershipError::Failed(e.to_string()))?;
+                }
             }
             Role::Witness => unreachable!("refused above"),
         }
@@ -205,15 +220,14 @@ impl ClusterNode {
     /// Refuses a voter set of which the leader does not reach a majority (itself included).
     fn check_reachable_majority(
         &self,
-        nodes: &BTreeMap<NodeId, NodeInfo>,
+        membership: &openraft::Membership<NodeId, NodeInfo>,
         voters: &BTreeSet<NodeId>,
     ) -> Result<(), MembershipError> {
         let lost: Vec<String> = voters
             .iter()
             .filter(|v| **v != self.id)
-            .filter_map(|v| {
-                nodes.get(v).filter(|n| !self.recently_reached(&n.peer_addr)).map(|n| n.name.clone())
-            })
+            .filter_map(|v| membership.get_node(v).filter(|n| !self.recently_reached(&n.peer_addr)))
+            .map(|n| n.name.clone())
             .collect();
         let reachable = voters.len() - lost.len();
         if reachable * 2 > voters.len() {
@@ -263,10 +277,6 @@ impl ClusterNode {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn membership_nodes(membership: &openraft::Membership<NodeId, NodeInfo>) -> BTreeMap<NodeId, NodeInfo> {
-    membership.nodes().map(|(id, node)| (*id, node.clone())).collect()
 }
 
 #[cfg(test)]
