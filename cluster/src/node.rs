@@ -511,30 +511,32 @@ impl ClusterNode {
 
     fn no_quorum_error(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> WriteError {
         let membership = metrics.membership_config.membership();
-        let mut unreachable = Vec::new();
-        for id in membership.voter_ids() {
-            if id == self.id {
-                continue;
-            }
-            let name = self.node_name(id);
-            let contact =
-                membership.get_node(&id).map(|n| self.network.contact(&n.peer_addr)).unwrap_or_default();
-            let since = match (contact.refusing(), contact.last_ok) {
-                (Some(refusal), _) => format!("refuses this node: {refusal}"),
-                (None, Some(time)) => {
-                    let ago = SystemTime::now().duration_since(time).unwrap_or_default();
-                    format!("unreachable since {} ({:.0} s ago)", rfc3339(time), ago.as_secs_f64())
-                }
-                (None, None) => "not reached since this node started".to_string(),
-            };
-            unreachable.push(format!("{name} {since}"));
-        }
+        let unreachable: Vec<String> = membership
+            .voter_ids()
+            .filter(|id| *id != self.id)
+            .map(|id| self.voter_contact(id, membership.get_node(&id)))
+            .collect();
         let detail = if unreachable.is_empty() {
             "no leader can be elected".to_string()
         } else {
             unreachable.join("; ")
         };
         WriteError::NoQuorum { detail }
+    }
+
+    /// "NAME (API) unreachable since TIME (N s ago)", "… refuses this node: …" or "… not reached since this
+    /// node started": what this node last heard from voter `id`, for error messages.
+    fn voter_contact(&self, id: NodeId, node: Option<&NodeInfo>) -> String {
+        let contact = node.map(|n| self.network.contact(&n.peer_addr)).unwrap_or_default();
+        let since = match (contact.refusing(), contact.last_ok) {
+            (Some(refusal), _) => format!("refuses this node: {refusal}"),
+            (None, Some(time)) => {
+                let ago = SystemTime::now().duration_since(time).unwrap_or_default();
+                format!("unreachable since {} ({:.0} s ago)", rfc3339(time), ago.as_secs_f64())
+            }
+            (None, None) => "not reached since this node started".to_string(),
+        };
+        format!("{} {since}", self.node_name(id))
     }
 
     /// Whether the peer at `addr` answered within two election timeouts (and has not refused this node since).
@@ -743,16 +745,7 @@ impl ClusterNode {
             .filter(|id| *id != self.id)
             .filter_map(|id| {
                 let node = membership.get_node(&id)?;
-                if self.recently_reached(&node.peer_addr) {
-                    return None;
-                }
-                let contact = self.network.contact(&node.peer_addr);
-                let since = match (contact.refusing(), contact.last_ok) {
-                    (Some(refusal), _) => format!("refuses this node: {refusal}"),
-                    (None, Some(time)) => format!("unreachable since {}", rfc3339(time)),
-                    (None, None) => "not reached since this node started".to_string(),
-                };
-                Some(format!("{} {since}", self.node_name(id)))
+                (!self.recently_reached(&node.peer_addr)).then(|| self.voter_contact(id, Some(node)))
             })
             .collect();
         if unreachable.is_empty() {
