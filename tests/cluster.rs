@@ -169,11 +169,7 @@ fn the_peer_port_refuses_requests_without_the_cluster_secret() {
 #[test]
 fn pair_without_witness_refuses_writes_fast_and_recovers_by_force() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    a.start(false);
-    b.start(true);
-    a.add(&b);
+    let (mut a, mut b) = harness::pair(root.path());
     for i in 0..5 {
         a.ok(&["put", "notes", &format!("n{i}"), "{}"]);
     }

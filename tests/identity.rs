@@ -196,11 +196,7 @@ fn a_data_directory_from_before_cluster_ids_takes_its_stores_id() {
 #[test]
 fn a_pair_without_witness_names_the_refusal_when_it_refuses_writes() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    a.start(false);
-    b.start(true);
-    a.add(&b);
+    let (a, mut b) = harness::pair(root.path());
     a.ok(&["put", "notes", "n1", "{}"]);
     b.wait_status("b applied", Duration::from_secs(10), |s| s["revision"] == 1);
     assert_eq!(a.status()["leader_name"], "a");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{Node, free_port, pair_with_witness};
+use harness::{free_port, pair_with_witness};
 use serde_json::Value;
 
 /// The shipped Prometheus files.
@@ -328,11 +328,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn the_survivor_of_a_pair_reports_its_partner_unreachable() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::new(root.path(), "a", "data");
-    let mut b = Node::new(root.path(), "b", "data");
-    a.start(false);
-    b.start(true);
-    a.add(&b);
+    let (mut a, b) = harness::pair(root.path());
     b.wait_status("b follows a", Duration::from_secs(20), |s| s["leader_name"] == "a");
     let (_, text) = get(&format!("{}/metrics", b.url()));
     assert_eq!(sample(&text, "tandem_raft_peer_reachable{peer=\"a\",role=\"data\"}"), Some(1.0), "{text}");

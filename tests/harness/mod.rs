@@ -317,6 +317,16 @@ pub fn pair_with_witness_configured(root: &Path, configure: impl Fn(Node) -> Nod
     (a, b, w)
 }
 
+/// A pair of data nodes `a` and `b` without a witness, formed through `a`.
+pub fn pair(root: &Path) -> (Node, Node) {
+    let mut a = Node::new(root, "a", "data");
+    let mut b = Node::new(root, "b", "data");
+    a.start(false);
+    b.start(true);
+    a.add(&b);
+    (a, b)
+}
+
 /// A primary and one mirror, formed through the primary.
 pub fn primary_with_mirror(root: &Path, primary: &str, mirror: &str) -> (Node, Node) {
     let mut p = Node::new(root, primary, "data");
