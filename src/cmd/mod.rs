@@ -27,6 +27,7 @@
 pub mod backup;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod blobs;
 pub mod boot;
 pub mod demo;
 pub mod documents;
@@ -115,6 +116,11 @@ pub enum Command {
         #[command(subcommand)]
         command: firmware::FirmwareCommand,
     },
+    /// List the stored blobs and what references each; remove the ones nothing references.
+    Blobs {
+        #[command(subcommand)]
+        command: blobs::BlobsCommand,
+    },
     /// Play a terminal: fetch the boot document and firmware from the first boot server that answers.
     Boot(boot::BootArgs),
     /// Print every change as it happens, from a revision on; resumes after a disconnect without gap or
@@ -196,6 +202,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Import(args) => operations::import(ctx, args).await,
         Command::Servers { command } => servers::run(ctx, command).await,
         Command::Firmware { command } => firmware::run(ctx, command).await,
+        Command::Blobs { command } => blobs::run(ctx, command).await,
         Command::Boot(args) => boot::run(args).await,
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Sync(args) => sync::run(ctx, args).await,
