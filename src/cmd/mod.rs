@@ -15,6 +15,7 @@
 //! | `export`, `diff`, `revert`, `undo`, `import` | [`operations`] |
 //! | `servers add / list / remove` | [`servers`] |
 //! | `firmware add` | [`firmware`] |
+//! | `blobs list / remove` | [`blobs`] |
 //! | `boot` | [`boot`] |
 //! | `watch` | [`watch`] |
 //! | `sync` | [`sync`] |
@@ -22,6 +23,7 @@
 //! | `recover` | [`recover`] |
 //! | `token new / hash` | [`token`] |
 //! | `demo` | [`demo`] |
+//! | `man` (hidden: the manual page the Debian package installs) | [`man`] |
 //! | `bench …` (feature `bench`) | `bench` |
 
 pub mod backup;
@@ -34,6 +36,7 @@ pub mod documents;
 pub mod error;
 pub mod firmware;
 pub mod history;
+pub mod man;
 pub mod operations;
 pub mod output;
 pub mod recover;
@@ -146,6 +149,9 @@ pub enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+    /// Print the manual page (roff) that the Debian package installs as tandem(1).
+    #[command(hide = true)]
+    Man,
 }
 
 /// What every command may use of the global options.
@@ -211,6 +217,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Token { command } => token::run(command, ctx.json).map_err(CmdError::failed),
         #[cfg(feature = "bench")]
         Command::Bench { which } => bench::run(which).await,
+        Command::Man => man::print().map_err(|e| CmdError::failed(format!("writing the manual page: {e}"))),
     }
 }
 
