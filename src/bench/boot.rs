@@ -748,11 +748,7 @@ pub async fn boot(options: &BootBenchOptions) -> Result<()> {
     let programs = find_programs()?;
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
-    let result = if options.storm {
-        super::storm::run(options, &root).await
-    } else {
-        run(options, &programs, &root).await
-    };
+    let result = run(options, &programs, &root).await;
     if options.keep {
         println!("kept the node's data, the logs and the configurations in {}", dir.keep().display());
     } else if result.is_err() {

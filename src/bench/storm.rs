@@ -369,8 +369,22 @@ fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() { 0.0 } else { values[values.len() / 2] }
 }
 
-/// Runs the storm benchmark and prints its figures.
-pub async fn run(options: &BootBenchOptions, root: &Path) -> Result<()> {
+/// Runs the storm benchmark in a temporary directory (kept with `--keep`) and prints its figures.
+pub async fn storm_bench(options: &BootBenchOptions) -> Result<()> {
+    if options.runs == 0 || options.storm_size_mib == 0 {
+        bail!("--runs and --storm-size-mib must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    let result = run(options, dir.path()).await;
+    if options.keep {
+        println!("kept the node's data and the servers' logs in {}", dir.keep().display());
+    } else if result.is_err() {
+        eprintln!("(run with --keep to keep the logs of the node and the reference servers)");
+    }
+    result
+}
+
+async fn run(options: &BootBenchOptions, root: &Path) -> Result<()> {
     let programs = common::find_programs()?;
     let (http_terminals, tftp_terminals) = (options.storm_http, options.storm_tftp);
     if http_terminals > 250 * 256 || tftp_terminals > 250 * 256 {

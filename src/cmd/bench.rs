@@ -26,6 +26,7 @@ pub async fn run(which: &BenchCommand) -> Result<(), CmdError> {
             crate::bench::handover::handovers(options).await
         }
         BenchCommand::Cluster(options) => crate::bench::cluster::cluster(options).await,
+        BenchCommand::Boot(options) if options.storm => crate::bench::storm::storm_bench(options).await,
         BenchCommand::Boot(options) => crate::bench::boot::boot(options).await,
         BenchCommand::Operations(options) => crate::bench::operations::operations(options).await,
     };

@@ -54,6 +54,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::{StoredUpload, Upload};
 use crate::digest::Digest;
+use crate::engine::DurableHooks;
 use crate::error::{Error, Result};
 
 const SHA256_DIR: &str = "sha256";
@@ -515,5 +516,54 @@ impl Read for BlobReader {
         }
         self.position += n as u64;
         Ok(n)
+    }
+}
+
+/// Removed blobs whose files are still on disk: `pending` since the last flush began, `flushing` in the
+/// flush under way (their removal is in it: its batch was written before the flush began).
+#[derive(Debug, Default)]
+pub(crate) struct RemovedBlobs {
+    pending: Vec<Digest>,
+    flushing: Vec<Digest>,
+}
+
+impl RemovedBlobs {
+    /// A removal whose batch is written: its file goes after the next flush.
+    pub(crate) fn schedule(&mut self, digest: Digest) {
+        self.pending.push(digest);
+    }
+
+    /// The same bytes were committed again: their file must stay.
+    pub(crate) fn cancel(&mut self, digest: &Digest) {
+        self.pending.retain(|d| d != digest);
+        self.flushing.retain(|d| d != digest);
+    }
+}
+
+/// The store's work around every [`crate::Database::durable`]: before, fsync the part files of uploads in
+/// progress (see [`crate::blob_files`]); after, delete the files of the blobs whose removal is now durable.
+pub(crate) struct StoreHooks {
+    pub files: BlobFiles,
+    pub removed: Arc<Mutex<RemovedBlobs>>,
+}
+
+impl DurableHooks for StoreHooks {
+    fn before(&self) -> Result<()> {
+        BlobFiles::sync_part_files(self.files.root())?;
+        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = std::mem::take(&mut removed.pending);
+        removed.flushing.extend(pending);
+        Ok(())
+    }
+
+    /// The directory is not fsynced: a deletion a power cut undoes leaves a file no record names, which is
+    /// harmless and reused by the next commit of the same bytes.
+    fn after(&self) -> Result<()> {
+        // Held while deleting: a commit of the same bytes waits, then writes its file anew.
+        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        for digest in std::mem::take(&mut removed.flushing) {
+            remove_if_present(&self.files.blob_path(&digest))?;
+        }
+        Ok(())
     }
 }

@@ -33,10 +33,7 @@ use crate::Outcome;
 use crate::change::Revision;
 use crate::collections::{FIRMWARE, MODULES, links_of_text};
 use crate::digest::Digest;
-use std::sync::{Arc, Mutex};
-
-use crate::blob_files::{BlobFiles, remove_if_present};
-use crate::engine::{DurableHooks, WriteBatch};
+use crate::engine::WriteBatch;
 use crate::error::Result;
 use crate::keys;
 use crate::rejection::Rejection;
@@ -170,52 +167,8 @@ impl Store {
             if let Outcome::BlobRemoved { digest, .. } = outcome
                 && !self.state.blobs.contains_key(digest)
             {
-                removed.pending.push(*digest);
+                removed.schedule(*digest);
             }
         }
-    }
-}
-
-/// Removed blobs whose files are still on disk: `pending` since the last flush began, `flushing` in the
-/// flush under way (their removal is in it: its batch was written before the flush began).
-#[derive(Debug, Default)]
-pub(crate) struct RemovedBlobs {
-    pending: Vec<Digest>,
-    flushing: Vec<Digest>,
-}
-
-impl RemovedBlobs {
-    /// The same bytes were committed again: their file must stay.
-    pub(crate) fn cancel(&mut self, digest: &Digest) {
-        self.pending.retain(|d| d != digest);
-        self.flushing.retain(|d| d != digest);
-    }
-}
-
-/// The store's work around every [`crate::Database::durable`]: before, fsync the part files of uploads in
-/// progress (see [`crate::blob_files`]); after, delete the files of the blobs whose removal is now durable.
-pub(crate) struct StoreHooks {
-    pub files: BlobFiles,
-    pub removed: Arc<Mutex<RemovedBlobs>>,
-}
-
-impl DurableHooks for StoreHooks {
-    fn before(&self) -> Result<()> {
-        BlobFiles::sync_part_files(self.files.root())?;
-        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = std::mem::take(&mut removed.pending);
-        removed.flushing.extend(pending);
-        Ok(())
-    }
-
-    /// The directory is not fsynced: a deletion a power cut undoes leaves a file no record names, which is
-    /// harmless and reused by the next commit of the same bytes.
-    fn after(&self) -> Result<()> {
-        // Held while deleting: a commit of the same bytes waits, then writes its file anew.
-        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
-        for digest in std::mem::take(&mut removed.flushing) {
-            remove_if_present(&self.files.blob_path(&digest))?;
-        }
-        Ok(())
     }
 }

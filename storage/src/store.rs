@@ -34,8 +34,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobMeta, StoredUpload};
-use crate::blob_files::{BlobFiles, BlobReader};
-use crate::blob_usage::{RemovedBlobs, StoreHooks};
+use crate::blob_files::{BlobFiles, BlobReader, RemovedBlobs, StoreHooks};
 use crate::change::{ChangeSet, DocKey, Revision};
 use crate::codec::{self, decode, encode, put_parts};
 use crate::command::{Command, Outcome};
