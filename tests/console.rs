@@ -32,10 +32,13 @@ use serde_json::{Value, json};
 const ADMIN: &str = "console-admin-secret-0123";
 const READER: &str = "console-reader-secret-012";
 
-fn tokens() -> String {
+/// Every node's config: the same tokens, and a backup schedule into one shared directory (the leader writes).
+fn config(backups: &std::path::Path) -> String {
     format!(
         "[[tokens]]\nname = \"ada\"\nrole = \"admin\"\nsecret = \"{ADMIN}\"\n\n\
-         [[tokens]]\nname = \"eve\"\nrole = \"reader\"\nsecret = \"{READER}\"\n"
+         [[tokens]]\nname = \"eve\"\nrole = \"reader\"\nsecret = \"{READER}\"\n\n\
+         [backup]\ndir = \"{}\"\ninterval = \"3s\"\nretention = 5\n",
+        backups.display()
     )
 }
 
@@ -190,16 +193,22 @@ fn heartbeat(boot: &str, mac: &str, body: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token() {
     let root = tempfile::tempdir().unwrap();
-    let config = tokens();
+    let backups = root.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let config = config(&backups);
     let (mut a, mut b, w) = tokio::task::block_in_place(|| {
         harness::pair_with_witness_configured(root.path(), |node| node.with_config(&config).with_token(ADMIN))
     });
     let revision = tokio::task::block_in_place(|| {
+        let image = root.path().join("thin-os.img");
+        std::fs::write(&image, vec![7u8; 64 * 1024]).unwrap();
+        let image = image.display().to_string();
+        a.ok(&["firmware", "add", "thin-os", &image, "--version", "1.0", "--reason", "the line's firmware"]);
         a.ok(&[
             "put",
             "terminals",
             "t1",
-            r#"{"mac": "02:00:00:00:00:01", "settings": {"location": "line 1"}}"#,
+            r#"{"mac": "02:00:00:00:00:01", "firmware": "thin-os", "settings": {"location": "line 1"}}"#,
             "--reason",
             "a terminal on line 1",
         ]);
@@ -261,13 +270,28 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
     let row =
         "const r = document.querySelector('#terminals tr[data-terminal=t1]'); return r && r.dataset.status";
     wait_js(&client, "t1 offline", Duration::from_secs(10), row, |v| v == "offline").await;
-    let status = heartbeat(&b.boot, "02:00:00:00:00:01", r#"{"state": "green", "detail": "booted from b"}"#);
-    assert_eq!(status, 204, "heartbeat answer");
+    // The terminal boots from b with the real boot client, which then sends its heartbeat.
+    let boot = tokio::task::block_in_place(|| {
+        let out = root.path().join("t1-boot");
+        Command::new(harness::tandem_bin())
+            .args(["boot", "--servers", &b.boot, "--mac", "02:00:00:00:00:01", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    });
+    assert!(boot.status.success(), "{boot:?}");
     let (_, took) = wait_js(&client, "t1 green", Duration::from_secs(10), row, |v| v == "green").await;
     assert!(took < Duration::from_secs(5), "t1 turned green after {took:?}");
     let counts = js(&client, "return document.getElementById('terminal-counts').textContent").await;
     assert!(counts.as_str().unwrap().contains("Green1"), "{counts}");
     screenshot(&client, "terminals").await;
+    // A terminal that reports trouble turns red (its own word), with its report shown.
+    let status = heartbeat(&b.boot, "02:00:00:00:00:01", r#"{"state": "red", "detail": "no RDP session"}"#);
+    assert_eq!(status, 204, "heartbeat answer");
+    wait_js(&client, "t1 red", Duration::from_secs(10), row, |v| v == "red").await;
+    let report =
+        js(&client, "return document.querySelector('#terminals tr[data-terminal=t1]').textContent").await;
+    assert!(report.as_str().unwrap().contains("no RDP session"), "{report}");
 
     // 3. History: undo the last change from the page, with the CLI's preview and a reason.
     click(&client, "#nav a[data-page=history]").await;
@@ -342,8 +366,18 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
         &client,
         "the backup cards",
         Duration::from_secs(10),
-        "return document.querySelectorAll('#backup-cards .card').length",
-        |v| v.as_u64() >= Some(3),
+        "return document.querySelector('#backup-cards [data-field=outcome] .value')?.textContent",
+        |v| v.as_str().is_some_and(|text| text.starts_with("another node leads")),
+    )
+    .await;
+    // "Back up now" streams GET /v1/backup with the token and hands the file to the browser.
+    click(&client, "#backup-now").await;
+    wait_js(
+        &client,
+        "the downloaded backup",
+        Duration::from_secs(10),
+        "return document.getElementById('backup-progress').textContent",
+        |v| v.as_str().is_some_and(|text| text.starts_with("Downloaded ")),
     )
     .await;
     screenshot(&client, "backups").await;
@@ -352,8 +386,11 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
         &client,
         "the boot counters",
         Duration::from_secs(10),
-        "return document.querySelector('#boot-cards [data-field=heartbeats] .value')?.textContent",
-        |v| v == "1",
+        "return [document.querySelector('#boot-cards [data-field=heartbeats] .value')?.textContent,
+                 document.querySelector('#boot-firmware tr[data-firmware=thin-os]')?.textContent]",
+        |v| {
+            v[0] == "2" && v[1].as_str().is_some_and(|row| row.contains("64.0 KiB") && row.contains("stored"))
+        },
     )
     .await;
     screenshot(&client, "boot").await;

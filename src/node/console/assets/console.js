@@ -81,6 +81,13 @@
     return `${Math.round(seconds / 86400)} days ago`;
   }
 
+  function duration(seconds) {
+    if (seconds % 86400 === 0) return `${seconds / 86400} d`;
+    if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+    if (seconds % 60 === 0) return `${seconds / 60} min`;
+    return `${seconds} s`;
+  }
+
   function bytes(n) {
     if (n === undefined || n === null) return "—";
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -211,6 +218,7 @@
   // ---- pages ---------------------------------------------------------------------------------------------
 
   function route() {
+    $("#notice").hidden = true;
     const name = location.hash.replace(/^#/, "");
     state.page = PAGES.includes(name) ? name : "cluster";
     for (const page of PAGES) $(`#page-${page}`).hidden = page !== state.page;
@@ -617,7 +625,7 @@
     if (!b.scheduled) {
       cards.push(card("Schedule", "not scheduled on this node", "schedule"));
     } else {
-      cards.push(card("Schedule", `every ${b.interval_seconds} s, keep ${b.retention}`, "schedule"));
+      cards.push(card("Schedule", `every ${duration(b.interval_seconds)}, keep ${b.retention}`, "schedule"));
       cards.push(card("Directory", b.dir || "—", "dir"));
       const next = b.last_attempt_unix ? (b.last_attempt_unix + b.interval_seconds) * 1000 : null;
       cards.push(card("Next run", next ? (next > Date.now() ? `in ${Math.round((next - Date.now()) / 1000)} s` : "due now") : "soon", "next"));
@@ -625,7 +633,10 @@
     cards.push(card("Last backup", b.last_success_unix
       ? `${ago(b.last_success_unix * 1000)} (r${b.last_revision}, ${bytes(b.last_size)})` : "none", "last"));
     cards.push(card("Verified", b.last_success_unix ? "read back after writing" : "—", "verified"));
-    cards.push(card("Last attempt", b.last_outcome ? `${b.last_outcome.replace("_", " ")} ${ago(b.last_attempt_unix * 1000)}` : "—", "outcome"));
+    const outcomes = { written: "written", unchanged: "nothing changed: skipped",
+      not_leader: "another node leads: it writes the backups", failed: "failed" };
+    cards.push(card("Last attempt", b.last_outcome
+      ? `${outcomes[b.last_outcome] || b.last_outcome}, ${ago(b.last_attempt_unix * 1000)}` : "—", "outcome"));
     cards.push(card("Failures", `${b.failures_total || 0}${b.last_error ? `: ${b.last_error}` : ""}`, "failures"));
     replace("#backup-cards", cards);
   }
