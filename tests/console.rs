@@ -8,7 +8,8 @@
 //! 1. log in with an admin token; the Cluster page lists a, b and w, with a as leader;
 //! 2. a configured terminal shows offline, then green within one poll after a heartbeat to b's boot port;
 //! 3. on the History page, "Undo this change" shows the CLI's preview, asks for a reason, and the new event
-//!    appears with that reason; the configuration is back (checked with the CLI);
+//!    appears with that reason; the configuration is back (checked with the CLI); a change made with the CLI
+//!    appears without a reload (the page follows `/v1/watch`);
 //! 4. log out, log in with a reader token: no write button on any page, and a write forged from the page
 //!    (`fetch` with the reader's token) is refused with 403 and changes nothing;
 //! 5. the leader is killed: within 5 s the page shows b as leader and the degraded banner naming a;
@@ -359,6 +360,18 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
     .await;
     assert!(diff.as_str().unwrap().contains("~ text\"changed by mistake\"\"hello\""), "{diff}");
     screenshot(&client, "history").await;
+    // A change made elsewhere (the CLI, on a) appears without reloading: the page follows /v1/watch.
+    tokio::task::block_in_place(|| {
+        a.ok(&["put", "notes", "elsewhere", r#"{"text": "from the CLI"}"#, "--reason", "made with the CLI"])
+    });
+    let watched = format!(
+        "const r = document.querySelector(\"#history tr[data-revision='{}'] .reason\"); return r && r.textContent",
+        revision + 2
+    );
+    wait_js(&client, "the CLI's change, live", Duration::from_secs(5), &watched, |v| {
+        v == "made with the CLI"
+    })
+    .await;
 
     // The other pages render their data.
     click(&client, "#nav a[data-page=backups]").await;
@@ -426,7 +439,7 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
         .unwrap();
     assert_eq!(forged, json!([403, "forbidden"]));
     let after = tokio::task::block_in_place(|| a.status()["revision"].as_u64());
-    assert_eq!(after, Some(revision + 1), "the forged write changed something");
+    assert_eq!(after, Some(revision + 2), "the forged write changed something");
 
     // 5. Kill the leader: the page on b shows b leading and the degraded state, within 5 s.
     tokio::task::block_in_place(|| a.kill());
