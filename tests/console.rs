@@ -282,6 +282,11 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
     });
     assert!(boot.status.success(), "{boot:?}");
     let (_, took) = wait_js(&client, "t1 green", Duration::from_secs(10), row, |v| v == "green").await;
+    eprintln!("console: t1 turned green {took:?} after its heartbeat");
+    let report =
+        js(&client, "return document.querySelector('#terminals tr[data-terminal=t1]').textContent").await;
+    let booted = format!("booted from {} at revision {revision}", b.boot);
+    assert!(report.as_str().unwrap().contains(&booted), "{report}");
     assert!(took < Duration::from_secs(5), "t1 turned green after {took:?}");
     let counts = js(&client, "return document.getElementById('terminal-counts').textContent").await;
     assert!(counts.as_str().unwrap().contains("Green1"), "{counts}");
@@ -453,6 +458,7 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
         |v| v == &json!(["b", true]),
     )
     .await;
+    eprintln!("console: the page showed the new leader and the degraded state {took:?} after the kill");
     assert!(took <= Duration::from_secs(5), "the page showed the failover after {took:?}");
     screenshot(&client, "cluster-degraded").await;
 
