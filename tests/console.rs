@@ -9,7 +9,7 @@
 //! 2. a configured terminal shows offline, then green within one poll after a heartbeat to b's boot port;
 //! 3. on the History page, "Undo this change" shows the CLI's preview, asks for a reason, and the new event
 //!    appears with that reason; the configuration is back (checked with the CLI); a change made with the CLI
-//!    appears without a reload (the page follows `/v1/watch`);
+//!    appears without a reload (the page follows `/v1/watch`); the collection filter narrows the list;
 //! 4. log out, log in with a reader token: no write button on any page, and a write forged from the page
 //!    (`fetch` with the reader's token) is refused with 403 and changes nothing;
 //! 5. the leader is killed: within 5 s the page shows b as leader and the degraded banner naming a;
@@ -377,6 +377,18 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
         v == "made with the CLI"
     })
     .await;
+    // The history filters: one collection.
+    client.find(Locator::Id("hf-collection")).await.unwrap().send_keys("terminals").await.unwrap();
+    click(&client, "#history-filter button[type=submit]").await;
+    wait_js(
+        &client,
+        "only the terminals' changes",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#history tbody tr[data-revision] td.mono')].map(c => c.textContent)",
+        |v| v == &json!(["terminals/t1"]),
+    )
+    .await;
+    click(&client, "#hf-clear").await;
 
     // The other pages render their data.
     click(&client, "#nav a[data-page=backups]").await;

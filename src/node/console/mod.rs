@@ -13,7 +13,7 @@
 //! 1. `GET /` ([`page`]) answers the shell without a token (it holds no data) and with headers that pin it
 //!    down: a Content-Security-Policy that allows only this origin's script and style (no inline script, no
 //!    `eval`, no other origin to talk to), `X-Content-Type-Options: nosniff`, no framing, no referrer.
-//!    A witness answers a one-line page instead ([`witness_page`]): it holds no configuration to show.
+//!    A witness answers a one-line page instead (`witness_page`): it holds no configuration to show.
 //! 2. The browser loads `GET /console/console.css` and `/console/console.js` ([`asset`]).
 //! 3. The script asks for a token (or takes the one in `sessionStorage`), checks it with `GET /v1/whoami`
 //!    (which also says the role: operators and admins see write buttons, readers do not), then polls

@@ -698,8 +698,11 @@
     $("#terminal-filter").addEventListener("change", () => loadTerminals().catch(pageError));
     $("#history-filter").addEventListener("submit", (event) => {
       event.preventDefault();
+      // Times are typed in the browser's time zone; the API takes Unix milliseconds.
+      const ms = (input) => (input.value ? String(new Date(input.value).getTime()) : "");
       state.history = { to: null, older: [], filter: {
-        collection: $("#hf-collection").value.trim(), id: $("#hf-id").value.trim(), actor: $("#hf-actor").value.trim() } };
+        collection: $("#hf-collection").value.trim(), id: $("#hf-id").value.trim(), actor: $("#hf-actor").value.trim(),
+        since: ms($("#hf-since")), until: ms($("#hf-until")) } };
       loadHistory().catch(pageError);
     });
     $("#hf-clear").addEventListener("click", () => {
