@@ -302,22 +302,34 @@
     const banner = $("#degraded");
     const lost = (status.peers || []).filter((p) => p.reachable === false || p.sync === "disconnected"
       || p.sync === "refused");
-    if (!status.degraded && lost.length === 0) {
+    if (status.mode === "joining") {
+      replace(banner, el("p", {}, el("strong", {}, "Not a member yet: "), "this node waits to be added. On a member, run ",
+        el("code", {}, `tandem servers add ${status.name} --api ${(state.self && state.self.api_addr) || location.host}`), "."));
+      banner.hidden = false;
+      return;
+    }
+    // A mirror's cluster has one voter: losing it leaves no leader without the node calling itself degraded.
+    const leaderless = status.leader === null || status.leader === undefined;
+    if (!status.degraded && !leaderless && lost.length === 0) {
       banner.hidden = true;
       return;
     }
     const lines = [];
-    if (status.degraded) {
-      lines.push(el("p", {}, el("strong", {}, "Degraded: "), status.degraded_reason || "no quorum"));
+    if (status.degraded || leaderless) {
+      lines.push(el("p", {}, el("strong", {}, "Degraded: "),
+        status.degraded_reason || "no leader: this node cannot reach the cluster's voters; serving its last state",
+        lost.length ? ` (${lost.map((p) => p.name).join(", ")} unreachable)` : ""));
       lines.push(el("p", {}, "Writes are refused; boots and local reads continue from this node's last state. ",
-        "If the lost node is really gone (or fenced), continue with this one alone: stop it, run ",
+        status.role === "mirror"
+          ? "If the primary is really gone (or fenced), promote this mirror: stop it, run "
+          : "If the lost node is really gone (or fenced), continue with this one alone: stop it, run ",
         el("code", {}, 'tandem recover --data-dir DIR --force-standalone --reason "why"'),
         ", and start it again (docs/cluster.md, Recovery procedures)."));
     } else {
       const names = lost.map((p) => `${p.name} (${p.role}) ${p.sync === "refused" ? "refuses this node"
         : "unreachable"}${p.last_contact_ms ? `, last heard ${time(p.last_contact_ms)}` : ""}`);
       const lostNames = new Set(lost.map((p) => p.name));
-      const kept = state.members.filter((m) => !lostNames.has(m.name)).map((m) => m.name);
+      const kept = state.members.filter((m) => !lostNames.has(m.name) && m.role !== "mirror").map((m) => m.name);
       lines.push(el("p", {}, el("strong", {}, "Degraded: "), names.join("; "),
         `. The cluster keeps its quorum with ${kept.join(", ")}: writes continue, leader ${status.leader_name || "none"}.`));
       lines.push(el("p", {}, "Start the lost node again. If its disk is lost, re-add it: ",
