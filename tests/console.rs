@@ -491,3 +491,94 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
     client.close().await.unwrap();
     drop(w);
 }
+
+/// A mirror serves the console too: it shows the mirrored mode, refuses the write its page asks for with the
+/// API's message naming the primary, and when the primary dies it says so with the command that promotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_console_refuses_writes_and_offers_the_promotion_when_the_primary_dies() {
+    let root = tempfile::tempdir().unwrap();
+    let backups = root.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let config = config(&backups);
+    let (mut p, m) = tokio::task::block_in_place(|| {
+        let mut p = harness::Node::new(root.path(), "p", "data").with_config(&config).with_token(ADMIN);
+        let mut m = harness::Node::new(root.path(), "m", "mirror").with_config(&config).with_token(ADMIN);
+        p.start(false);
+        m.start(true);
+        p.add(&m);
+        p.ok(&["put", "notes", "n1", r#"{"text": "one"}"#, "--reason", "a note"]);
+        m.wait_status("m applies the note", Duration::from_secs(10), |s| s["revision"].as_u64() == Some(1));
+        (p, m)
+    });
+    let (Some(chromium), Some(chromedriver)) = (program("chromium"), program("chromedriver")) else {
+        eprintln!("console: skipped the mirror's browser test: chromium and chromedriver are not installed");
+        return;
+    };
+    let driver = Driver::start(&chromedriver);
+    let client = browser(&driver, &chromium).await;
+    client.goto(&format!("http://{}/", m.api)).await.unwrap();
+    log_in(&client, ADMIN).await;
+    wait_js(
+        &client,
+        "the mirrored mode with p leading",
+        Duration::from_secs(10),
+        "return [document.querySelector('#cluster-summary [data-field=mode] .value')?.textContent,
+                 document.querySelector('#cluster-summary [data-field=leader] .value')?.textContent]",
+        |v| v == &json!(["mirrored", "p"]),
+    )
+    .await;
+
+    // The page offers the undo (an admin may write), the preview works, the apply is refused by the mirror.
+    click(&client, "#nav a[data-page=history]").await;
+    let undo = "#history tr[data-revision='1'] button[data-action=undo]";
+    wait_js(
+        &client,
+        "the change",
+        Duration::from_secs(10),
+        &format!("return !!document.querySelector(\"{undo}\")"),
+        |v| v.as_bool() == Some(true),
+    )
+    .await;
+    click(&client, undo).await;
+    wait_js(
+        &client,
+        "the preview",
+        Duration::from_secs(10),
+        "return document.getElementById('confirm').open",
+        |v| v.as_bool() == Some(true),
+    )
+    .await;
+    client.find(Locator::Id("confirm-reason")).await.unwrap().send_keys("try on the mirror").await.unwrap();
+    click(&client, "#confirm-apply").await;
+    let primary = "send changes to the primary p";
+    wait_js(
+        &client,
+        "the mirror's refusal",
+        Duration::from_secs(10),
+        "return document.getElementById('confirm-error').textContent",
+        |v| v.as_str().is_some_and(|text| text.contains(primary)),
+    )
+    .await;
+    click(&client, "#confirm-cancel").await;
+    assert_eq!(tokio::task::block_in_place(|| p.status()["revision"].as_u64()), Some(1));
+
+    // The primary dies: the mirror keeps serving and says how to promote it (its page probes the primary with a
+    // linearizable read every 5 s; the read gives up after 5 s).
+    click(&client, "#nav a[data-page=cluster]").await;
+    tokio::task::block_in_place(|| p.kill());
+    wait_js(
+        &client,
+        "the promotion command",
+        Duration::from_secs(20),
+        "const banner = document.getElementById('degraded'); return !banner.hidden && banner.textContent",
+        |v| {
+            v.as_str().is_some_and(|text| {
+                text.contains("promote this mirror") && text.contains("--force-standalone")
+            })
+        },
+    )
+    .await;
+    screenshot(&client, "mirror-primary-down").await;
+    client.close().await.unwrap();
+    drop(m);
+}

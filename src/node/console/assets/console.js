@@ -25,6 +25,9 @@
     status: null,
     members: [],
     failures: 0,
+    ticks: 0,
+    primaryLost: null,
+    probing: false,
     downSince: null,
     page: "cluster",
     history: { to: null, older: [], filter: {} },
@@ -260,6 +263,8 @@
     $("#unreachable").hidden = true;
     state.status = status;
     state.members = membersOf(status);
+    state.ticks += 1;
+    if (status.role === "mirror" && state.ticks % 5 === 1) probePrimary();
     replace("#node-name", `${status.name} · ${status.role}`);
     showDegraded(status);
     replace("#footer", `Node ${status.name} (id ${status.id}) · revision ${status.revision} · updated `,
@@ -270,14 +275,37 @@
     if (state.page === "boot") loadBoot().catch(pageError);
   }
 
+  /**
+   * A mirror is a Raft learner: it never campaigns, so its status keeps naming a primary that died (it only
+   * listens). Every few seconds the page asks it for a linearizable read of a document that does not exist: the
+   * mirror must ask the primary for its commit point, so a 404 means the primary answered, and `no_leader`
+   * (after the read timeout, 5 s) says it did not, naming what the mirror last heard.
+   */
+  async function probePrimary() {
+    if (state.probing) return;
+    state.probing = true;
+    try {
+      await api("GET", "/v1/docs/terminals/console-primary-probe?consistency=linearizable");
+      state.primaryLost = null;
+    } catch (error) {
+      if (error instanceof ApiError) {
+        state.primaryLost = error.code === "no_leader" || error.code === "behind" ? error.message : null;
+      }
+    } finally {
+      state.probing = false;
+    }
+  }
+
   /** This node and its peers as one list: the members as this node sees them. */
   function membersOf(status) {
     const own = state.self || {};
     const self = { id: status.id, name: status.name, role: status.role, self: true,
       state: status.raft_state, reachable: true, sync: "self", api_addr: own.api_addr || location.host,
       peer_addr: own.peer_addr, boot_addr: own.boot_addr, leader: status.leader === status.id };
+    const primaryLost = status.role === "mirror" && state.primaryLost !== null;
     const peers = (status.peers || []).map((peer) => ({ ...peer, self: false, leader: status.leader === peer.id,
-      state: status.leader === peer.id ? "Leader" : "" }));
+      state: status.leader === peer.id ? "Leader" : "",
+      reachable: primaryLost && status.leader === peer.id ? false : peer.reachable }));
     return [self, ...peers];
   }
 
@@ -309,7 +337,8 @@
       return;
     }
     // A mirror's cluster has one voter: losing it leaves no leader without the node calling itself degraded.
-    const leaderless = status.leader === null || status.leader === undefined;
+    const leaderless = status.leader === null || status.leader === undefined
+      || (status.role === "mirror" && state.primaryLost !== null);
     if (!status.degraded && !leaderless && lost.length === 0) {
       banner.hidden = true;
       return;
@@ -317,7 +346,8 @@
     const lines = [];
     if (status.degraded || leaderless) {
       lines.push(el("p", {}, el("strong", {}, "Degraded: "),
-        status.degraded_reason || "no leader: this node cannot reach the cluster's voters; serving its last state",
+        status.degraded_reason || (status.role === "mirror" && state.primaryLost)
+          || "no leader: this node cannot reach the cluster's voters; serving its last state",
         lost.length ? ` (${lost.map((p) => p.name).join(", ")} unreachable)` : ""));
       lines.push(el("p", {}, "Writes are refused; boots and local reads continue from this node's last state. ",
         status.role === "mirror"
