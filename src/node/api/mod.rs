@@ -8,7 +8,7 @@
 //! node, status), [`documents`], [`changes`], [`history`] (events, export, diff, revert, undo, import),
 //! [`watch`], [`backup`], [`blobs`], [`cluster`] (membership), [`terminals`] and [`boot`] (what the boot
 //! server sees), [`openapi`]. `GET /` and `/console/{name}` serve the browser console
-//! ([`crate::node::console`]).
+//! ([`console`], with the files in [`crate::node::console`]).
 //!
 //! Every response carries `X-Tandem-Revision`: the revision of the store that answered. Errors have one shape
 //! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the
@@ -39,6 +39,7 @@ pub mod blobs;
 pub mod boot;
 pub mod changes;
 pub mod cluster;
+pub mod console;
 pub mod documents;
 pub mod history;
 pub mod openapi;
@@ -53,8 +54,8 @@ use routes::{Call, Lookup, Route, handler, route, serves_configuration};
 /// [`serves_configuration`] are refused by a witness, which holds no configuration.
 #[rustfmt::skip]
 pub const ROUTES: &[Route] = &[
-    route("GET", "/", Access::Public, "The operator console (a witness: a line saying what it is)", handler!(crate::node::console::page)),
-    route("GET", "/console/{name}", Access::Public, "The console's style sheet and script", handler!(crate::node::console::asset)),
+    route("GET", "/", Access::Public, "The operator console (a witness: a line saying what it is)", handler!(console::page)),
+    route("GET", "/console/{name}", Access::Public, "The console's style sheet and script", handler!(console::asset)),
     route("GET", "/livez", Access::Public, "Liveness: the process answers", handler!(system::livez)),
     route("GET", "/readyz", Access::Public, "Readiness: the node is a member of a cluster", handler!(system::readyz)),
     route("GET", "/metrics", Access::Read, "Prometheus metrics (text format)", handler!(system::metrics)),

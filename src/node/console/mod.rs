@@ -28,10 +28,8 @@
 
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
-use tandem_cluster::Role;
 
 use crate::http::{ApiError, Body, full_body};
-use crate::node::api::routes::Call;
 
 /// The shell of the console.
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -44,17 +42,18 @@ const CONSOLE_JS: &str = include_str!("assets/console.js");
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /`: the console's shell (a data node or mirror), or the witness's one-line page.
-pub async fn page(call: Call<'_>) -> Result<Response<Body>, ApiError> {
-    if call.state.node.role() == Role::Witness {
-        return Ok(witness_page(&call.state.node.info.name));
+/// `GET /`: the console's shell on a data node or mirror; on a witness (`witness`: its name), the one-line
+/// page. The API's route table calls this (`node::api::console`); this module knows nothing of the API.
+pub fn page(witness: Option<&str>) -> Response<Body> {
+    match witness {
+        Some(name) => witness_page(name),
+        None => static_response("text/html; charset=utf-8", INDEX_HTML),
     }
-    Ok(static_response("text/html; charset=utf-8", INDEX_HTML))
 }
 
 /// `GET /console/{name}`: the console's style sheet and script.
-pub async fn asset(call: Call<'_>) -> Result<Response<Body>, ApiError> {
-    match call.param(0).as_str() {
+pub fn asset(name: &str) -> Result<Response<Body>, ApiError> {
+    match name {
         "console.css" => Ok(static_response("text/css; charset=utf-8", CONSOLE_CSS)),
         "console.js" => Ok(static_response("text/javascript; charset=utf-8", CONSOLE_JS)),
         other => Err(ApiError::not_found(format!("the console has no file '{other}'"))
