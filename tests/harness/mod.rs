@@ -63,6 +63,8 @@ pub struct Node {
     pub token: Option<String>,
     /// How the cluster secret is given: `--cluster-secret SECRET` unless [`Node::with_secret_file`].
     secret_args: [String; 2],
+    /// The network namespace the process runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl Node {
@@ -82,7 +84,19 @@ impl Node {
             config: None,
             token: None,
             secret_args: ["--cluster-secret".into(), SECRET.into()],
+            netns: None,
         }
+    }
+
+    /// Runs the node in network namespace `netns` on address `ip` with fixed ports (API 7070, peer 7071,
+    /// boot 8080, TFTP 6969: the address is the namespace's own). See `harness/netns.rs`.
+    pub fn in_netns(mut self, netns: &str, ip: &str) -> Node {
+        self.netns = Some(netns.into());
+        self.api = format!("{ip}:7070");
+        self.peer = format!("{ip}:7071");
+        self.boot = format!("{ip}:8080");
+        self.tftp = format!("{ip}:6969");
+        self
     }
 
     /// Gives the cluster secret with `--cluster-secret-file PATH` instead of on the command line.
@@ -115,7 +129,7 @@ impl Node {
             let first_start = !self.data_dir.exists();
             match self.try_start(join) {
                 Ok(()) => return,
-                Err(log) if first_start && log.contains("Address already in use") => {
+                Err(log) if first_start && self.netns.is_none() && log.contains("Address already in use") => {
                     let _ = std::fs::remove_dir_all(&self.data_dir);
                     self.api = format!("127.0.0.1:{}", free_port());
                     self.peer = format!("127.0.0.1:{}", free_port());
@@ -143,7 +157,14 @@ impl Node {
     pub fn spawn(&mut self, join: bool) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut command = Command::new(tandem_bin());
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, tandem_bin()]);
+                command
+            }
+            None => Command::new(tandem_bin()),
+        };
         command
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)
