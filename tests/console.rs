@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+/// One browser test at a time: each runs a cluster and a chromium, and two of those at once on a 2-core machine
+/// starve the nodes' Raft timers (a seeding write then fails with "quorum lost").
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ADMIN: &str = "console-admin-secret-0123";
 const READER: &str = "console-reader-secret-012";
 
@@ -193,6 +197,7 @@ fn heartbeat(boot: &str, mac: &str, body: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let root = tempfile::tempdir().unwrap();
     let backups = root.path().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
@@ -496,6 +501,7 @@ async fn the_console_shows_the_cluster_live_and_writes_only_with_a_writer_token(
 /// API's message naming the primary, and when the primary dies it says so with the command that promotes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_console_refuses_writes_and_offers_the_promotion_when_the_primary_dies() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let root = tempfile::tempdir().unwrap();
     let backups = root.path().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
