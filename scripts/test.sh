@@ -13,6 +13,9 @@ declare -A needed=(
   # systemd runs, the package also starts a service on port 9090; the tests use ports of their own.
   [promtool]=prometheus
   [prometheus]=prometheus
+  # tests/console.rs: the operator console in a real browser, driven over WebDriver (headless).
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 
 missing=()

@@ -44,6 +44,7 @@ pub fn sample_path(pattern: &str) -> String {
         .replace("{sha256}", &"0".repeat(64))
         .replace("{name}", "no-such-server");
     match path.as_str() {
+        "/console/no-such-server" => "/console/console.js".into(),
         "/v1/diff" => "/v1/diff?from=1&to=1".into(),
         "/v1/watch" => "/v1/watch?from=1".into(),
         _ => path,

@@ -41,6 +41,10 @@ fn the_demo_runs_a_seeded_pair_with_a_witness_and_ctrl_c_removes_it() {
     assert_eq!(nodes.len(), 3);
     let a = nodes[0]["api"].as_str().unwrap();
     let b = nodes[1]["api"].as_str().unwrap();
+    // The console is b's (a follower: killing the leader leaves the page up), and it answers.
+    assert_eq!(ready["console"], format!("{b}/"), "{ready}");
+    let page = Command::new("curl").args(["-s", "--max-time", "5", &format!("{b}/")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&page.stdout).contains("<title>Tandem console</title>"), "{page:?}");
 
     // A working cluster: full+witness, the seeded history, t1 online, writes through either data node.
     let status: Value = serde_json::from_slice(&harness::cli(a, &["status", "--json"]).stdout).unwrap();

@@ -196,6 +196,10 @@ pub struct PeerStatus {
     /// node (its data directory was replaced), or this node is no member of its cluster. Never `in_sync` then.
     #[serde(default)]
     pub refusal: Option<Refusal>,
+    /// When this node last had an answer from the peer (Unix milliseconds); `None` if not since it started.
+    /// With `reachable: false` it says since when the peer is unreachable.
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
 }
 
 /// The node's view of itself and the cluster.
@@ -775,7 +779,12 @@ impl ClusterNode {
             let since = self.last_in_sync.lock().ok().and_then(|m| m.get(&id).copied());
             since.map(|t| t.elapsed().as_secs_f64())
         };
-        let refusal = self.network.contact(&node.peer_addr).refusing().cloned();
+        let contact = self.network.contact(&node.peer_addr);
+        let refusal = contact.refusing().cloned();
+        let last_contact_ms = contact
+            .last_ok
+            .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|since| since.as_millis() as u64);
         let (reachable, lag, sync) = if is_leader {
             let lag = last_log.saturating_sub(matched.unwrap_or(0));
             let recently = self.recently_reached(&node.peer_addr);
@@ -819,6 +828,7 @@ impl ClusterNode {
             lag_seconds,
             sync: sync.to_string(),
             refusal,
+            last_contact_ms,
         }
     }
 

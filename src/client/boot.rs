@@ -103,7 +103,10 @@ pub async fn boot(args: &BootOptions, notice: &mut dyn FnMut(&str)) -> Result<Bo
                 format!("{}:{}", server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h), args.http_port)
             }
         };
-        let body = serde_json::json!({"state": "green", "detail": format!("booted from {}", result.server)});
+        // The console's Terminals page shows this detail: which server the terminal booted from, and at which
+        // revision of the configuration.
+        let detail = format!("booted from {} at revision {}", result.server, result.revision);
+        let body = serde_json::json!({"state": "green", "detail": detail});
         let url = format!("/boot/v1/status/{mac}");
         let client = super::ApiClient::new(&http, None).with_timeout(timeout);
         if let Err(error) = client.send_raw(hyper::Method::POST, &url, Some(body)).await {

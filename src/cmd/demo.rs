@@ -264,7 +264,8 @@ fn print_ready(root: &Path, nodes: &[DemoNode; 3], json: bool) {
                             "tftp": n.tftp, "pid": n.pid()})
             })
             .collect();
-        println!("{}", json!({"ready": true, "dir": root, "nodes": members}));
+        let console = format!("http://{}/", nodes[1].api);
+        println!("{}", json!({"ready": true, "dir": root, "nodes": members, "console": console}));
         return;
     }
     let [a, b, w] = nodes;
@@ -280,11 +281,15 @@ fn print_ready(root: &Path, nodes: &[DemoNode; 3], json: bool) {
         );
     }
     println!(
+        "\nConsole (open in a browser; no token on this loopback demo): http://{}/ (b's; a's is http://{}/)",
+        b.api, a.api
+    );
+    println!(
         "\nTry, in another shell:\n\
          \x20 tandem --server http://{a} status                  # mode full+witness, terminal t1 online\n\
          \x20 tandem --server http://{a} history                 # who changed what, and why\n\
          \x20 tandem --server http://{b} put notes hello '{{\"hi\": 1}}' --reason \"from b\"   # b forwards to the leader\n\
-         \x20 kill {a_pid}                                    # a dies: b (or w) takes over within a second\n\
+         \x20 kill {a_pid}                                    # a dies: b (or w) takes over within a second; the console shows it\n\
          \x20 tandem --server http://{b} status                  # new leader, degraded: a unreachable\n\
          \x20 tandem boot --servers \"{a_boot} {b_boot}\" --mac 02:00:00:00:00:02   # a terminal boots from whoever answers\n\
          \x20 curl http://{b}/metrics                            # what Prometheus scrapes\n\

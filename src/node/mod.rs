@@ -5,6 +5,7 @@
 //! |---|---|
 //! | start-up and shutdown | here: [`start`], [`RunningNode`] |
 //! | the admin API: route table, tokens, handlers by resource | [`api`] |
+//! | the operator console in the browser (static files at `/`) | [`console`] |
 //! | HTTP and TFTP boot servers, boot content, heartbeats | [`boot`] |
 //! | scheduled backups, retention, file names | [`backup`] |
 //! | Prometheus metrics | [`metrics`] |
@@ -20,6 +21,7 @@ pub mod api;
 pub mod backup;
 pub mod boot;
 pub mod chunked_read;
+pub mod console;
 pub mod metrics;
 
 use std::sync::{Arc, RwLock};

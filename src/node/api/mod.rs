@@ -6,7 +6,9 @@
 //! authorization and dispatch cannot disagree. `GET /v1/openapi.json` describes the same table (a test keeps
 //! them equal). Handlers are grouped by resource, one file each: [`system`] (liveness, readiness, metrics,
 //! node, status), [`documents`], [`changes`], [`history`] (events, export, diff, revert, undo, import),
-//! [`watch`], [`backup`], [`blobs`], [`cluster`] (membership), [`openapi`].
+//! [`watch`], [`backup`], [`blobs`], [`cluster`] (membership), [`terminals`] and [`boot`] (what the boot
+//! server sees), [`openapi`]. `GET /` and `/console/{name}` serve the browser console
+//! ([`console`], with the files in [`crate::node::console`]).
 //!
 //! Every response carries `X-Tandem-Revision`: the revision of the store that answered. Errors have one shape
 //! ([`ApiError`]): `{code, message, hint}`. Writes go through [`ClusterNode::write`], which forwards to the
@@ -34,13 +36,16 @@ use crate::node::metrics::Metrics;
 pub mod audit;
 pub mod backup;
 pub mod blobs;
+pub mod boot;
 pub mod changes;
 pub mod cluster;
+pub mod console;
 pub mod documents;
 pub mod history;
 pub mod openapi;
 pub mod routes;
 pub mod system;
+pub mod terminals;
 pub mod watch;
 
 use routes::{Call, Lookup, Route, handler, route, serves_configuration};
@@ -49,12 +54,17 @@ use routes::{Call, Lookup, Route, handler, route, serves_configuration};
 /// [`serves_configuration`] are refused by a witness, which holds no configuration.
 #[rustfmt::skip]
 pub const ROUTES: &[Route] = &[
+    route("GET", "/", Access::Public, "The operator console (a witness: a line saying what it is)", handler!(console::page)),
+    route("GET", "/console/{name}", Access::Public, "The console's style sheet and script", handler!(console::asset)),
     route("GET", "/livez", Access::Public, "Liveness: the process answers", handler!(system::livez)),
     route("GET", "/readyz", Access::Public, "Readiness: the node is a member of a cluster", handler!(system::readyz)),
     route("GET", "/metrics", Access::Read, "Prometheus metrics (text format)", handler!(system::metrics)),
     route("GET", "/v1/openapi.json", Access::Read, "This API's OpenAPI 3 document", handler!(openapi::document)),
     route("GET", "/v1/node", Access::Read, "Who this node is (name, id, role, addresses)", handler!(system::node)),
     route("GET", "/v1/status", Access::Read, "Node, Raft, cluster, terminal and backup status", handler!(system::status)),
+    route("GET", "/v1/whoami", Access::Read, "The calling token's name and role", handler!(system::whoami)),
+    serves_configuration(route("GET", "/v1/terminals", Access::Read, "Every configured terminal and what this node hears from it", handler!(terminals::list))),
+    serves_configuration(route("GET", "/v1/boot", Access::Read, "This node's boot server counters and the firmware it serves", handler!(boot::stats))),
     serves_configuration(route("GET", "/v1/docs/{collection}", Access::Read, "List the documents of a collection", handler!(documents::list))),
     serves_configuration(route("GET", "/v1/docs/{collection}/{id}", Access::Read, "One document, now or at a revision", handler!(documents::get))),
     serves_configuration(route("PUT", "/v1/docs/{collection}/{id}", Access::Operate, "Create or replace a document", handler!(documents::put))),

@@ -1,5 +1,5 @@
 //! What every node answers, witnesses included: `GET /livez`, `/readyz`, `/metrics`, `/v1/node`,
-//! `/v1/status`.
+//! `/v1/status`, `/v1/whoami`.
 
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -37,6 +37,17 @@ pub async fn node(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         &json!({"id": node.id, "name": node.info.name, "role": node.role(), "peer_addr": node.info.peer_addr,
                 "api_addr": node.info.api_addr, "boot_addr": node.info.boot_addr,
                 "initialized": !node.is_pristine().await}),
+    ))
+}
+
+/// `GET /v1/whoami`: the token's name and role, as this node sees them (the console shows write buttons
+/// only to roles that may write; the routes check again). `open`: the node has no tokens.
+pub async fn whoami(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let caller = &call.caller;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"name": caller.name, "role": caller.role.as_str(), "actor": caller.actor,
+                "open": call.state.tokens.is_open()}),
     ))
 }
 
