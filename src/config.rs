@@ -595,6 +595,10 @@ mod tests {
         assert_eq!(backup.interval, std::time::Duration::from_secs(6 * 3600));
         assert_eq!(backup.retention, 28);
         assert_eq!(config.limits, NodeLimits::default(), "the example shows the defaults of [limits]");
+        let tls = config.tls.expect("the example has a [tls] table");
+        assert_eq!(tls.ca, Path::new("/etc/tandem/tls/ca.pem"));
+        assert_eq!(tls.cert, Path::new("/etc/tandem/tls/plant-a-1.pem"));
+        assert_eq!(tls.key, Path::new("/etc/tandem/tls/plant-a-1-key.pem"));
     }
 
     #[test]

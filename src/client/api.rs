@@ -215,6 +215,9 @@ impl ApiClient {
                  dial an address the certificate names (tandem cert node NAME --dns HOST --ip IP)",
             );
         }
+        if self.base.starts_with("http://") && message.contains("invalid HTTP version") {
+            message.push_str("\nhint: the server may speak HTTPS: use https://HOST:PORT and --ca-cert FILE");
+        }
         ClientError::Unreachable { server: self.base.clone(), message }
     }
 

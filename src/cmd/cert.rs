@@ -138,7 +138,10 @@ pub fn init(dir: &Path, days: u32) -> Result<Made, String> {
     let mut params = CertificateParams::default();
     let now = OffsetDateTime::now_utc();
     params.distinguished_name.push(DnType::OrganizationName, "Tandem");
-    params.distinguished_name.push(DnType::CommonName, format!("Tandem cluster CA {}", now.date()));
+    // A name of its own (a date and a random tag): during a rotation, the old and the new CA of a bundle must not
+    // share a subject, or a verifier could pick the wrong one for a certificate.
+    let tag = hex::encode(rand::random::<[u8; 3]>());
+    params.distinguished_name.push(DnType::CommonName, format!("Tandem cluster CA {} {tag}", now.date()));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages =
         vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
