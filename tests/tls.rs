@@ -5,7 +5,8 @@
 //!   mutual TLS between peers (writes through the follower reach the leader; a membership change made on the
 //!   follower is proxied to the leader's API over HTTPS with the caller's token); the peer port refuses a
 //!   client with no certificate or one of another CA during the handshake, and with the cluster's certificate
-//!   but no secret it still answers 401 (the secret is a second factor);
+//!   but no secret it still answers 401 (the secret is a second factor); a node whose certificates another CA
+//!   made cannot be added;
 //! - `SIGHUP` reloads the files: a rustls client sees the new certificate served, a broken file keeps the old;
 //! - plain HTTP on a non-loopback address is refused at start, before anything is bound.
 
@@ -101,7 +102,7 @@ fn a_pair_with_a_witness_speaks_https_to_clients_and_mutual_tls_between_peers() 
     assert!(!no_certificate.status.success(), "a peer without a certificate: {}", text(&no_certificate));
     assert!(!String::from_utf8_lossy(&no_certificate.stdout).starts_with('4'), "refused before any HTTP");
     let other = root.path().join("other-ca");
-    make_certs(&other, &["a"]);
+    make_certs(&other, &["a", "x"]);
     let (other_cert, other_key) = (other.join("a.pem"), other.join("a-key.pem"));
     let foreign = curl(&[
         "--cacert",
@@ -138,6 +139,14 @@ fn a_pair_with_a_witness_speaks_https_to_clients_and_mutual_tls_between_peers() 
         "the refusal is logged:\n{}",
         a.log_text()
     );
+
+    // A node whose certificates another CA made cannot be added: its certificate is refused, with a hint.
+    let mut x = with_tls(Node::new(root.path(), "x", "data"), &other);
+    x.start(true);
+    let output = a.cli(&["servers", "add", "x", "--api", &x.api]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("invalid peer certificate"), "{}", text(&output));
+    assert_eq!(a.json(&["servers", "list"])["servers"].as_array().unwrap().len(), 3, "x was not added");
 }
 
 /// The certificate a TLS server at `address` presents, read with a rustls client that trusts `ca`.
