@@ -7,6 +7,7 @@
 //!   client with no certificate or one of another CA during the handshake, and with the cluster's certificate
 //!   but no secret it still answers 401 (the secret is a second factor); a node whose certificates another CA
 //!   made cannot be added;
+//! - a TLS handshake holds a place in the connection caps and is bounded by `header_read_timeout`;
 //! - `SIGHUP` reloads the files: a rustls client sees the new certificate served, a broken file keeps the old;
 //! - plain HTTP on a non-loopback address is refused at start, before anything is bound.
 
@@ -171,8 +172,10 @@ fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_old_ones() {
     let root = tempfile::tempdir().unwrap();
     let certs = root.path().join("certs");
     let ca = make_certs(&certs, &["a"]);
-    let mut a = with_tls(Node::new(root.path(), "a", "data"), &certs);
+    let limits = "[limits.api]\nheader_read_timeout = \"1s\"\nmax_connections_per_source = 2\n";
+    let mut a = with_tls(Node::new(root.path(), "a", "data"), &certs).with_config(limits);
     a.start(false);
+    handshakes_are_bounded_and_counted(&a.api);
     let (cert, key) = (certs.join("a.pem"), certs.join("a-key.pem"));
     let first = file_certificate(&cert);
     assert_eq!(served_certificate(&a.api, &ca), first);
@@ -193,6 +196,34 @@ fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_old_ones() {
     wait_until("the failed reload is logged", || a.log_text().contains("could not be reloaded"));
     assert_eq!(served_certificate(&a.api, &ca), renewed);
     a.ok(&["get", "notes", "after-reload"]);
+}
+
+/// Two connections that never start their TLS handshake take the two places of their source
+/// (`max_connections_per_source = 2`): a third is refused at once with a `503`; after `header_read_timeout`
+/// (1 s) both are closed (and the caller's next handshake succeeds).
+fn handshakes_are_bounded_and_counted(api: &str) {
+    use std::io::Read;
+    let started = Instant::now();
+    let stalled: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(api).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(api).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "the third connection is over the cap: {answer:?}");
+    for mut connection in stalled {
+        connection.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        let closed = match connection.read(&mut byte) {
+            Ok(n) => n == 0,
+            Err(error) => {
+                !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            }
+        };
+        assert!(closed, "a handshake that never starts is closed");
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(4), "closed after header_read_timeout, not {elapsed:?}");
 }
 
 fn hangup(node: &Node) {
