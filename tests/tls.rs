@@ -181,13 +181,18 @@ fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_old_ones() {
     assert_eq!(served_certificate(&a.api, &ca), first);
 
     // Renew: new key and certificate in place, then SIGHUP.
-    tandem_cert(&["node", "a", "--ip", "127.0.0.1", "--ca-dir", certs.to_str().unwrap()]);
+    assert!(a.log_text().contains("valid until"), "the certificate's end is logged at start");
+    // Renewed for 10 days only: the reload warns that it ends soon.
+    tandem_cert(&["node", "a", "--ip", "127.0.0.1", "--days", "10", "--ca-dir", certs.to_str().unwrap()]);
     let renewed = file_certificate(&cert);
     assert_ne!(renewed, first);
     assert_eq!(served_certificate(&a.api, &ca), first, "nothing changes before the signal");
     hangup(&a);
     wait_until("the renewed certificate is served", || served_certificate(&a.api, &ca) == renewed);
-    assert!(a.log_text().contains("TLS certificates reloaded"), "{}", a.log_text());
+    wait_until("the reload, and the renewed certificate's short validity, are logged", || {
+        let log = a.log_text();
+        log.contains("TLS certificates reloaded") && log.contains("days left): renew it")
+    });
     a.ok(&["put", "notes", "after-reload", "{}"]);
 
     // A broken key: the reload fails, is logged, and the node keeps serving the renewed certificate.

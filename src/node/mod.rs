@@ -168,7 +168,28 @@ fn load_tls(config: &Config) -> Result<Option<NodeTls>> {
         return Ok(None);
     };
     let tls = NodeTls::load(files.clone()).context("loading the [tls] files")?;
+    log_certificate(&tls);
     Ok(Some(tls))
+}
+
+/// Logs until when the node's certificate is valid: at `warn` within 30 days of its end, which is when to renew
+/// it (`tandem cert node`, then `kill -HUP`).
+fn log_certificate(tls: &NodeTls) {
+    let der = tls.certificate();
+    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(&der) else { return };
+    let not_after = certificate.validity().not_after.to_datetime();
+    let left = not_after - time::OffsetDateTime::now_utc();
+    let cert = tls.files().cert.display();
+    let until = not_after.date();
+    if left < time::Duration::days(30) {
+        tracing::warn!(
+            "the TLS certificate {cert} ends on {until} ({} days left): renew it (`tandem cert node`) and `kill -HUP` \
+             the node",
+            left.whole_days()
+        );
+    } else {
+        tracing::info!("TLS certificate {cert}, valid until {until}");
+    }
 }
 
 fn warn_if_open(config: &Config) {
@@ -403,7 +424,10 @@ impl RunningNode {
             return;
         };
         match tls.reload() {
-            Ok(()) => tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded"),
+            Ok(()) => {
+                tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded");
+                log_certificate(tls);
+            }
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: the TLS files could not be reloaded; still serving the previous ones")
             }

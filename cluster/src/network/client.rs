@@ -192,11 +192,8 @@ impl PeerNetwork {
     /// Logs a failed TLS exchange with `addr` at `warn` (at most once per [`super::identity_check::LOG_EVERY`]
     /// per address; every failure is still returned to openraft, which logs at `debug`): a certificate refused
     /// either way is a configuration error an operator must see.
-    fn maybe_warn_tls(&self, addr: &str, reason: &str) {
-        let tls_failure = ["certificate", "CertificateRequired", "UnknownCA", "BadCertificate", "TLS"]
-            .iter()
-            .any(|word| reason.contains(word));
-        if !tls_failure {
+    fn maybe_warn_tls(&self, addr: &str, error: &(dyn std::error::Error + 'static), reason: &str) {
+        if !is_tls_error(error) {
             return;
         }
         let Ok(mut contacts) = self.contacts.lock() else { return };
@@ -298,9 +295,7 @@ impl PeerNetwork {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 let reason = error_chain(&e);
-                if self.scheme == "https" {
-                    self.maybe_warn_tls(addr, &reason);
-                }
+                self.maybe_warn_tls(addr, &e, &reason);
                 if e.is_connect() {
                     TransportError::Connect { addr: addr.to_owned(), reason }
                 } else {
@@ -497,6 +492,24 @@ fn http_client(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(16)
         .build(connector)
+}
+
+/// Whether a TLS error ([`rustls::Error`]: a certificate refused by either side, a failed handshake) is among
+/// `error` and its sources (hyper-rustls passes them up inside `std::io::Error`s).
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// An error and its sources, `outer: inner: innermost` (hyper's own messages are terse).
