@@ -182,6 +182,17 @@ fn sighup_reloads_the_certificates_and_a_broken_file_keeps_the_old_ones() {
 
     // Renew: new key and certificate in place, then SIGHUP.
     assert!(a.log_text().contains("valid until"), "the certificate's end is logged at start");
+    let metrics = curl(&["--cacert", ca.to_str().unwrap(), &format!("https://{}/metrics", a.api)]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let not_after = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tandem_tls_certificate_not_after_timestamp_seconds "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no certificate end in /metrics:\n{metrics}"));
+    let in_two_years =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+            + 729.0 * 86400.0;
+    assert!(not_after > in_two_years, "a new node certificate is valid 730 days: {not_after}");
     // Renewed for 10 days only: the reload warns that it ends soon.
     tandem_cert(&["node", "a", "--ip", "127.0.0.1", "--days", "10", "--ca-dir", certs.to_str().unwrap()]);
     let renewed = file_certificate(&cert);

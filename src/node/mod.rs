@@ -74,6 +74,7 @@ pub struct RunningNode {
     peer_addr: std::net::SocketAddr,
     /// `[tls]`, loaded; `None`: plain HTTP on loopback.
     tls: Option<NodeTls>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -103,6 +104,9 @@ pub async fn start(config: Config) -> Result<RunningNode> {
     }
     let boot = BootState::default();
     let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
+    if let Some(not_after) = tls.as_ref().and_then(log_certificate) {
+        metrics.observe_tls_certificate(not_after);
+    }
     let running = RunningNode {
         node,
         api_addr: listeners.api.local_addr()?,
@@ -110,6 +114,7 @@ pub async fn start(config: Config) -> Result<RunningNode> {
         identity,
         peer_identity,
         tls,
+        metrics: metrics.clone(),
         config,
         shutdown: CancellationToken::new(),
         tasks: tokio_util::task::TaskTracker::new(),
@@ -168,15 +173,14 @@ fn load_tls(config: &Config) -> Result<Option<NodeTls>> {
         return Ok(None);
     };
     let tls = NodeTls::load(files.clone()).context("loading the [tls] files")?;
-    log_certificate(&tls);
     Ok(Some(tls))
 }
 
 /// Logs until when the node's certificate is valid: at `warn` within 30 days of its end, which is when to renew
-/// it (`tandem cert node`, then `kill -HUP`).
-fn log_certificate(tls: &NodeTls) {
+/// it (`tandem cert node`, then `kill -HUP`); returns that end (Unix seconds) for the metric.
+fn log_certificate(tls: &NodeTls) -> Option<i64> {
     let der = tls.certificate();
-    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(&der) else { return };
+    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(&der) else { return None };
     let not_after = certificate.validity().not_after.to_datetime();
     let left = not_after - time::OffsetDateTime::now_utc();
     let cert = tls.files().cert.display();
@@ -190,6 +194,7 @@ fn log_certificate(tls: &NodeTls) {
     } else {
         tracing::info!("TLS certificate {cert}, valid until {until}");
     }
+    Some(not_after.unix_timestamp())
 }
 
 fn warn_if_open(config: &Config) {
@@ -426,7 +431,9 @@ impl RunningNode {
         match tls.reload() {
             Ok(()) => {
                 tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded");
-                log_certificate(tls);
+                if let Some(not_after) = log_certificate(tls) {
+                    self.metrics.observe_tls_certificate(not_after);
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: the TLS files could not be reloaded; still serving the previous ones")
