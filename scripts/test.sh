@@ -47,6 +47,10 @@ fi
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}"
 cargo test --workspace "$@"
 
+# The Debian package (packaging/README.md): built from the debug binary above, installed with dpkg, its unit
+# verified, the installed binary started with the installed config as the unit would, then purged. Needs root.
+packaging/test-deb.sh
+
 # Fuzz smoke run (docs/security.md, "Fuzzing"): opt-in, because the first build of the fuzz targets (nightly,
 # sanitizers, a target directory of their own) took 20 minutes on a 2-core machine; once built, the run takes
 # about 45 s (5 s per target).

@@ -90,6 +90,8 @@ fn a_pair_with_a_witness_speaks_https_to_clients_and_mutual_tls_between_peers() 
     a.wait_status("b leads", Duration::from_secs(20), |s| s["leader_name"] == "b");
     a.ok(&["put", "notes", "through-a", "{}"]);
     b.json(&["get", "notes", "through-a"]);
+    // Every member is reached over HTTPS by `history verify` (their addresses come from the membership).
+    a.ok(&["history", "verify"]);
 
     // The CLI without --ca-cert refuses the certificate and says what to do.
     let output = harness::cli_with_token(&a.url(), TOKEN, &["status"]);

@@ -318,6 +318,14 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
         let outcomes = guard
             .apply(&commands, Some(&position))
             .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
+        // A removed blob's file goes only once the store durably forgot it (`tandem_storage::blob_usage`):
+        // do that now, rather than at the next log purge, so the disk space comes back when the operator
+        // asked. Removals are rare and explicit; every other apply stays unsynced.
+        if outcomes.iter().any(|outcome| matches!(outcome, tandem_storage::Outcome::BlobRemoved { .. })) {
+            guard
+                .durable()
+                .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
+        }
         (start, outcomes, guard.revision())
     };
 

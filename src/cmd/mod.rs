@@ -15,6 +15,7 @@
 //! | `export`, `diff`, `revert`, `undo`, `import` | [`operations`] |
 //! | `servers add / list / remove` | [`servers`] |
 //! | `firmware add` | [`firmware`] |
+//! | `blobs list / remove` | [`blobs`] |
 //! | `boot` | [`boot`] |
 //! | `watch` | [`watch`] |
 //! | `sync` | [`sync`] |
@@ -23,11 +24,13 @@
 //! | `token new / hash` | [`token`] |
 //! | `cert init / node` | [`cert`] |
 //! | `demo` | [`demo`] |
+//! | `man` (hidden: the manual page the Debian package installs) | [`man`] |
 //! | `bench …` (feature `bench`) | `bench` |
 
 pub mod backup;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod blobs;
 pub mod boot;
 pub mod cert;
 pub mod demo;
@@ -35,6 +38,7 @@ pub mod documents;
 pub mod error;
 pub mod firmware;
 pub mod history;
+pub mod man;
 pub mod operations;
 pub mod output;
 pub mod recover;
@@ -122,6 +126,11 @@ pub enum Command {
         #[command(subcommand)]
         command: firmware::FirmwareCommand,
     },
+    /// List the stored blobs and what references each; remove the ones nothing references.
+    Blobs {
+        #[command(subcommand)]
+        command: blobs::BlobsCommand,
+    },
     /// Play a terminal: fetch the boot document and firmware from the first boot server that answers.
     Boot(boot::BootArgs),
     /// Print every change as it happens, from a revision on; resumes after a disconnect without gap or
@@ -152,6 +161,9 @@ pub enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+    /// Print the manual page (roff) that the Debian package installs as tandem(1).
+    #[command(hide = true)]
+    Man,
 }
 
 /// What every command may use of the global options.
@@ -208,6 +220,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Import(args) => operations::import(ctx, args).await,
         Command::Servers { command } => servers::run(ctx, command).await,
         Command::Firmware { command } => firmware::run(ctx, command).await,
+        Command::Blobs { command } => blobs::run(ctx, command).await,
         Command::Boot(args) => boot::run(args).await,
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Sync(args) => sync::run(ctx, args).await,
@@ -217,6 +230,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Cert { command } => cert::run(command, ctx.json).map_err(CmdError::failed),
         #[cfg(feature = "bench")]
         Command::Bench { which } => bench::run(which).await,
+        Command::Man => man::print().map_err(|e| CmdError::failed(format!("writing the manual page: {e}"))),
     }
 }
 

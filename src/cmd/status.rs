@@ -55,6 +55,19 @@ fn print_status(value: &Value) {
             "uploads   {uploads} blob upload(s) in progress (aborted by the leader if they stop progressing)"
         );
     }
+    if value["blobs"].is_object() {
+        let b = &value["blobs"];
+        let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+        print!("blobs     {} ({:.1} MiB)", b["count"], mib(&b["bytes"]));
+        if b["unreferenced"].as_u64().is_some_and(|n| n > 0) {
+            print!(
+                ", {} not used by the configuration ({:.1} MiB; `tandem blobs list` tells which may be removed)",
+                b["unreferenced"],
+                mib(&b["unreferenced_bytes"])
+            );
+        }
+        println!();
+    }
     print_backup_status(&value["backup"]);
     print_refusing(value["refusing"].as_array().map(Vec::as_slice).unwrap_or_default());
     print_peers(value["peers"].as_array().map(Vec::as_slice).unwrap_or_default());

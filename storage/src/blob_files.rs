@@ -11,7 +11,7 @@
 //! - **A chunk** is written at its offset (`pwrite`), not fsynced: re-applying it after a crash writes the
 //!   same bytes at the same place. [`crate::Store::durable`] fsyncs the part files of the uploads in progress
 //!   (and their directory) *before* it flushes sled — the database runs that before every flush, whoever
-//!   asks for it ([`crate::Database::set_before_durable`]) — so sled's durable meta never claims more bytes
+//!   asks for it ([`crate::Database::set_durable_hooks`]) — so sled's durable meta never claims more bytes
 //!   than the file durably holds. The file may be ahead of sled; `BlobFiles::reconcile_uploads` cuts it
 //!   back to the size sled says and checks the SHA-256 of those bytes against the one sled stored with
 //!   them, so a file and a sled that the kernel wrote back at different moments are caught, never trusted
@@ -29,11 +29,13 @@
 //!   generation names it: a crash before the switch leaves the old generation and its directory, after it
 //!   the new pair. Directories that sled does not name are deleted at open.
 //!
-//! ## What is never done
-//! Blob files are not deleted: history can reach back to any revision, and a revision that referenced a
-//! blob must stay restorable (garbage collection of unreferenced blobs is future work). A file that no sled
-//! meta names (a crash between the rename and sled's write, an interrupted install) is left in place and
-//! reused — replaced — by the next commit of the same content.
+//! ## When a blob file is deleted
+//! Only by an explicit, replicated removal of a blob that neither the configuration nor any event of the
+//! history references (history can reach back to any revision, and a revision that referenced a blob must
+//! stay restorable): see [`crate::blob_usage`]; the file goes after sled durably forgot the blob. A file
+//! that no sled meta names (a crash between the rename and sled's write, an interrupted install, a removal
+//! whose deletion a crash undid) is left in place and reused — replaced — by the next commit of the same
+//! content.
 //!
 //! ## Trust
 //! Opening the store checks that every committed blob's file exists with its size (cheap). The digest is
@@ -164,7 +166,7 @@ impl BlobFiles {
     }
 
     /// fsyncs every part file under the blob directory `root`, and their directories. The database runs
-    /// this before each of its flushes ([`crate::Database::set_before_durable`]), whoever asks for one (the
+    /// this before each of its flushes ([`crate::Database::set_durable_hooks`]), whoever asks for one (the
     /// store, or the Raft log before a purge), so sled is never durable ahead of a part file.
     pub(crate) fn sync_part_files(root: &Path) -> Result<()> {
         let what = |path: &Path| format!("listing {}", path.display());
@@ -441,7 +443,7 @@ fn part_error(path: &Path, e: io::Error) -> Error {
     }
 }
 
-fn remove_if_present(path: &Path) -> Result<()> {
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -38,6 +38,9 @@ pub enum Command {
     BlobAbort { upload: u64 },
     /// A configuration change.
     Change(ChangeSet),
+    /// Deletes a committed blob that neither the configuration nor any event of the history references
+    /// (`tandem blobs remove`); refused otherwise, alike on every replica ([`crate::blob_usage`]).
+    BlobRemove { digest: Digest },
 }
 
 /// What applying one command did.
@@ -55,6 +58,8 @@ pub enum Outcome {
     BlobCommitted { digest: Digest, size: u64 },
     /// The upload was discarded.
     UploadAborted { upload: u64 },
+    /// The blob was removed (its file goes once that is durable).
+    BlobRemoved { digest: Digest, size: u64 },
 }
 
 impl Outcome {

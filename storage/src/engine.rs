@@ -26,8 +26,9 @@
 //!   the `blobs/` directory, and only then the `db` file, so that the durable log never points at a blob
 //!   that is not durable; `conf` and the database directory are fsynced once at open. (These `blobs/` are
 //!   sled's own page files, not Tandem's blob files: those live beside the database, see
-//!   [`crate::blob_files`].) Before all this it runs the hook the store set
-//!   ([`Database::set_before_durable`]): the store's part files must be durable before sled is.
+//!   [`crate::blob_files`].) Around all this it runs the hooks the store set
+//!   ([`Database::set_durable_hooks`]): before, the store's part files must be durable before sled is;
+//!   after, the files of removed blobs may go once sled durably forgot them.
 //!
 //! The Raft log does not live here (it has segment files of its own, `tandem_cluster::log_store`): what
 //! this database holds — the projection, the history index, blob metas — can be rebuilt from the log and the
@@ -104,16 +105,23 @@ pub trait Database: Send + Sync + fmt::Debug {
     fn create_generation(&self) -> Result<(u64, Arc<dyn Keyspace>)>;
     /// Durably makes `generation` current and drops every other generation.
     fn switch_to(&self, generation: u64) -> Result<()>;
-    /// Makes every write so far durable: first the work set by [`Database::set_before_durable`], then
-    /// flush and fsync.
+    /// Makes every write so far durable: [`DurableHooks::before`], flush and fsync, [`DurableHooks::after`].
+    /// Calls do not overlap (one waits for the other), so each `after` follows its own `before`'s flush.
     fn durable(&self) -> Result<()>;
-    /// Sets what must be durable before the database is, at every [`Database::durable`] from now on, by any
-    /// caller: the store's part files of uploads in progress, whose sizes the database records.
-    fn set_before_durable(&self, hook: BeforeDurable);
+    /// Sets the work every [`Database::durable`] from now on does around its flush, whoever calls it (the
+    /// store, or the Raft log before a purge).
+    fn set_durable_hooks(&self, hooks: Arc<dyn DurableHooks>);
 }
 
-/// Work [`Database::durable`] does before its own flush.
-pub type BeforeDurable = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+/// Work a store hooks into every [`Database::durable`].
+pub trait DurableHooks: Send + Sync {
+    /// Before the flush: what must be durable before the database is (the store's part files of uploads
+    /// in progress, whose sizes the database records).
+    fn before(&self) -> Result<()>;
+    /// After the fsync: what may be done only once the database is durable (deleting the files of blobs it
+    /// now durably forgot).
+    fn after(&self) -> Result<()>;
+}
 
 /// The sled implementation of [`Database`].
 #[derive(Clone)]
@@ -124,8 +132,10 @@ pub struct SledDatabase {
     /// The blob files already fsynced (sled never rewrites one: each is named by the log position that
     /// wrote it).
     synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
-    /// See [`Database::set_before_durable`]; shared by every clone (the store's and the Raft log's).
-    before_durable: Arc<Mutex<Option<BeforeDurable>>>,
+    /// See [`Database::set_durable_hooks`]; shared by every clone (the store's and the Raft log's).
+    hooks: Arc<Mutex<Option<Arc<dyn DurableHooks>>>>,
+    /// Held through a whole [`Database::durable`], so that calls do not overlap.
+    durable_turn: Arc<Mutex<()>>,
 }
 
 impl fmt::Debug for SledDatabase {
@@ -158,7 +168,8 @@ impl SledDatabase {
             db_file: Arc::new(db_file),
             path: path.to_path_buf(),
             synced_blobs,
-            before_durable: Arc::default(),
+            hooks: Arc::default(),
+            durable_turn: Arc::default(),
         };
         database.sync_blobs()?;
         if let Some(current) = database.current_generation()? {
@@ -330,18 +341,23 @@ impl Database for SledDatabase {
         self.durable()
     }
 
-    fn set_before_durable(&self, hook: BeforeDurable) {
-        *self.before_durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
+    fn set_durable_hooks(&self, hooks: Arc<dyn DurableHooks>) {
+        *self.hooks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hooks);
     }
 
     fn durable(&self) -> Result<()> {
-        let hook = self.before_durable.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        if let Some(hook) = hook {
-            hook()?;
+        let _turn = self.durable_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let hooks = self.hooks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(hooks) = &hooks {
+            hooks.before()?;
         }
         self.db.flush().map_err(|e| Error::engine("flushing", e))?;
         self.sync_blobs()?;
-        self.db_file.sync_all().map_err(|e| Error::io("fsyncing the database file", e))
+        self.db_file.sync_all().map_err(|e| Error::io("fsyncing the database file", e))?;
+        match &hooks {
+            Some(hooks) => hooks.after(),
+            None => Ok(()),
+        }
     }
 }
 

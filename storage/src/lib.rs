@@ -33,6 +33,7 @@
 pub mod backup;
 pub mod blob;
 pub mod blob_files;
+pub mod blob_usage;
 pub mod chain;
 pub mod change;
 mod codec;
@@ -61,6 +62,7 @@ pub mod store;
 pub mod undo;
 
 pub use blob_files::BlobReader;
+pub use blob_usage::BlobUsage;
 pub use change::{ChangeMeta, ChangeSet, DocKey, Json, Operation, Precondition, Revision};
 pub use command::{Command, Outcome};
 pub use decide::decide;

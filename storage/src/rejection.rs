@@ -49,4 +49,7 @@ pub enum Rejection {
     /// A blob upload command does not fit the upload's state.
     #[error("blob upload {upload}: {reason}")]
     BadUpload { upload: u64, reason: String },
+    /// A blob cannot be removed: the store has no such blob, or something still references it.
+    #[error("cannot remove blob {digest}: {reason}")]
+    BlobNotRemovable { digest: String, reason: String },
 }

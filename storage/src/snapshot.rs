@@ -248,8 +248,13 @@ impl SnapshotSource {
         for (digest, meta) in &self.state.blobs {
             out.frame(BLOB, &encode(&(digest, meta.size))).map_err(io_error)?;
             let path = self.files.blob_path(digest);
-            let actual = write_file(&mut out, &path, meta.size)
-                .map_err(|e| Error::io(format!("reading blob file {}", path.display()), e))?;
+            let actual = write_file(&mut out, &path, meta.size).map_err(|e| {
+                // A blob removed while this is written (`tandem blobs remove`): not damage, a view out of date.
+                match self.space.get(&keys::blob(digest)) {
+                    Ok(None) => Error::Stale(format!("blob {digest} was removed")),
+                    _ => Error::io(format!("reading blob file {}", path.display()), e),
+                }
+            })?;
             if actual != *digest {
                 return Err(Error::Corrupt(format!(
                     "blob file {} does not match its digest (its bytes have {actual}); delete it and restart the node to rebuild the store",

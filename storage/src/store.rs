@@ -35,6 +35,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobMeta, StoredUpload};
 use crate::blob_files::{BlobFiles, BlobReader};
+use crate::blob_usage::{RemovedBlobs, StoreHooks};
 use crate::change::{ChangeSet, DocKey, Revision};
 use crate::codec::{self, decode, encode, put_parts};
 use crate::command::{Command, Outcome};
@@ -83,6 +84,8 @@ pub struct Store {
     pub(crate) options: StoreOptions,
     pub(crate) last_checkpoint: Revision,
     poisoned: bool,
+    /// Blobs removed whose files wait for sled to be durable ([`crate::blob_usage`]).
+    pub(crate) removed_blobs: Arc<std::sync::Mutex<RemovedBlobs>>,
 }
 
 /// The sled database of a store directory: `<dir>/db`.
@@ -123,13 +126,14 @@ impl Store {
             database.durable()?;
         }
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
-        let root = files.root().to_path_buf();
-        database.set_before_durable(Arc::new(move || BlobFiles::sync_part_files(&root)));
+        let removed_blobs = Arc::new(std::sync::Mutex::new(RemovedBlobs::default()));
+        database
+            .set_durable_hooks(Arc::new(StoreHooks { files: files.clone(), removed: removed_blobs.clone() }));
         let state = load_state(space.as_ref(), &files)?;
         files.remove_other_upload_dirs()?;
         let last_checkpoint =
             latest_checkpoint(space.as_ref(), state.projection.revision())?.unwrap_or_default();
-        Ok(Store { database, space, files, state, options, last_checkpoint, poisoned: false })
+        Ok(Store { database, space, files, state, options, last_checkpoint, poisoned: false, removed_blobs })
     }
 
     /// The revision of the last accepted change set (0 when empty).
@@ -197,7 +201,8 @@ impl Store {
     /// fsync); then deletes the part files of uploads that sled now durably knows are finished.
     pub fn durable(&self) -> Result<()> {
         let finished = self.files.finished_parts(&|upload| self.state.uploads.contains_key(&upload))?;
-        // The database fsyncs the part files first (the hook set at open).
+        // The database fsyncs the part files first and deletes removed blobs' files after (the hooks set at
+        // open).
         self.database.durable()?;
         self.files.remove_finished(&finished)
     }
@@ -235,6 +240,7 @@ impl Store {
                     self.apply_commit(*upload, *digest, *size, &mut batch)?
                 }
                 Command::BlobAbort { upload } => self.apply_abort(*upload, &mut batch),
+                Command::BlobRemove { digest } => self.apply_blob_remove(*digest, &mut batch)?,
             };
             outcomes.push(outcome);
         }
@@ -248,6 +254,7 @@ impl Store {
             self.state.position = Some(position.to_vec());
         }
         self.space.write(batch)?;
+        self.schedule_removed_files(&outcomes);
         Ok(outcomes)
     }
 
@@ -401,8 +408,12 @@ impl Store {
             }));
         }
         // Also for a blob already present: the file is replaced by verified bytes, one file either way (and
-        // uploading a blob again repairs a damaged file).
+        // uploading a blob again repairs a damaged file). A removal of the same bytes waiting for sled's
+        // flush must not delete the new file: it is cancelled, under the lock its deletion holds.
+        let mut removed = self.removed_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        removed.cancel(&digest);
         self.files.commit(upload_id, &digest)?;
+        drop(removed);
         if let std::collections::btree_map::Entry::Vacant(entry) = self.state.blobs.entry(digest) {
             let meta = BlobMeta { size };
             batch.put(keys::blob(&digest), encode(&meta));

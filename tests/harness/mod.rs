@@ -66,6 +66,8 @@ pub struct Node {
     /// `[tls]` (CA, certificate, key), appended to the config file; the CLI helpers then use `https://` and
     /// `--ca-cert`.
     pub tls: Option<[PathBuf; 3]>,
+    /// The network namespace the process runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl Node {
@@ -86,7 +88,19 @@ impl Node {
             token: None,
             secret_args: ["--cluster-secret".into(), SECRET.into()],
             tls: None,
+            netns: None,
         }
+    }
+
+    /// Runs the node in network namespace `netns` on address `ip` with fixed ports (API 7070, peer 7071,
+    /// boot 8080, TFTP 6969: the address is the namespace's own). See `harness/netns.rs`.
+    pub fn in_netns(mut self, netns: &str, ip: &str) -> Node {
+        self.netns = Some(netns.into());
+        self.api = format!("{ip}:7070");
+        self.peer = format!("{ip}:7071");
+        self.boot = format!("{ip}:8080");
+        self.tftp = format!("{ip}:6969");
+        self
     }
 
     /// Serves TLS with these PEM files (`[tls] ca`, `cert`, `key`); the CLI helpers trust `ca`.
@@ -130,7 +144,7 @@ impl Node {
             let first_start = !self.data_dir.exists();
             match self.try_start(join) {
                 Ok(()) => return,
-                Err(log) if first_start && log.contains("Address already in use") => {
+                Err(log) if first_start && self.netns.is_none() && log.contains("Address already in use") => {
                     let _ = std::fs::remove_dir_all(&self.data_dir);
                     self.api = format!("127.0.0.1:{}", free_port());
                     self.peer = format!("127.0.0.1:{}", free_port());
@@ -158,7 +172,14 @@ impl Node {
     pub fn spawn(&mut self, join: bool) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut command = Command::new(tandem_bin());
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, tandem_bin()]);
+                command
+            }
+            None => Command::new(tandem_bin()),
+        };
         command
             .args(["serve", "--data-dir"])
             .arg(&self.data_dir)

@@ -166,3 +166,50 @@ async fn upload_blob(
         other => Err(internal(&format!("unexpected outcome {other:?}"))),
     }
 }
+
+/// `GET /v1/blobs`: every blob with what references it — documents of the configuration now, events of the
+/// history — and whether `DELETE /v1/blobs/{sha256}` may remove it. Reads the whole history.
+pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let store = call.state.node.read_store()?;
+    let usage = store.blob_usage().map_err(|e| internal(&e.to_string()))?;
+    let blobs: Vec<serde_json::Value> = usage
+        .iter()
+        .map(|blob| {
+            json!({"digest": blob.digest.to_string(), "size": blob.size, "in_use_by": blob.in_use_by,
+                   "history_references": blob.history_references,
+                   "history_revisions": blob.history_revisions.iter().map(|r| r.0).collect::<Vec<_>>(),
+                   "removable": blob.removable()})
+        })
+        .collect();
+    let removable: Vec<&tandem_storage::BlobUsage> = usage.iter().filter(|b| b.removable()).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"revision": store.revision(), "blobs": blobs,
+                "removable": removable.len(), "removable_bytes": removable.iter().map(|b| b.size).sum::<u64>()}),
+    ))
+}
+
+/// `DELETE /v1/blobs/{sha256}`: removes a blob nothing references (a replicated command: every member
+/// deletes it). 409 `blob_in_use` naming the documents or revisions that still reference it, 404 for a blob
+/// the store does not have.
+pub async fn remove(call: Call<'_>) -> Result<Response<Body>, ApiError> {
+    let digest = Digest::parse(&call.param(0)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let node = &call.state.node;
+    if node.read_store()?.blob_size(&digest).is_none() {
+        return Err(ApiError::not_found(format!("no blob {digest}"))
+            .with_hint("`tandem blobs list` lists the blobs and what references them"));
+    }
+    let response = node.write(Command::BlobRemove { digest }).await.map_err(write_error)?;
+    match response.outcome {
+        Outcome::BlobRemoved { digest, size } => Ok(json_response(
+            StatusCode::OK,
+            &json!({"digest": digest.to_string(), "size": size, "removed": true}),
+        )),
+        Outcome::Rejected(rejection @ tandem_storage::Rejection::BlobNotRemovable { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "blob_in_use", rejection.to_string())
+                .with_hint("`tandem blobs list` shows what references each blob"))
+        }
+        Outcome::Rejected(rejection) => Err(rejection_error(&rejection)),
+        other => Err(internal(&format!("unexpected outcome {other:?}"))),
+    }
+}

@@ -71,6 +71,8 @@ pub const ROUTES: &[Route] = &[
     serves_configuration(route("GET", "/v1/watch", Access::Read, "Stream events from a revision on (NDJSON or SSE)", handler!(watch::watch))),
     serves_configuration(route("GET", "/v1/backup", Access::Operate, "Stream a backup of the store", handler!(backup::backup))),
     serves_configuration(route("POST", "/v1/blobs", Access::Operate, "Upload a blob (streamed)", handler!(blobs::upload))),
+    serves_configuration(route("GET", "/v1/blobs", Access::Read, "Every blob and what references it", handler!(blobs::list))),
+    serves_configuration(route("DELETE", "/v1/blobs/{sha256}", Access::Admin, "Remove a blob nothing references", handler!(blobs::remove))),
     serves_configuration(route("GET", "/v1/blobs/{sha256}", Access::Read, "A blob's size, if the store has it", handler!(blobs::size))),
     serves_configuration(route("GET", "/v1/blobs/{sha256}/data", Access::Read, "A blob's bytes", handler!(blobs::blob_data))),
     route("GET", "/v1/cluster/servers", Access::Read, "The cluster's members", handler!(cluster::list)),

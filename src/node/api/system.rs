@@ -53,6 +53,12 @@ pub async fn status(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     status["terminals"] = json!({"online": green + red, "green": green, "red": red,
                                  "offline": known.saturating_sub(green + red)});
     status["backup"] = state.backup.status_json();
+    if let Ok(store) = node.read_store() {
+        let (unreferenced, unreferenced_bytes) = store.unreferenced_blob_count();
+        let (count, bytes) = store.blobs().fold((0, 0), |(n, b), (_, size)| (n + 1, b + size));
+        status["blobs"] = json!({"count": count, "bytes": bytes, "unreferenced": unreferenced,
+                                 "unreferenced_bytes": unreferenced_bytes});
+    }
     Ok(json_response(StatusCode::OK, &status))
 }
 
