@@ -19,7 +19,7 @@
 //! files and swaps what every TLS configuration uses. The rustls configurations are built once and never
 //! replaced: they hold a [`Current`], whose certificate resolver and verifiers read the latest [`Material`]
 //! at each handshake. New connections use the new files; connections already open keep the session they
-//! negotiated until they close (pooled peer connections close after `POOL_IDLE_TIMEOUT` idle). A reload whose
+//! negotiated until they close (a pooled peer connection that carries heartbeats never idles out). A reload whose
 //! files do not load (half-copied, a key that does not match its certificate, a certificate the CA did not
 //! sign) changes nothing: the node keeps serving with what it had, and the error is returned to be logged.
 //!
