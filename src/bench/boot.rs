@@ -51,6 +51,19 @@ pub struct BootBenchOptions {
     /// Keep the temporary directory (the node's data, the servers' logs and configurations) after the run.
     #[arg(long)]
     pub keep: bool,
+    /// A boot storm instead (`bench::storm`): every terminal fetches the image at once, from the node with
+    /// its default limits and from nginx + the reference TFTP server; `--runs` storms each.
+    #[arg(long)]
+    pub storm: bool,
+    /// Storm: terminals booting over HTTP.
+    #[arg(long, default_value_t = 500)]
+    pub storm_http: usize,
+    /// Storm: terminals booting over TFTP (blksize 1468, windowsize 16).
+    #[arg(long, default_value_t = 200)]
+    pub storm_tftp: usize,
+    /// Storm: the image's size in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub storm_size_mib: u64,
 }
 
 /// HTTP keep-alive connections wrk opens.
@@ -64,7 +77,7 @@ const GOAL_HTTP_RATIO: f64 = 0.8;
 const GOAL_TFTP_RATIO: f64 = 1.2;
 const GOAL_PEAK_MIB: f64 = 200.0;
 
-const FIRMWARE: &str = "bench-fw";
+pub(super) const FIRMWARE: &str = "bench-fw";
 const MAC: &str = "02:00:00:00:b0:01";
 const ATFTP_OPTIONS: [&str; 6] =
     ["--option", "blksize 1468", "--option", "windowsize 16", "--option", "tsize enable"];
@@ -76,7 +89,7 @@ const DEPS_HINT: &str = "run scripts/bench-deps.sh to install them (Debian packa
 
 /// A long-running child process (the node, nginx, the reference TFTP server), stopped when dropped: SIGTERM
 /// first when `term_first` (nginx's master then stops its workers), SIGKILL after a bounded wait.
-struct Proc {
+pub(super) struct Proc {
     name: String,
     child: Option<Child>,
     term_first: bool,
@@ -94,12 +107,12 @@ impl Proc {
         Ok(Proc { name: name.into(), child: Some(child), term_first })
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Fails if the process has exited (it should be serving).
-    fn check_running(&mut self) -> Result<()> {
+    pub(super) fn check_running(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut()
             && let Some(status) = child.try_wait()?
         {
@@ -164,22 +177,22 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// The external programs, found.
-struct Programs {
+pub(super) struct Programs {
     nginx: PathBuf,
     wrk: PathBuf,
     atftp: PathBuf,
     curl: PathBuf,
-    reference_tftp: ReferenceTftp,
+    pub(super) reference_tftp: ReferenceTftp,
 }
 
 /// The reference TFTP server.
-enum ReferenceTftp {
+pub(super) enum ReferenceTftp {
     Atftpd(PathBuf),
     TftpdHpa(PathBuf),
 }
 
 impl ReferenceTftp {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             ReferenceTftp::Atftpd(_) => "atftpd",
             ReferenceTftp::TftpdHpa(_) => "in.tftpd",
@@ -187,7 +200,7 @@ impl ReferenceTftp {
     }
 }
 
-fn find_programs() -> Result<Programs> {
+pub(super) fn find_programs() -> Result<Programs> {
     let mut missing = Vec::new();
     let mut need = |name: &str, package: &str| {
         let found = find_program(name);
@@ -284,7 +297,7 @@ fn parse_wrk(output: &str) -> Option<WrkReport> {
 }
 
 /// A `kB` field of `/proc/{pid}/status` (`VmRSS`, `VmHWM`), in bytes.
-fn parse_status_field(status: &str, field: &str) -> Option<u64> {
+pub(super) fn parse_status_field(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         let mut words = rest.split_whitespace();
@@ -303,16 +316,16 @@ fn median(values: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(super) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(super) fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), written to `path`; returns their SHA-256 (hex).
-fn write_image(path: &Path, size: u64) -> Result<String> {
+pub(super) fn write_image(path: &Path, size: u64) -> Result<String> {
     use std::io::Write as _;
     let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut hasher = Sha256::new();
@@ -345,14 +358,16 @@ fn sha256_file(path: &Path) -> Result<String> {
 // ---------------------------------------------------------------------------------------------------------------
 // The node and the reference servers
 
-struct Node {
-    proc: Proc,
+pub(super) struct Node {
+    pub(super) proc: Proc,
     api: String,
-    boot: String,
-    tftp_port: u16,
+    pub(super) boot: String,
+    pub(super) tftp_port: u16,
 }
 
-async fn start_node(root: &Path) -> Result<Node> {
+/// Starts the node; `raise_limits` lifts the per-address caps above the benchmark's concurrent clients
+/// (which all come from 127.0.0.1), otherwise it keeps every default.
+pub(super) async fn start_node(root: &Path, raise_limits: bool) -> Result<Node> {
     let api = format!("127.0.0.1:{}", super::free_port()?);
     let peer = format!("127.0.0.1:{}", super::free_port()?);
     let boot = format!("127.0.0.1:{}", super::free_port()?);
@@ -360,13 +375,15 @@ async fn start_node(root: &Path) -> Result<Node> {
     // Every client of the benchmark runs on 127.0.0.1, where a plant has one address per terminal: raise the
     // per-address caps (docs/security.md) above the number of concurrent clients.
     let config = root.join("limits.toml");
-    std::fs::write(
-        &config,
+    let limits = if raise_limits {
         format!(
             "[limits.boot]\nmax_connections_per_source = {0}\n[limits.tftp]\nmax_transfers_per_source = {0}\n",
             CLIENTS * 2
-        ),
-    )?;
+        )
+    } else {
+        String::new()
+    };
+    std::fs::write(&config, limits)?;
     let mut command = Command::new(std::env::current_exe()?);
     command
         .args(["serve", "--config"])
@@ -389,7 +406,7 @@ async fn start_node(root: &Path) -> Result<Node> {
 
 /// Uploads the image, creates the terminal (with a model, terminal servers and settings, as a plant would), and
 /// waits until the node serves its boot document; returns the document's bytes.
-async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
+pub(super) async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
     let firmware = crate::client::firmware::Firmware {
         name: FIRMWARE.into(),
         file: image.to_path_buf(),
@@ -442,7 +459,7 @@ async fn provision(node: &Node, image: &Path, size: u64) -> Result<Vec<u8>> {
 }
 
 /// nginx serving `www` on a free port; returns the server and its port.
-async fn start_nginx(programs: &Programs, root: &Path, www: &Path) -> Result<(Proc, u16)> {
+pub(super) async fn start_nginx(programs: &Programs, root: &Path, www: &Path) -> Result<(Proc, u16)> {
     let port = super::free_port()?;
     let prefix = root.join("nginx");
     std::fs::create_dir_all(&prefix)?;
@@ -495,7 +512,11 @@ async fn start_nginx(programs: &Programs, root: &Path, www: &Path) -> Result<(Pr
 }
 
 /// The reference TFTP server serving `www` on a free port; returns the server and its port.
-async fn start_reference_tftp(programs: &Programs, root: &Path, www: &Path) -> Result<(Proc, u16)> {
+pub(super) async fn start_reference_tftp(
+    programs: &Programs,
+    root: &Path,
+    www: &Path,
+) -> Result<(Proc, u16)> {
     let port = free_udp_port()?;
     let (name, command) = match &programs.reference_tftp {
         ReferenceTftp::Atftpd(path) => {
@@ -649,13 +670,13 @@ impl Memory {
     }
 }
 
-fn read_status(pid: u32) -> Result<String> {
+pub(super) fn read_status(pid: u32) -> Result<String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))
 }
 
 /// Resets the node's VmHWM to its current RSS ("5" to clear_refs, Linux 4.0+); false if that was refused.
-fn reset_hwm(pid: u32) -> bool {
+pub(super) fn reset_hwm(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
@@ -727,7 +748,11 @@ pub async fn boot(options: &BootBenchOptions) -> Result<()> {
     let programs = find_programs()?;
     let dir = tempfile::tempdir()?;
     let root = dir.path().to_path_buf();
-    let result = run(options, &programs, &root).await;
+    let result = if options.storm {
+        super::storm::run(options, &root).await
+    } else {
+        run(options, &programs, &root).await
+    };
     if options.keep {
         println!("kept the node's data, the logs and the configurations in {}", dir.keep().display());
     } else if result.is_err() {
@@ -757,7 +782,7 @@ async fn run(options: &BootBenchOptions, programs: &Programs, root: &Path) -> Re
         load.join(" ")
     );
 
-    let mut node = start_node(root).await?;
+    let mut node = start_node(root, true).await?;
     let config = provision(&node, &image, size).await?;
     std::fs::write(www.join("config.json"), &config)?;
     let status = read_status(node.proc.pid())?;

@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod handover;
 pub mod operations;
 pub mod storage;
+pub mod storm;
 
 pub use crate::http::free_port;
 
