@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tandem_cluster::Role;
 
 use crate::limits::{HttpLimits, NodeLimits};
+pub use tandem_cluster::tls::TlsFiles;
 
 /// Everything `tandem serve` needs to start a node.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +48,9 @@ pub struct Config {
     pub limits: NodeLimits,
     /// Audit rules for changes made through this node's API (file only: `[audit]`).
     pub audit: AuditSettings,
+    /// TLS on the admin API and mutual TLS on the peer network (file only: `[tls]`). None: plain HTTP, which
+    /// [`Config::validate`] allows on loopback addresses only.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Audit rules (`[audit]` in the config file). Checked by the node that receives a change, before it is
@@ -100,6 +104,7 @@ impl Default for Config {
             backup: None,
             limits: NodeLimits::default(),
             audit: AuditSettings::default(),
+            tls: None,
         }
     }
 }
@@ -134,6 +139,27 @@ pub struct FileConfig {
     pub backup: Option<FileBackup>,
     pub limits: Option<FileLimits>,
     pub audit: Option<FileAudit>,
+    pub tls: Option<FileTls>,
+}
+
+/// `[tls]` in a config file: the three PEM files `tandem cert init` and `tandem cert node` make.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl FileTls {
+    fn into_files(self) -> Result<TlsFiles, String> {
+        match (self.ca, self.cert, self.key) {
+            (Some(ca), Some(cert), Some(key)) => Ok(TlsFiles { ca, cert, key }),
+            _ => Err("[tls] needs ca, cert and key (PEM files: make them with `tandem cert init` and \
+                      `tandem cert node NAME --dns HOST --ip IP`)"
+                .into()),
+        }
+    }
 }
 
 /// The `[limits]` table of a config file: one sub-table per listener.
@@ -383,6 +409,10 @@ impl Config {
         if !file.tokens.is_empty() {
             self.tokens = file.tokens;
         }
+        if let Some(tls) = file.tls {
+            self.tls =
+                Some(tls.into_files().map_err(|message| ConfigError::Parse { path: path.into(), message })?);
+        }
         if let Some(audit) = file.audit {
             self.audit.require_reason = audit.require_reason.unwrap_or(self.audit.require_reason);
         }
@@ -451,7 +481,28 @@ impl Config {
             )));
         }
         self.validate_advertised()?;
+        self.validate_plain_http()?;
         self.limits.validate().map_err(ConfigError::Invalid)
+    }
+
+    /// Without `[tls]`, bearer tokens, the cluster secret and every document would cross the network in clear:
+    /// allowed on loopback addresses only (where `tandem serve` warns), refused anywhere else.
+    fn validate_plain_http(&self) -> Result<(), ConfigError> {
+        if self.tls.is_some() {
+            return Ok(());
+        }
+        for (flag, what, address) in [("--api", "admin API", self.api), ("--peer", "peer network", self.peer)]
+        {
+            if !address.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "{flag} {address} is not a loopback address, and the {what} would speak plain HTTP there: \
+                     tokens, the cluster secret and the configuration would cross the network in clear. Add a \
+                     [tls] table (ca, cert, key) to the config file — make the files with `tandem cert init` and \
+                     `tandem cert node NAME --dns HOST --ip IP` (docs/security.md) — or bind a loopback address"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -544,6 +595,10 @@ mod tests {
         assert_eq!(backup.interval, std::time::Duration::from_secs(6 * 3600));
         assert_eq!(backup.retention, 28);
         assert_eq!(config.limits, NodeLimits::default(), "the example shows the defaults of [limits]");
+        let tls = config.tls.expect("the example has a [tls] table");
+        assert_eq!(tls.ca, Path::new("/etc/tandem/tls/ca.pem"));
+        assert_eq!(tls.cert, Path::new("/etc/tandem/tls/plant-a-1.pem"));
+        assert_eq!(tls.key, Path::new("/etc/tandem/tls/plant-a-1-key.pem"));
     }
 
     #[test]
@@ -587,7 +642,8 @@ mod tests {
         for bad in ["0.0.0.0:7070", "[::]:7070", "10.0.0.1", "10.0.0.1:0", ":7070", "host:port"] {
             assert!(check_advertised("--advertise-api", bad).is_err(), "{bad}");
         }
-        let unspecified = Config { peer: "0.0.0.0:7071".parse().unwrap(), ..Config::default() };
+        let unspecified =
+            Config { peer: "0.0.0.0:7071".parse().unwrap(), tls: Some(example_tls()), ..Config::default() };
         assert!(unspecified.validate().unwrap_err().to_string().contains("--advertise-peer"));
         Config { advertise_peer: Some("10.0.0.1:7071".into()), ..unspecified }.validate().unwrap();
         let witness =
@@ -651,6 +707,56 @@ mod tests {
             Config { tokens: vec![token.clone()], ..open.clone() }.validate().unwrap_err().to_string();
         assert!(error.contains("--advertise-api"), "{error}");
         let advertised = Some("10.0.0.1:7070".to_string());
-        Config { tokens: vec![token], advertise_api: advertised, ..open }.validate().unwrap();
+        let tls = Some(example_tls());
+        Config { tokens: vec![token], advertise_api: advertised, tls, ..open }.validate().unwrap();
+    }
+
+    fn example_tls() -> TlsFiles {
+        TlsFiles { ca: "ca.pem".into(), cert: "node.pem".into(), key: "node-key.pem".into() }
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_is_refused_before_anything_is_bound() {
+        let token =
+            crate::auth::Token::with_secret("ops", crate::auth::TokenRole::Operator, "a-long-enough-secret");
+        let lan = Config {
+            api: "10.0.0.1:7070".parse().unwrap(),
+            peer: "10.0.0.1:7071".parse().unwrap(),
+            tokens: vec![token],
+            ..Config::default()
+        };
+        let error = lan.validate().unwrap_err().to_string();
+        assert!(error.contains("--api 10.0.0.1:7070") && error.contains("[tls]"), "{error}");
+        assert!(error.contains("tandem cert init"), "{error}");
+        let peer_only = Config { api: Config::default().api, ..lan.clone() };
+        let error = peer_only.validate().unwrap_err().to_string();
+        assert!(error.contains("--peer 10.0.0.1:7071") && error.contains("peer network"), "{error}");
+        Config { tls: Some(example_tls()), ..lan }.validate().unwrap();
+        Config::default().validate().expect("plain HTTP stays allowed on loopback");
+        let ipv6 = Config {
+            api: "[::1]:7070".parse().unwrap(),
+            peer: "[::1]:7071".parse().unwrap(),
+            ..Config::default()
+        };
+        ipv6.validate().unwrap();
+    }
+
+    #[test]
+    fn the_tls_table_needs_its_three_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls.toml");
+        std::fs::write(&path, "[tls]\nca = \"/t/ca.pem\"\ncert = \"/t/a.pem\"\nkey = \"/t/a-key.pem\"\n")
+            .unwrap();
+        let config = Config::default().merge_file(&path).unwrap();
+        let files = config.tls.expect("[tls] read");
+        assert_eq!(files.ca, Path::new("/t/ca.pem"));
+        assert_eq!(files.key, Path::new("/t/a-key.pem"));
+        for bad in [
+            "[tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n",
+            "[tls]\nca = \"c\"\ncert = \"a\"\nkey = \"k\"\nverify = false\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(matches!(Config::default().merge_file(&path), Err(ConfigError::Parse { .. })), "{bad}");
+        }
     }
 }

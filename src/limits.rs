@@ -6,7 +6,7 @@
 //! | limit | what it stops | enforced by |
 //! |---|---|---|
 //! | `max_connections`, `max_connections_per_source` | one host (or many) holding every descriptor | [`admit`]: a [`ConnectionGate`] asked before anything is read; over the cap the socket gets a `503` and is closed |
-//! | `header_read_timeout` | a client that sends half a request line (or connects and sends nothing) | the connection watchdog of [`serve_connection`]: a head must be complete this long after the connection was accepted or the next request's first byte arrived |
+//! | `header_read_timeout` | a client that sends half a request line (or connects and sends nothing, or never finishes a TLS handshake) | the connection watchdog of [`serve_connection`]: a head must be complete this long after the connection was accepted or the next request's first byte arrived; a TLS handshake must be complete this long after the accept (and the head's own time starts then) |
 //! | `idle_timeout` | a kept-alive connection parked with no request | the same watchdog: no request in progress and no byte of a new one for this long closes the connection |
 //! | `body_read_timeout` | a client that announces a body and sends it slowly or never | [`crate::http::read_body`] (the whole body of a bounded request, `408` after it) and streamed uploads (no gap between two pieces longer than it) |
 //! | `send_stall_timeout` | a client that stops reading a response (a backup, a firmware image, a watch) | [`ConnectionIo`]: a write that cannot make progress for that long fails the connection |
@@ -274,12 +274,17 @@ fn http1_builder(limits: &HttpLimits) -> http1::Builder {
 /// Serves one admitted HTTP/1.1 connection with `handler` within `limits` (header, idle and send-stall
 /// timeouts: see the module docs) until the client closes it, a limit closes it, or `shutdown`; then requests
 /// in flight get `grace` to finish. `what` names the listener in logs.
+///
+/// With `tls`, the connection first completes a TLS handshake, within `header_read_timeout` (a handshake is
+/// part of getting the first request head), still holding its place in the listener's connection caps; a
+/// failed or slow handshake closes it before any HTTP is read.
 pub async fn serve_connection<F, Fut, B>(
     stream: TcpStream,
     remote: SocketAddr,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: F,
-    (shutdown, grace): (CancellationToken, Duration),
+    stop: (CancellationToken, Duration),
     what: &'static str,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
@@ -288,6 +293,35 @@ pub async fn serve_connection<F, Fut, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_io(stream, remote, limits, handler, stop, what).await;
+    };
+    let handshake = tandem_cluster::tls::accept(&acceptor, stream, limits.header_read_timeout);
+    let stream = tokio::select! {
+        stream = handshake => stream,
+        () = stop.0.cancelled() => return,
+    };
+    match stream {
+        Ok(stream) => serve_io(stream, remote, limits, handler, stop, what).await,
+        Err(error) => tracing::debug!(%remote, "{what}: closing the connection: {error}"),
+    }
+}
+
+/// [`serve_connection`] once the connection is plain HTTP (TCP, or the inside of TLS).
+async fn serve_io<S, F, Fut, B>(
+    stream: S,
+    remote: SocketAddr,
+    limits: HttpLimits,
+    handler: F,
+    (shutdown, grace): (CancellationToken, Duration),
+    what: &'static str,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let activity = Arc::new(Activity::new());
     let io = ConnectionIo::new(stream, limits.send_stall_timeout, activity.clone());
     let tracked = activity.clone();

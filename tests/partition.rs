@@ -38,7 +38,8 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-secret-0123456789";
 
-/// Nodes on non-loopback addresses need tokens (an open API is refused there).
+/// Nodes on non-loopback addresses need tokens (an open API is refused there), and TLS, which
+/// [`Lab::node`] gives them (the writers' `curl` trusts the lab's CA).
 fn config() -> String {
     format!("[[tokens]]\nname = \"ada\"\nrole = \"admin\"\nsecret = \"{ADMIN}\"\n")
 }
@@ -202,6 +203,8 @@ fn curl(base: &str, method: &str, path: &str, body: Option<&Value>) -> Option<(u
     let mut command = Command::new("curl");
     command
         .args(["-s", "--max-time", "3", "-X", method, "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(netns::ca_dir().join("ca.pem"))
         .args(["-H", &format!("Authorization: Bearer {ADMIN}")]);
     if let Some(body) = body {
         command.args(["-H", "Content-Type: application/json", "--data-binary", &body.to_string()]);

@@ -18,6 +18,7 @@ pub mod purge_gate;
 pub mod recover;
 pub mod snapshot_files;
 pub mod state_machine;
+pub mod tls;
 pub mod types;
 pub mod upload_reaper;
 

@@ -1,9 +1,14 @@
 //! The transport of every admin API call: one hyper client builder, one base-URL rule, one way to turn a
 //! refusal into a message with its hint, and one streamed blob upload.
 //!
+//! HTTPS: a server URL `https://HOST:PORT` is reached over TLS, its certificate verified against the CA
+//! certificate(s) given with `--ca-cert` / `TANDEM_CACERT` ([`trust_ca`], once per process); without one,
+//! nothing is trusted and the error says to give it. With a CA given, a bare `HOST:PORT` means HTTPS.
+//!
 //! The node uses this module too (a follower proxies membership changes to the leader's API); it uses
 //! nothing else of [`crate::client`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -22,8 +28,27 @@ use tandem_cluster::network::error_chain;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every request: whole (JSON) or streamed (blob uploads).
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
-/// The one HTTP client type of the admin API's clients.
-pub type HttpClient = Client<HttpConnector, RequestBody>;
+/// The one HTTP client type of the admin API's clients (plain HTTP or HTTPS, by the URL's scheme).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// The TLS client configuration of this process's API clients, once [`trust_ca`] has set it.
+static TRUSTED: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Makes every API client of this process trust the CA certificate(s) of the PEM file `ca` for `https://`
+/// servers (the CLI's `--ca-cert`). Once per process: a second call changes nothing.
+pub fn trust_ca(ca: &std::path::Path) -> Result<(), tandem_cluster::tls::TlsError> {
+    let config = tandem_cluster::tls::client_config_trusting(ca)?;
+    let _ = TRUSTED.set(Arc::new(config));
+    Ok(())
+}
+
+/// What [`trust_ca`] set, or a configuration that trusts nothing (HTTPS then fails with "unknown issuer").
+fn trusted() -> Arc<rustls::ClientConfig> {
+    match TRUSTED.get() {
+        Some(config) => config.clone(),
+        None => Arc::new(tandem_cluster::tls::client_config_with_roots(rustls::RootCertStore::empty())),
+    }
+}
 
 /// The most of a refusal's body that is read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -89,19 +114,28 @@ pub fn hint_line(hint: Option<&str>) -> String {
     hint.map(|hint| format!("\nhint: {hint}")).unwrap_or_default()
 }
 
-/// The base URL of a server as an operator writes it: `HOST:PORT` means `http://HOST:PORT`; no trailing `/`.
+/// The base URL of a server as an operator writes it: `HOST:PORT` means `http://HOST:PORT` (`https://` once a
+/// CA is trusted, [`trust_ca`]); no trailing `/`.
 pub fn base_url(server: &str) -> String {
-    let base = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    let scheme = if TRUSTED.get().is_some() { "https" } else { "http" };
+    let base = if server.contains("://") { server.to_string() } else { format!("{scheme}://{server}") };
     base.trim_end_matches('/').to_string()
 }
 
 /// The one HTTP client builder: no Nagle delay, a 10 s connect timeout, pooled keep-alive connections that are
 /// dropped after [`POOL_IDLE_TIMEOUT`] idle, before a server's idle timeout closes them (`[limits.*]
 /// idle_timeout`, 30 s or more), so a request is rarely sent on a connection the server is closing.
-pub fn http_client() -> HttpClient {
+/// `https://` URLs are verified with `tls`.
+pub fn http_client(tls: Arc<rustls::ClientConfig>) -> HttpClient {
     let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     Client::builder(TokioExecutor::new())
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -144,9 +178,16 @@ impl ApiClient {
             base: base_url(server),
             token,
             actor: None,
-            client: http_client(),
+            client: http_client(trusted()),
             timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Verifies `https://` servers with `tls` rather than the process's [`trust_ca`] (a node proxying to the
+    /// leader's API uses its own TLS material).
+    pub fn with_tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.client = http_client(tls);
+        self
     }
 
     /// Names who is acting (header `X-Tandem-Actor`, recorded as the actor of changes); `None`: the
@@ -167,7 +208,16 @@ impl ApiClient {
         &self.base
     }
 
-    fn unreachable(&self, message: String) -> ClientError {
+    fn unreachable(&self, mut message: String) -> ClientError {
+        if self.base.starts_with("https://") && message.contains("invalid peer certificate") {
+            message.push_str(
+                "\nhint: give the CA that signed the server's certificate with --ca-cert FILE (or TANDEM_CACERT), and \
+                 dial an address the certificate names (tandem cert node NAME --dns HOST --ip IP)",
+            );
+        }
+        if self.base.starts_with("http://") && message.contains("invalid HTTP version") {
+            message.push_str("\nhint: the server may speak HTTPS: use https://HOST:PORT and --ca-cert FILE");
+        }
         ClientError::Unreachable { server: self.base.clone(), message }
     }
 

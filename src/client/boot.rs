@@ -108,7 +108,7 @@ pub async fn boot(args: &BootOptions, notice: &mut dyn FnMut(&str)) -> Result<Bo
         let detail = format!("booted from {} at revision {}", result.server, result.revision);
         let body = serde_json::json!({"state": "green", "detail": detail});
         let url = format!("/boot/v1/status/{mac}");
-        let client = super::ApiClient::new(&http, None).with_timeout(timeout);
+        let client = super::ApiClient::new(&plain_http(&http), None).with_timeout(timeout);
         if let Err(error) = client.send_raw(hyper::Method::POST, &url, Some(body)).await {
             notice(&format!("heartbeat to {http} failed: {error}"));
         }
@@ -163,12 +163,18 @@ async fn boot_from(
     Ok(BootResult { server: server.to_string(), revision, firmware })
 }
 
+/// A boot server's URL: a bare `HOST:PORT` is always plain HTTP, as terminals speak it (even when the CLI was
+/// given `--ca-cert`, which makes bare API addresses mean HTTPS).
+fn plain_http(server: &str) -> String {
+    if server.contains("://") { server.to_string() } else { format!("http://{server}") }
+}
+
 fn hex_digest(hasher: Sha256) -> String {
     tandem_storage::Digest::from(hasher).to_string()
 }
 
 async fn http_get(server: &str, path: &str, timeout: Duration) -> Result<Vec<u8>> {
-    let client = super::ApiClient::new(server, None).with_timeout(timeout);
+    let client = super::ApiClient::new(&plain_http(server), None).with_timeout(timeout);
     let (status, _, body) = client.send_raw(hyper::Method::GET, path, None).await?;
     if status != 200 {
         bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());

@@ -377,10 +377,14 @@ async fn hash_at(client: &ApiClient, revision: u64) -> Result<String, CmdError> 
     Ok(answer["hashes"][0]["hash"].as_str().unwrap_or_default().to_string())
 }
 
-/// The name and API URL of every member that holds the history (witnesses do not); just `--server` when
+/// The name and API URL (with the scheme of `--server`) of every member that holds the history (witnesses do
+/// not); just `--server` when
 /// the membership cannot be read.
 async fn member_servers(ctx: &Context) -> Result<Vec<(String, String)>, CmdError> {
-    let listed = match ctx.client().call(Method::GET, "/v1/cluster/servers", None).await {
+    let client = ctx.client();
+    // Every member speaks what `--server` speaks (all of a cluster have [tls], or none).
+    let scheme = if client.base().starts_with("https://") { "https" } else { "http" };
+    let listed = match client.call(Method::GET, "/v1/cluster/servers", None).await {
         Ok(answer) => answer["servers"]
             .as_array()
             .into_iter()
@@ -389,7 +393,7 @@ async fn member_servers(ctx: &Context) -> Result<Vec<(String, String)>, CmdError
             .filter_map(|server| {
                 let name = server["name"].as_str()?.to_string();
                 let api = server["api_addr"].as_str()?;
-                let url = if api.contains("://") { api.to_string() } else { format!("http://{api}") };
+                let url = if api.contains("://") { api.to_string() } else { format!("{scheme}://{api}") };
                 Some((name, url))
             })
             .collect::<Vec<_>>(),

@@ -22,6 +22,7 @@
 //! | `backup create / verify / restore` | [`backup`] |
 //! | `recover` | [`recover`] |
 //! | `token new / hash` | [`token`] |
+//! | `cert init / node` | [`cert`] |
 //! | `demo` | [`demo`] |
 //! | `man` (hidden: the manual page the Debian package installs) | [`man`] |
 //! | `bench …` (feature `bench`) | `bench` |
@@ -31,6 +32,7 @@ pub mod backup;
 pub mod bench;
 pub mod blobs;
 pub mod boot;
+pub mod cert;
 pub mod demo;
 pub mod documents;
 pub mod error;
@@ -63,9 +65,14 @@ use error::{CmdError, EXIT_FAILED};
     about = "Event-sourced, replicated configuration store with a network-boot server"
 )]
 pub struct Cli {
-    /// The node to talk to.
+    /// The node to talk to (`https://HOST:PORT` for a node with [tls]; a bare HOST:PORT is https when
+    /// --ca-cert is given).
     #[arg(long, global = true, env = "TANDEM_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
+    /// The CA certificate(s) (PEM) that an https:// server's certificate must be signed by: the cluster's
+    /// ca.pem from `tandem cert init`.
+    #[arg(long, global = true, env = "TANDEM_CACERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// The API bearer token (its name is recorded as the actor of your changes).
     #[arg(long, global = true, env = "TANDEM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -143,6 +150,11 @@ pub enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Make TLS certificates (offline): the cluster CA, and each node's key and certificate.
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
     /// Run a benchmark and print its figures.
     #[cfg(feature = "bench")]
     Bench {
@@ -215,6 +227,7 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
         Command::Recover(args) => recover::run(args).await,
         Command::Backup { command } => backup::run(ctx, command).await,
         Command::Token { command } => token::run(command, ctx.json).map_err(CmdError::failed),
+        Command::Cert { command } => cert::run(command, ctx.json).map_err(CmdError::failed),
         #[cfg(feature = "bench")]
         Command::Bench { which } => bench::run(which).await,
         Command::Man => man::print().map_err(|e| CmdError::failed(format!("writing the manual page: {e}"))),
@@ -230,6 +243,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    if let Some(ca) = &cli.ca_cert
+        && let Err(error) = crate::client::api::trust_ca(ca)
+    {
+        eprintln!("error: --ca-cert: {error}");
+        return ExitCode::from(error::EXIT_USAGE);
+    }
     let ctx = Context { server: cli.server, token: cli.token, json: cli.json, actor: cli.actor };
     match runtime.block_on(run(&ctx, &cli.command)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,6 +48,7 @@ pub struct Metrics {
     backup_last_revision: IntGauge,
     backup_failures: IntCounter,
     backup_last_error: IntGauge,
+    tls_not_after: IntGauge,
 }
 
 /// Creates metrics and registers each into one registry.
@@ -94,6 +95,10 @@ impl Metrics {
             backup_last_error: r.gauge(
                 "tandem_backup_last_error",
                 "1 if the last scheduled backup attempt on this node failed, 0 otherwise",
+            )?,
+            tls_not_after: r.gauge(
+                "tandem_tls_certificate_not_after_timestamp_seconds",
+                "Unix time at which the node's TLS certificate ends (0: no [tls])",
             )?,
             boot,
             boot_refresh: std::sync::Mutex::new(()),
@@ -204,6 +209,11 @@ impl Metrics {
         self.backup_last_success.set(unix_seconds as i64);
         self.backup_last_size.set(bytes as i64);
         self.backup_last_revision.set(revision as i64);
+    }
+
+    /// Records when the node's TLS certificate ends (at start and at every reload).
+    pub fn observe_tls_certificate(&self, not_after_unix_seconds: i64) {
+        self.tls_not_after.set(not_after_unix_seconds);
     }
 
     /// Records a failed scheduled backup attempt.
@@ -362,9 +372,10 @@ mod tests {
             backup_last_revision,
             backup_failures,
             backup_last_error,
+            tls_not_after,
         } = &metrics;
         let ClusterMetrics { apply_seconds, fsync_seconds, entry_writes } = &cluster;
-        let collectors: [&dyn Collector; 29] = [
+        let collectors: [&dyn Collector; 30] = [
             has_leader,
             is_leader,
             term,
@@ -391,6 +402,7 @@ mod tests {
             backup_last_revision,
             backup_failures,
             backup_last_error,
+            tls_not_after,
             apply_seconds,
             fsync_seconds,
             entry_writes,

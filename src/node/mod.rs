@@ -29,9 +29,10 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context, Result};
 use tandem_cluster::identity::{Identity, founding_cluster_id};
 use tandem_cluster::log_store::LogStore;
-use tandem_cluster::network::{LocalIdentity, PeerNetwork, serve_peer_with_gate};
+use tandem_cluster::network::{LocalIdentity, PeerNetwork, PeerServerOptions, serve_peer_with};
 use tandem_cluster::node::{ClusterNode, Timing};
 use tandem_cluster::state_machine::StateMachine;
+use tandem_cluster::tls::NodeTls;
 use tandem_cluster::{NodeInfo, Raft, Role};
 use tandem_storage::{ChangeMeta, ChangeSet, Command, SledDatabase, Store, StoreOptions};
 use tokio::net::TcpListener;
@@ -45,11 +46,19 @@ use boot::tftp::{TftpOptions, serve_tftp};
 use boot::{BootContent, BootState};
 use metrics::Metrics;
 
-/// Runs a node until SIGTERM or ctrl-c: [`start`], wait, [`RunningNode::stop`].
+/// Runs a node until SIGTERM or ctrl-c: [`start`], wait, [`RunningNode::stop`]. `SIGHUP` reloads the TLS
+/// files ([`RunningNode::reload_tls`]).
 pub async fn serve(config: Config) -> Result<()> {
     let node = start(config).await?;
     println!("{}", node.banner());
-    wait_for_signal().await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    loop {
+        tokio::select! {
+            () = wait_for_signal() => break,
+            Some(()) = hangup.recv() => node.reload_tls(),
+        }
+    }
     tracing::info!("shutting down");
     node.stop().await;
     Ok(())
@@ -65,6 +74,9 @@ pub struct RunningNode {
     config: Config,
     api_addr: std::net::SocketAddr,
     peer_addr: std::net::SocketAddr,
+    /// `[tls]`, loaded; `None`: plain HTTP on loopback.
+    tls: Option<NodeTls>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -81,24 +93,30 @@ struct Listeners {
 /// then the peer endpoint, the admin API, the boot servers, the backup schedule and the node's duties.
 pub async fn start(config: Config) -> Result<RunningNode> {
     config.validate()?;
+    let tls = load_tls(&config)?;
     let mut identity = open_identity(&config)?;
     warn_if_open(&config);
     let (database, store, rebuilt) = open_store(&config)?;
     let listeners = bind(&config).await?;
     let registry = prometheus::Registry::new();
     let (node, raft, peer_identity) =
-        start_raft(&config, &mut identity, &listeners, (database, store), &registry).await?;
+        start_raft(&config, &mut identity, &listeners, (database, store), tls.as_ref(), &registry).await?;
     if let Some(rebuilt) = rebuilt {
         node.note_store_rebuilt(rebuilt);
     }
     let boot = BootState::default();
     let metrics = Arc::new(Metrics::new(registry, boot.clone())?);
+    if let Some(not_after) = tls.as_ref().and_then(log_certificate) {
+        metrics.observe_tls_certificate(not_after);
+    }
     let running = RunningNode {
         node,
         api_addr: listeners.api.local_addr()?,
         peer_addr: listeners.peer.local_addr()?,
         identity,
         peer_identity,
+        tls,
+        metrics: metrics.clone(),
         config,
         shutdown: CancellationToken::new(),
         tasks: tokio_util::task::TaskTracker::new(),
@@ -143,6 +161,42 @@ fn make_private(data_dir: &std::path::Path) -> Result<()> {
         private(&identity, 0o600)?;
     }
     Ok(())
+}
+
+/// Loads `[tls]` (the key must match the certificate, which the CA must have signed); without it, warns that
+/// the API and the peer network speak plain HTTP (which [`Config::validate`] allows on loopback only).
+fn load_tls(config: &Config) -> Result<Option<NodeTls>> {
+    let Some(files) = &config.tls else {
+        tracing::warn!(
+            api = %config.api,
+            peer = %config.peer,
+            "no [tls] configured: the admin API and the peer network speak plain HTTP (loopback only; see `tandem cert`)"
+        );
+        return Ok(None);
+    };
+    let tls = NodeTls::load(files.clone()).context("loading the [tls] files")?;
+    Ok(Some(tls))
+}
+
+/// Logs until when the node's certificate is valid: at `warn` within 30 days of its end, which is when to renew
+/// it (`tandem cert node`, then `kill -HUP`); returns that end (Unix seconds) for the metric.
+fn log_certificate(tls: &NodeTls) -> Option<i64> {
+    let der = tls.certificate();
+    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(&der) else { return None };
+    let not_after = certificate.validity().not_after.to_datetime();
+    let left = not_after - time::OffsetDateTime::now_utc();
+    let cert = tls.files().cert.display();
+    let until = not_after.date();
+    if left < time::Duration::days(30) {
+        tracing::warn!(
+            "the TLS certificate {cert} ends on {until} ({} days left): renew it (`tandem cert node`) and `kill -HUP` \
+             the node",
+            left.whole_days()
+        );
+    } else {
+        tracing::info!("TLS certificate {cert}, valid until {until}");
+    }
+    Some(not_after.unix_timestamp())
 }
 
 fn warn_if_open(config: &Config) {
@@ -215,6 +269,7 @@ async fn start_raft(
     identity: &mut Identity,
     listeners: &Listeners,
     (database, store): (SledDatabase, Store),
+    tls: Option<&NodeTls>,
     registry: &prometheus::Registry,
 ) -> Result<(Arc<ClusterNode>, Raft, LocalIdentity)> {
     let store = Arc::new(RwLock::new(store));
@@ -232,9 +287,12 @@ async fn start_raft(
     let log_store = log_store.with_purge_gate(state_machine.purge_gate());
     let state_machine = state_machine.with_metrics(cluster_metrics.clone());
     let peer_identity = LocalIdentity::new(identity, config.data_dir.clone());
-    let network = PeerNetwork::new(&identity.cluster_secret)
+    let mut network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_identity(peer_identity.clone());
+    if let Some(tls) = tls {
+        network = network.with_tls(tls.client_config());
+    }
     let info = NodeInfo {
         name: identity.name.clone(),
         role: config.role,
@@ -306,14 +364,17 @@ impl RunningNode {
         let (node, config, shutdown, tasks) = (&self.node, &self.config, &self.shutdown, &self.tasks);
         let secret = self.identity.cluster_secret.clone();
         let peer_identity = self.peer_identity.clone();
-        let gate = config.limits.peer_gate();
-        tasks.spawn(serve_peer_with_gate(
+        let options = PeerServerOptions {
+            gate: config.limits.peer_gate(),
+            tls: self.tls.as_ref().map(NodeTls::peer_server_config),
+        };
+        let proposer = node.proposer();
+        tasks.spawn(serve_peer_with(
             listeners.peer,
             raft,
-            node.proposer(),
-            secret,
-            peer_identity,
-            gate,
+            proposer,
+            (secret, peer_identity),
+            options,
             shutdown.clone(),
         ));
         let backup = backup::BackupState::default();
@@ -334,6 +395,7 @@ impl RunningNode {
             backup,
             limits: api_limits,
             audit: config.audit,
+            tls: self.tls.clone(),
         });
         tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
         tasks.spawn(node.clone().run_duties(shutdown.clone()));
@@ -362,10 +424,30 @@ impl RunningNode {
         tasks.close();
     }
 
+    /// Re-reads the `[tls]` files (on `SIGHUP`): new connections use them; a failure keeps the old ones.
+    pub fn reload_tls(&self) {
+        let Some(tls) = &self.tls else {
+            tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificates reloaded");
+                if let Some(not_after) = log_certificate(tls) {
+                    self.metrics.observe_tls_certificate(not_after);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the TLS files could not be reloaded; still serving the previous ones")
+            }
+        }
+    }
+
     /// The line `tandem serve` prints once everything runs.
     pub fn banner(&self) -> String {
+        let (api, peer) = if self.tls.is_some() { ("https", " (mutual TLS)") } else { ("http", "") };
         format!(
-            "tandem: node {} (id {}, {}) serving: api http://{}, peer {}{}",
+            "tandem: node {} (id {}, {}) serving: api {api}://{}, peer {}{peer}{}",
             self.identity.name,
             self.identity.id,
             self.config.role,

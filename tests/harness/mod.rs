@@ -63,6 +63,9 @@ pub struct Node {
     pub token: Option<String>,
     /// How the cluster secret is given: `--cluster-secret SECRET` unless [`Node::with_secret_file`].
     secret_args: [String; 2],
+    /// `[tls]` (CA, certificate, key), appended to the config file; the CLI helpers then use `https://` and
+    /// `--ca-cert`.
+    pub tls: Option<[PathBuf; 3]>,
     /// The network namespace the process runs in (`ip netns exec`), if not the test's own.
     netns: Option<String>,
 }
@@ -84,6 +87,7 @@ impl Node {
             config: None,
             token: None,
             secret_args: ["--cluster-secret".into(), SECRET.into()],
+            tls: None,
             netns: None,
         }
     }
@@ -97,6 +101,17 @@ impl Node {
         self.boot = format!("{ip}:8080");
         self.tftp = format!("{ip}:6969");
         self
+    }
+
+    /// Serves TLS with these PEM files (`[tls] ca`, `cert`, `key`); the CLI helpers trust `ca`.
+    pub fn with_tls(mut self, ca: &Path, cert: &Path, key: &Path) -> Node {
+        self.tls = Some([ca.into(), cert.into(), key.into()]);
+        self
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Gives the cluster secret with `--cluster-secret-file PATH` instead of on the command line.
@@ -182,7 +197,11 @@ impl Node {
         for (key, value) in &self.extra_env {
             command.env(key, value);
         }
-        if let Some(config) = &self.config {
+        if self.config.is_some() || self.tls.is_some() {
+            let mut config = self.config.clone().unwrap_or_default();
+            if let Some([ca, cert, key]) = &self.tls {
+                config.push_str(&format!("\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n"));
+            }
             let path = self.log.with_extension("toml");
             std::fs::write(&path, config).unwrap();
             command.arg("--config").arg(path);
@@ -250,15 +269,21 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
     }
 
-    /// Runs `tandem --server <this node> ARGS`.
+    /// Runs `tandem --server <this node> ARGS` (with `--ca-cert` when it serves TLS).
     pub fn cli(&self, args: &[&str]) -> Output {
-        match &self.token {
-            Some(token) => cli_with_token(&self.url(), token, args),
-            None => cli(&self.url(), args),
+        let mut command = Command::new(tandem_bin());
+        command.arg("--server").arg(self.url());
+        if let Some([ca, _, _]) = &self.tls {
+            command.arg("--ca-cert").arg(ca);
         }
+        if let Some(token) = &self.token {
+            command.env("TANDEM_TOKEN", token);
+        }
+        command.args(args).output().expect("run tandem")
     }
 
     /// Runs a CLI command that must succeed; returns its stdout.

@@ -24,11 +24,30 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::harness::Node;
+
+/// The CA of every lab's nodes (made once, kept under cargo's temporary directory for tests): `ca.pem` there
+/// is what clients of the lab's nodes trust (`curl --cacert`).
+pub fn ca_dir() -> &'static Path {
+    static CA: OnceLock<PathBuf> = OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("partition-tls-ca");
+        if !dir.join("ca-key.pem").exists() {
+            let made = Command::new(crate::harness::tandem_bin())
+                .args(["cert", "init", "--dir"])
+                .arg(&dir)
+                .output()
+                .expect("run tandem cert init");
+            assert!(made.status.success(), "tandem cert init: {}", String::from_utf8_lossy(&made.stderr));
+        }
+        dir
+    })
+}
 
 /// A MAC address no host has: frames sent to it are dropped by the bridge.
 const NOWHERE: &str = "02:00:5e:00:00:01";
@@ -157,9 +176,23 @@ impl Lab {
     }
 
     /// A node (not started) living in host `name`'s namespace, on that host's address with fixed ports.
+    /// A node of this lab, in its namespace on its address, with TLS: the addresses are not loopback, where
+    /// `tandem serve` speaks nothing but TLS. Its certificate (for its IP address) is made in `root` and signed
+    /// by the CA of [`ca_dir`].
     pub fn node(&self, root: &Path, name: &str, role: &str) -> Node {
         let host = self.host(name);
-        Node::new(root, name, role).in_netns(&host.netns, &host.ip)
+        let ca = ca_dir();
+        let out = root.join("tls");
+        let made = Command::new(crate::harness::tandem_bin())
+            .args(["cert", "node", name, "--ip", &host.ip, "--ca-dir"])
+            .arg(ca)
+            .arg("--out-dir")
+            .arg(&out)
+            .output()
+            .expect("run tandem cert node");
+        assert!(made.status.success(), "tandem cert node {name}: {}", String::from_utf8_lossy(&made.stderr));
+        let (cert, key) = (out.join(format!("{name}.pem")), out.join(format!("{name}-key.pem")));
+        Node::new(root, name, role).in_netns(&host.netns, &host.ip).with_tls(&ca.join("ca.pem"), &cert, &key)
     }
 
     fn pin(&self, from: &Host, to: &Host, mac: &str) -> Result<(), String> {

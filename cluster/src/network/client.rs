@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::http::uri::{Authority, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -40,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this much of an error body is kept in error messages (an identity refusal's advice fits).
 const MAX_ERROR_MESSAGE: usize = 1024;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The cluster secret is not usable as a header value (empty, or with control characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +90,8 @@ fn forward_error(error: TransportError) -> ForwardError {
 #[derive(Clone)]
 pub struct PeerNetwork {
     client: HttpClient,
+    /// `https` with mutual TLS ([`PeerNetwork::with_tls`]), else `http`.
+    scheme: &'static str,
     secret: HeaderValue,
     /// This node's id and cluster id, sent as [`super::NODE_ID_HEADER`] and [`super::CLUSTER_ID_HEADER`] so
     /// that a peer can refuse non-members and other clusters.
@@ -106,6 +109,8 @@ pub struct Contact {
     pub last_refusal: Option<(SystemTime, Refusal)>,
     /// When that refusal was last logged (at most once per [`super::identity_check::LOG_EVERY`]).
     logged_refusal_at: Option<SystemTime>,
+    /// When a failed TLS handshake with the peer was last logged (as often).
+    logged_tls_at: Option<SystemTime>,
 }
 
 impl Contact {
@@ -130,17 +135,17 @@ impl PeerNetwork {
         }
         let mut secret = HeaderValue::from_str(secret).map_err(|_| InvalidSecret)?;
         secret.set_sensitive(true);
+        let client = http_client(None);
+        Ok(PeerNetwork { client, scheme: "http", secret, identity: None, contacts: Arc::default() })
+    }
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_keepalive(Some(Duration::from_secs(30)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(16)
-            .build(connector);
-        Ok(PeerNetwork { client, secret, identity: None, contacts: Arc::default() })
+    /// Speaks mutual TLS to every peer with `config` (the node's [`crate::tls::NodeTls::client_config`]: its
+    /// certificate, the cluster CA), instead of plain HTTP. Call before the first request: the connection pool
+    /// is replaced.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.client = http_client(Some(config));
+        self.scheme = "https";
+        self
     }
 
     /// Marks every request with this node's id and cluster id (once it has one), so that a cluster this node
@@ -181,6 +186,29 @@ impl PeerNetwork {
                 }
                 contact.last_refusal = Some((now, refusal.clone()));
             }
+        }
+    }
+
+    /// Logs a failed TLS exchange with `addr` at `warn` (at most once per [`super::identity_check::LOG_EVERY`]
+    /// per address; every failure is still returned to openraft, which logs at `debug`): a certificate refused
+    /// either way is a configuration error an operator must see.
+    fn maybe_warn_tls(&self, addr: &str, error: &(dyn std::error::Error + 'static), reason: &str) {
+        if !is_tls_error(error) {
+            return;
+        }
+        let Ok(mut contacts) = self.contacts.lock() else { return };
+        let contact = contacts.entry(addr.to_owned()).or_default();
+        let now = SystemTime::now();
+        let recent = contact
+            .logged_tls_at
+            .is_some_and(|at| now.duration_since(at).unwrap_or_default() < super::identity_check::LOG_EVERY);
+        if !recent {
+            contact.logged_tls_at = Some(now);
+            tracing::warn!(
+                peer = addr,
+                "TLS with the peer failed: {reason} (every node needs a certificate signed by the cluster CA, for \
+                 the address the others dial: see `tandem cert node`)"
+            );
         }
     }
 
@@ -248,7 +276,7 @@ impl PeerNetwork {
             // refusing a body mid-upload often resets the connection before the client reads the answer).
             return Err(TransportError::TooLarge { addr: addr.to_owned(), size: body.len() });
         }
-        let uri = peer_uri(addr, path)?;
+        let uri = peer_uri(self.scheme, addr, path)?;
         let mut request = hyper::Request::post(uri)
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(SECRET_HEADER, self.secret.clone())
@@ -267,6 +295,7 @@ impl PeerNetwork {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 let reason = error_chain(&e);
+                self.maybe_warn_tls(addr, &e, &reason);
                 if e.is_connect() {
                     TransportError::Connect { addr: addr.to_owned(), reason }
                 } else {
@@ -426,19 +455,61 @@ pub(super) enum TransportError {
     Encode(String),
 }
 
-/// `http://{addr}{path}`, where `addr` must be a plain `host:port` (no user info, path or query).
-fn peer_uri(addr: &str, path: &'static str) -> Result<Uri, TransportError> {
+/// `{scheme}://{addr}{path}`, where `addr` must be a plain `host:port` (no user info, path or query).
+fn peer_uri(scheme: &str, addr: &str, path: &'static str) -> Result<Uri, TransportError> {
     let bad = |reason: String| TransportError::BadAddress { addr: addr.to_owned(), reason };
     let authority: Authority = addr.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
     if addr.contains('@') || authority.port_u16().is_none() {
         return Err(bad("expected host:port".to_owned()));
     }
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
         .build()
         .map_err(|e| bad(e.to_string()))
+}
+
+/// The one pool of keep-alive connections of a [`PeerNetwork`]: plain HTTP, or HTTPS with `tls`.
+fn http_client(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_keepalive(Some(Duration::from_secs(30)));
+    let tls = match tls {
+        Some(config) => (*config).clone(),
+        // Never used for an `http` URI; a configuration is needed all the same.
+        None => crate::tls::client_config_with_roots(rustls::RootCertStore::empty()),
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(16)
+        .build(connector)
+}
+
+/// Whether a TLS error ([`rustls::Error`]: a certificate refused by either side, a failed handshake) is among
+/// `error` and its sources (hyper-rustls passes them up inside `std::io::Error`s).
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// An error and its sources, `outer: inner: innermost` (hyper's own messages are terse).
@@ -460,19 +531,19 @@ mod tests {
     #[test]
     fn peer_uris() {
         assert_eq!(
-            peer_uri("127.0.0.1:7001", VOTE_PATH).unwrap().to_string(),
+            peer_uri("http", "127.0.0.1:7001", VOTE_PATH).unwrap().to_string(),
             "http://127.0.0.1:7001/raft/vote"
         );
         assert_eq!(
-            peer_uri("[::1]:7001", WRITE_PATH).unwrap().to_string(),
-            "http://[::1]:7001/cluster/write"
+            peer_uri("https", "[::1]:7001", WRITE_PATH).unwrap().to_string(),
+            "https://[::1]:7001/cluster/write"
         );
         assert_eq!(
-            peer_uri("node-a:7001", APPEND_PATH).unwrap().to_string(),
+            peer_uri("http", "node-a:7001", APPEND_PATH).unwrap().to_string(),
             "http://node-a:7001/raft/append"
         );
         for bad in ["", "127.0.0.1", "user@127.0.0.1:7001", "127.0.0.1:7001/x", "a b:1"] {
-            assert!(peer_uri(bad, VOTE_PATH).is_err(), "{bad:?} accepted");
+            assert!(peer_uri("http", bad, VOTE_PATH).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -40,13 +40,21 @@
 //! flag), so one request carries at most `Config::snapshot_max_chunk_size` bytes of snapshot (the node sets it
 //! to about 1 MiB, well under [`MAX_BODY_BYTES`]).
 //!
-//! ## Authentication
+//! ## Authentication: mutual TLS, then the cluster secret
 //!
-//! Every request carries the cluster secret in the [`SECRET_HEADER`] header. The server compares it in
-//! constant time (the time taken does not depend on where the first differing byte is) and answers 401 before
-//! reading the body, so an unauthenticated client can neither change the node's state nor make it buffer a
-//! large body. An empty secret is refused on both sides: a node configured without a secret accepts nothing.
-//! The secret travels in clear: the peer network belongs on a private network (or behind a TLS tunnel).
+//! With TLS configured ([`crate::tls`], `[tls]` in the node's config file; required by `tandem serve` on any
+//! non-loopback peer address), every connection starts with a mutual TLS handshake: each side presents its
+//! node certificate and verifies the other's against the cluster CA. A client without such a certificate is
+//! refused during the handshake, before any request is read ([`PeerServerOptions::tls`]); the client verifies
+//! the server's certificate against the peer address it dials (DNS name or IP address). Without TLS (loopback
+//! only), requests travel in clear.
+//!
+//! Every request then carries the cluster secret in the [`SECRET_HEADER`] header: a second factor (a stolen
+//! node certificate alone does not let anyone speak Raft) and the cluster's own name, for a CA that signs the
+//! certificates of several clusters. The server compares it in constant time (the time taken does not depend
+//! on where the first differing byte is) and answers 401 before reading the body, so an unauthenticated client
+//! can neither change the node's state nor make it buffer a large body. An empty secret is refused on both
+//! sides: a node configured without a secret accepts nothing.
 //!
 //! ## Identity
 //!
@@ -110,7 +118,8 @@ use std::time::Duration;
 pub use client::{Contact, ForwardError, InvalidSecret, PeerClient, PeerNetwork, error_chain};
 pub use identity_check::{LocalIdentity, Refusal, RefusalKind, RefusedSender};
 pub use server::{
-    DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE, serve_peer, serve_peer_with_gate,
+    DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE, PeerServerOptions, serve_peer,
+    serve_peer_with,
 };
 
 /// The header in which a node names itself (its id, decimal), so a cluster can refuse non-members.

@@ -1,5 +1,10 @@
 //! The server half: [`serve_peer`], the peer endpoint every node runs.
 //!
+//! With TLS ([`PeerServerOptions::tls`]), a connection is admitted through the gate first, then must complete
+//! a mutual TLS handshake within [`crate::tls::PEER_HANDSHAKE_TIMEOUT`]: the client presents a certificate
+//! signed by the cluster CA or the connection is dropped before any HTTP is read (logged at most once per
+//! [`super::identity_check::LOG_EVERY`] per source address at `warn`, the rest at `debug`).
+//!
 //! Handling one request is: check the secret (401) and the protocol version (400), check who the request is
 //! from and for (403, see [`super::identity_check`]), find the [`Route`] (404/405), read the body within the
 //! limits (413/408/400), decode it (400), call Raft, answer `200` with the bincode of the call's `Result`.
@@ -24,6 +29,7 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -54,8 +60,8 @@ pub async fn serve_peer(
     identity: LocalIdentity,
     shutdown: CancellationToken,
 ) {
-    let gate = ConnectionGate::new(DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE);
-    serve_peer_with_gate(listener, raft, proposer, secret, identity, gate, shutdown).await
+    serve_peer_with(listener, raft, proposer, (secret, identity), PeerServerOptions::default(), shutdown)
+        .await
 }
 
 /// The most peer connections served at once, by default (see [`serve_peer_with_gate`]).
@@ -64,15 +70,33 @@ pub const DEFAULT_MAX_PEER_CONNECTIONS: usize = 512;
 /// writes at once opens one HTTP/1.1 connection per write in flight.
 pub const DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE: usize = 256;
 
-/// [`serve_peer`] with a cap on the connections served at once, in total and per source address: a
-/// connection over the cap is closed at once, before anything is read from it.
-pub async fn serve_peer_with_gate(
+/// How the peer endpoint admits connections: its connection caps, and TLS.
+#[derive(Debug)]
+pub struct PeerServerOptions {
+    /// Caps on the connections served at once, in total and per source address: a connection over a cap is
+    /// closed at once, before anything is read from it.
+    pub gate: ConnectionGate,
+    /// Mutual TLS (a configuration that requires a client certificate, [`crate::tls::NodeTls`]); `None`:
+    /// plain HTTP (loopback only, which `tandem serve` enforces).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for PeerServerOptions {
+    fn default() -> Self {
+        PeerServerOptions {
+            gate: ConnectionGate::new(DEFAULT_MAX_PEER_CONNECTIONS, DEFAULT_MAX_PEER_CONNECTIONS_PER_SOURCE),
+            tls: None,
+        }
+    }
+}
+
+/// [`serve_peer`] with connection caps and, optionally, mutual TLS ([`PeerServerOptions`]).
+pub async fn serve_peer_with(
     listener: TcpListener,
     raft: Raft,
     proposer: Arc<Proposer>,
-    secret: String,
-    identity: LocalIdentity,
-    gate: ConnectionGate,
+    (secret, identity): (String, LocalIdentity),
+    options: PeerServerOptions,
     shutdown: CancellationToken,
 ) {
     if secret.is_empty() {
@@ -80,7 +104,16 @@ pub async fn serve_peer_with_gate(
     }
     let hold_limit = Duration::from_millis(2 * raft.config().election_timeout_max);
     let elections = ElectionHold::new(raft.clone(), hold_limit);
-    let service = Arc::new(PeerService { raft, proposer, secret: secret.into_bytes(), elections, identity });
+    let service = Arc::new(PeerService {
+        raft,
+        proposer,
+        secret: secret.into_bytes(),
+        elections,
+        identity,
+        handshake_failures: HandshakeLog::default(),
+    });
+    let acceptor = options.tls.map(tokio_rustls::TlsAcceptor::from);
+    let gate = options.gate;
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -90,8 +123,12 @@ pub async fn serve_peer_with_gate(
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => match gate.admit(remote.ip()) {
                     Ok(permit) => {
-                        let serve = serve_connection(stream, remote, service.clone(), shutdown.clone());
-                        connections.spawn(async move { serve.await; drop(permit) });
+                        let (service, shutdown) = (service.clone(), shutdown.clone());
+                        let acceptor = acceptor.clone();
+                        connections.spawn(async move {
+                            admit_connection(stream, remote, acceptor, service, shutdown).await;
+                            drop(permit)
+                        });
                     }
                     Err(refusal) => tracing::debug!(%remote, "peer endpoint: connection refused: {refusal}"),
                 },
@@ -121,16 +158,41 @@ pub async fn serve_peer_with_gate(
     tracing::debug!("peer endpoint stopped");
 }
 
-/// Serves one keep-alive connection until the peer closes it, it idles out, or shutdown.
-async fn serve_connection(
+/// Serves an admitted connection: plain, or once its mutual TLS handshake has succeeded (a client without a
+/// certificate of the cluster CA is dropped here, before any HTTP is read).
+async fn admit_connection(
     stream: TcpStream,
     remote: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     service: Arc<PeerService>,
     shutdown: CancellationToken,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%remote, %error, "peer endpoint: cannot set TCP_NODELAY");
     }
+    let Some(acceptor) = acceptor else {
+        return serve_connection(stream, remote, service, shutdown).await;
+    };
+    let handshake = crate::tls::accept(&acceptor, stream, crate::tls::PEER_HANDSHAKE_TIMEOUT);
+    let stream = tokio::select! {
+        handshake = handshake => handshake,
+        () = shutdown.cancelled() => return,
+    };
+    match stream {
+        Ok(stream) => serve_connection(stream, remote, service, shutdown).await,
+        Err(error) => service.handshake_failures.note(remote, &error),
+    }
+}
+
+/// Serves one keep-alive connection until the peer closes it, it idles out, or shutdown.
+async fn serve_connection<S>(
+    stream: S,
+    remote: SocketAddr,
+    service: Arc<PeerService>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let handler = service_fn(move |request| {
         let service = service.clone();
         async move { Ok::<_, Infallible>(service.handle(request, remote).await) }
@@ -157,6 +219,42 @@ async fn serve_connection(
     };
     if let Err(error) = result {
         tracing::debug!(%remote, %error, "peer endpoint: connection ended with an error");
+    }
+}
+
+/// Failed TLS handshakes, logged at `warn` at most once per [`super::identity_check::LOG_EVERY`] for each
+/// source address (a misconfigured member retries several times a second), at `debug` otherwise.
+#[derive(Debug, Default)]
+struct HandshakeLog(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>);
+
+impl HandshakeLog {
+    /// The most source addresses remembered; past it the map is cleared (a flood then logs a bit more).
+    const MAX_SOURCES: usize = 1024;
+
+    fn note(&self, remote: SocketAddr, error: &str) {
+        let now = std::time::Instant::now();
+        let warn = {
+            let mut logged = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if logged.len() >= Self::MAX_SOURCES {
+                logged.clear();
+            }
+            let recent = logged
+                .get(&remote.ip())
+                .is_some_and(|at| now.duration_since(*at) < super::identity_check::LOG_EVERY);
+            if !recent {
+                logged.insert(remote.ip(), now);
+            }
+            !recent
+        };
+        if warn {
+            tracing::warn!(
+                %remote,
+                "peer endpoint: refused a connection: {error} (a peer must present a certificate signed by the \
+                 cluster CA: [tls] ca, see `tandem cert node`)"
+            );
+        } else {
+            tracing::debug!(%remote, "peer endpoint: refused a connection: {error}");
+        }
     }
 }
 
@@ -199,6 +297,7 @@ struct PeerService {
     /// Held while a snapshot streams in (see [`ElectionHold`]).
     elections: Arc<ElectionHold>,
     identity: LocalIdentity,
+    handshake_failures: HandshakeLog,
 }
 
 impl PeerService {

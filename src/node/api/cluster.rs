@@ -7,9 +7,10 @@
 use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use tandem_cluster::node::{ClusterNode, HandoverError, MembershipError};
+use tandem_cluster::node::{HandoverError, MembershipError};
 use tandem_cluster::{NodeId, NodeInfo, Role};
 
+use super::ApiState;
 use super::routes::Call;
 use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 
@@ -49,7 +50,8 @@ pub async fn add(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         read_body(call.request.into_body(), 64 * 1024, call.state.limits.http.body_read_timeout).await?;
     let input: AddServerInput = parse_json(&body)?;
     if let Some(response) =
-        proxy_to_leader(node, &headers, Method::POST, "/v1/cluster/servers", Some(body.to_vec())).await?
+        proxy_to_leader(call.state, &headers, Method::POST, "/v1/cluster/servers", Some(body.to_vec()))
+            .await?
     {
         return Ok(response);
     }
@@ -69,7 +71,8 @@ pub async fn remove(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let node = &call.state.node;
     let name = call.param(0);
     let path = call.request.uri().path().to_string();
-    if let Some(response) = proxy_to_leader(node, call.request.headers(), Method::DELETE, &path, None).await?
+    if let Some(response) =
+        proxy_to_leader(call.state, call.request.headers(), Method::DELETE, &path, None).await?
     {
         return Ok(response);
     }
@@ -92,7 +95,7 @@ pub async fn lead(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         read_body(call.request.into_body(), 4 * 1024, call.state.limits.http.body_read_timeout).await?;
     let input: LeadInput = parse_json(&body)?;
     if let Some(response) =
-        proxy_to_leader(node, &headers, Method::POST, "/v1/cluster/leader", Some(body.to_vec())).await?
+        proxy_to_leader(call.state, &headers, Method::POST, "/v1/cluster/leader", Some(body.to_vec())).await?
     {
         return Ok(response);
     }
@@ -138,7 +141,9 @@ pub async fn set_role(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let body =
         read_body(call.request.into_body(), 4 * 1024, call.state.limits.http.body_read_timeout).await?;
     let input: RoleInput = parse_json(&body)?;
-    if let Some(response) = proxy_to_leader(node, &headers, Method::PUT, &path, Some(body.to_vec())).await? {
+    if let Some(response) =
+        proxy_to_leader(call.state, &headers, Method::PUT, &path, Some(body.to_vec())).await?
+    {
         return Ok(response);
     }
     let change = node.change_role(&name, input.role, !input.dry_run).await.map_err(membership_error)?;
@@ -156,12 +161,13 @@ fn membership_error(error: MembershipError) -> ApiError {
 
 /// On a follower, sends the request to the leader's API and returns its answer; on the leader, `None`.
 async fn proxy_to_leader(
-    node: &ClusterNode,
+    state: &ApiState,
     headers: &hyper::HeaderMap,
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Option<Response<Body>>, ApiError> {
+    let node = &state.node;
     match node.leader() {
         Some(leader) if leader == node.id => Ok(None),
         Some(leader) => {
@@ -178,7 +184,12 @@ async fn proxy_to_leader(
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.strip_prefix("Bearer "))
                 .map(str::to_string);
-            let client = crate::client::api::ApiClient::new(&format!("http://{}", info.api_addr), token);
+            // Over HTTPS when this node has TLS: the token must not cross the network in clear.
+            let url = format!("{}://{}", state.api_scheme(), info.api_addr);
+            let mut client = crate::client::api::ApiClient::new(&url, token);
+            if let Some(tls) = &state.tls {
+                client = client.with_tls(tls.client_config());
+            }
             let (status, value) = client
                 .send(method, path, body.map(|b| serde_json::from_slice(&b).unwrap_or_default()))
                 .await

@@ -112,6 +112,15 @@ pub struct ApiState {
     pub limits: ApiLimits,
     /// `[audit]`: e.g. whether every change needs a reason.
     pub audit: crate::config::AuditSettings,
+    /// `[tls]`: the API is served over HTTPS, and the leader's API is reached over HTTPS. None: plain HTTP.
+    pub tls: Option<tandem_cluster::tls::NodeTls>,
+}
+
+impl ApiState {
+    /// The scheme of every node's admin API in this cluster (all are configured alike).
+    pub fn api_scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// The admin API's limits: its listener's (see [`crate::limits`]) and the cap on concurrent backups.
@@ -132,11 +141,13 @@ impl ApiLimits {
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled, within `state.limits`: a connection over
-/// the caps is refused before anything is read, a request head must arrive within the header timeout, and a
-/// client that stops taking a response is disconnected after the stall timeout.
+/// the caps is refused before anything is read, a request head (and, with `state.tls`, the TLS handshake
+/// before it) must arrive within the header timeout, and a client that stops taking a response is
+/// disconnected after the stall timeout.
 pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
     let connections = tokio_util::task::TaskTracker::new();
     let gate = state.limits.http.gate();
+    let tls = state.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.api_server_config()));
     loop {
         let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -156,8 +167,9 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, shutdown: Ca
         let state = state.clone();
         let handler = move |request| handle(state.clone(), remote, request);
         let stop = (shutdown.clone(), Duration::from_secs(2));
+        let tls = tls.clone();
         connections.spawn(async move {
-            crate::limits::serve_connection(stream, remote, limits, handler, stop, "admin API").await;
+            crate::limits::serve_connection(stream, remote, limits, tls, handler, stop, "admin API").await;
             drop(permit);
         });
     }

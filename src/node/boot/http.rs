@@ -379,7 +379,7 @@ async fn serve_connection(
         async move { server.handle(request).await }
     };
     let stop = (shutdown, SHUTDOWN_GRACE);
-    crate::limits::serve_connection(stream, remote, limits, handler, stop, "boot HTTP").await;
+    crate::limits::serve_connection(stream, remote, limits, None, handler, stop, "boot HTTP").await;
 }
 
 /// A request's target, once the path is understood.
