@@ -19,9 +19,10 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked --quiet >&2
 fi
 cargo build --profile "$profile" --bin tandem --quiet >&2
-# The manual page, rendered from the binary's own command definitions (`tandem man`).
-mkdir -p target/packaging
-"target/$dir/tandem" man | gzip -9n > target/packaging/tandem.1.gz
+# The manual page, rendered from the binary's own command definitions (`tandem man`), into packaging/out/
+# (ignored by git; the assets name it there so that it does not depend on CARGO_TARGET_DIR).
+mkdir -p packaging/out
+"${CARGO_TARGET_DIR:-target}/$dir/tandem" man | gzip -9n > packaging/out/tandem.1.gz
 # --no-build: the binary above; cargo-deb reads `target/release/` in the assets as the profile's directory.
 cargo deb --no-build --profile "$profile" --quiet 2>&1 | grep -v '^$' >&2 || true
-ls -t target/debian/tandem_*.deb | head -n 1
+ls -t "${CARGO_TARGET_DIR:-target}"/debian/tandem_*.deb | head -n 1
