@@ -259,6 +259,52 @@ async fn tftp_fetch(source: Ipv4Addr, server: SocketAddr, file: &str) -> Result<
     }
 }
 
+/// What every terminal of a storm must get, and when the storm began and must end.
+#[derive(Debug, Clone)]
+struct Expected {
+    size: u64,
+    digest: String,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// One terminal booting as a thin-client loader does: `fetch` the image, and on a refusal or no answer wait
+/// 1–2 s and start again, at most [`MAX_ATTEMPTS`] times and never past the storm's deadline. An image with
+/// other bytes fails at once.
+async fn boot_terminal<F, Fut>(
+    index: usize,
+    source: Ipv4Addr,
+    expected: &Expected,
+    fetch: F,
+) -> Result<Boot, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, String), String>>,
+{
+    let mut last = String::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        let remaining = expected.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(remaining, fetch()).await {
+            Ok(Ok((bytes, got))) if bytes == expected.size && got == expected.digest => {
+                return Ok(Boot { took: expected.started.elapsed(), retries: attempt });
+            }
+            Ok(Ok((bytes, got))) => {
+                return Err(format!(
+                    "{source}: {bytes} bytes with sha256 {got} (expected {}, {})",
+                    expected.size, expected.digest
+                ));
+            }
+            Ok(Err(error)) => last = error,
+            Err(_) => last = "the storm's time limit passed".into(),
+        }
+        tokio::time::sleep(backoff(index, attempt)).await;
+    }
+    Err(format!("{source}: no image after {MAX_ATTEMPTS} attempts; last: {last}"))
+}
+
 /// Runs one storm against `target`: every terminal starts at once; returns the HTTP and the TFTP part.
 async fn storm(
     target: &Target,
@@ -269,66 +315,29 @@ async fn storm(
 ) -> Result<(ProtocolResult, ProtocolResult)> {
     let started = Instant::now();
     let deadline = started + STORM_LIMIT;
-    let mut http_tasks = Vec::with_capacity(http_terminals);
-    for index in 0..http_terminals {
-        let target = target.clone();
-        let digest = digest.to_string();
-        http_tasks.push(tokio::spawn(async move {
+    let expected = Expected { size, digest: digest.to_string(), started, deadline };
+    let http_tasks: Vec<_> = (0..http_terminals)
+        .map(|index| {
+            let (target, expected) = (target.clone(), expected.clone());
             let source = terminal_address(1, index);
-            let mut last = String::new();
-            for attempt in 0..MAX_ATTEMPTS {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, http_fetch(source, &target)).await {
-                    Ok(Ok((bytes, got))) if bytes == size && got == digest => {
-                        return Ok(Boot { took: started.elapsed(), retries: attempt });
-                    }
-                    Ok(Ok((bytes, got))) => {
-                        return Err(format!(
-                            "{source}: {bytes} bytes with sha256 {got} (expected {size}, {digest})"
-                        ));
-                    }
-                    Ok(Err(error)) => last = error.to_string(),
-                    Err(_) => last = "the storm's time limit passed".into(),
-                }
-                tokio::time::sleep(backoff(index, attempt)).await;
-            }
-            Err(format!("{source}: no image after {MAX_ATTEMPTS} attempts; last: {last}"))
-        }));
-    }
-    let mut tftp_tasks = Vec::with_capacity(tftp_terminals);
-    for index in 0..tftp_terminals {
-        let target = target.clone();
-        let digest = digest.to_string();
-        tftp_tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
+                let fetch = || async { http_fetch(source, &target).await.map_err(|e| e.to_string()) };
+                boot_terminal(index, source, &expected, fetch).await
+            })
+        })
+        .collect();
+    let tftp_tasks: Vec<_> = (0..tftp_terminals)
+        .map(|index| {
+            let (target, expected) = (target.clone(), expected.clone());
             let source = terminal_address(2, index);
-            let mut last = String::new();
-            for attempt in 0..MAX_ATTEMPTS {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, tftp_fetch(source, target.tftp, &target.tftp_file))
-                    .await
-                {
-                    Ok(Ok((bytes, got))) if bytes == size && got == digest => {
-                        return Ok(Boot { took: started.elapsed(), retries: attempt });
-                    }
-                    Ok(Ok((bytes, got))) => {
-                        return Err(format!(
-                            "{source}: {bytes} bytes with sha256 {got} (expected {size}, {digest})"
-                        ));
-                    }
-                    Ok(Err(failure)) => last = failure.to_string(),
-                    Err(_) => last = "the storm's time limit passed".into(),
-                }
-                tokio::time::sleep(backoff(index, attempt)).await;
-            }
-            Err(format!("{source}: no image after {MAX_ATTEMPTS} attempts; last: {last}"))
-        }));
-    }
+            tokio::spawn(async move {
+                let fetch = || async {
+                    tftp_fetch(source, target.tftp, &target.tftp_file).await.map_err(|e| e.to_string())
+                };
+                boot_terminal(index, source, &expected, fetch).await
+            })
+        })
+        .collect();
     let collect = |results: Vec<Result<Result<Boot, String>, tokio::task::JoinError>>| {
         let mut part = ProtocolResult::default();
         for result in results {

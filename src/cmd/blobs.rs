@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::Context;
 use super::error::CmdError;
 use super::operations::ConfirmArgs;
-use super::output::{can_ask, confirm, print_json};
+use super::output::print_json;
 
 #[derive(Subcommand, Debug)]
 pub enum BlobsCommand {
@@ -157,17 +157,7 @@ async fn remove(
         }
         return Ok(());
     }
-    if !args.yes {
-        if !can_ask() {
-            return Err(CmdError::failed(
-                "not removed: stdin is not a terminal, so nobody can confirm. Pass --yes to remove (or --dry-run to \
-                 only preview); nothing was removed",
-            ));
-        }
-        if !confirm("Remove?").await {
-            return Err(CmdError::failed("not removed: nothing was changed"));
-        }
-    }
+    args.ask("Remove?", "removed", "remove").await?;
     let mut removed = Vec::new();
     for blob in &chosen {
         let digest = blob["digest"].as_str().unwrap_or_default();

@@ -58,6 +58,27 @@ pub struct ConfirmArgs {
     pub dry_run: bool,
 }
 
+impl ConfirmArgs {
+    /// Goes on when `--yes` was given or the person at the terminal answers yes to `question`; refuses
+    /// otherwise — at once when stdin is not a terminal (nobody can answer) — saying what was `not_done`
+    /// ("applied", "removed") and that `--yes` would `verb` ("apply", "remove") it.
+    pub async fn ask(&self, question: &str, not_done: &str, verb: &str) -> Result<(), CmdError> {
+        if self.yes {
+            return Ok(());
+        }
+        if !can_ask() {
+            return Err(CmdError::failed(format!(
+                "not {not_done}: stdin is not a terminal, so nobody can confirm. Pass --yes to {verb} (or --dry-run \
+                 to only preview); nothing was changed"
+            )));
+        }
+        if !confirm(question).await {
+            return Err(CmdError::failed(format!("not {not_done}: nothing was changed")));
+        }
+        Ok(())
+    }
+}
+
 /// `tandem revert`.
 #[derive(Args, Debug)]
 pub struct RevertArgs {
@@ -272,17 +293,7 @@ async fn preview_confirm_apply_command(
                  Upload them first (`tandem sync` copies them along with the configuration)"
             )));
         }
-        if !confirm_args.yes {
-            if !can_ask() {
-                return Err(CmdError::failed(
-                    "not applied: stdin is not a terminal, so nobody can confirm. Pass --yes to apply (or --dry-run \
-                     to only preview); nothing was changed",
-                ));
-            }
-            if !confirm("Apply?").await {
-                return Err(CmdError::failed("not applied: nothing was changed"));
-            }
-        }
+        confirm_args.ask("Apply?", "applied", "apply").await?;
         Ok(true)
     };
     let Flow::Applied { answer, .. } = preview_confirm_apply(&client(ctx), endpoint, body, decide).await?

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::Context;
 use super::error::CmdError;
 use super::operations::ConfirmArgs;
-use super::output::{can_ask, confirm, print_json, print_outcome};
+use super::output::{print_json, print_outcome};
 use crate::client::ClientError;
 use crate::http::percent_encode;
 
@@ -122,17 +122,7 @@ async fn set_role(ctx: &Context, name: &str, role: &str, confirm_args: &ConfirmA
     } else {
         print!("{text}");
     }
-    if !confirm_args.yes {
-        if !can_ask() {
-            return Err(CmdError::failed(
-                "not applied: stdin is not a terminal, so nobody can confirm. Pass --yes to apply (or --dry-run to \
-                 only preview); nothing was changed",
-            ));
-        }
-        if !confirm("Switch?").await {
-            return Err(CmdError::failed("not applied: nothing was changed"));
-        }
-    }
+    confirm_args.ask("Switch?", "applied", "apply").await?;
     let answer = ctx.call(Method::PUT, &path, Some(json!({"role": role}))).await?;
     if ctx.json {
         print_json(&answer);

@@ -84,7 +84,8 @@ impl Store {
     }
 
     /// How many committed blobs, and how many bytes, the current configuration does not reference (some of
-    /// them may still be in the history: [`Store::blob_usage`] tells). Cheap: no history is read.
+    /// them may still be in the history: [`Store::blob_usage`] tells). Cheap: no history is read, no document
+    /// parsed.
     pub fn unreferenced_blob_count(&self) -> (usize, u64) {
         let in_use = self.blobs_in_use();
         self.state
@@ -98,9 +99,12 @@ impl Store {
     fn blobs_in_use(&self) -> BTreeMap<Digest, BTreeSet<String>> {
         let mut in_use: BTreeMap<Digest, BTreeSet<String>> = BTreeMap::new();
         for collection in [FIRMWARE, MODULES] {
-            for (key, document) in self.state.projection.collection(collection) {
-                for (_, digest, _) in links_of_text(collection, &document.body).blobs {
-                    in_use.entry(digest).or_default().insert(format!("{collection}/{}", key.id));
+            // The projection keeps each document's links (parsed once, when it was applied).
+            for (key, _) in self.state.projection.collection(collection) {
+                for (_, digest, _) in
+                    self.state.projection.links(key).map(|l| l.blobs.as_slice()).unwrap_or_default()
+                {
+                    in_use.entry(*digest).or_default().insert(format!("{collection}/{}", key.id));
                 }
             }
         }
