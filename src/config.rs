@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tandem_cluster::Role;
+use tandem_cluster::node::Timing;
 
 use crate::limits::{HttpLimits, NodeLimits};
 pub use tandem_cluster::tls::TlsFiles;
@@ -51,6 +52,8 @@ pub struct Config {
     /// TLS on the admin API and mutual TLS on the peer network (file only: `[tls]`). None: plain HTTP, which
     /// [`Config::validate`] allows on loopback addresses only.
     pub tls: Option<TlsFiles>,
+    /// Raft timing (`[raft]` in the config file): heartbeat interval and election timeouts.
+    pub timing: Timing,
 }
 
 /// Audit rules (`[audit]` in the config file). Checked by the node that receives a change, before it is
@@ -105,6 +108,7 @@ impl Default for Config {
             limits: NodeLimits::default(),
             audit: AuditSettings::default(),
             tls: None,
+            timing: Timing::default(),
         }
     }
 }
@@ -140,6 +144,38 @@ pub struct FileConfig {
     pub limits: Option<FileLimits>,
     pub audit: Option<FileAudit>,
     pub tls: Option<FileTls>,
+    pub raft: Option<FileRaft>,
+}
+
+/// `[raft]` in a config file: how often the leader sends heartbeats and how long a follower waits without one
+/// before it campaigns, in milliseconds (the same two knobs as etcd's `--heartbeat-interval` and
+/// `--election-timeout`). The defaults (100 and 200) suit a LAN; on a link with a round trip of R ms, give a
+/// heartbeat interval of at least R plus a disk sync and an election timeout of at least 2× that. Give every
+/// member of a cluster the same values. docs/cluster.md, "Timing", has the measurements.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRaft {
+    pub heartbeat_interval_ms: Option<u64>,
+    pub election_timeout_ms: Option<u64>,
+}
+
+impl FileRaft {
+    /// The timing these keys give on top of `timing`: the election timeout is drawn from
+    /// `[election_timeout_ms, 2 × election_timeout_ms)`, as with the defaults.
+    fn apply(&self, timing: Timing) -> Result<Timing, String> {
+        let heartbeat_ms = self.heartbeat_interval_ms.unwrap_or(timing.heartbeat_ms);
+        let election_min_ms = self.election_timeout_ms.unwrap_or(timing.election_min_ms);
+        if !(10..=10_000).contains(&heartbeat_ms) {
+            return Err(format!("[raft] heartbeat_interval_ms {heartbeat_ms} must be between 10 and 10000"));
+        }
+        if election_min_ms < 2 * heartbeat_ms || election_min_ms > 60_000 {
+            return Err(format!(
+                "[raft] election_timeout_ms {election_min_ms} must be at least twice heartbeat_interval_ms \
+                 ({heartbeat_ms}) and at most 60000"
+            ));
+        }
+        Ok(Timing { heartbeat_ms, election_min_ms, election_max_ms: 2 * election_min_ms })
+    }
 }
 
 /// `[tls]` in a config file: the three PEM files `tandem cert init` and `tandem cert node` make.
@@ -413,6 +449,11 @@ impl Config {
             self.tls =
                 Some(tls.into_files().map_err(|message| ConfigError::Parse { path: path.into(), message })?);
         }
+        if let Some(raft) = &file.raft {
+            self.timing = raft
+                .apply(self.timing)
+                .map_err(|message| ConfigError::Parse { path: path.into(), message })?;
+        }
         if let Some(audit) = file.audit {
             self.audit.require_reason = audit.require_reason.unwrap_or(self.audit.require_reason);
         }
@@ -631,6 +672,28 @@ mod tests {
                 matches!(Config::default().merge_file(&path), Err(ConfigError::Parse { .. })),
                 "{unknown}"
             );
+        }
+    }
+
+    #[test]
+    fn raft_timing_read_from_the_file_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.toml");
+        std::fs::write(&path, "[raft]\nheartbeat_interval_ms = 300\nelection_timeout_ms = 1500\n").unwrap();
+        let timing = Config::default().merge_file(&path).unwrap().timing;
+        assert_eq!((timing.heartbeat_ms, timing.election_min_ms, timing.election_max_ms), (300, 1500, 3000));
+        std::fs::write(&path, "[raft]\nheartbeat_interval_ms = 150\n").unwrap();
+        let timing = Config::default().merge_file(&path).unwrap().timing;
+        assert_eq!((timing.heartbeat_ms, timing.election_min_ms, timing.election_max_ms), (150, 300, 600));
+        for bad in [
+            "[raft]\nheartbeat_interval_ms = 5\n",
+            "[raft]\nheartbeat_interval_ms = 300\nelection_timeout_ms = 500\n",
+            "[raft]\nelection_timeout_ms = 90000\n",
+            "[raft]\nheartbeat = 100\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let error = Config::default().merge_file(&path).unwrap_err().to_string();
+            assert!(error.contains("raft") || error.contains("heartbeat"), "{bad}: {error}");
         }
     }
 

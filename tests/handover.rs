@@ -131,8 +131,8 @@ fn leadership_moves_to_b_and_back_while_writes_go_on_and_refusals_are_clear() {
     }
 }
 
-/// A hand-over to a data node that just died fails with `unreachable` (caught by the reachability check, or by
-/// the campaign request once writes are paused), quickly, and the old leader keeps leading and taking writes.
+/// A hand-over to a data node that just died fails with `unreachable` (caught by the reachability check, by
+/// the catch-up wait when it died an entry behind, or by the campaign request once writes are paused), quickly, and the old leader keeps leading and taking writes.
 #[test]
 fn a_hand_over_to_a_dead_node_fails_fast_and_the_leader_keeps_writing() {
     let root = tempfile::tempdir().unwrap();

@@ -15,10 +15,13 @@
 //! ## The witness hands leadership back
 //! The witness is an ordinary voter with a longer election timeout, so it can always break a tie (the note in
 //! `shared/notes/openraft-sled.md` records how a witness that never campaigns deadlocks when the surviving data
-//! node is behind it). When it finds itself leader and a data node has replicated its whole log, it turns its
-//! own heartbeats off: the data node's election timer fires, it campaigns with a complete log, the witness votes
-//! for it and steps down. Heartbeats come back on as soon as someone else leads, or after a few seconds if no
-//! data node took over.
+//! node is behind it). When it finds itself leader and a data node has replicated its whole log, it hands
+//! leadership to it with the planned hand-over ([`handover`]: writes held, the data node asked to campaign, the
+//! witness grants its vote and steps down, one vote round trip). If that fails, it turns its own heartbeats
+//! off: the data node's election timer fires, it campaigns with a complete log, the witness votes for it and
+//! steps down. Heartbeats come back on as soon as someone else leads, or after
+//! [`Timing::witness_quiet_limit`] if no data node took over. (Going quiet alone never ended while writes kept
+//! coming through the data node: each append resets its election timer.)
 //!
 //! ## Planned hand-over
 //! `tandem servers lead NAME` moves leadership to a caught-up data node in one vote round trip, writes
@@ -70,7 +73,7 @@ pub use handover::{Handover, HandoverError};
 /// after the latest moment a data node campaigns plus a tick (so a data node, not the witness, normally takes
 /// over and no hand-back is needed). It still campaigns, so a survivor that is behind the witness is never
 /// stuck.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
@@ -92,6 +95,16 @@ impl Timing {
         let max = self.election_max_ms;
         let min = self.election_min_ms;
         (max + min / 2, max + min * 3 / 4)
+    }
+
+    /// How long a witness that leads keeps its heartbeats off for a caught-up data node to take over before
+    /// it turns them on again: the data node campaigns once its lease (`election_max_ms`) and its election
+    /// timeout (up to `election_max_ms` more) have passed since the last heartbeat, plus a tick; twice that,
+    /// and never less than 5 s. (A fixed 5 s was shorter than a data node's wait with the slow-link timing of
+    /// docs/cluster.md, 300 / 1500: the witness kept the lead for good under delay and loss.)
+    pub fn witness_quiet_limit(&self) -> Duration {
+        let data_node_waits = 2 * self.election_max_ms + 2 * self.heartbeat_ms;
+        Duration::from_secs(5).max(Duration::from_millis(2 * data_node_waits))
     }
 
     /// The longest a healthy cluster can be without a leader after losing one: the witness's lease plus its
@@ -946,20 +959,39 @@ impl ClusterNode {
             }
             // A data node that refuses this node (its disk was replaced) is not the member it replaced: its
             // old replication progress must not make the witness step down for it.
-            let data_node_caught_up = metrics.replication.as_ref().is_some_and(|replication| {
-                replication.iter().any(|(id, matched)| {
-                    metrics.membership_config.membership().get_node(id).is_some_and(|n| {
-                        n.role == Role::Data && self.network.contact(&n.peer_addr).refusing().is_none()
-                    }) && matched.map(|l| l.index) >= metrics.last_log_index
+            let caught_up_data_node = metrics.replication.as_ref().and_then(|replication| {
+                replication.iter().find_map(|(id, matched)| {
+                    let node = metrics.membership_config.membership().get_node(id)?;
+                    let eligible = node.role == Role::Data
+                        && self.network.contact(&node.peer_addr).refusing().is_none()
+                        && matched.map(|l| l.index) >= metrics.last_log_index;
+                    eligible.then(|| node.name.clone())
                 })
             });
-            match heartbeats_off_since {
-                None if is_leader && data_node_caught_up => {
-                    tracing::info!("witness is leader and a data node is caught up: handing leadership back");
+            match (heartbeats_off_since, caught_up_data_node) {
+                (None, Some(name)) if is_leader => {
+                    // First the planned hand-over (one vote round trip, writes held meanwhile); going quiet
+                    // only if it fails. Quiet alone never ended while writes kept coming (each append resets
+                    // the data node's election timer): measured under delay and loss, docs/cluster.md.
+                    match self.hand_over(&name).await {
+                        Ok(handover) => {
+                            tracing::info!(
+                                to = name,
+                                took_ms = handover.took_ms,
+                                "witness handed leadership back"
+                            );
+                            continue;
+                        }
+                        Err(error) => tracing::info!(
+                            to = name,
+                            %error,
+                            "witness: the hand-over failed; turning heartbeats off so that the data node campaigns"
+                        ),
+                    }
                     self.raft.runtime_config().heartbeat(false);
                     heartbeats_off_since = Some(Instant::now());
                 }
-                Some(since) if !is_leader || since.elapsed() > Duration::from_secs(5) => {
+                (Some(since), _) if !is_leader || since.elapsed() > self.timing.witness_quiet_limit() => {
                     self.raft.runtime_config().heartbeat(true);
                     heartbeats_off_since = None;
                 }

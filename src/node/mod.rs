@@ -30,7 +30,7 @@ use anyhow::{Context, Result};
 use tandem_cluster::identity::{Identity, founding_cluster_id};
 use tandem_cluster::log_store::LogStore;
 use tandem_cluster::network::{LocalIdentity, PeerNetwork, PeerServerOptions, serve_peer_with};
-use tandem_cluster::node::{ClusterNode, Timing};
+use tandem_cluster::node::ClusterNode;
 use tandem_cluster::state_machine::StateMachine;
 use tandem_cluster::tls::NodeTls;
 use tandem_cluster::{NodeInfo, Raft, Role};
@@ -300,7 +300,7 @@ async fn start_raft(
         api_addr: advertised(&config.advertise_api, &listeners.api)?,
         boot_addr: config.boot_advertise.clone().unwrap_or_else(|| config.boot.to_string()),
     };
-    let timing = Timing::default();
+    let timing = config.timing.clone();
     let mut raft_config = timing.raft_config(config.role);
     if let Some(logs) = std::env::var("TANDEM_RAFT_SNAPSHOT_LOGS").ok().and_then(|v| v.parse().ok()) {
         // For tests and experiments: snapshot (and purge the log) after this many entries.

@@ -10,8 +10,9 @@
 //!        └── tnpKw ── eth0 10.199.K.4   namespace tandem-pK-w
 //! ```
 //!
-//! **How a link is cut.** The kernel here has neither `netem` nor `tc` actions nor nftables, so a cut is made
-//! with the neighbour table: [`Lab::cut`] pins, in the sender's namespace, the receiver's IP address to a MAC
+//! **How a link is cut.** The kernel here has neither `netem` nor a `tc` drop action (and the machine has no
+//! nftables or iptables tool; delay and loss are emulated by `harness/wire.rs`), so a cut is made with the
+//! neighbour table: [`Lab::cut`] pins, in the sender's namespace, the receiver's IP address to a MAC
 //! address nobody has. The sender's frames still leave, the bridge (unknown-unicast flooding switched off on
 //! every port) drops them, and nothing tells the sender: a silent, one-way drop, like a dead switch port or a
 //! firewall that drops instead of rejecting. TCP needs both directions, so a one-way cut ends every TCP
@@ -49,10 +50,30 @@ pub fn ca_dir() -> &'static Path {
     })
 }
 
+/// A node (not started) living in `host`'s namespace, on that host's address with fixed ports, with TLS: the
+/// address is not loopback, where `tandem serve` speaks nothing but TLS. Its certificate (for its IP address)
+/// is made in `root` and signed by the CA of [`ca_dir`].
+pub fn tls_node(root: &Path, host: &Host, role: &str) -> Node {
+    let ca = ca_dir();
+    let out = root.join("tls");
+    let name = &host.name;
+    let made = Command::new(crate::harness::tandem_bin())
+        .args(["cert", "node", name, "--ip", &host.ip, "--ca-dir"])
+        .arg(ca)
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .expect("run tandem cert node");
+    assert!(made.status.success(), "tandem cert node {name}: {}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = (out.join(format!("{name}.pem")), out.join(format!("{name}-key.pem")));
+    Node::new(root, name, role).in_netns(&host.netns, &host.ip).with_tls(&ca.join("ca.pem"), &cert, &key)
+}
+
 /// A MAC address no host has: frames sent to it are dropped by the bridge.
 const NOWHERE: &str = "02:00:5e:00:00:01";
 
-/// One host of the lab: its namespace, its address and its interface's MAC address.
+/// One host of a lab: its namespace, its address and its interface's MAC address (empty in a
+/// [`crate::wire::WireLab`], whose TUN devices have none).
 #[derive(Debug, Clone)]
 pub struct Host {
     pub name: String,
@@ -69,7 +90,7 @@ pub struct Lab {
 }
 
 /// Runs `ip ARGS`; an error names the command and what `ip` said.
-fn ip(args: &[&str]) -> Result<(), String> {
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let output = Command::new("ip").args(args).output().map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
     if output.status.success() {
         Ok(())
@@ -175,24 +196,9 @@ impl Lab {
         self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name} in the lab"))
     }
 
-    /// A node (not started) living in host `name`'s namespace, on that host's address with fixed ports.
-    /// A node of this lab, in its namespace on its address, with TLS: the addresses are not loopback, where
-    /// `tandem serve` speaks nothing but TLS. Its certificate (for its IP address) is made in `root` and signed
-    /// by the CA of [`ca_dir`].
+    /// A node of this lab (not started), in its namespace on its address, with TLS (see [`tls_node`]).
     pub fn node(&self, root: &Path, name: &str, role: &str) -> Node {
-        let host = self.host(name);
-        let ca = ca_dir();
-        let out = root.join("tls");
-        let made = Command::new(crate::harness::tandem_bin())
-            .args(["cert", "node", name, "--ip", &host.ip, "--ca-dir"])
-            .arg(ca)
-            .arg("--out-dir")
-            .arg(&out)
-            .output()
-            .expect("run tandem cert node");
-        assert!(made.status.success(), "tandem cert node {name}: {}", String::from_utf8_lossy(&made.stderr));
-        let (cert, key) = (out.join(format!("{name}.pem")), out.join(format!("{name}-key.pem")));
-        Node::new(root, name, role).in_netns(&host.netns, &host.ip).with_tls(&ca.join("ca.pem"), &cert, &key)
+        tls_node(root, self.host(name), role)
     }
 
     fn pin(&self, from: &Host, to: &Host, mac: &str) -> Result<(), String> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::CAMPAIGN_PATH;
-use super::client::{PeerNetwork, TransportError};
+use super::client::{Late, PeerNetwork, TransportError};
 use crate::types::{NodeId, NodeInfo, Raft, Role};
 
 /// How long the target waits for its own metrics to show the leader's last log index.
@@ -87,7 +87,7 @@ impl PeerNetwork {
         timeout: Duration,
     ) -> Result<(), CampaignError> {
         let result: Result<(), String> = self
-            .call(&node.peer_addr, CAMPAIGN_PATH, request, timeout, target)
+            .call(&node.peer_addr, CAMPAIGN_PATH, request, timeout, target, Late::Abandon)
             .await
             .map_err(|error| match error {
                 TransportError::Status { status: hyper::StatusCode::NOT_FOUND, .. } => {

@@ -73,6 +73,12 @@
 //!   wraps each call in its own timeout of the same length, so a slow `append` or `vote` may surface as
 //!   openraft's `RPCError::Timeout` rather than ours. A forwarded write takes an explicit timeout
 //!   ([`PeerNetwork::forward_write`]).
+//! - A Raft RPC that outlives its ttl is not torn down: it finishes in the background (at most 3 s more) and
+//!   its answer is discarded, so its connection goes back to the pool. On HTTP/1.1 abandoning a request
+//!   means closing its connection, and on a slow, lossy link the next connection's TCP and TLS handshakes
+//!   outlast the next ttl, which closed that one too: with 50 ms ± 20 ms and 5 % loss no heartbeat got
+//!   through (docs/cluster.md, "Timing on slow links"). Forwarded writes, read-index and campaign requests
+//!   are still abandoned at their timeout: their caller has answered its client.
 //! - Failures are classified so that openraft reacts well (it backs off only on `Unreachable`, for
 //!   [`openraft::network::RaftNetwork::backoff`], 500 ms by default — below any sane election timeout):
 //!

@@ -14,9 +14,11 @@
 //!   vote alone — at once, without waiting for any lease to run out, and with the old leader's heartbeats on
 //!   all along (its followers keep their leases; nobody else can start an election meanwhile).
 //!
-//! The witness's hand-back goes quiet instead (it turns its heartbeats off so that the data node's election
-//! timer fires): that takes a lease plus an election timeout (~0.6-0.8 s) and leaves the cluster without a
-//! quorum-acknowledged leader meanwhile. The hand-over here takes one vote round trip.
+//! A witness that finds itself leading hands leadership back to a caught-up data node the same way (see
+//! `node.rs`); only if that fails does it go quiet (heartbeats off until the data node's election timer
+//! fires), which takes a lease plus an election timeout (~0.6-0.8 s with the default timing) and leaves the
+//! cluster without a quorum-acknowledged leader meanwhile — and never ends while writes keep coming through
+//! the data node. The hand-over here takes one vote round trip.
 //!
 //! ## The steps, on the leader ([`ClusterNode::hand_over`])
 //! 1. Check: this node leads; `NAME` is a member, a voting data node (not the witness, not a mirror or a
@@ -172,6 +174,7 @@ impl ClusterNode {
 
         // 3.-4. Stop the log growing; wait until the target has all of it.
         tracing::info!(target = name, "handing leadership over: pausing new entries");
+        let pausing_at = std::time::SystemTime::now();
         let deadline = Instant::now() + CATCH_UP_LIMIT;
         let paused = tokio::time::timeout(CATCH_UP_LIMIT, self.proposer.pause()).await;
         let Ok(_paused) = paused else {
@@ -191,6 +194,14 @@ impl ClusterNode {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 let behind = self.behind(&metrics, target);
+                // A target that died just before the hand-over passed the reachability check; if it has not
+                // answered since, it is gone rather than slow.
+                let last_ok = self.network.contact(&node.peer_addr).last_ok;
+                if last_ok.is_none_or(|time| time < pausing_at) {
+                    let detail =
+                        format!("it has not answered since the hand-over began ({behind} entries behind)");
+                    return Err(HandoverError::Unreachable { name: name.to_string(), detail });
+                }
                 return Err(HandoverError::NotCaughtUp { name: name.to_string(), behind });
             }
             let _ =
