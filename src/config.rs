@@ -161,10 +161,13 @@ pub struct FileRaft {
 
 impl FileRaft {
     /// The timing these keys give on top of `timing`: the election timeout is drawn from
-    /// `[election_timeout_ms, 2 × election_timeout_ms)`, as with the defaults.
+    /// `[election_timeout_ms, 2 × election_timeout_ms)`, as with the defaults; without `election_timeout_ms`, it
+    /// is at least twice the heartbeat interval.
     fn apply(&self, timing: Timing) -> Result<Timing, String> {
         let heartbeat_ms = self.heartbeat_interval_ms.unwrap_or(timing.heartbeat_ms);
-        let election_min_ms = self.election_timeout_ms.unwrap_or(timing.election_min_ms);
+        // Only a heartbeat given: the election timeout grows with it to the smallest value allowed.
+        let election_min_ms =
+            self.election_timeout_ms.unwrap_or(timing.election_min_ms.max(2 * heartbeat_ms));
         if !(10..=10_000).contains(&heartbeat_ms) {
             return Err(format!("[raft] heartbeat_interval_ms {heartbeat_ms} must be between 10 and 10000"));
         }
