@@ -55,7 +55,9 @@ pub enum Rejection {
     #[error("cannot remove blob {digest}: {reason}")]
     BlobNotRemovable { digest: String, reason: String },
     /// `tandem history forget --before N` with N at or before the history's start: nothing left to forget.
-    #[error("nothing to forget before revision {before}: the history already starts at revision {first_kept}")]
+    #[error(
+        "nothing to forget before revision {before}: the history already starts at revision {first_kept}"
+    )]
     NothingToForget { before: Revision, first_kept: Revision },
     /// `tandem history forget --before N` with N past the next revision: the future cannot be forgotten.
     #[error(

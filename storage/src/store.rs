@@ -608,7 +608,9 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         None => crate::chain::GENESIS,
     };
     if base > revision {
-        return Err(Error::Corrupt(format!("the history starts after revision {base}, past the store's {revision}")));
+        return Err(Error::Corrupt(format!(
+            "the history starts after revision {base}, past the store's {revision}"
+        )));
     }
     // With every event up to the revision forgotten (a snapshot can say so), no event is left at all.
     let last_event = crate::chain::last_event_revision(space)?;
