@@ -57,7 +57,9 @@ fn forgotten_history_frees_old_firmware_on_every_member_and_a_rebuilt_follower_a
         let blobs = list["blobs"].as_array().unwrap();
         let blob = blobs
             .iter()
-            .find(|blob| blob["size"] == byte_size && (blob["in_use_by"].as_array().unwrap().is_empty() != referenced))
+            .find(|blob| {
+                blob["size"] == byte_size && (blob["in_use_by"].as_array().unwrap().is_empty() != referenced)
+            })
             .unwrap_or_else(|| panic!("{list:#}"));
         blob["digest"].as_str().unwrap().to_string()
     };
@@ -73,7 +75,11 @@ fn forgotten_history_frees_old_firmware_on_every_member_and_a_rebuilt_follower_a
     // Forget before 3 through the follower (forwarded to the leader): the history starts at 3, from the
     // configuration at 2 (t1 on firmware 1). A dry run first: it names the old image.
     let preview = b.json(&["history", "forget", "--before", "3", "--dry-run"]);
-    assert_eq!((preview["outcome"].as_str(), preview["events"].as_u64()), (Some("preview"), Some(2)), "{preview:#}");
+    assert_eq!(
+        (preview["outcome"].as_str(), preview["events"].as_u64()),
+        (Some("preview"), Some(2)),
+        "{preview:#}"
+    );
     let unconfirmed = b.cli(&["history", "forget", "--before", "3"]);
     assert_eq!(unconfirmed.status.code(), Some(1), "no terminal, no --yes: refused");
     // Forgetting before 3 keeps the base configuration at 2, which still uses the old image.
@@ -111,7 +117,10 @@ fn forgotten_history_frees_old_firmware_on_every_member_and_a_rebuilt_follower_a
         // Time travel: before the start refused by name, the base and after readable.
         let (code, stderr) = stderr_of(node, &["get", "terminals", "t1", "--at", "2"]);
         assert_eq!(code, Some(1), "{stderr}");
-        assert!(stderr.contains("revision 2 was forgotten") && stderr.contains("starts at revision 4"), "{stderr}");
+        assert!(
+            stderr.contains("revision 2 was forgotten") && stderr.contains("starts at revision 4"),
+            "{stderr}"
+        );
         let at_base = node.ok(&["get", "terminals", "t1", "--at", "3"]);
         assert!(at_base.contains("02:00:00:00:00:01"), "{at_base}");
         let (code, stderr) = stderr_of(node, &["diff", "1", "5"]);
@@ -125,20 +134,25 @@ fn forgotten_history_frees_old_firmware_on_every_member_and_a_rebuilt_follower_a
 
     // A follower rebuilt afterwards: b's database is wiped while it is down, and the leader moves on (its
     // log purged past b), so b installs a snapshot carrying the base, and replays the rest.
-    let leader = a.status()["leader_name"].as_str().unwrap().to_string();
-    let (follower_is_b, up) = (leader == "a", if leader == "a" { &a } else { &b });
-    assert!(follower_is_b, "a founded the cluster and leads (leader: {leader})");
+    a.ok(&["servers", "lead", "a"]);
     b.kill();
     std::fs::remove_dir_all(b.data_dir.join("db")).unwrap();
     for i in 0..25 {
-        up.ok(&["put", "notes", &format!("while-b-down-{i}"), "{}"]);
+        a.ok(&["put", "notes", &format!("while-b-down-{i}"), "{}"]);
     }
     b.start(false);
-    let target = up.status()["revision"].as_u64().unwrap();
+    let target = a.status()["revision"].as_u64().unwrap();
     b.wait_status("b caught up", Duration::from_secs(30), |s| s["revision"].as_u64() == Some(target));
+    assert!(b.log_text().contains("installed a snapshot"), "b caught up through the leader's snapshot");
     assert_eq!(first_revision(&b), 4);
     assert_eq!(b.status()["history"]["base_hash"], a.status()["history"]["base_hash"]);
-    assert!(!b.json(&["blobs", "list"])["blobs"].as_array().unwrap().iter().any(|blob| blob["digest"] == old.as_str()));
+    assert!(
+        !b.json(&["blobs", "list"])["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|blob| blob["digest"] == old.as_str())
+    );
     let (code, stderr) = stderr_of(&b, &["export", "--at", "1"]);
     assert_eq!(code, Some(1), "{stderr}");
     let verified = a.json(&["history", "verify"]);

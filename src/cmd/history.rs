@@ -360,8 +360,10 @@ async fn verify(ctx: &Context) -> Result<(), CmdError> {
         }
     }
     if ctx.json {
-        print_json(&json!({"nodes": nodes, "common_revision": common, "compared_from": floor, "differences": differences,
-                           "problems": problems, "unreachable": unreachable}));
+        print_json(
+            &json!({"nodes": nodes, "common_revision": common, "compared_from": floor, "differences": differences,
+                           "problems": problems, "unreachable": unreachable}),
+        );
     } else {
         for member in &members {
             match &member.answer {

@@ -164,7 +164,7 @@ impl ChainView {
     /// new view), not a broken chain.
     pub fn verify(&self) -> Result<ChainCheck> {
         let check = self.recompute()?;
-        if check.first_mismatch.is_some() && crate::forget::stored_base(self.space.as_ref())? != self.base {
+        if check.first_mismatch.is_some() && stored_base(self.space.as_ref())? != self.base {
             return Err(Error::Stale("the history was forgotten up to a later revision meanwhile".into()));
         }
         Ok(check)
@@ -263,6 +263,16 @@ pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
                 keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
             Ok(Revision(revision))
         }
+    }
+}
+
+/// The history's base stored in a keyspace ([`crate::forget`]; 0 when nothing was ever forgotten).
+pub(crate) fn stored_base(space: &dyn Keyspace) -> Result<Revision> {
+    match space.get(&keys::Meta::Base.key())? {
+        Some(bytes) => Ok(Revision(u64::from_be_bytes(
+            bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the base is not 8 bytes".into()))?,
+        ))),
+        None => Ok(Revision(0)),
     }
 }
 

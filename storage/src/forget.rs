@@ -52,7 +52,7 @@ use crate::Outcome;
 use crate::change::{ChangeMeta, ChangeSet, Revision};
 use crate::collections::{FIRMWARE, MODULES, links_of_text};
 use crate::digest::Digest;
-use crate::engine::{Keyspace, WriteBatch};
+use crate::engine::WriteBatch;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::history::read_events;
@@ -76,16 +76,6 @@ pub struct ForgetPreview {
     pub events: u64,
     /// The blobs that nothing would reference any more (removable with `tandem blobs remove`), with sizes.
     pub removable_blobs: Vec<(Digest, u64)>,
-}
-
-/// The base stored in a keyspace (0 when none was ever set).
-pub(crate) fn stored_base(space: &dyn Keyspace) -> Result<Revision> {
-    match space.get(&Meta::Base.key())? {
-        Some(bytes) => Ok(Revision(u64::from_be_bytes(
-            bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the base is not 8 bytes".into()))?,
-        ))),
-        None => Ok(Revision(0)),
-    }
 }
 
 /// The blobs the documents of `projection` reference (firmware and modules), with those documents.

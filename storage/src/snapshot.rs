@@ -269,7 +269,7 @@ impl SnapshotSource {
     /// A snapshot that cannot read what its view expects (`what`): stale if a forget moved the base since
     /// the view was taken, otherwise damage.
     fn missing(&self, what: String) -> Error {
-        match crate::forget::stored_base(self.space.as_ref()) {
+        match crate::chain::stored_base(self.space.as_ref()) {
             Ok(base) if base != self.state.base => {
                 Error::Stale(format!("the history was forgotten up to revision {base} meanwhile"))
             }

@@ -597,12 +597,7 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         projection.insert(doc_key, document);
     }
     projection.set_revision(revision);
-    let base = match space.get(&Meta::Base.key())? {
-        Some(bytes) => Revision(u64::from_be_bytes(
-            bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the base is not 8 bytes".into()))?,
-        )),
-        None => Revision(0),
-    };
+    let base = crate::chain::stored_base(space)?;
     let base_hash = match space.get(&Meta::BaseHash.key())? {
         Some(bytes) => crate::chain::parse_hash(&bytes)?,
         None => crate::chain::GENESIS,

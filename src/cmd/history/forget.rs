@@ -15,10 +15,10 @@ use clap::Args;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::super::Context;
-use super::super::error::CmdError;
-use super::super::operations::ConfirmArgs;
-use super::super::output::print_json;
+use crate::cmd::Context;
+use crate::cmd::error::CmdError;
+use crate::cmd::operations::ConfirmArgs;
+use crate::cmd::output::print_json;
 
 /// `tandem history forget`.
 #[derive(Args, Debug)]
@@ -68,9 +68,7 @@ pub async fn run(ctx: &Context, args: &ForgetArgs) -> Result<(), CmdError> {
     } else {
         println!(
             "forgot {} event(s): the history starts at revision {} (the forget is recorded as revision {})",
-            answer["events"],
-            answer["first_kept"],
-            answer["revision"]
+            answer["events"], answer["first_kept"], answer["revision"]
         );
         if blobs(&answer).next().is_some() {
             println!("blobs nothing references any more: `tandem blobs remove --all-removable`");

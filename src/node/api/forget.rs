@@ -47,8 +47,10 @@ pub async fn forget(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let body = read_body(request.into_body(), MAX_REQUEST_BODY, state.limits.http.body_read_timeout).await?;
     let input: ForgetInput = parse_json(&body)?;
     if input.before == 0 {
-        return Err(ApiError::bad_request("revisions start at 1: \"before\" names the first revision to keep")
-            .with_hint("`tandem history` lists the revisions"));
+        return Err(ApiError::bad_request(
+            "revisions start at 1: \"before\" names the first revision to keep",
+        )
+        .with_hint("`tandem history` lists the revisions"));
     }
     require_reason(state, &input.reason)?;
     let before = Revision(input.before);
@@ -56,7 +58,10 @@ pub async fn forget(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     // Reads the history after the new base (the blobs it references): off the async workers.
     let preview = tokio::task::block_in_place(|| {
         let store = node.read_store()?;
-        store.forget_preview(before).map(|preview| (preview, store.revision())).map_err(|e| internal(&e.to_string()))
+        store
+            .forget_preview(before)
+            .map(|preview| (preview, store.revision()))
+            .map_err(|e| internal(&e.to_string()))
     })?;
     let (preview, current) = match preview {
         (Ok(preview), current) => (preview, current),
@@ -97,8 +102,9 @@ fn refused(rejection: &Rejection, current: Revision) -> Result<Response<Body>, A
                     "events": 0, "revision": current, "removable_blobs": [], "message": rejection.to_string()}),
         )),
         Rejection::ForgetFuture { .. } => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, "no_such_revision", rejection.to_string())
-                .with_hint("`tandem history` lists the revisions; --before may be at most the current revision + 1"))
+            Err(ApiError::new(StatusCode::NOT_FOUND, "no_such_revision", rejection.to_string()).with_hint(
+                "`tandem history` lists the revisions; --before may be at most the current revision + 1",
+            ))
         }
         other => Err(rejection_error(other)),
     }
