@@ -127,6 +127,8 @@ fn forgotten_history_frees_old_firmware_on_every_member_and_a_rebuilt_follower_a
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains("forgotten"), "{stderr}");
     }
+    let status = a.ok(&["status"]);
+    assert!(status.contains("history   from revision 4"), "{status}");
     let table = a.ok(&["history"]);
     assert!(table.contains("the history starts at revision 4"), "{table}");
     let verified = a.ok(&["history", "verify"]);

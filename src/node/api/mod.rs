@@ -432,6 +432,7 @@ pub mod fuzz {
         let _ = parse_json::<super::cluster::RoleInput>(body);
         let _ = parse_json::<super::history::RevertInput>(body);
         let _ = parse_json::<super::history::UndoInput>(body);
+        let _ = parse_json::<super::forget::ForgetInput>(body);
         Parsed {
             change_set: parse_json::<super::changes::ChangeSetInput>(body).ok().map(|input| {
                 input.into_change_set(|reason, request_id| tandem_storage::ChangeMeta {
