@@ -103,6 +103,8 @@ pub struct ChainView {
     /// The revision the history starts after, and its chain hash ([`crate::forget`]).
     pub(crate) base: Revision,
     pub(crate) base_hash: Digest,
+    /// The SHA-256 of the configuration at the base, as the forget recorded it in the chain.
+    pub(crate) base_digest: Option<Digest>,
 }
 
 impl ChainView {
@@ -212,7 +214,37 @@ impl ChainView {
         if first_mismatch.is_none() && expected != self.revision.next() {
             first_mismatch = Some((expected, format!("event {expected} is missing")));
         }
+        if let Some(problem) = self.check_base()? {
+            first_mismatch = Some((self.base, problem));
+        }
         Ok(ChainCheck { revision: self.revision, head, stored_head: self.head, first_mismatch })
+    }
+}
+
+impl ChainView {
+    /// Compares the stored configuration at the base (its checkpoint's bytes) with the digest its forget
+    /// recorded in the chain; says what is wrong, if anything.
+    fn check_base(&self) -> Result<Option<String>> {
+        let Some(recorded) = self.base_digest.filter(|_| self.base.0 > 0) else { return Ok(None) };
+        let start = keys::checkpoint(self.base, 0);
+        let end = keys::checkpoint(self.base, keys::COMPLETE);
+        let mut parts = Vec::new();
+        for item in self.space.scan(&start, Some(&end), false) {
+            let (key, value) = item?;
+            let (_, part) =
+                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("a checkpoint key is bad".into()))?;
+            parts.push((part, value));
+        }
+        let stored = match join_parts(parts, &format!("checkpoint {}", self.base)) {
+            Ok(bytes) => Digest::from(Sha256::new_with_prefix(bytes)),
+            Err(error) => return Ok(Some(format!("the configuration at the base {}: {error}", self.base))),
+        };
+        Ok((stored != recorded).then(|| {
+            format!(
+                "the configuration at the base {} hashes to {stored}, but its forget recorded {recorded}: a document of the base was altered",
+                self.base
+            )
+        }))
     }
 }
 

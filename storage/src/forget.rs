@@ -21,7 +21,10 @@
 //! was forgotten (the revision the history starts at, the base hash, how many events), with the actor,
 //! token, source and reason of the request — appended at the next revision, so it is itself in the hash
 //! chain, listed first-class by `tandem history`, and never forgotten by the forget that wrote it (its
-//! revision is at least `R`). Recording it as a document of `cluster_events` rather than as a new kind of
+//! revision is at least `R`). The record also holds the SHA-256 of the configuration at the base (of its
+//! checkpoint's bytes): the base's events are gone, but the record, which is in the chain, commits to the
+//! state they led to, and [`crate::chain::ChainView::verify`] and a snapshot install check the stored base
+//! against it. Recording it as a document of `cluster_events` rather than as a new kind of
 //! event keeps the event format, replay, snapshots and `history verify` unchanged; plans (revert, undo,
 //! import) never touch `cluster_events`, so no revert can erase the record.
 //!
@@ -47,9 +50,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 use crate::Outcome;
-use crate::change::{ChangeMeta, ChangeSet, Revision};
+use crate::change::{ChangeMeta, ChangeSet, DocKey, Revision};
 use crate::collections::{FIRMWARE, MODULES, links_of_text};
 use crate::digest::Digest;
 use crate::engine::WriteBatch;
@@ -58,7 +62,7 @@ use crate::event::Event;
 use crate::history::read_events;
 use crate::keys::{self, Meta};
 use crate::plan::CLUSTER_EVENTS;
-use crate::projection::Projection;
+use crate::projection::{Projection, StoredDocument};
 use crate::rejection::Rejection;
 use crate::store::{Store, write_checkpoint};
 
@@ -76,6 +80,24 @@ pub struct ForgetPreview {
     pub events: u64,
     /// The blobs that nothing would reference any more (removable with `tandem blobs remove`), with sizes.
     pub removable_blobs: Vec<(Digest, u64)>,
+}
+
+/// The SHA-256 of the configuration at a base: of the bytes of its checkpoint ([`write_checkpoint`]), the
+/// bincode list of every document in key order.
+pub(crate) fn base_digest(projection: &Projection) -> Digest {
+    let documents: Vec<(&DocKey, &StoredDocument)> = projection.documents().collect();
+    Digest::from(Sha256::new_with_prefix(crate::codec::encode(&documents)))
+}
+
+/// The base digest that the forget which made `base` recorded, if its record is in `projection` (a change
+/// could have deleted it: `cluster_events` is not protected from explicit deletes).
+pub(crate) fn recorded_base_digest(projection: &Projection, base: Revision) -> Option<Digest> {
+    projection
+        .collection(CLUSTER_EVENTS)
+        .filter(|(key, _)| key.id.starts_with(RECORD_PREFIX))
+        .map(|(_, document)| document.value())
+        .find(|record| record["base_revision"] == base.0)
+        .and_then(|record| record["base_documents_sha256"].as_str().and_then(|hex| Digest::parse(hex).ok()))
 }
 
 /// The blobs the documents of `projection` reference (firmware and modules), with those documents.
@@ -101,6 +123,19 @@ impl Store {
     /// The chain hash of [`Store::base`], which the first kept event links to (the genesis hash at 0).
     pub fn base_hash(&self) -> Digest {
         self.state.base_hash
+    }
+
+    /// A detached view of the hash chain at the current revision, to verify or read without the store. It
+    /// knows the base, its hash, and the digest of the base configuration that the forget recorded.
+    pub fn chain(&self) -> crate::chain::ChainView {
+        crate::chain::ChainView {
+            space: self.space.clone(),
+            revision: self.revision(),
+            head: self.state.head,
+            base: self.state.base,
+            base_hash: self.state.base_hash,
+            base_digest: recorded_base_digest(&self.state.projection, self.state.base),
+        }
     }
 
     /// What [`crate::Command::ForgetHistory`] with `before` would do now, or why it would be refused.
@@ -161,7 +196,8 @@ impl Store {
             &format!("{RECORD_PREFIX}{record_revision}"),
             json!({"event": "history_forgotten", "history_starts_at": before.0, "base_revision": base.0,
                    "base_hash": base_hash.to_string(), "previous_base": old_base.0,
-                   "events_forgotten": events, "documents_at_base": base_state.len()}),
+                   "events_forgotten": events, "documents_at_base": base_state.len(),
+                   "base_documents_sha256": base_digest(&base_state).to_string()}),
         );
         match self.apply_change(&record, new_requests, batch)? {
             Outcome::Accepted { .. } => {}

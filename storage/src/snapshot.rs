@@ -27,8 +27,8 @@
 //! at the base, and then only the kept events; the installer starts its replay from that configuration
 //! and its chain from the base hash, writes a checkpoint at the base and stores base and base hash, so the
 //! installed store has the same base, the same kept events and the same chain hashes as its source. The base
-//! configuration is checked as far as it can be: the kept events replayed from it must give the documents
-//! the snapshot holds; it is not covered by the chain (its events are gone).
+//! configuration is checked twice: the kept events replayed from it must give the documents the snapshot
+//! holds, and its digest must be the one the forget recorded in its event (in the chain).
 //!
 //! Version 2 had no base ([`SnapshotHeaderV2`]: base 0, the whole history). Version 1 had no chain head in
 //! its header ([`SnapshotHeaderV1`]) and its events no audit fields ([`crate::legacy::EventV1`]). Both are
@@ -634,6 +634,8 @@ struct Consumer<'a> {
     replayed: Projection,
     /// Whether the base is complete (its checkpoint written): set at the first frame after the base frames.
     base_sealed: bool,
+    /// The SHA-256 of the base configuration (of its checkpoint's bytes), once sealed.
+    base_digest: Option<Digest>,
     /// The chain hash of the last event read.
     head: Digest,
     last_checkpoint: Revision,
@@ -679,6 +681,7 @@ impl<'a> Consumer<'a> {
             batch_bytes: 0,
             replayed,
             base_sealed: false,
+            base_digest: None,
             head,
             last_checkpoint,
             snapshot_documents: Projection::new(),
@@ -730,6 +733,7 @@ impl<'a> Consumer<'a> {
             )));
         }
         if self.header.base.0 > 0 {
+            self.base_digest = Some(crate::forget::base_digest(&self.replayed));
             write_checkpoint(&mut self.batch, &self.replayed);
             self.batch_bytes += self.replayed.len() * 64;
             self.flush(false)?;
@@ -892,6 +896,16 @@ impl<'a> Consumer<'a> {
             || self.snapshot_documents.len() as u64 != header.documents
         {
             return Err(invalid("the snapshot's contents do not match the counts in its header"));
+        }
+        // The forget that made the base recorded, in the chain, what the configuration there was.
+        if let (Some(digest), Some(recorded)) =
+            (self.base_digest, crate::forget::recorded_base_digest(&self.snapshot_documents, header.base))
+            && digest != recorded
+        {
+            return Err(invalid(format!(
+                "the snapshot's configuration at its base {} hashes to {digest}, but the forget that made the base recorded {recorded}: a document of the base was altered",
+                header.base
+            )));
         }
         if let Some(head) = header.head
             && head != self.head

@@ -176,17 +176,6 @@ impl Store {
         self.state.head
     }
 
-    /// A detached view of the hash chain at the current revision, to verify or read without the store.
-    pub fn chain(&self) -> crate::chain::ChainView {
-        crate::chain::ChainView {
-            space: self.space.clone(),
-            revision: self.revision(),
-            head: self.state.head,
-            base: self.state.base,
-            base_hash: self.state.base_hash,
-        }
-    }
-
     /// The position the caller stored with the last applied batch.
     pub fn position(&self) -> Option<&[u8]> {
         self.state.position.as_deref()

@@ -266,14 +266,60 @@ fn a_snapshot_carries_the_base_and_an_install_keeps_base_and_chain() {
     apply(&mut store, forget(18));
     assert_eq!((installed.head(), installed.base_hash()), (store.head(), store.base_hash()));
 
-    // A base document changed behind the snapshot's back no longer replays to its documents.
+    // A base document altered consistently (in the base and the documents, checksum recomputed) still
+    // replays to the snapshot's documents: the digest the forget recorded in the chain catches it.
     let mut bytes = Vec::new();
     store.snapshot().write_to(&mut bytes).unwrap();
-    let needle = br#"{"i":17}"#;
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("a base document");
-    let mut altered = bytes.clone();
-    altered[at + 5] = b'6';
-    assert!(verify_snapshot(&altered[..]).is_err(), "checksum or replay catches it");
+    let altered = alter(&bytes, br#"{"i":17}"#, br#"{"i":16}"#);
+    let error = verify_snapshot(&altered[..]).unwrap_err().to_string();
+    assert!(error.contains("a document of the base was altered"), "{error}");
+}
+
+/// `bytes` (a snapshot) with every `from` replaced by `to` (same length) and its end checksum recomputed.
+fn alter(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let mut found = 0;
+    for at in 0..out.len() - from.len() {
+        if &out[at..at + from.len()] == from {
+            out[at..at + from.len()].copy_from_slice(to);
+            found += 1;
+        }
+    }
+    assert!(found >= 2, "in the base and the documents");
+    // The end frame: kind 7, length 32, the SHA-256 of everything before it.
+    let body = out.len() - 37;
+    let digest: [u8; 32] =
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&out[..body])).into();
+    out[body + 5..].copy_from_slice(&digest);
+    out
+}
+
+#[test]
+fn verify_finds_a_base_configuration_altered_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with_history(dir.path());
+    apply(&mut store, forget(15));
+    assert!(store.chain().verify().unwrap().is_intact());
+    let database = drop_and_open(store, dir.path());
+    let space = database.current().unwrap();
+    let key = keys::checkpoint(Revision(14), 0);
+    let part = space.get(&key).unwrap().unwrap();
+    let mut batch = tandem_storage::engine::WriteBatch::new();
+    batch.put(key, alter_once(&part, br#"{"i":13}"#, br#"{"i":12}"#));
+    space.write(batch).unwrap();
+    let store =
+        Store::open_database(std::sync::Arc::new(database), &dir.path().join("blobs"), options()).unwrap();
+    let check = store.chain().verify().unwrap();
+    let (revision, message) = check.first_mismatch.expect("the altered base is found");
+    assert_eq!(revision, Revision(14));
+    assert!(message.contains("a document of the base was altered"), "{message}");
+}
+
+fn alter_once(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("the text to alter");
+    let mut out = bytes.to_vec();
+    out[at..at + from.len()].copy_from_slice(to);
+    out
 }
 
 #[test]
