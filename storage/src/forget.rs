@@ -45,7 +45,7 @@
 //! later in the log is applied again, to the same state.
 //!
 //! A forget in the same apply batch as the events it forgets works too: those events are still in the
-//! batch, not on disk, and are read from there ([`Store::batch_events`]).
+//! batch, not on disk, and are read from there (`Store::batch_events`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

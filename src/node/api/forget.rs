@@ -14,7 +14,7 @@
 //! revision is 404 `no_such_revision` (the future cannot be forgotten), `R = 0` a 400.
 //!
 //! Reading a forgotten revision afterwards (`GET /v1/export?at=`, `/v1/diff`, `/v1/docs/…?at=`, revert,
-//! undo, watch) answers 410 `forgotten`, naming where the history starts ([`super::storage_error`]).
+//! undo, watch) answers 410 `forgotten`, naming where the history starts (`storage_error` in the API module).
 
 use std::time::Duration;
 
