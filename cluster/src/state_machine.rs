@@ -343,7 +343,9 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
         .map(|count| {
             let outcomes: Vec<Outcome> = outcomes.by_ref().take(count).collect();
             for outcome in &outcomes {
-                if let Outcome::Accepted { revision: accepted } = outcome {
+                if let Outcome::Accepted { revision: accepted }
+                | Outcome::HistoryForgotten { revision: accepted, .. } = outcome
+                {
                     revision = revision.max(*accepted);
                 }
             }

@@ -627,7 +627,7 @@ async fn malformed_requests_get_400_404_405() {
 async fn another_protocol_version_or_another_target_node_is_refused_and_changes_nothing() {
     let node = TestNode::start(1).await;
     let body = tandem_cluster::types::encode(&VoteRequest::<NodeId>::new(Vote::new(6, 2), None));
-    for version in [None, Some("1"), Some("2"), Some("3"), Some("5"), Some("x")] {
+    for version in [None, Some("1"), Some("2"), Some("3"), Some("4"), Some("6"), Some("x")] {
         let header = version.map(|v| format!("{PROTOCOL_HEADER}: {v}\r\n")).unwrap_or_default();
         let head = format!(
             "POST {VOTE_PATH} HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n{SECRET_HEADER}: {SECRET}\r\n{header}\

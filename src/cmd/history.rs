@@ -1,5 +1,6 @@
-//! `tandem history` (who changed what), `tandem history --format csv|json` (the audit trail of a period)
-//! and `tandem history verify` (the history's hash chain on every member).
+//! `tandem history` (who changed what), `tandem history --format csv|json` (the audit trail of a period),
+//! `tandem history verify` (the history's hash chain on every member) and `tandem history forget` (forget
+//! the history before a revision, [`forget`]).
 //!
 //! ## Verify
 //! 1. The members come from `GET /v1/cluster/servers` on `--server` (witnesses hold no history and are
@@ -10,7 +11,9 @@
 //!    few revisions behind). A member whose hash differs from the first member's there differs from some
 //!    revision on and ever after (each hash covers all before it), so bisecting with
 //!    `GET /v1/history/chain` finds the first revision that differs in about log2(revision) requests: a
-//!    history rewritten with its hashes recomputed.
+//!    history rewritten with its hashes recomputed. After `tandem history forget` a member holds hashes
+//!    from its base on (the base answers its base hash), so the comparison and the bisection run from the
+//!    largest base of the members.
 //!
 //! Exit 0: every member reached, every chain intact, all equal. Exit 1: a mismatch (named). Exit 3: no
 //! mismatch found, but a member could not be reached.
@@ -18,6 +21,8 @@
 use clap::{Args, Subcommand, ValueEnum};
 use hyper::Method;
 use serde_json::{Value, json};
+
+pub mod forget;
 
 use super::Context;
 use super::error::{CmdError, EXIT_FAILED, EXIT_UNREACHABLE};
@@ -65,6 +70,10 @@ enum HistoryCommand {
     /// Recompute the history's hash chain on every member and compare them (names the first revision that
     /// differs).
     Verify,
+    /// Forget the history before a revision (admin): its events go on every member, the configuration at
+    /// REV-1 becomes where the history starts, and blobs only those events referenced become removable
+    /// (preview, confirm, apply).
+    Forget(forget::ForgetArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +88,10 @@ const PAGE: u64 = 10_000;
 
 /// Runs `tandem history`.
 pub async fn run(ctx: &Context, args: &HistoryArgs) -> Result<(), CmdError> {
-    if let Some(HistoryCommand::Verify) = args.command {
-        return verify(ctx).await;
+    match &args.command {
+        Some(HistoryCommand::Verify) => return verify(ctx).await,
+        Some(HistoryCommand::Forget(forget)) => return forget::run(ctx, forget).await,
+        None => {}
     }
     let mut query = Vec::new();
     for (key, value) in [("collection", &args.collection), ("id", &args.id), ("actor", &args.actor)] {
@@ -106,6 +117,11 @@ pub async fn run(ctx: &Context, args: &HistoryArgs) -> Result<(), CmdError> {
     if ctx.json {
         print_json(&value);
         return Ok(());
+    }
+    if let Some(first) = value["first_revision"].as_u64().filter(|first| *first > 1) {
+        println!(
+            "(the history starts at revision {first}: earlier revisions were forgotten, see `tandem history --collection cluster_events`)"
+        );
     }
     println!("{:>8}  {:<20} {:<16} {:<16} {:<22} CHANGES", "REVISION", "TIME", "ACTOR", "TOKEN", "SOURCE");
     for event in value["events"].as_array().into_iter().flatten() {
@@ -296,7 +312,7 @@ async fn verify(ctx: &Context) -> Result<(), CmdError> {
                 }
                 reached.push((member, revision));
                 nodes.push(json!({"name": member.name, "server": member.server, "revision": revision,
-                                  "head": answer["head"], "intact": answer["intact"],
+                                  "base": answer["base"], "head": answer["head"], "intact": answer["intact"],
                                   "first_mismatch": answer["first_mismatch"]}));
             }
             Err(error) => {
@@ -305,11 +321,19 @@ async fn verify(ctx: &Context) -> Result<(), CmdError> {
             }
         }
     }
-    // Compare the stored chains at the highest revision all members have reached.
+    // Compare the stored chains at the highest revision all members have reached, from the largest base
+    // (before it, some member holds no hashes any more).
     let common = reached.iter().map(|(_, revision)| *revision).min().unwrap_or(0);
+    let floor = members
+        .iter()
+        .filter_map(|member| member.answer.as_ref().ok())
+        .filter_map(|answer| answer["base"].as_u64())
+        .max()
+        .unwrap_or(0);
     let mut differences = Vec::new();
     if let Some(((reference, _), others)) = reached.split_first()
         && common > 0
+        && common >= floor
     {
         let reference_client = ctx.client_of(&reference.server);
         let reference_hash = hash_at(&reference_client, common).await?;
@@ -318,7 +342,7 @@ async fn verify(ctx: &Context) -> Result<(), CmdError> {
             if hash_at(&client, common).await? == reference_hash {
                 continue;
             }
-            let (mut low, mut high) = (1, common);
+            let (mut low, mut high) = (floor.max(1), common);
             while low < high {
                 let middle = low + (high - low) / 2;
                 if hash_at(&reference_client, middle).await? == hash_at(&client, middle).await? {
@@ -336,8 +360,10 @@ async fn verify(ctx: &Context) -> Result<(), CmdError> {
         }
     }
     if ctx.json {
-        print_json(&json!({"nodes": nodes, "common_revision": common, "differences": differences,
-                           "problems": problems, "unreachable": unreachable}));
+        print_json(
+            &json!({"nodes": nodes, "common_revision": common, "compared_from": floor, "differences": differences,
+                           "problems": problems, "unreachable": unreachable}),
+        );
     } else {
         for member in &members {
             match &member.answer {
@@ -365,7 +391,13 @@ async fn verify(ctx: &Context) -> Result<(), CmdError> {
         });
     }
     if !ctx.json {
-        println!("the history is intact and the same on every member up to revision {common}");
+        match floor {
+            0 => println!("the history is intact and the same on every member up to revision {common}"),
+            _ => println!(
+                "the history is intact and the same on every member from revision {floor} (the latest start, \
+                 after `tandem history forget`) up to revision {common}"
+            ),
+        }
     }
     Ok(())
 }

@@ -68,6 +68,11 @@ fn print_status(value: &Value) {
         }
         println!();
     }
+    if let Some(first) = value["history"]["first_revision"].as_u64().filter(|first| *first > 1) {
+        println!(
+            "history   from revision {first} (earlier revisions were forgotten: `tandem history forget`)"
+        );
+    }
     print_backup_status(&value["backup"]);
     print_refusing(value["refusing"].as_array().map(Vec::as_slice).unwrap_or_default());
     print_peers(value["peers"].as_array().map(Vec::as_slice).unwrap_or_default());

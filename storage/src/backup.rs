@@ -12,7 +12,8 @@
 //! that matches), then format 1. A magic with a format this binary does not know is refused, naming both
 //! versions; a build that reads only format 2 says so for a format-3 file, since its length field still
 //! covers everything before the trailer. The snapshot inside carries its own format version in its header
-//! (see crate::snapshot).
+//! (see crate::snapshot), and with it the history's base after `tandem history forget` ([`crate::forget`]):
+//! a restore keeps base, base hash and chain, so the trailer did not need a new format for it.
 //!
 //! The trailer makes a damaged file cheap to detect before anything is parsed: [`verify_backup`] checks that
 //! the file is exactly as long as the trailer says, that the digest matches, and then reads the whole snapshot

@@ -22,6 +22,14 @@
 //! What it does not catch: a node whose whole history *and* every other member's were rewritten alike, or a
 //! backup rewritten with its head and checksums recomputed. The chain makes tampering evident by comparison;
 //! it is not a signature.
+//!
+//! ## After a forget
+//! `tandem history forget --before R` ([`crate::forget`]) deletes the events before `R` but keeps
+//! `hash(R-1)` as the **base hash**: the first kept event still links to it, so `hash(n)` for every kept
+//! `n` is unchanged — and equal on every member, whatever each has forgotten. [`ChainView::verify`]
+//! recomputes from the base hash; `tandem history verify` compares members from the larger of their bases.
+//! The base hash itself can no longer be recomputed (its events are gone): it is evidence only by
+//! comparison with a member or backup that still holds those events.
 
 use sha2::{Digest as _, Sha256};
 
@@ -92,6 +100,11 @@ pub struct ChainView {
     pub(crate) space: std::sync::Arc<dyn Keyspace>,
     pub(crate) revision: Revision,
     pub(crate) head: Digest,
+    /// The revision the history starts after, and its chain hash ([`crate::forget`]).
+    pub(crate) base: Revision,
+    pub(crate) base_hash: Digest,
+    /// The SHA-256 of the configuration at the base, as the forget recorded it in the chain.
+    pub(crate) base_digest: Option<Digest>,
 }
 
 impl ChainView {
@@ -105,12 +118,30 @@ impl ChainView {
         self.head
     }
 
-    /// The stored chain hashes of revisions `from..=to` (within the view), in order, at most `limit`.
+    /// The revision the history starts after (0: the whole history is kept).
+    pub fn base(&self) -> Revision {
+        self.base
+    }
+
+    /// The chain hash of [`ChainView::base`].
+    pub fn base_hash(&self) -> Digest {
+        self.base_hash
+    }
+
+    /// The stored chain hashes of revisions `from..=to` (within the view), in order, at most `limit`. The
+    /// base (when not 0) answers its base hash; forgotten revisions answer nothing.
     pub fn hashes(&self, from: Revision, to: Revision, limit: usize) -> Result<Vec<(Revision, Digest)>> {
         let from = from.max(Revision(1));
         let to = to.min(self.revision);
         let mut out = Vec::new();
-        if from > to {
+        if from > to || limit == 0 {
+            return Ok(out);
+        }
+        if self.base.0 > 0 && (from..=to).contains(&self.base) {
+            out.push((self.base, self.base_hash));
+        }
+        let from = from.max(self.base.next());
+        if from > to || out.len() >= limit {
             return Ok(out);
         }
         let end = keys::event(to.next(), 0);
@@ -128,13 +159,24 @@ impl ChainView {
         Ok(out)
     }
 
-    /// Recomputes the chain from every event up to the view's revision, streaming (one event in memory at a
-    /// time), and compares each hash with the one stored with its event.
+    /// Recomputes the chain from every kept event up to the view's revision (from the base hash), streaming
+    /// (one event in memory at a time), and compares each hash with the one stored with its event.
+    ///
+    /// A forget applied while this runs deletes events the view expects: that is [`Error::Stale`] (take a
+    /// new view), not a broken chain.
     pub fn verify(&self) -> Result<ChainCheck> {
-        let mut head = GENESIS;
+        let check = self.recompute()?;
+        if check.first_mismatch.is_some() && stored_base(self.space.as_ref())? != self.base {
+            return Err(Error::Stale("the history was forgotten up to a later revision meanwhile".into()));
+        }
+        Ok(check)
+    }
+
+    fn recompute(&self) -> Result<ChainCheck> {
+        let mut head = self.base_hash;
         let mut first_mismatch: Option<(Revision, String)> = None;
-        let mut expected = Revision(1);
-        for item in raw_events(self.space.as_ref(), Revision(1), self.revision, false) {
+        let mut expected = self.base.next();
+        for item in raw_events(self.space.as_ref(), expected, self.revision, false) {
             let (revision, value) = item?;
             if revision != expected {
                 first_mismatch.get_or_insert((expected, format!("event {expected} is missing")));
@@ -172,7 +214,37 @@ impl ChainView {
         if first_mismatch.is_none() && expected != self.revision.next() {
             first_mismatch = Some((expected, format!("event {expected} is missing")));
         }
+        if let Some(problem) = self.check_base()? {
+            first_mismatch = Some((self.base, problem));
+        }
         Ok(ChainCheck { revision: self.revision, head, stored_head: self.head, first_mismatch })
+    }
+}
+
+impl ChainView {
+    /// Compares the stored configuration at the base (its checkpoint's bytes) with the digest its forget
+    /// recorded in the chain; says what is wrong, if anything.
+    fn check_base(&self) -> Result<Option<String>> {
+        let Some(recorded) = self.base_digest.filter(|_| self.base.0 > 0) else { return Ok(None) };
+        let start = keys::checkpoint(self.base, 0);
+        let end = keys::checkpoint(self.base, keys::COMPLETE);
+        let mut parts = Vec::new();
+        for item in self.space.scan(&start, Some(&end), false) {
+            let (key, value) = item?;
+            let (_, part) =
+                keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("a checkpoint key is bad".into()))?;
+            parts.push((part, value));
+        }
+        let stored = match join_parts(parts, &format!("checkpoint {}", self.base)) {
+            Ok(bytes) => Digest::from(Sha256::new_with_prefix(bytes)),
+            Err(error) => return Ok(Some(format!("the configuration at the base {}: {error}", self.base))),
+        };
+        Ok((stored != recorded).then(|| {
+            format!(
+                "the configuration at the base {} hashes to {stored}, but its forget recorded {recorded}: a document of the base was altered",
+                self.base
+            )
+        }))
     }
 }
 
@@ -223,6 +295,16 @@ pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
                 keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt("an event key is bad".into()))?;
             Ok(Revision(revision))
         }
+    }
+}
+
+/// The history's base stored in a keyspace ([`crate::forget`]; 0 when nothing was ever forgotten).
+pub(crate) fn stored_base(space: &dyn Keyspace) -> Result<Revision> {
+    match space.get(&keys::Meta::Base.key())? {
+        Some(bytes) => Ok(Revision(u64::from_be_bytes(
+            bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the base is not 8 bytes".into()))?,
+        ))),
+        None => Ok(Revision(0)),
     }
 }
 

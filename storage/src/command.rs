@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{ChangeSet, Revision};
+use crate::change::{ChangeMeta, ChangeSet, Revision};
 use crate::digest::Digest;
 use crate::legacy::ChangeSetV1;
 use crate::rejection::Rejection;
@@ -41,6 +41,10 @@ pub enum Command {
     /// Deletes a committed blob that neither the configuration nor any event of the history references
     /// (`tandem blobs remove`); refused otherwise, alike on every replica ([`crate::blob_usage`]).
     BlobRemove { digest: Digest },
+    /// Forgets the events before revision `before` (`tandem history forget`): the history then starts at
+    /// `before`, from the configuration at `before - 1` (the base). Recorded as an event of its own, with
+    /// `meta`'s actor and reason, in `cluster_events` ([`crate::forget`]).
+    ForgetHistory { before: Revision, meta: ChangeMeta },
 }
 
 /// What applying one command did.
@@ -60,13 +64,18 @@ pub enum Outcome {
     UploadAborted { upload: u64 },
     /// The blob was removed (its file goes once that is durable).
     BlobRemoved { digest: Digest, size: u64 },
+    /// The events before `before` were forgotten (`events` of them), and the forget recorded as the event
+    /// at `revision`.
+    HistoryForgotten { before: Revision, events: u64, revision: Revision },
 }
 
 impl Outcome {
     /// The revision a change set landed at, if it did.
     pub fn revision(&self) -> Option<Revision> {
         match self {
-            Outcome::Accepted { revision } | Outcome::Duplicate { revision } => Some(*revision),
+            Outcome::Accepted { revision }
+            | Outcome::Duplicate { revision }
+            | Outcome::HistoryForgotten { revision, .. } => Some(*revision),
             _ => None,
         }
     }

@@ -79,6 +79,11 @@ impl WriteBatch {
     pub fn delete(&mut self, key: Vec<u8>) {
         self.writes.push((key, None));
     }
+    /// Drops the writes of this batch to keys in `start..end` (a range about to be deleted on disk: a put
+    /// there would otherwise bring back what the delete removes).
+    pub fn drop_range(&mut self, start: &[u8], end: &[u8]) {
+        self.writes.retain(|(key, _)| !(start..end).contains(&key.as_slice()));
+    }
     pub fn len(&self) -> usize {
         self.writes.len()
     }

@@ -40,6 +40,13 @@ pub enum Error {
     /// store: start the read again.
     #[error("the store changed under a snapshot being written ({0}); build it again")]
     Stale(String),
+    /// A revision before the history's start was asked for: `tandem history forget` removed it
+    /// ([`crate::forget`]). `base` is the earliest revision whose configuration can still be read.
+    #[error(
+        "revision {revision} was forgotten (tandem history forget): the history now starts at revision {}; \
+         the configuration can be read at revision {base} and after", .base.0 + 1
+    )]
+    Forgotten { revision: crate::Revision, base: crate::Revision },
     /// A previous write failed half-way; the in-memory state can no longer be trusted.
     #[error("the store refused the operation because an earlier write failed; restart the node")]
     Poisoned,

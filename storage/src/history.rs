@@ -1,6 +1,9 @@
-//! History: every event, kept forever, and the configuration as it was at any revision.
+//! History: every event since the history's start, and the configuration as it was at any revision since.
 //!
-//! Events are immutable once written, so reading them needs no lock against concurrent writers.
+//! Events are immutable once written, so reading them needs no lock against concurrent writers. The history
+//! starts after the store's *base* (revision 0 unless `tandem history forget` moved it, [`crate::forget`]):
+//! events at or below the base are gone, and asking for a configuration before the base is refused with
+//! [`Error::Forgotten`], which names where the history starts now.
 //! [`Store::state_at`] loads the newest checkpoint at or below the revision and replays the events after it;
 //! [`Store::diff`] compares two such states; [`Store::revert_to`] produces the change set that turns the
 //! current configuration back into an earlier one. Applying that change set is a *new* event: history is never
@@ -109,22 +112,23 @@ pub(crate) fn read_events(
 }
 
 impl Store {
-    /// One event.
+    /// One event (`None` for 0, a revision not reached yet, or a forgotten one: see [`Store::base`]).
     pub fn event(&self, revision: Revision) -> Result<Option<Event>> {
-        if revision.0 == 0 || revision > self.revision() {
+        if revision <= self.state.base || revision > self.revision() {
             return Ok(None);
         }
         read_events(self.space.as_ref(), revision, revision, false).next().transpose()
     }
 
-    /// Events `from..=to` in revision order (the current revision if `to` is past it).
+    /// Events `from..=to` in revision order (the current revision if `to` is past it; the first kept one if
+    /// `from` was forgotten).
     pub fn events(&self, from: Revision, to: Revision) -> impl Iterator<Item = Result<Event>> + '_ {
-        read_events(self.space.as_ref(), from.max(Revision(1)), to.min(self.revision()), false)
+        read_events(self.space.as_ref(), from.max(self.state.base.next()), to.min(self.revision()), false)
     }
 
-    /// The events matching `filter`.
+    /// The events matching `filter` (from the history's start: forgotten events are not listed).
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<Event>> {
-        let from = filter.from.unwrap_or(Revision(1)).max(Revision(1));
+        let from = filter.from.unwrap_or(Revision(1)).max(self.state.base.next());
         let to = filter.to.unwrap_or(self.revision()).min(self.revision());
         let limit = filter.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
@@ -143,7 +147,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The whole configuration as it was right after `revision` (0: empty).
+    /// The whole configuration as it was right after `revision` (0: empty), at the base or after it.
     pub fn state_at(&self, revision: Revision) -> Result<Projection> {
         if revision > self.revision() {
             return Err(Error::InvalidRequest(format!(
@@ -151,9 +155,19 @@ impl Store {
                 self.revision()
             )));
         }
+        if revision < self.state.base {
+            return Err(Error::Forgotten { revision, base: self.state.base });
+        }
         if revision == self.revision() {
             return Ok(self.state.projection.clone());
         }
+        self.replay_on_disk(revision)
+    }
+
+    /// The configuration at `revision` from what is on disk: the newest checkpoint at or below it (a forget
+    /// leaves one at the base) and the events after it. [`Store::state_at`] without its checks, for a command
+    /// of a batch being applied (the base in memory may be ahead of the disk then).
+    pub(crate) fn replay_on_disk(&self, revision: Revision) -> Result<Projection> {
         let mut projection = match latest_checkpoint(self.space.as_ref(), revision)? {
             Some(checkpoint) => load_checkpoint(self.space.as_ref(), checkpoint)?,
             None => Projection::new(),

@@ -15,6 +15,10 @@
 //! | uploads | `0x07` upload:u64 | bincode [`crate::blob::StoredUpload`] (in-progress uploads; bytes in part files) |
 //! | blob parts | `0x08` upload:u64 part:u32 | format 1 only: 32 KiB of blob bytes, moved to files by [`crate::migrate`] |
 //!
+//! Meta `base` and `base-hash` say where the history starts after `tandem history forget`
+//! ([`crate::forget`]): events at or below the base are gone, and a checkpoint at the base holds the
+//! configuration the kept events replay from.
+//!
 //! Format 2 keeps no blob bytes in sled: sled holds only what the log and the last snapshot can rebuild,
 //! and values stay small.
 
@@ -24,8 +28,11 @@ use crate::digest::Digest;
 /// The format of this layout, stored under [`Meta::Format`]; bumped on any incompatible change.
 /// Format 3 added the hash chain (in front of each event, [`Meta::Head`]) and the audit fields of events
 /// ([`crate::ChangeMeta`]'s `token` and `source`); format-2 stores are brought up to it on open
-/// ([`crate::migrate`]).
-pub const FORMAT_VERSION: u32 = 3;
+/// ([`crate::migrate`]). Format 4 may start its history after a base ([`Meta::Base`], [`Meta::BaseHash`],
+/// a checkpoint at the base: [`crate::forget`]); a format-3 store is a format-4 store with base 0, and is
+/// marked format 4 on open so that an older build, which would read a forgotten history as a gap, refuses
+/// it.
+pub const FORMAT_VERSION: u32 = 4;
 
 pub const META: u8 = 0x01;
 pub const EVENTS: u8 = 0x02;
@@ -57,6 +64,12 @@ pub enum Meta {
     Head,
     /// u64, only while a format-2 store is migrated: the last event re-encoded so far ([`crate::migrate`]).
     ReencodedUpTo,
+    /// u64: the revision the history starts after ([`crate::forget`]); absent: 0 (the whole history).
+    /// Events at or below it were forgotten; a checkpoint at it holds the configuration there.
+    Base,
+    /// 32 bytes: the chain hash of revision [`Meta::Base`], which the first kept event links to; absent:
+    /// the genesis hash.
+    BaseHash,
 }
 
 impl Meta {
@@ -69,6 +82,8 @@ impl Meta {
             Meta::UploadDir => b"upload-dir",
             Meta::Head => b"head",
             Meta::ReencodedUpTo => b"reencoded-up-to",
+            Meta::Base => b"base",
+            Meta::BaseHash => b"base-hash",
         };
         [&[META], name].concat()
     }

@@ -29,6 +29,8 @@
 //!   hash-chained, tamper-evident); [`blob_files`]: blob
 //!   bytes in content-addressed files beside sled; [`migrate`]: older on-disk formats.
 //! - [`plan`], [`export`], [`undo`]: going back in time and importing, always as new events.
+//! - [`forget`]: forgetting the history before a revision (`tandem history forget`), the one operation
+//!   that removes events — replicated, recorded as an event, the chain kept through a base hash.
 
 pub mod backup;
 pub mod blob;
@@ -45,6 +47,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod forget;
 pub mod history;
 pub mod keys;
 pub mod legacy;
@@ -71,6 +74,7 @@ pub use engine::{Database, Keyspace, SledDatabase};
 pub use error::{Error, Result};
 pub use event::{DocumentChange, Event};
 pub use export::{Export, MissingBlob};
+pub use forget::ForgetPreview;
 pub use history::{DiffEntry, DiffKind, HistoryFilter};
 pub use mac::Mac;
 pub use plan::{CLUSTER_EVENTS, ChangeKind, Plan, PlannedChange};

@@ -26,7 +26,12 @@
 //! before it and written back as `hash ‖ bytes`. Every batch also records the last revision it rewrote
 //! ([`Meta::ReencodedUpTo`]), so a crash between batches resumes after it, from the hash stored with that
 //! event — an event is never decoded in the wrong encoding. The last batch writes the head, removes the mark
-//! and sets format 3.
+//! and sets format 3 (now 4, below, in the same batch).
+//!
+//! ## Format 3 → 4: a history may start after a base
+//! Format 4 adds `base` and `base-hash` to the meta table ([`crate::forget`]); without them the base is
+//! revision 0 and the genesis hash, which is exactly a format-3 store. `mark_format_4` only rewrites the
+//! format number, so that a build that knows nothing of bases refuses the directory.
 
 use std::path::Path;
 
@@ -47,6 +52,9 @@ use crate::limits::STORED_CHUNK_BYTES;
 pub const FORMAT_WITH_BLOBS_IN_SLED: u32 = 1;
 /// The format with blob bytes in files but no hash chain.
 pub const FORMAT_WITHOUT_CHAIN: u32 = 2;
+/// The format with the hash chain whose history always starts at revision 1 (no [`Meta::Base`]). It is a
+/// format-4 store with base 0: opening one only marks it format 4 ([`mark_format_4`]).
+pub const FORMAT_WITHOUT_BASE: u32 = 3;
 /// The most bytes of events and hashes one migration batch writes.
 const MIGRATION_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -180,4 +188,12 @@ fn copy_parts(space: &dyn Keyspace, upload: u64, size: u64, out: &mut IncomingFi
         part += 1;
     }
     Ok(hasher)
+}
+
+/// Marks a format-3 store format 4. Nothing else changes (its base is 0, the whole history); from now on an
+/// older build refuses the directory instead of reading a forgotten history as a gap.
+pub fn mark_format_4(space: &dyn Keyspace) -> Result<()> {
+    let mut batch = WriteBatch::new();
+    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    space.write(batch)
 }

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::Revision;
+
 /// Why a change set (or blob command) was not accepted. Nothing was changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
@@ -52,4 +54,15 @@ pub enum Rejection {
     /// A blob cannot be removed: the store has no such blob, or something still references it.
     #[error("cannot remove blob {digest}: {reason}")]
     BlobNotRemovable { digest: String, reason: String },
+    /// `tandem history forget --before N` with N at or before the history's start: nothing left to forget.
+    #[error(
+        "nothing to forget before revision {before}: the history already starts at revision {first_kept}"
+    )]
+    NothingToForget { before: Revision, first_kept: Revision },
+    /// `tandem history forget --before N` with N past the next revision: the future cannot be forgotten.
+    #[error(
+        "cannot forget history before revision {before}: the store is at revision {current}, so at most \
+         everything before revision {} can be forgotten", .current.0 + 1
+    )]
+    ForgetFuture { before: Revision, current: Revision },
 }

@@ -5,30 +5,44 @@
 //! blobs, the uploads in progress, and the caller's applied position. Node-local data is not in the store and
 //! so never in a snapshot.
 //!
-//! ## Format (version 2)
+//! ## Format (version 3)
 //! ```text
 //! "TANDSNAP" format:u32
 //! frame*          each frame: kind:u8 length:u32 payload[length]   (big-endian, payload ≤ 16 MiB)
-//!   1 header      bincode SnapshotHeader (cluster id, revision, creation time, position, counts, chain head)
-//!   2 events      events in revision order: (length:u32 bincode Event)*, 1 … revision, no gaps
+//!   1 header      bincode SnapshotHeader (cluster id, revision, creation time, position, counts, chain head,
+//!                 base revision and base hash)
+//!   8 base        bincode list of (key, document): the configuration at the base, in key order (only when
+//!                 the base is not 0)
+//!   2 events      events in revision order: (length:u32 bincode Event)*, base+1 … revision, no gaps
 //!   3 documents   bincode list of (key, document): the projection at the revision, in key order
 //!   4 blob        bincode (digest, size), followed by data frames holding exactly `size` bytes
 //!   5 data        raw bytes of the blob or upload announced before
 //!   6 upload      bincode (upload id, UploadMeta), followed by data frames holding its bytes so far
 //!   7 end         sha256 of every byte before this frame
 //! ```
-//! Frames come in that order: header, events, documents, blobs, uploads, end.
+//! Frames come in that order: header, base, events, documents, blobs, uploads, end.
 //!
-//! Version 1 had no chain head in its header ([`SnapshotHeaderV1`]) and its events no audit fields
-//! ([`crate::legacy::EventV1`]); it is still read (old backups, a node's kept snapshot from before the
-//! upgrade), its events stored in the new encoding. Either way the installer recomputes the hash chain from
-//! the events ([`crate::chain`]) and stores it; with a head in the header, a history that does not hash to
-//! it is refused, so a node installed from a snapshot continues exactly the chain its source had.
+//! **The base** ([`crate::forget`]): a store whose history before some revision was forgotten holds events
+//! only after its base. Its snapshot says so in the header (`base`, `base_hash`), carries the configuration
+//! at the base, and then only the kept events; the installer starts its replay from that configuration
+//! and its chain from the base hash, writes a checkpoint at the base and stores base and base hash, so the
+//! installed store has the same base, the same kept events and the same chain hashes as its source. The base
+//! configuration is checked twice: the kept events replayed from it must give the documents the snapshot
+//! holds, and its digest must be the one the forget recorded in its event (in the chain).
+//!
+//! Version 2 had no base ([`SnapshotHeaderV2`]: base 0, the whole history). Version 1 had no chain head in
+//! its header ([`SnapshotHeaderV1`]) and its events no audit fields ([`crate::legacy::EventV1`]). Both are
+//! still read (old backups, a node's kept snapshot from before the upgrade), version-1 events stored in the
+//! new encoding; a newer version is refused, naming both. Either way the installer recomputes the hash chain
+//! from the events ([`crate::chain`]) and stores it; with a head in the header, a history that does not hash
+//! to it is refused, so a node installed from a snapshot continues exactly the chain its source had.
 //!
 //! ## Building without stopping writes
 //! [`Store::snapshot`] clones the in-memory state (documents are shared, so this is cheap) and returns a
 //! [`SnapshotSource`] that no longer borrows the store. Writing it reads events ≤ the revision and committed
-//! blob files, which are immutable, so the store keeps applying while the stream is written. Blob bytes are
+//! blob files, which are immutable, so the store keeps applying while the stream is written. (Only a forget
+//! applied meanwhile deletes events and the checkpoint the view reads: the snapshot is then
+//! [`Error::Stale`] and built again.) Blob bytes are
 //! streamed from their files a frame at a time and hashed on the way: a file whose bytes do not match its
 //! digest fails the snapshot instead of travelling in it.
 //!
@@ -63,11 +77,15 @@ use crate::event::Event;
 use crate::history::read_events;
 use crate::keys::{self, Meta};
 use crate::projection::{Projection, StoredDocument};
-use crate::store::{State, Store, latest_checkpoint, load_state, upload_dir_name, write_checkpoint};
+use crate::store::{
+    State, Store, latest_checkpoint, load_checkpoint, load_state, upload_dir_name, write_checkpoint,
+};
 
 const MAGIC: &[u8; 8] = b"TANDSNAP";
-/// The snapshot format this build writes (it reads this one and format 1).
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The snapshot format this build writes (it reads this one and formats 1 and 2).
+pub const SNAPSHOT_FORMAT: u32 = 3;
+/// The format without a base (the whole history, [`SnapshotHeaderV2`]).
+const SNAPSHOT_FORMAT_V2: u32 = 2;
 /// The format without the chain head in the header.
 const SNAPSHOT_FORMAT_V1: u32 = 1;
 const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -81,6 +99,7 @@ const BLOB: u8 = 4;
 const DATA: u8 = 5;
 const UPLOAD: u8 = 6;
 const END: u8 = 7;
+const BASE: u8 = 8;
 
 /// What a snapshot says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +117,44 @@ pub struct SnapshotHeader {
     pub uploads: u64,
     /// The chain hash of the event at `revision` ([`crate::chain`]); `None` in a format-1 snapshot.
     pub head: Option<Digest>,
+    /// The revision the history starts after ([`crate::forget`]); 0 before format 3.
+    pub base: Revision,
+    /// The chain hash of `base` (the genesis hash at 0).
+    pub base_hash: Digest,
+}
+
+/// The header of a format-2 snapshot: [`SnapshotHeader`] without a base.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHeaderV2 {
+    pub format: u32,
+    pub cluster_id: String,
+    pub revision: Revision,
+    pub created_at_ms: u64,
+    pub position: Option<Vec<u8>>,
+    pub documents: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub uploads: u64,
+    pub head: Option<Digest>,
+}
+
+impl From<SnapshotHeaderV2> for SnapshotHeader {
+    fn from(v2: SnapshotHeaderV2) -> Self {
+        SnapshotHeader {
+            format: v2.format,
+            cluster_id: v2.cluster_id,
+            revision: v2.revision,
+            created_at_ms: v2.created_at_ms,
+            position: v2.position,
+            documents: v2.documents,
+            blobs: v2.blobs,
+            blob_bytes: v2.blob_bytes,
+            uploads: v2.uploads,
+            head: v2.head,
+            base: Revision(0),
+            base_hash: crate::chain::GENESIS,
+        }
+    }
 }
 
 /// The header of a format-1 snapshot: [`SnapshotHeader`] without the chain head.
@@ -127,6 +184,8 @@ impl From<SnapshotHeaderV1> for SnapshotHeader {
             blob_bytes: v1.blob_bytes,
             uploads: v1.uploads,
             head: None,
+            base: Revision(0),
+            base_hash: crate::chain::GENESIS,
         }
     }
 }
@@ -202,6 +261,19 @@ impl SnapshotSource {
             blob_bytes: self.state.blobs.values().map(|b| b.size).sum(),
             uploads: self.state.uploads.len() as u64,
             head: Some(self.state.head),
+            base: self.state.base,
+            base_hash: self.state.base_hash,
+        }
+    }
+
+    /// A snapshot that cannot read what its view expects (`what`): stale if a forget moved the base since
+    /// the view was taken, otherwise damage.
+    fn missing(&self, what: String) -> Error {
+        match crate::chain::stored_base(self.space.as_ref()) {
+            Ok(base) if base != self.state.base => {
+                Error::Stale(format!("the history was forgotten up to revision {base} meanwhile"))
+            }
+            _ => Error::Corrupt(what),
         }
     }
 
@@ -214,10 +286,22 @@ impl SnapshotSource {
         let header = self.header();
         out.frame(HEADER, &encode(&header)).map_err(io_error)?;
 
+        if header.base.0 > 0 {
+            let base = load_checkpoint(self.space.as_ref(), header.base)
+                .map_err(|e| self.missing(format!("the checkpoint at the base: {e}")))?;
+            write_documents(&mut out, BASE, &base).map_err(io_error)?;
+        }
+
         let mut payload = Vec::with_capacity(FRAME_TARGET + 64 * 1024);
-        if header.revision.0 > 0 {
-            for event in read_events(self.space.as_ref(), Revision(1), header.revision, false) {
-                let bytes = encode(&event?);
+        let mut expected = header.base.next();
+        if header.revision > header.base {
+            for event in read_events(self.space.as_ref(), header.base.next(), header.revision, false) {
+                let event = event.map_err(|e| self.missing(e.to_string()))?;
+                if event.revision != expected {
+                    return Err(self.missing(format!("event {expected} is missing from the history")));
+                }
+                expected = expected.next();
+                let bytes = encode(&event);
                 payload.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
                 payload.extend_from_slice(&bytes);
                 if payload.len() >= FRAME_TARGET {
@@ -229,21 +313,11 @@ impl SnapshotSource {
         if !payload.is_empty() {
             out.frame(EVENTS, &payload).map_err(io_error)?;
         }
+        if expected != header.revision.next() {
+            return Err(self.missing(format!("event {expected} is missing from the history")));
+        }
 
-        let mut documents: Vec<(&DocKey, &StoredDocument)> = Vec::new();
-        let mut size = 0;
-        for (key, document) in self.state.projection.documents() {
-            size += key.collection.len() + key.id.len() + document.body.len() + 32;
-            documents.push((key, document));
-            if size >= FRAME_TARGET {
-                out.frame(DOCUMENTS, &encode(&documents)).map_err(io_error)?;
-                documents.clear();
-                size = 0;
-            }
-        }
-        if !documents.is_empty() {
-            out.frame(DOCUMENTS, &encode(&documents)).map_err(io_error)?;
-        }
+        write_documents(&mut out, DOCUMENTS, &self.state.projection).map_err(io_error)?;
 
         for (digest, meta) in &self.state.blobs {
             out.frame(BLOB, &encode(&(digest, meta.size))).map_err(io_error)?;
@@ -286,6 +360,30 @@ impl SnapshotSource {
         out.flush().map_err(io_error)?;
         Ok((header, out.written))
     }
+}
+
+/// Writes the documents of `projection` as frames of `kind` (documents, or the base), about
+/// [`FRAME_TARGET`] bytes each.
+fn write_documents<W: Write>(
+    out: &mut HashingWriter<W>,
+    kind: u8,
+    projection: &Projection,
+) -> io::Result<()> {
+    let mut documents: Vec<(&DocKey, &StoredDocument)> = Vec::new();
+    let mut size = 0;
+    for (key, document) in projection.documents() {
+        size += key.collection.len() + key.id.len() + document.body.len() + 32;
+        documents.push((key, document));
+        if size >= FRAME_TARGET {
+            out.frame(kind, &encode(&documents))?;
+            documents.clear();
+            size = 0;
+        }
+    }
+    if !documents.is_empty() {
+        out.frame(kind, &encode(&documents))?;
+    }
+    Ok(())
 }
 
 /// Streams the first `size` bytes of the file at `path` as data frames; returns their digest.
@@ -375,7 +473,7 @@ impl<R: Read> FrameReader<R> {
         self.read_exact_hashed(&mut head, "a frame header")?;
         let kind = head[0];
         let length = u32::from_be_bytes(head[1..].try_into().expect("4 bytes")) as usize;
-        if !(HEADER..=END).contains(&kind) {
+        if !(HEADER..=BASE).contains(&kind) {
             return Err(invalid(format!("unknown frame kind {kind} at byte {frame_offset}")));
         }
         if length > MAX_FRAME {
@@ -465,10 +563,14 @@ fn consume(
     let Some((HEADER, payload)) = frames.next()? else {
         return Err(invalid("the snapshot does not start with a header frame"));
     };
-    let header: SnapshotHeader = if frames.format == SNAPSHOT_FORMAT_V1 {
-        decode::<SnapshotHeaderV1>(&payload, "snapshot header").map(SnapshotHeader::from)
-    } else {
-        decode(&payload, "snapshot header")
+    let header: SnapshotHeader = match frames.format {
+        SNAPSHOT_FORMAT_V1 => {
+            decode::<SnapshotHeaderV1>(&payload, "snapshot header").map(SnapshotHeader::from)
+        }
+        SNAPSHOT_FORMAT_V2 => {
+            decode::<SnapshotHeaderV2>(&payload, "snapshot header").map(SnapshotHeader::from)
+        }
+        _ => decode(&payload, "snapshot header"),
     }
     .map_err(|e| invalid(e.to_string()))?;
     if header.format != frames.format {
@@ -488,9 +590,13 @@ fn consume(
                 )));
             }
             consumer.finish_data()?;
+            if kind != BASE {
+                consumer.seal_base()?;
+            }
             consumer.stage = kind;
         }
         match kind {
+            BASE => consumer.base(&payload)?,
             EVENTS => consumer.events(&payload)?,
             DOCUMENTS => consumer.documents(&payload)?,
             BLOB => consumer.blob(&payload)?,
@@ -506,11 +612,12 @@ fn consume(
 /// The order frames of each kind come in (data frames excepted: they follow their blob or upload).
 fn frame_order(kind: u8) -> u8 {
     match kind {
-        EVENTS => 0,
-        DOCUMENTS => 1,
-        BLOB => 2,
-        UPLOAD => 3,
-        _ => 4,
+        BASE => 0,
+        EVENTS => 1,
+        DOCUMENTS => 2,
+        BLOB => 3,
+        UPLOAD => 4,
+        _ => 5,
     }
 }
 
@@ -523,8 +630,12 @@ struct Consumer<'a> {
     checkpoint_interval: u64,
     batch: WriteBatch,
     batch_bytes: usize,
-    /// The projection the snapshot's events replay to.
+    /// The projection the snapshot's events replay to (from the base's documents).
     replayed: Projection,
+    /// Whether the base is complete (its checkpoint written): set at the first frame after the base frames.
+    base_sealed: bool,
+    /// The SHA-256 of the base configuration (of its checkpoint's bytes), once sealed.
+    base_digest: Option<Digest>,
     /// The chain hash of the last event read.
     head: Digest,
     last_checkpoint: Revision,
@@ -554,6 +665,13 @@ impl<'a> Consumer<'a> {
         if let Some(files) = files {
             batch.put(Meta::UploadDir.key(), files.uploads_name().into_bytes());
         }
+        if header.base.0 > 0 {
+            batch.put(Meta::Base.key(), header.base.0.to_be_bytes().to_vec());
+            batch.put(Meta::BaseHash.key(), header.base_hash.0.to_vec());
+        }
+        let mut replayed = Projection::new();
+        replayed.set_revision(header.base);
+        let (head, last_checkpoint) = (header.base_hash, header.base);
         Consumer {
             sink,
             files,
@@ -561,11 +679,13 @@ impl<'a> Consumer<'a> {
             checkpoint_interval,
             batch,
             batch_bytes: 0,
-            replayed: Projection::new(),
-            head: crate::chain::GENESIS,
-            last_checkpoint: Revision(0),
+            replayed,
+            base_sealed: false,
+            base_digest: None,
+            head,
+            last_checkpoint,
             snapshot_documents: Projection::new(),
-            stage: EVENTS,
+            stage: BASE,
             blob_in_progress: None,
             blobs: 0,
             uploads: 0,
@@ -577,6 +697,46 @@ impl<'a> Consumer<'a> {
         if force || self.batch_bytes >= BATCH_BYTES {
             self.sink.write(std::mem::take(&mut self.batch))?;
             self.batch_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// A base frame: documents of the configuration at the base, where the replay starts.
+    fn base(&mut self, payload: &[u8]) -> Result<()> {
+        if self.header.base.0 == 0 {
+            return Err(invalid("the snapshot holds documents at a base but its header names none"));
+        }
+        let documents: Vec<(DocKey, StoredDocument)> =
+            decode(payload, "snapshot base documents").map_err(|e| invalid(e.to_string()))?;
+        for (key, document) in documents {
+            if document.mod_revision > self.header.base {
+                return Err(invalid(format!(
+                    "document {key} of the base was changed at revision {}, after the base {}",
+                    document.mod_revision, self.header.base
+                )));
+            }
+            self.batch_bytes += document.body.len() + 64;
+            self.replayed.insert(key, document);
+        }
+        Ok(())
+    }
+
+    /// Ends the base (once): its checkpoint, so that `state_at(base)` works on the installed store.
+    fn seal_base(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.base_sealed, true) {
+            return Ok(());
+        }
+        if self.header.base > self.header.revision {
+            return Err(invalid(format!(
+                "the snapshot's history starts after revision {}, past its revision {}",
+                self.header.base, self.header.revision
+            )));
+        }
+        if self.header.base.0 > 0 {
+            self.base_digest = Some(crate::forget::base_digest(&self.replayed));
+            write_checkpoint(&mut self.batch, &self.replayed);
+            self.batch_bytes += self.replayed.len() * 64;
+            self.flush(false)?;
         }
         Ok(())
     }
@@ -718,6 +878,7 @@ impl<'a> Consumer<'a> {
     /// last writes; returns the header and the recomputed chain head.
     fn finish(mut self) -> Result<(SnapshotHeader, Digest)> {
         self.finish_data()?;
+        self.seal_base()?;
         let header = &self.header;
         if self.replayed.revision() != header.revision {
             return Err(invalid(format!(
@@ -735,6 +896,16 @@ impl<'a> Consumer<'a> {
             || self.snapshot_documents.len() as u64 != header.documents
         {
             return Err(invalid("the snapshot's contents do not match the counts in its header"));
+        }
+        // The forget that made the base recorded, in the chain, what the configuration there was.
+        if let (Some(digest), Some(recorded)) =
+            (self.base_digest, crate::forget::recorded_base_digest(&self.snapshot_documents, header.base))
+            && digest != recorded
+        {
+            return Err(invalid(format!(
+                "the snapshot's configuration at its base {} hashes to {digest}, but the forget that made the base recorded {recorded}: a document of the base was altered",
+                header.base
+            )));
         }
         if let Some(head) = header.head
             && head != self.head
@@ -777,7 +948,9 @@ impl Store {
         self.state = load_state(space.as_ref(), &files)?;
         files.remove_other_upload_dirs()?;
         self.files = files;
-        self.last_checkpoint = latest_checkpoint(space.as_ref(), self.revision())?.unwrap_or_default();
+        self.last_checkpoint =
+            latest_checkpoint(space.as_ref(), self.revision())?.unwrap_or_default().max(self.state.base);
+        self.batch_start = self.revision();
         self.space = space;
         Ok(summary)
     }

@@ -71,6 +71,10 @@ pub(crate) struct State {
     pub cluster_id: String,
     /// The chain hash of the last event ([`crate::chain`]).
     pub head: Digest,
+    /// The revision the history starts after: events at or below it were forgotten ([`crate::forget`]).
+    pub base: Revision,
+    /// The chain hash of [`State::base`] (the genesis hash at 0), which the first kept event links to.
+    pub base_hash: Digest,
 }
 
 /// An event-sourced configuration store on one node.
@@ -85,6 +89,12 @@ pub struct Store {
     poisoned: bool,
     /// Blobs removed whose files wait for sled to be durable ([`crate::blob_usage`]).
     pub(crate) removed_blobs: Arc<std::sync::Mutex<RemovedBlobs>>,
+    /// While [`Store::apply`] runs: the revision on disk when it began, and the events it accepted so far
+    /// with their chain hashes. They are not on disk until the batch is written, yet a later command of the
+    /// same batch must see them (a forget that ends among them, a blob removal that reads the history), or
+    /// two replicas that cut the same log into different batches would decide differently.
+    pub(crate) batch_start: Revision,
+    pub(crate) batch_events: Vec<(crate::event::Event, Digest)>,
 }
 
 /// The sled database of a store directory: `<dir>/db`.
@@ -123,6 +133,9 @@ impl Store {
         if format == crate::migrate::FORMAT_WITHOUT_CHAIN {
             crate::migrate::events_to_format_3(space.as_ref())?;
             database.durable()?;
+        } else if format == crate::migrate::FORMAT_WITHOUT_BASE {
+            // Not made durable here: a crash leaves format 3, which the next open marks again.
+            crate::migrate::mark_format_4(space.as_ref())?;
         }
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
         let removed_blobs = Arc::new(std::sync::Mutex::new(RemovedBlobs::default()));
@@ -132,7 +145,20 @@ impl Store {
         files.remove_other_upload_dirs()?;
         let last_checkpoint =
             latest_checkpoint(space.as_ref(), state.projection.revision())?.unwrap_or_default();
-        Ok(Store { database, space, files, state, options, last_checkpoint, poisoned: false, removed_blobs })
+        let last_checkpoint = last_checkpoint.max(state.base);
+        let batch_start = state.projection.revision();
+        Ok(Store {
+            database,
+            space,
+            files,
+            state,
+            options,
+            last_checkpoint,
+            poisoned: false,
+            removed_blobs,
+            batch_start,
+            batch_events: Vec::new(),
+        })
     }
 
     /// The revision of the last accepted change set (0 when empty).
@@ -148,15 +174,6 @@ impl Store {
     /// The chain hash of the last event ([`crate::chain`]; the genesis hash at revision 0).
     pub fn head(&self) -> Digest {
         self.state.head
-    }
-
-    /// A detached view of the hash chain at the current revision, to verify or read without the store.
-    pub fn chain(&self) -> crate::chain::ChainView {
-        crate::chain::ChainView {
-            space: self.space.clone(),
-            revision: self.revision(),
-            head: self.state.head,
-        }
     }
 
     /// The position the caller stored with the last applied batch.
@@ -213,7 +230,11 @@ impl Store {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
+        self.batch_start = self.revision();
+        self.batch_events.clear();
         let result = self.apply_commands(commands, position);
+        self.batch_events.clear();
+        self.batch_start = self.revision();
         // Memory (and maybe a part file) is ahead of sled now: refuse everything until a restart reloads.
         self.poisoned = result.is_err();
         result
@@ -240,6 +261,9 @@ impl Store {
                 }
                 Command::BlobAbort { upload } => self.apply_abort(*upload, &mut batch),
                 Command::BlobRemove { digest } => self.apply_blob_remove(*digest, &mut batch)?,
+                Command::ForgetHistory { before, meta } => {
+                    self.apply_forget(*before, meta, &mut new_requests, &mut batch)?
+                }
             };
             outcomes.push(outcome);
         }
@@ -299,7 +323,7 @@ impl Store {
         }
     }
 
-    fn apply_change(
+    pub(crate) fn apply_change(
         &mut self,
         change_set: &ChangeSet,
         new_requests: &mut HashMap<String, Revision>,
@@ -329,17 +353,20 @@ impl Store {
         let mut value = codec::encode_with_room(&event, crate::chain::HASH_LEN);
         self.state.head = crate::chain::seal(&self.state.head, &mut value);
         put_parts(batch, &value, |part| keys::event(event.revision, part));
-        for change in &event.changes {
+        let revision = event.revision;
+        self.batch_events.push((event, self.state.head));
+        let changes = &self.batch_events.last().expect("pushed above").0.changes;
+        for change in changes {
             match self.state.projection.get(&change.key) {
                 Some(document) => batch.put(keys::document(&change.key), encode(document)),
                 None => batch.delete(keys::document(&change.key)),
             }
         }
         if let Some(request_id) = change_set.meta.request_id.as_deref() {
-            batch.put(keys::request(request_id), event.revision.0.to_be_bytes().to_vec());
-            new_requests.insert(request_id.to_string(), event.revision);
+            batch.put(keys::request(request_id), revision.0.to_be_bytes().to_vec());
+            new_requests.insert(request_id.to_string(), revision);
         }
-        Ok(Outcome::Accepted { revision: event.revision })
+        Ok(Outcome::Accepted { revision })
     }
 
     /// A chunk: written at its byte offset into the upload's part file, its meta into the batch.
@@ -559,8 +586,20 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         projection.insert(doc_key, document);
     }
     projection.set_revision(revision);
+    let base = crate::chain::stored_base(space)?;
+    let base_hash = match space.get(&Meta::BaseHash.key())? {
+        Some(bytes) => crate::chain::parse_hash(&bytes)?,
+        None => crate::chain::GENESIS,
+    };
+    if base > revision {
+        return Err(Error::Corrupt(format!(
+            "the history starts after revision {base}, past the store's {revision}"
+        )));
+    }
+    // With every event up to the revision forgotten (a snapshot can say so), no event is left at all.
     let last_event = crate::chain::last_event_revision(space)?;
-    if last_event != revision {
+    let expected = if revision == base { Revision(0) } else { revision };
+    if last_event != expected {
         return Err(Error::Corrupt(format!(
             "the last event is {last_event} but the store is at revision {revision}"
         )));
@@ -585,17 +624,21 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         stored_uploads.insert(id, decode::<StoredUpload>(&value, "upload meta")?);
     }
     let uploads = files.reconcile_uploads(stored_uploads)?;
-    let head = load_head(space, revision)?;
-    Ok(State { projection, blobs, uploads, position, cluster_id, head })
+    let head = load_head(space, revision, base, base_hash)?;
+    Ok(State { projection, blobs, uploads, position, cluster_id, head, base, base_hash })
 }
 
-/// The stored head, checked against the hash stored with the last event.
-fn load_head(space: &dyn Keyspace, revision: Revision) -> Result<Digest> {
+/// The stored head, checked against the hash stored with the last event (or the base hash when no event
+/// is kept).
+fn load_head(space: &dyn Keyspace, revision: Revision, base: Revision, base_hash: Digest) -> Result<Digest> {
     let head = match space.get(&Meta::Head.key())? {
         Some(bytes) => crate::chain::parse_hash(&bytes)?,
         None => crate::chain::GENESIS,
     };
-    if revision.0 > 0 {
+    if revision == base && head != base_hash {
+        return Err(Error::Corrupt(format!("the chain head {head} is not the base hash {base_hash}")));
+    }
+    if revision > base {
         let first_part = space.get(&keys::event(revision, 0))?.unwrap_or_default();
         let (last, _) = crate::chain::split_stored(&first_part, revision.0)?;
         if last != head {

@@ -81,6 +81,9 @@ impl Store {
     /// before it. Refused when a later event touched any of them (see the module documentation).
     pub fn undo_plan(&self, revision: Revision) -> Result<Plan, UndoError> {
         let current = self.revision();
+        if revision.0 > 0 && revision <= self.base() {
+            return Err(UndoError::Storage(Error::Forgotten { revision, base: self.base() }));
+        }
         let event = match revision.0 {
             0 => None,
             _ => self.event(revision)?,

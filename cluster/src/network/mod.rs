@@ -143,10 +143,12 @@ pub const SECRET_HEADER: &str = "x-tandem-cluster-secret";
 pub const PROTOCOL_HEADER: &str = "x-tandem-protocol";
 /// The peer protocol this build speaks: the routes, headers and bincode bodies described here. Version 1
 /// (before the header existed) sent none; version 2 sent no cluster id and a forwarded write named no target;
-/// version 3 carried change sets without the audit fields (token, source).
+/// version 3 carried change sets without the audit fields (token, source); version 4 had no
+/// `ForgetHistory` command and sent snapshots of format 2 (no base), which a version-4 node could not
+/// read from a version-5 leader.
 /// A request of another version is refused (400) with both versions named: every node of a cluster must run a
 /// build that speaks the same protocol.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest request (and response) body accepted: larger than any snapshot chunk the node sends.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

@@ -41,9 +41,12 @@ fn failed(message: impl Into<String>) -> CmdError {
 pub async fn verify(file: &Path, json: bool) -> Result<(), CmdError> {
     let summary = verified(file).await?;
     let header = &summary.header;
+    // After `tandem history forget` the backup holds the events after its base only.
+    let events = header.revision.0 - header.base.0;
     if json {
         let answer = json!({"file": file, "valid": true, "cluster_id": header.cluster_id,
-                            "revision": header.revision.0, "events": header.revision.0,
+                            "revision": header.revision.0, "events": events,
+                            "history_starts_at": header.base.0 + 1,
                             "documents": header.documents, "blobs": header.blobs,
                             "blob_bytes": header.blob_bytes, "uploads": header.uploads,
                             "created_at_ms": header.created_at_ms, "bytes": summary.bytes,
@@ -56,7 +59,14 @@ pub async fn verify(file: &Path, json: bool) -> Result<(), CmdError> {
         println!("{}: valid backup", file.display());
         println!("cluster    {}", header.cluster_id);
         println!("taken      {created}");
-        println!("revision   {} ({} events)", header.revision, header.revision);
+        match header.base.0 {
+            0 => println!("revision   {} ({events} events)", header.revision),
+            base => println!(
+                "revision   {} ({events} events: the history starts at revision {}, earlier ones were forgotten)",
+                header.revision,
+                base + 1
+            ),
+        }
         println!("head       {}", summary.head);
         println!("documents  {}", header.documents);
         println!("blobs      {} ({} bytes)", header.blobs, header.blob_bytes);

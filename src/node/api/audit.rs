@@ -2,7 +2,8 @@
 //!
 //! - `GET /v1/history/verify` recomputes this node's chain from every event it holds, streaming, off the
 //!   async workers and without holding the store (a [`ChainView`] is detached), and says whether each event
-//!   still hashes to the hash stored beside it; the first one that does not is named.
+//!   still hashes to the hash stored beside it; the first one that does not is named. After `tandem history
+//!   forget` it starts from the base hash, and says where (`base`, `base_hash`).
 //! - `GET /v1/history/chain?from=A&to=B` lists the stored hashes of a range, at most [`MAX_HASHES`]: what
 //!   `tandem history verify` compares between members, bisecting for the first revision that differs.
 //!
@@ -26,11 +27,22 @@ fn chain_view(call: &Call<'_>) -> Result<ChainView, ApiError> {
 
 /// `GET /v1/history/verify`.
 pub async fn verify(call: Call<'_>) -> Result<Response<Body>, ApiError> {
-    let view = chain_view(&call)?;
-    let check = tokio::task::spawn_blocking(move || view.verify())
-        .await
-        .map_err(|e| internal(&format!("the chain check stopped: {e}")))?
-        .map_err(|e| internal(&e.to_string()))?;
+    let mut view = chain_view(&call)?;
+    let mut attempts = 0;
+    let check = loop {
+        let verified = view.clone();
+        let check = tokio::task::spawn_blocking(move || verified.verify())
+            .await
+            .map_err(|e| internal(&format!("the chain check stopped: {e}")))?;
+        match check {
+            // A forget applied meanwhile deleted events the view expected: verify the new history.
+            Err(tandem_storage::Error::Stale(_)) if attempts < 3 => {
+                attempts += 1;
+                view = chain_view(&call)?;
+            }
+            other => break other.map_err(|e| internal(&e.to_string()))?,
+        }
+    };
     let first_mismatch = check
         .first_mismatch
         .as_ref()
@@ -39,7 +51,7 @@ pub async fn verify(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         StatusCode::OK,
         &json!({"node": call.state.node.info.name, "revision": check.revision, "head": check.head.to_string(),
                 "stored_head": check.stored_head.to_string(), "intact": check.is_intact(),
-                "first_mismatch": first_mismatch}),
+                "first_mismatch": first_mismatch, "base": view.base(), "base_hash": view.base_hash().to_string()}),
     ))
 }
 

@@ -141,7 +141,7 @@ async fn get_document(
     let key = DocKey::new(collection, id);
     let store = node.read_store()?;
     if let Some(at) = query_number(query, "at")? {
-        let document = store.get_at(&key, Revision(at)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let document = store.get_at(&key, Revision(at)).map_err(super::storage_error)?;
         return match document {
             Some(document) => Ok(json_response(
                 StatusCode::OK,

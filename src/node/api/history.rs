@@ -34,7 +34,9 @@ use tandem_storage::{
 };
 
 use super::routes::Call;
-use super::{ApiState, event_json, internal, query_number, query_value, rejection_error, write_error};
+use super::{
+    ApiState, event_json, internal, query_number, query_value, rejection_error, storage_error, write_error,
+};
 use crate::auth::Caller;
 use crate::http::{ApiError, Body, json_response, parse_json, query_pairs, read_body};
 
@@ -360,9 +362,15 @@ fn read_store(state: &ApiState) -> Result<std::sync::RwLockReadGuard<'_, Store>,
     Ok(state.node.read_store()?)
 }
 
-/// A revision that exists in `store` (0, the empty configuration, included).
+/// A revision that exists in `store` (0, the empty configuration, included) and was not forgotten (410).
 fn existing_revision(store: &Store, revision: u64) -> Result<Revision, ApiError> {
     let current = store.revision();
+    if revision < store.base().0 {
+        return Err(storage_error(tandem_storage::Error::Forgotten {
+            revision: Revision(revision),
+            base: store.base(),
+        }));
+    }
     if revision > current.0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -380,13 +388,6 @@ fn only_parameters(query: &[(String, String)], known: &[&str]) -> Result<(), Api
         Some((key, _)) => Err(ApiError::bad_request(format!("unknown query parameter '{key}'"))
             .with_hint(format!("known: {}", known.join(", ")))),
         None => Ok(()),
-    }
-}
-
-fn storage_error(error: tandem_storage::Error) -> ApiError {
-    match error {
-        tandem_storage::Error::InvalidRequest(message) => ApiError::bad_request(message),
-        other => internal(&other.to_string()),
     }
 }
 
@@ -425,5 +426,9 @@ pub async fn list(call: Call<'_>) -> Result<Response<Body>, ApiError> {
     let store = read_store(call.state)?;
     let events = store.history(&filter).map_err(|e| internal(&e.to_string()))?;
     let events: Vec<serde_json::Value> = events.iter().map(event_json).collect();
-    Ok(json_response(StatusCode::OK, &json!({"revision": store.revision(), "events": events})))
+    // `first_revision`: where the history starts (after `tandem history forget`, later than 1).
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"revision": store.revision(), "first_revision": store.base().next(), "events": events}),
+    ))
 }

@@ -6,6 +6,7 @@
 //! authorization and dispatch cannot disagree. `GET /v1/openapi.json` describes the same table (a test keeps
 //! them equal). Handlers are grouped by resource, one file each: [`system`] (liveness, readiness, metrics,
 //! node, status), [`documents`], [`changes`], [`history`] (events, export, diff, revert, undo, import),
+//! [`audit`] (the hash chain), [`forget`] (forgetting history before a revision),
 //! [`watch`], [`backup`], [`blobs`], [`cluster`] (membership), [`terminals`] and [`boot`] (what the boot
 //! server sees), [`openapi`]. `GET /` and `/console/{name}` serve the browser console
 //! ([`console`], with the files in [`crate::node::console`]).
@@ -41,6 +42,7 @@ pub mod changes;
 pub mod cluster;
 pub mod console;
 pub mod documents;
+pub mod forget;
 pub mod history;
 pub mod openapi;
 pub mod routes;
@@ -73,6 +75,7 @@ pub const ROUTES: &[Route] = &[
     serves_configuration(route("GET", "/v1/history", Access::Read, "Events: who changed what, filtered", handler!(history::list))),
     serves_configuration(route("GET", "/v1/history/verify", Access::Read, "Recompute this node's history hash chain", handler!(audit::verify))),
     serves_configuration(route("GET", "/v1/history/chain", Access::Read, "The stored chain hashes of a range of revisions", handler!(audit::hashes))),
+    serves_configuration(route("POST", "/v1/history/forget", Access::Admin, "Forget the history before a revision (dry_run: preview)", handler!(forget::forget))),
     serves_configuration(route("GET", "/v1/export", Access::Read, "The whole configuration (now or at a revision) as JSON", handler!(history::export))),
     serves_configuration(route("GET", "/v1/diff", Access::Read, "Differences between two revisions", handler!(history::diff))),
     serves_configuration(route("POST", "/v1/revert", Access::Operate, "Make the configuration equal to a past revision", handler!(history::revert))),
@@ -346,6 +349,19 @@ pub(crate) fn read_error(error: ReadError) -> ApiError {
     }
 }
 
+/// Maps a storage error of a read: a request that cannot be answered (400), a forgotten revision (410
+/// `forgotten`, naming where the history starts), anything else 500.
+pub(crate) fn storage_error(error: tandem_storage::Error) -> ApiError {
+    match error {
+        tandem_storage::Error::InvalidRequest(message) => ApiError::bad_request(message),
+        error @ tandem_storage::Error::Forgotten { .. } => {
+            ApiError::new(StatusCode::GONE, "forgotten", error.to_string())
+                .with_hint("`tandem history` shows where the history starts now")
+        }
+        other => internal(&other.to_string()),
+    }
+}
+
 pub(crate) fn internal(message: &str) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
@@ -416,6 +432,7 @@ pub mod fuzz {
         let _ = parse_json::<super::cluster::RoleInput>(body);
         let _ = parse_json::<super::history::RevertInput>(body);
         let _ = parse_json::<super::history::UndoInput>(body);
+        let _ = parse_json::<super::forget::ForgetInput>(body);
         Parsed {
             change_set: parse_json::<super::changes::ChangeSetInput>(body).ok().map(|input| {
                 input.into_change_set(|reason, request_id| tandem_storage::ChangeMeta {

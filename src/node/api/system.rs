@@ -69,6 +69,9 @@ pub async fn status(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         let (count, bytes) = store.blobs().fold((0, 0), |(n, b), (_, size)| (n + 1, b + size));
         status["blobs"] = json!({"count": count, "bytes": bytes, "unreferenced": unreferenced,
                                  "unreferenced_bytes": unreferenced_bytes});
+        // Where the history starts (`tandem history forget`): revision 1 until something was forgotten.
+        status["history"] = json!({"first_revision": store.base().next(), "base": store.base(),
+                                   "base_hash": store.base_hash().to_string()});
     }
     Ok(json_response(StatusCode::OK, &status))
 }

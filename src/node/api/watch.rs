@@ -255,6 +255,12 @@ pub async fn watch(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         .with_hint("retry in a few seconds, or watch another node of the cluster"));
     };
     let from = watch.from.unwrap_or_else(|| state.node.revision().next());
+    // A stream never skips an event: one that would start in forgotten history is refused (410).
+    let base = state.node.read_store()?.base();
+    if from <= base {
+        return Err(super::storage_error(tandem_storage::Error::Forgotten { revision: from, base })
+            .with_hint(format!("watch from revision {} on (`--from {}`)", base.next(), base.next())));
+    }
     // One slot more than the buffer: it is reserved for the frame that ends the stream.
     let (frames, receiver) = mpsc::channel(limits.buffer + 1);
     let producer = Producer {
@@ -474,6 +480,10 @@ fn read_batch(
     let mut expected = from;
     {
         let store = node.read_store().map_err(|e| e.to_string())?;
+        if from <= store.base() {
+            // The history was forgotten past this watcher's position while it streamed.
+            return Err(tandem_storage::Error::Forgotten { revision: from, base: store.base() }.to_string());
+        }
         for event in store.events(from, last) {
             let event = event.map_err(|e| format!("event {expected} could not be read: {e}"))?;
             if event.revision != expected {
