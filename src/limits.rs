@@ -187,7 +187,7 @@ pub struct TftpLimits {
 impl Default for TftpLimits {
     fn default() -> Self {
         TftpLimits {
-            max_transfers: 64,
+            max_transfers: 256,
             max_transfers_per_source: 4,
             max_timeout: Duration::from_secs(5),
             max_transfer_time: Duration::from_secs(600),
@@ -262,12 +262,23 @@ async fn linger(mut stream: TcpStream) {
     LINGERING.add_permits(1);
 }
 
+/// hyper's read and write buffer bound per connection ([`http1::Builder::max_buf_size`]). Its default
+/// (~400 KiB) let hyper queue three or four 128 KiB chunks of a download ahead of the socket, on top of the
+/// one [`crate::node::chunked_read::ChunkedRead`] reads ahead: ~0.45 MiB per concurrent download, 274 MiB at
+/// the node's peak in the 500-terminal boot storm (docs/boot.md). With 64 KiB, hyper takes the next chunk only
+/// once the socket has taken all but 64 KiB of the queued ones. It also bounds a request head (431 beyond).
+pub const MAX_BUF_SIZE: usize = 64 * 1024;
+
 /// An HTTP/1.1 connection builder with keep-alive on and hyper's header timer as a backstop to the watchdog of
-/// [`serve_connection`] (hyper ignores a header timeout without a timer).
+/// [`serve_connection`] (hyper ignores a header timeout without a timer), buffers bounded by [`MAX_BUF_SIZE`].
 fn http1_builder(limits: &HttpLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     let backstop = limits.header_read_timeout + limits.idle_timeout;
-    builder.timer(TokioTimer::new()).header_read_timeout(backstop).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(backstop)
+        .keep_alive(true)
+        .max_buf_size(MAX_BUF_SIZE);
     builder
 }
 

@@ -84,7 +84,7 @@ use crate::limits::HttpLimits;
 use crate::node::chunked_read::ChunkedRead;
 
 /// How many bytes of a blob are read from the store per step of a download.
-pub const STREAM_CHUNK: usize = 128 * 1024;
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// The store revision an answer comes from.
 pub const REVISION_HEADER: &str = "x-tandem-revision";

@@ -1,4 +1,4 @@
-//! One transfer: its own socket, a blocking reader feeding it the file, the OACK exchange, then windows of DATA
+//! One transfer: its own socket, the file read in chunks on the blocking pool, the OACK exchange, then windows of DATA
 //! blocks, each window sent again on timeout until the client acknowledges it or the retries run out.
 
 use std::io::{ErrorKind, Read};
@@ -8,16 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::packet::{self, ErrorCode, Limits, Reply, Request};
 use super::{Target, TftpOptions};
 use crate::node::boot::{BootContent, BootError};
+use crate::node::chunked_read::ChunkedRead;
 
-/// The reader thread hands the file over in parts of this size (two parts queued at most), so a transfer holds
-/// about `3 × CHUNK + block size × window` bytes whatever the file's size.
+/// The file is read in parts of this size (one read ahead), so a transfer holds about `3 × CHUNK + block size ×
+/// window` bytes whatever the file's size.
 const CHUNK: usize = 64 * 1024;
 
 /// What a transfer needs; built by the dispatcher for each accepted request.
@@ -65,34 +65,25 @@ enum Stop {
     Read(String),
 }
 
-/// What the reader thread sends.
-enum Part {
-    Opened(u64),
-    OpenFailed(BootError),
-    Bytes(Vec<u8>),
-    End,
-    ReadFailed(String),
-}
-
 impl Transfer {
     pub async fn run(self) -> Outcome {
         let socket = match bind(self.local_ip, self.peer).await {
             Ok(socket) => socket,
             Err(e) => return Outcome::Failed(format!("opening a transfer socket: {e}")),
         };
-        let mut parts = start_reader(self.content.clone(), self.target.clone());
-        let size = tokio::select! {
+        let opening = open(self.content.clone(), self.target.clone());
+        let (parts, size) = tokio::select! {
             _ = self.cancel.cancelled() => return self.cancelled(&socket).await,
-            part = parts.recv() => match part {
-                Some(Part::Opened(size)) => size,
-                Some(Part::OpenFailed(error)) => {
+            opened = opening => match opened {
+                Ok(Ok((reader, size))) => (ChunkedRead::new(reader, size, CHUNK), size),
+                Ok(Err(error)) => {
                     let (code, message) = refusal_for(&error);
                     let _ = socket.send(&packet::encode_error(code, &message)).await;
                     return Outcome::Refused(message);
                 }
-                _ => {
+                Err(error) => {
                     let _ = socket.send(&packet::encode_error(ErrorCode::NotDefined, "internal error")).await;
-                    return Outcome::Failed("the reader stopped before opening the file".into());
+                    return Outcome::Failed(format!("opening the file failed: {error}"));
                 }
             },
         };
@@ -105,7 +96,7 @@ impl Transfer {
         let mut exchange = Exchange {
             transfer: &self,
             socket: &socket,
-            source: Source { parts, size, buffer: Vec::new(), buffer_offset: 0, end: None },
+            source: Source { parts, buffer: Vec::new(), buffer_offset: 0, end: None },
             block_size: u64::from(negotiated.block_size),
             window_size: u64::from(negotiated.window_size),
             timeout: negotiated.timeout.unwrap_or(self.options.retransmit_timeout),
@@ -174,60 +165,24 @@ async fn bind(local_ip: IpAddr, peer: SocketAddr) -> std::io::Result<UdpSocket> 
     Ok(socket)
 }
 
-/// Opens the file and reads it on a blocking thread (store reads block), handing it over in parts through a
-/// small channel: the thread waits while the transfer waits for its client, and ends when the transfer drops
-/// the receiver.
-fn start_reader(content: Arc<dyn BootContent>, target: Target) -> mpsc::Receiver<Part> {
-    let (sender, receiver) = mpsc::channel(2);
+/// An opened file: its reader from the start, and its size.
+type Opened = (Box<dyn Read + Send>, u64);
+
+/// Opens the file on the blocking pool (store reads block).
+fn open(content: Arc<dyn BootContent>, target: Target) -> tokio::task::JoinHandle<Result<Opened, BootError>> {
     tokio::task::spawn_blocking(move || {
-        let opened = match &target {
+        let file = match &target {
             Target::Path(path) => content.open(path),
             Target::IpxeEntry => content.open_ipxe_entry(),
-        };
-        let file = match opened {
-            Ok(file) => file,
-            Err(error) => {
-                let _ = sender.blocking_send(Part::OpenFailed(error));
-                return;
-            }
-        };
-        if sender.blocking_send(Part::Opened(file.size)).is_err() {
-            return;
-        }
-        let mut reader = file.body.into_reader(0);
-        loop {
-            let mut part = vec![0; CHUNK];
-            let mut filled = 0;
-            while filled < CHUNK {
-                match reader.read(&mut part[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = sender.blocking_send(Part::ReadFailed(e.to_string()));
-                        return;
-                    }
-                }
-            }
-            part.truncate(filled);
-            let last = filled < CHUNK;
-            if filled > 0 && sender.blocking_send(Part::Bytes(part)).is_err() {
-                return;
-            }
-            if last {
-                let _ = sender.blocking_send(Part::End);
-                return;
-            }
-        }
-    });
-    receiver
+        }?;
+        Ok((file.body.into_reader(0), file.size))
+    })
 }
 
 /// The file's bytes from the oldest unacknowledged block on.
 struct Source {
-    parts: mpsc::Receiver<Part>,
-    /// The size the content announced; the bytes must match it (a short blob is a read error, not a short file).
-    size: u64,
+    /// The file in [`CHUNK`]s, each read on the blocking pool when asked for, one read ahead.
+    parts: ChunkedRead,
     buffer: Vec<u8>,
     /// The file offset of `buffer[0]`.
     buffer_offset: u64,
@@ -243,22 +198,15 @@ impl Source {
     /// Waits until the buffer holds the file up to `offset`, or the whole file.
     async fn fill_to(&mut self, offset: u64) -> Result<(), Stop> {
         while self.end.is_none() && self.received() < offset {
-            match self.parts.recv().await {
-                Some(Part::Bytes(bytes)) => self.buffer.extend_from_slice(&bytes),
-                Some(Part::End) => {
-                    if self.received() != self.size {
-                        return Err(Stop::Read(format!(
-                            "{} bytes read, {} announced",
-                            self.received(),
-                            self.size
-                        )));
-                    }
-                    self.end = Some(self.received());
+            match std::future::poll_fn(|cx| self.parts.poll_chunk(cx)).await {
+                Some(Ok(bytes)) => {
+                    // Exactly what is needed, not double: 200 transfers at once each keep their buffer.
+                    self.buffer.reserve_exact(bytes.len());
+                    self.buffer.extend_from_slice(&bytes);
                 }
-                Some(Part::ReadFailed(reason)) => return Err(Stop::Read(reason)),
-                Some(Part::Opened(_) | Part::OpenFailed(_)) | None => {
-                    return Err(Stop::Read("the reader stopped early".into()));
-                }
+                // ChunkedRead hands over exactly `size` bytes, or fails (a short blob is a read error).
+                None => self.end = Some(self.received()),
+                Some(Err(error)) => return Err(Stop::Read(error.to_string())),
             }
         }
         Ok(())
@@ -271,11 +219,12 @@ impl Source {
         &self.buffer[from.min(to)..to]
     }
 
-    /// Forgets the bytes before `offset` (acknowledged). Compacts only when that frees at least half the buffer
-    /// and a whole part, so the copying stays proportional to the file's size.
+    /// Forgets the bytes before `offset` (acknowledged). Compacts once that frees a whole part: what is moved
+    /// (at most a part plus a window) is never more than what was freed, so the copying stays proportional to
+    /// the file's size, and the buffer stays under two parts plus a window.
     fn release(&mut self, offset: u64) {
         let dead = offset.saturating_sub(self.buffer_offset) as usize;
-        if dead >= CHUNK && dead * 2 >= self.buffer.len() {
+        if dead >= CHUNK {
             self.buffer.drain(..dead);
             self.buffer_offset += dead as u64;
         }
