@@ -24,7 +24,7 @@ use serde_json::json;
 use tandem_storage::{Command, ForgetPreview, Outcome, Rejection, Revision};
 
 use super::routes::Call;
-use super::{internal, rejection_error, require_reason, write_error};
+use super::{internal, rejection_error, require_reason};
 use crate::http::{ApiError, Body, json_response, parse_json, read_body};
 
 /// Largest body of a forget request.
@@ -71,15 +71,7 @@ pub async fn forget(call: Call<'_>) -> Result<Response<Body>, ApiError> {
         return Ok(answer(true, "preview", &preview, current));
     }
     let meta = caller.change_meta(input.reason, None);
-    let response = match node.write(Command::ForgetHistory { before, meta }).await {
-        Ok(response) => response,
-        Err(error) => {
-            state.metrics.observe_proposal("failed");
-            return Err(write_error(error));
-        }
-    };
-    let rejected = matches!(response.outcome, Outcome::Rejected(_));
-    state.metrics.observe_proposal(if rejected { "rejected" } else { "committed" });
+    let response = super::propose(state, Command::ForgetHistory { before, meta }).await?;
     match response.outcome {
         Outcome::HistoryForgotten { events, revision, .. } => {
             // Read your writes: on a follower, answer once this node has forgotten too.

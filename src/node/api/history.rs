@@ -34,9 +34,7 @@ use tandem_storage::{
 };
 
 use super::routes::Call;
-use super::{
-    ApiState, event_json, internal, query_number, query_value, rejection_error, storage_error, write_error,
-};
+use super::{ApiState, event_json, internal, query_number, query_value, rejection_error, storage_error};
 use crate::auth::Caller;
 use crate::http::{ApiError, Body, json_response, parse_json, query_pairs, read_body};
 
@@ -269,15 +267,7 @@ async fn plan_and_apply(
         if !missing_blobs.is_empty() {
             return Err(missing_blobs_error(&missing_blobs));
         }
-        let response = match node.write(Command::Change(change_set)).await {
-            Ok(response) => response,
-            Err(error) => {
-                state.metrics.observe_proposal("failed");
-                return Err(write_error(error));
-            }
-        };
-        let rejected = matches!(response.outcome, Outcome::Rejected(_));
-        state.metrics.observe_proposal(if rejected { "rejected" } else { "committed" });
+        let response = super::propose(state, Command::Change(change_set)).await?;
         match response.outcome {
             Outcome::Accepted { revision } => {
                 // Read your writes: on a follower, answer once this node serves the new revision too.

@@ -265,20 +265,24 @@ fn named_actor(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
     Ok((!actor.is_empty()).then(|| actor.to_string()))
 }
 
-pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
-    require_reason(state, &change.meta.reason)?;
-    let response = match state.node.write(Command::Change(change)).await {
+/// Proposes `command` through this node and counts the proposal's fate in the metrics (failed, rejected or
+/// committed); a failure to propose becomes its API error.
+pub(crate) async fn propose(state: &ApiState, command: Command) -> Result<tandem_cluster::Written, ApiError> {
+    let response = match state.node.write(command).await {
         Ok(response) => response,
         Err(error) => {
             state.metrics.observe_proposal("failed");
             return Err(write_error(error));
         }
     };
-    let result = match &response.outcome {
-        Outcome::Rejected(_) => "rejected",
-        _ => "committed",
-    };
-    state.metrics.observe_proposal(result);
+    let rejected = matches!(response.outcome, Outcome::Rejected(_));
+    state.metrics.observe_proposal(if rejected { "rejected" } else { "committed" });
+    Ok(response)
+}
+
+pub(crate) async fn write(state: &ApiState, change: ChangeSet) -> Result<Response<Body>, ApiError> {
+    require_reason(state, &change.meta.reason)?;
+    let response = propose(state, Command::Change(change)).await?;
     match response.outcome {
         Outcome::Accepted { revision } => {
             Ok(json_response(StatusCode::OK, &json!({"outcome": "accepted", "revision": revision})))
