@@ -657,6 +657,9 @@ fn show((count, p50, p99, max): (usize, Duration, Duration, Duration)) -> String
     format!("{count} acknowledged, p50 {p50:.1?}, p99 {p99:.1?}, max {max:.1?}")
 }
 
+/// How long scenario (f) waits for a write through the survivor after the leader is killed.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
+
 /// The slow-link timing of docs/cluster.md ("Timing on slow links"): heartbeats every 450 ms, each answer
 /// awaited 300 ms (a round trip of up to 140 ms plus a retransmission); elections after 1.5–3 s of silence
 /// plus the 3 s lease.
@@ -669,7 +672,8 @@ const SLOW_LINK_RAFT: &str = "[raft]\nheartbeat_interval_ms = 300\nelection_time
 /// failover time when the leader is SIGKILLed under it. Asserted: the same safety as the other scenarios
 /// (every acknowledged write kept at its revision after the killed node returns and the links are clean
 /// again, identical histories), and, with the slow-link timing, that writes are acknowledged under the
-/// impairment and the survivor takes over within 30 s.
+/// impairment and a write goes through the survivor within 60 s of the SIGKILL (7.9–25 s measured: elections
+/// under 5 % loss are slow to converge, and the witness may win first and hand back).
 fn delay_and_loss(test: &str, timing_name: &str, raft: &str) {
     let Some(mut cluster) = Cluster::start_wired(test, raft) else { return };
     let load = Load::start(&cluster, "f", &["a", "b"], &["a", "b"]);
@@ -719,8 +723,8 @@ fn delay_and_loss(test: &str, timing_name: &str, raft: &str) {
     let mut wrote_after = None;
     // Who the survivor names as leader, each time it changes (the witness may lead for a while first).
     let mut leaders_seen: Vec<(Duration, String)> = Vec::new();
-    for _ in 0..600 {
-        if killed_at.elapsed() > Duration::from_secs(30) {
+    for _ in 0..1_500 {
+        if killed_at.elapsed() > FAILOVER_LIMIT {
             break;
         }
         if let Some(status) = quiet_status(cluster.node(&survivor)) {
@@ -746,8 +750,8 @@ fn delay_and_loss(test: &str, timing_name: &str, raft: &str) {
     say(&format!(
         "(f) {timing_name}: leader {victim} SIGKILLed under the impairment: first write through {survivor} \
          acknowledged after {}; {survivor} led after {}; leaders {survivor} named: {}",
-        wrote_after.map_or("(not within 30 s)".to_string(), |d| format!("{d:.2?}")),
-        led_after.map_or("(not within 30 s)".to_string(), |d| format!("{d:.2?}")),
+        wrote_after.map_or(format!("(not within {FAILOVER_LIMIT:?})"), |d| format!("{d:.2?}")),
+        led_after.map_or(format!("(not within {FAILOVER_LIMIT:?})"), |d| format!("{d:.2?}")),
         seen.join(", ")
     ));
     if !raft.is_empty() {
@@ -755,7 +759,10 @@ fn delay_and_loss(test: &str, timing_name: &str, raft: &str) {
             impaired.iter().all(|(count, ..)| *count >= 10),
             "{timing_name}: fewer than 10 writes per data node acknowledged under the impairment: {impaired:?}"
         );
-        assert!(wrote_after.is_some(), "{timing_name}: no write acknowledged within 30 s of the failover");
+        assert!(
+            wrote_after.is_some(),
+            "{timing_name}: no write acknowledged within {FAILOVER_LIMIT:?} of the failover"
+        );
     }
     std::thread::sleep(Duration::from_secs(3));
     cluster.nodes.get_mut(&victim).unwrap().start(false);

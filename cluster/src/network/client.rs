@@ -305,21 +305,18 @@ impl PeerNetwork {
             Ok::<_, Failed>((parts.status, parts.headers.get(REFUSAL_HEADER).cloned(), bytes))
         };
         // `None`: the ttl passed first.
-        let answer = match late {
-            Late::Abandon => tokio::time::timeout(ttl, send).await.ok(),
-            Late::Finish => {
-                let exchange = tokio::spawn(tokio::time::timeout(ttl.max(LATE_LIMIT), send));
-                match tokio::time::timeout(ttl, exchange).await {
-                    Ok(Ok(finished)) => finished.ok(),
-                    Ok(Err(join)) => {
-                        return Err(TransportError::Exchange {
-                            addr: addr.to_owned(),
-                            reason: join.to_string(),
-                        });
-                    }
-                    // Dropping the handle detaches the task: it finishes (or gives up at LATE_LIMIT) alone.
-                    Err(_) => None,
+        let mut send = Box::pin(send);
+        let answer = match tokio::time::timeout(ttl, &mut send).await {
+            Ok(answer) => Some(answer),
+            Err(_) => {
+                if late == Late::Finish {
+                    // Only now does the exchange move to a task of its own (none on the usual path): it
+                    // finishes, or gives up at LATE_LIMIT, alone.
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(LATE_LIMIT, send).await;
+                    });
                 }
+                None
             }
         };
         let Some(answer) = answer else {
