@@ -76,6 +76,9 @@ fn unreferenced_blobs_are_reported_and_removed_everywhere_and_referenced_ones_ar
     let loose = upload_loose(&a, &loose_file);
     a.ok(&["firmware", "add", "fw", v1.to_str().unwrap(), "--version", "1"]);
     a.ok(&["firmware", "add", "fw", v2.to_str().unwrap(), "--version", "2"]);
+    // b applies what a committed a moment later: read there once it has.
+    let revision = a.status()["revision"].clone();
+    b.wait_status("b at a's revision", Duration::from_secs(10), |s| s["revision"] == revision);
     let list = b.json(&["blobs", "list"]);
     let (old, current) = {
         let digest_of = |size: u64| {
