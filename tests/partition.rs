@@ -157,15 +157,17 @@ impl Cluster {
     }
 
     /// Waits until every node answers, names the same leader, and is at the same revision with nothing left
-    /// to apply; returns how long that took.
+    /// to apply; returns how long that took. On failure the panic names, per node, what it last said (or why
+    /// it said nothing), before the logs.
     fn wait_all_agree(&self, timeout: Duration) -> Duration {
         let started = Instant::now();
-        let mut last = Vec::new();
+        let mut last: Vec<(String, Result<Value, String>)> = Vec::new();
         while started.elapsed() < timeout {
-            last = self.nodes.values().map(quiet_status).collect::<Vec<_>>();
-            let agreed = last.iter().all(|s| s.is_some())
-                && last.windows(2).all(|w| {
-                    let (x, y) = (w[0].as_ref().unwrap(), w[1].as_ref().unwrap());
+            last = self.nodes.values().map(|node| (node.name.clone(), status_or_why(node))).collect();
+            let statuses: Vec<&Value> = last.iter().filter_map(|(_, s)| s.as_ref().ok()).collect();
+            let agreed = statuses.len() == last.len()
+                && statuses.windows(2).all(|w| {
+                    let (x, y) = (w[0], w[1]);
                     x["leader_name"].is_string()
                         && x["leader_name"] == y["leader_name"]
                         && x["revision"] == y["revision"]
@@ -177,7 +179,35 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the nodes did not agree within {timeout:?}; last statuses: {last:#?}\n{}", self.logs());
+        let said: Vec<String> = last
+            .iter()
+            .map(|(name, status)| match status {
+                Ok(s) => format!(
+                    "{name}: leader {} term {} revision {} last_log_index {} applied_index {} peers {}",
+                    s["leader_name"],
+                    s["term"],
+                    s["revision"],
+                    s["last_log_index"],
+                    s["applied_index"],
+                    s["peers"]
+                ),
+                Err(why) => format!("{name}: no status: {why}"),
+            })
+            .collect();
+        // A node alive but silent may be stuck: where each of its threads waits tells on what.
+        let stacks: Vec<String> = last
+            .iter()
+            .filter(|(_, status)| status.is_err())
+            .filter_map(|(name, _)| {
+                self.node(name).thread_stacks().map(|s| format!("--- {name}: threads ---\n{}", condensed(&s)))
+            })
+            .collect();
+        panic!(
+            "the nodes did not agree within {timeout:?}; last said:\n{}\n{}\n{}",
+            said.join("\n"),
+            stacks.join("\n"),
+            self.logs()
+        );
     }
 
     fn logs(&self) -> String {
@@ -249,6 +279,38 @@ struct Totals {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A gdb dump of every thread's stack cut to what tells where a thread waits: per thread, its header and the
+/// first frames in Tandem's, openraft's or the standard library's locks.
+fn condensed(stacks: &str) -> String {
+    let wanted = ["tandem", "openraft", "std::sync", "futex", "sled"];
+    stacks
+        .split("\nThread ")
+        .skip(1)
+        .map(|thread| {
+            let mut lines = thread.lines();
+            let header = lines.next().unwrap_or_default();
+            let frames: Vec<&str> = lines
+                .filter(|l| l.starts_with('#') && wanted.iter().any(|w| l.contains(w)))
+                .take(6)
+                .collect();
+            format!("Thread {header}\n{}", frames.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The node's status, or why there is none (no answer, or the code and error it answered).
+fn status_or_why(node: &Node) -> Result<Value, String> {
+    let answer = curl(&node.url(), "GET", "/v1/status", None);
+    match answer.as_ref().filter(|(code, _)| *code == 200) {
+        Some((_, body)) => serde_json::from_str(body).map_err(|error| format!("unreadable: {error}")),
+        None => Err(match &answer {
+            Some((_, body)) => format!("{}: {}", failure(answer.clone()), tail(body, 3)),
+            None => format!("{}; process: {}", failure(None), node.process_state()),
+        }),
+    }
 }
 
 /// `status --json`, or `None` when the node does not answer (bounded by the CLI's connect timeout and curl's).
@@ -727,14 +789,19 @@ fn delay_and_loss(test: &str, timing_name: &str, raft: &str) {
         if killed_at.elapsed() > FAILOVER_LIMIT {
             break;
         }
-        if let Some(status) = quiet_status(cluster.node(&survivor)) {
-            let leader = status["leader_name"].as_str().unwrap_or("none").to_string();
-            if leaders_seen.last().is_none_or(|(_, last)| *last != leader) {
-                leaders_seen.push((killed_at.elapsed(), leader.clone()));
-            }
-            if led_after.is_none() && leader == survivor {
-                led_after = Some(killed_at.elapsed());
-            }
+        // A status that does not come is recorded too ("(status: …)"), like a change of leader.
+        let answer = curl(&cluster.node(&survivor).url(), "GET", "/v1/status", None);
+        let leader = match answer.as_ref().filter(|(code, _)| *code == 200) {
+            Some((_, body)) => serde_json::from_str::<Value>(body)
+                .map(|status| status["leader_name"].as_str().unwrap_or("none").to_string())
+                .unwrap_or_else(|error| format!("(status: unreadable: {error})")),
+            None => format!("(status: {})", failure(answer)),
+        };
+        if leaders_seen.last().is_none_or(|(_, last)| *last != leader) {
+            leaders_seen.push((killed_at.elapsed(), leader.clone()));
+        }
+        if led_after.is_none() && leader == survivor {
+            led_after = Some(killed_at.elapsed());
         }
         let now = Instant::now();
         wrote_after = acknowledged_within(&load.acks(), &survivor, killed_at, now)

@@ -114,6 +114,36 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Every thread's stack of the running process, by `gdb -batch` (bounded to 60 s), for a node that is
+    /// alive but answers nothing; `None` where gdb is missing or the process is gone. The whole dump is also
+    /// written to `$TMPDIR/tandem-stacks-NAME-PID.txt`.
+    pub fn thread_stacks(&self) -> Option<String> {
+        let pid = self.pid()?;
+        let mut gdb = Command::new("timeout");
+        gdb.args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 30"]);
+        let output = gdb.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !text.contains("Thread") {
+            return None;
+        }
+        let path = std::env::temp_dir().join(format!("tandem-stacks-{}-{pid}.txt", self.name));
+        let _ = std::fs::write(&path, &text);
+        Some(format!("(all of it in {})\n{text}", path.display()))
+    }
+
+    /// What the process is doing, for failure messages: its state letter from `/proc/PID/stat` (`R`
+    /// running, `S` sleeping, `D` in the kernel, `Z` exited and not yet reaped, ...), or that none runs.
+    pub fn process_state(&self) -> String {
+        let Some(pid) = self.pid() else { return "not running".into() };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name, which is in parentheses.
+            Ok(stat) => stat.rsplit_once(") ").map_or(stat.clone(), |(_, rest)| {
+                format!("pid {pid} state {}", rest.split(' ').next().unwrap_or("?"))
+            }),
+            Err(error) => format!("pid {pid}: {error}"),
+        }
+    }
+
     /// Gives the cluster secret with `--cluster-secret-file PATH` instead of on the command line.
     pub fn with_secret_file(mut self, path: &Path) -> Node {
         self.secret_args = ["--cluster-secret-file".into(), path.display().to_string()];

@@ -66,6 +66,8 @@ impl Impairment {
 pub struct Counters {
     pub forwarded: AtomicU64,
     pub dropped: AtomicU64,
+    /// Reads from a TUN device that failed (retried; reported on standard error).
+    pub read_errors: AtomicU64,
 }
 
 /// The namespaces, TUN devices and forwarder of one test; removed on drop.
@@ -200,8 +202,26 @@ async fn forward_from(
 ) {
     let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ (from as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let mut buffer = vec![0u8; 65_536];
+    // A failed read is reported and retried: returning would cut the host off for the rest of the test.
+    let mut failed_in_a_row = 0u32;
     loop {
-        let Ok(length) = devices[from].recv(&mut buffer).await else { return };
+        let length = match devices[from].recv(&mut buffer).await {
+            Ok(length) => {
+                failed_in_a_row = 0;
+                length
+            }
+            Err(error) => {
+                counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                failed_in_a_row += 1;
+                eprintln!("wire: reading device {from} failed ({failed_in_a_row} in a row): {error}");
+                if failed_in_a_row >= 1_000 {
+                    eprintln!("wire: giving up on device {from}");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         let packet = &buffer[..length];
         // IPv4 only (the nodes use nothing else here); the destination's last byte picks the device.
         if packet.len() < 20 || packet[0] >> 4 != 4 {
@@ -220,7 +240,7 @@ async fn forward_from(
         let device = devices[to].clone();
         let between_hosts = from != 0 && to != 0;
         if !between_hosts {
-            let _ = device.send(&packet).await;
+            send(&device, &packet, to).await;
             continue;
         }
         let now = *impairment.lock().unwrap();
@@ -233,12 +253,19 @@ async fn forward_from(
         let delay = now.delay.saturating_sub(now.jitter)
             + Duration::from_micros(if spread == 0 { 0 } else { dice.below(2 * spread + 1) });
         if delay.is_zero() {
-            let _ = device.send(&packet).await;
+            send(&device, &packet, to).await;
         } else {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = device.send(&packet).await;
+                send(&device, &packet, to).await;
             });
         }
+    }
+}
+
+/// Hands one packet to device `to`; a failure loses the packet (as a full queue would) and is reported.
+async fn send(device: &tun::AsyncDevice, packet: &[u8], to: usize) {
+    if let Err(error) = device.send(packet).await {
+        eprintln!("wire: writing a packet of {} bytes to device {to} failed: {error}", packet.len());
     }
 }
