@@ -45,7 +45,7 @@ use crate::blob_compaction::{self, BlobCompaction, CompactionInputs, CompactionS
 use crate::network::{ForwardError, PeerNetwork, Refusal, RefusedSender};
 use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
-use crate::types::{NodeId, NodeInfo, Raft, Role, Written};
+use crate::types::{NodeId, NodeInfo, Raft, Role, Written, metrics_now};
 use crate::upload_reaper::{self, UploadReaper};
 
 mod role_switch;
@@ -349,7 +349,7 @@ impl ClusterNode {
     /// The node's role: as the cluster's membership records it (a mirror promoted by a forced recovery is a
     /// data node from then on), or as configured while it is not a member.
     pub fn role(&self) -> Role {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         metrics.membership_config.membership().get_node(&self.id).map_or(self.info.role, |node| node.role)
     }
 
@@ -403,7 +403,7 @@ impl ClusterNode {
     }
 
     fn node_name(&self, id: NodeId) -> String {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         metrics
             .membership_config
             .membership()
@@ -431,7 +431,7 @@ impl ClusterNode {
         let mut leaderless_since: Option<Instant> = None;
         let give_up_after = self.timing.failover_bound();
         loop {
-            let metrics = self.raft.metrics().borrow().clone();
+            let metrics = metrics_now(&self.raft);
             match metrics.current_leader {
                 // Elected a moment ago: no follower has answered yet, so the quorum is unknown, not lost (a
                 // hand-over or failover lands writes here). Wait like a leaderless write.
@@ -453,7 +453,7 @@ impl ClusterNode {
                         tokio::select! {
                             result = &mut write => break result,
                             _ = watch.tick() => {
-                                let now = self.raft.metrics().borrow().clone();
+                                let now = metrics_now(&self.raft);
                                 if now.current_leader == Some(self.id) && self.check_quorum(&now).is_err() {
                                     return Err(self.no_quorum_error(&now));
                                 }
@@ -499,11 +499,19 @@ impl ClusterNode {
             }
             let now = Instant::now();
             if now >= deadline || leaderless_since.is_some_and(|since| now - since > give_up_after) {
-                return Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()));
+                return Err(self.no_quorum_error(&metrics_now(&self.raft)));
             }
             // Wait for a new leader (an election is running, or the leader is handing over).
-            let mut metrics_rx = self.raft.metrics();
-            let _ = tokio::time::timeout(Duration::from_millis(50), metrics_rx.changed()).await;
+            self.wait_metrics_change(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until openraft's metrics change, at most `limit`. Once Raft has stopped (its metrics channel is
+    /// closed and `changed` fails at once) it sleeps the whole `limit`, so a caller's retry loop does not spin.
+    async fn wait_metrics_change(&self, limit: Duration) {
+        let mut metrics_rx = self.raft.metrics();
+        if let Ok(Err(_closed)) = tokio::time::timeout(limit, metrics_rx.changed()).await {
+            tokio::time::sleep(limit).await;
         }
     }
 
@@ -568,7 +576,7 @@ impl ClusterNode {
     /// Adds a server: learner first, promoted to voter once it has caught up (data and witness).
     pub async fn add_server(&self, id: NodeId, info: NodeInfo) -> Result<(), MembershipError> {
         let _guard = self.membership_lock.lock().await;
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         if metrics.current_leader != Some(self.id) {
             return Err(MembershipError::Refused("membership changes are made on the leader".into()));
         }
@@ -604,7 +612,7 @@ impl ClusterNode {
         // add_learner(blocking) waits only until the lag is small: wait for the whole log.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let metrics = self.raft.metrics().borrow().clone();
+            let metrics = metrics_now(&self.raft);
             let last = metrics.last_log_index;
             let matched =
                 metrics.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
@@ -628,7 +636,7 @@ impl ClusterNode {
     /// Removes a server by name.
     pub async fn remove_server(&self, name: &str) -> Result<NodeId, MembershipError> {
         let _guard = self.membership_lock.lock().await;
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         if metrics.current_leader != Some(self.id) {
             return Err(MembershipError::Refused("membership changes are made on the leader".into()));
         }
@@ -656,7 +664,7 @@ impl ClusterNode {
 
     /// The members of the cluster, as the membership records them.
     pub fn members(&self) -> Vec<(NodeId, NodeInfo, bool)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         membership.nodes().map(|(id, node)| (*id, node.clone(), voters.contains(id))).collect()
@@ -695,7 +703,7 @@ impl ClusterNode {
             if remaining.is_zero() {
                 return Err(ReadError::NoLeader { detail: last_problem });
             }
-            let metrics = self.raft.metrics().borrow().clone();
+            let metrics = metrics_now(&self.raft);
             match metrics.current_leader {
                 Some(leader) if leader == self.id => {
                     match tokio::time::timeout(remaining, self.raft.get_read_log_id()).await {
@@ -747,15 +755,14 @@ impl ClusterNode {
                 None => last_problem = format!("no leader is known; {}", self.unreachable_voters()),
             }
             // Wait for a leader to appear or change (bounded by the deadline checked above).
-            let mut metrics_rx = self.raft.metrics();
-            let _ = tokio::time::timeout(Duration::from_millis(50), metrics_rx.changed()).await;
+            self.wait_metrics_change(Duration::from_millis(50)).await;
         }
     }
 
     /// The voters this node has not reached lately, for error messages ("a (127.0.0.1:7070) unreachable since
     /// ...").
     fn unreachable_voters(&self) -> String {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         let membership = metrics.membership_config.membership();
         let unreachable: Vec<String> = membership
             .voter_ids()
@@ -847,7 +854,7 @@ impl ClusterNode {
 
     /// The node's status.
     pub fn status(&self) -> Status {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let is_leader = metrics.current_leader == Some(self.id);
@@ -940,7 +947,7 @@ impl ClusterNode {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let metrics = self.raft.metrics().borrow().clone();
+            let metrics = metrics_now(&self.raft);
             let is_leader = metrics.current_leader == Some(self.id);
             self.note_leadership(&metrics);
             if let (true, Some(replication), Ok(mut in_sync)) =

@@ -119,6 +119,25 @@ openraft::declare_raft_types!(
 
 /// The Raft instance of a Tandem node.
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// What openraft reports about this node: term, leader, log positions, membership, replication.
+pub type Metrics = openraft::RaftMetrics<NodeId, NodeInfo>;
+
+/// A copy of `raft`'s metrics as they are now.
+///
+/// Always take metrics through this (or read one field in a statement that calls nothing else): never call a
+/// function while a `raft.metrics().borrow()` is alive. The borrow is a read lock on a `tokio::sync::watch`
+/// channel, and RaftCore takes its write lock for every metrics update, many times a second. A second read on
+/// the same thread while that writer waits blocks forever (the lock lets no new reader in while a writer
+/// waits), and the writer waits for the first read: the thread, and with it a tokio worker, is stuck, and with
+/// every worker stuck the node answers nothing at all. That happened: `return
+/// Err(self.no_quorum_error(&self.raft.metrics().borrow().clone()))` kept the borrow (a temporary) alive
+/// through `no_quorum_error`, which borrowed again to name the voters; under constant elections (a lossy link
+/// with LAN timing, `tests/partition.rs` (f)) a data node went silent on its admin API and its peer port.
+pub fn metrics_now(raft: &Raft) -> Metrics {
+    raft.metrics().borrow().clone()
+}
+
 /// A log id.
 pub type LogId = openraft::LogId<NodeId>;
 /// The membership as stored with the applied position.

@@ -42,7 +42,7 @@ use super::{
 };
 use crate::connection_gate::ConnectionGate;
 use crate::proposer::Proposer;
-use crate::types::{Raft, decode, try_encode};
+use crate::types::{Raft, decode, metrics_now, try_encode};
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
@@ -365,7 +365,7 @@ impl PeerService {
     /// membership yet, waiting to be added) accepts anyone who passed the other checks.
     fn refuse_non_member(&self, sender: Option<crate::types::NodeId>) -> Option<Refusal> {
         let sender = sender?;
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         let membership = metrics.membership_config.membership();
         if membership.nodes().next().is_none() || membership.get_node(&sender).is_some() {
             return None;

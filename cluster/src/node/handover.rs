@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ClusterNode;
 use crate::network::campaign::{CampaignError, CampaignRequest};
-use crate::types::{NodeId, NodeInfo, Role};
+use crate::types::{NodeId, NodeInfo, Role, metrics_now};
 
 /// A target further behind than this is refused at once (it is catching up, perhaps through a snapshot).
 pub const MAX_LAG_ENTRIES: u64 = 1_000;
@@ -118,7 +118,7 @@ impl ClusterNode {
     pub async fn hand_over(&self, name: &str) -> Result<Handover, HandoverError> {
         let started = Instant::now();
         let Ok(_serialized) = self.membership_lock.try_lock() else { return Err(HandoverError::Busy) };
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         if metrics.current_leader != Some(self.id) {
             return Err(HandoverError::NotLeader);
         }
@@ -178,7 +178,7 @@ impl ClusterNode {
         let deadline = Instant::now() + CATCH_UP_LIMIT;
         let paused = tokio::time::timeout(CATCH_UP_LIMIT, self.proposer.pause()).await;
         let Ok(_paused) = paused else {
-            let behind = self.behind(&self.raft.metrics().borrow().clone(), target);
+            let behind = self.behind(&metrics_now(&self.raft), target);
             return Err(self.failed(&node, format!("the entries in flight were not applied within {CATCH_UP_LIMIT:?} ({behind} entries behind)")));
         };
         let drained = started.elapsed();

@@ -34,7 +34,7 @@ use openraft::ChangeMembers;
 use serde::Serialize;
 
 use super::{ClusterNode, MembershipError};
-use crate::types::{NodeId, NodeInfo, Role};
+use crate::types::{NodeId, NodeInfo, Role, metrics_now};
 
 /// How long a promoted mirror may take to have the whole log before the promotion is abandoned.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
@@ -114,7 +114,7 @@ impl ClusterNode {
         apply: bool,
     ) -> Result<RoleChange, MembershipError> {
         let _guard = self.membership_lock.lock().await;
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = metrics_now(&self.raft);
         if metrics.current_leader != Some(self.id) {
             return Err(MembershipError::Refused("membership changes are made on the leader".into()));
         }
@@ -260,7 +260,7 @@ impl ClusterNode {
     async fn wait_caught_up(&self, id: NodeId, name: &str) -> Result<(), MembershipError> {
         let deadline = Instant::now() + CATCH_UP_LIMIT;
         loop {
-            let metrics = self.raft.metrics().borrow().clone();
+            let metrics = metrics_now(&self.raft);
             let matched =
                 metrics.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
             if matched >= metrics.last_log_index {
