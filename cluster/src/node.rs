@@ -561,7 +561,10 @@ impl ClusterNode {
             }
             (None, None) => "not reached since this node started".to_string(),
         };
-        format!("{} {since}", self.node_name(id))
+        // Named from `node` (the caller's copy of the membership), not by reading the metrics again.
+        let name =
+            node.map_or_else(|| format!("node {id}"), |node| format!("{} ({})", node.name, node.api_addr));
+        format!("{name} {since}")
     }
 
     /// Whether the peer at `addr` answered within two election timeouts (and has not refused this node since).
