@@ -45,7 +45,7 @@ pub enum CampaignError {
 
 /// The target's side: checks the request against its own Raft state, then starts an election.
 pub(super) async fn campaign(raft: &Raft, request: CampaignRequest) -> Result<(), String> {
-    let metrics = metrics_now(&raft);
+    let metrics = metrics_now(raft);
     let membership = metrics.membership_config.membership();
     let me = metrics.id;
     if !membership.voter_ids().any(|voter| voter == me)
@@ -65,7 +65,7 @@ pub(super) async fn campaign(raft: &Raft, request: CampaignRequest) -> Result<()
     let caught_up = log.wait_for(|m| m.last_log_index >= request.last_log_index);
     let metrics = match tokio::time::timeout(LOG_WAIT, caught_up).await {
         Ok(Ok(now)) => now.clone(),
-        _ => metrics_now(&raft),
+        _ => metrics_now(raft),
     };
     if metrics.last_log_index < request.last_log_index {
         return Err(format!(
