@@ -42,6 +42,10 @@ pub struct ClusterBenchOptions {
     /// throughput, p50/p99, fsyncs and CPU per write of both, runs interleaved (see `bench::etcd`).
     #[arg(long)]
     pub vs_etcd: bool,
+    /// With --vs-etcd: skip the extra fsync-counting round per system and client count (the counter's
+    /// tracepoints slow every system call, so fsyncs are never counted in the measured rounds).
+    #[arg(long)]
+    pub no_fsync_count: bool,
 }
 
 pub(super) struct BenchNode {
