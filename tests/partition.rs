@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use harness::Node;
 use netns::Lab;
 use serde_json::{Value, json};
-use wire::{Impairment, WireLab};
+use wire::{Dice, Impairment, WireLab};
 
 const ADMIN: &str = "admin-secret-0123456789";
 
@@ -617,18 +617,6 @@ fn witness_isolated() {
     cluster.check_after_heal(load);
 }
 
-/// A small deterministic generator for the flapping schedule (the seed is printed).
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// (d) For 60 s, one of the three links (both directions) goes down for 200–700 ms, then everything is up
 /// for 200–700 ms, again and again; writers through both data nodes the whole time.
 #[test]
@@ -637,7 +625,7 @@ fn flapping_link() {
     let seconds: u64 = std::env::var("TANDEM_FLAP_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    let mut random = XorShift(seed);
+    let mut random = Dice(seed);
     let load = Load::start(&cluster, "d", &["a", "b"], &["a", "b"]);
     let links = [("a", "b"), ("a", "w"), ("b", "w")];
     let started = Instant::now();

@@ -81,11 +81,12 @@ pub struct WireLab {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// Per-packet randomness of the forwarder (xorshift; the seed does not matter).
-struct Dice(u64);
+/// Cheap randomness for tests (xorshift): the forwarder's per-packet dice, the flapping link's choices.
+pub struct Dice(pub u64);
 
 impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
