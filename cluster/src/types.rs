@@ -191,3 +191,58 @@ pub fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, b
     }
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.metrics().borrow()` in this crate's sources, with its file and line.
+    fn metrics_borrows(dir: &Path, found: &mut Vec<(String, usize, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read the source directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                metrics_borrows(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read a source file");
+                // Test modules (at the end of a file) do not run in a node, and this one names the pattern.
+                for (n, line) in text.lines().enumerate().take_while(|(_, l)| *l != "#[cfg(test)]") {
+                    if line.contains(".metrics().borrow()") && !line.trim_start().starts_with("//") {
+                        found.push((path.display().to_string(), n + 1, line.trim().to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rule of [`super::metrics_now`], checked on the sources: a metrics borrow is either the copy in
+    /// `metrics_now` or the read of one plain field, never alive across a call (that deadlocked a node).
+    #[test]
+    fn metrics_are_borrowed_only_to_copy_them_or_read_one_field() {
+        let mut found = Vec::new();
+        metrics_borrows(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        // A field read is safe only where nothing is called while the borrow lives: as a `let` or a tail
+        // expression of its own (`f(raft.metrics().borrow().current_leader)` would call `f` borrowed).
+        let allowed = |line: &str| {
+            line == "raft.metrics().borrow().clone()"
+                || ((line.starts_with("let ") || line.starts_with("self.raft.metrics()"))
+                    && line.matches("self.").count() <= 1
+                    && ["current_leader", "last_applied", "current_term"]
+                        .iter()
+                        .any(|field| line.contains(&format!(".metrics().borrow().{field}"))))
+        };
+        let offending: Vec<String> = found
+            .iter()
+            .filter(|(_, _, line)| !allowed(line))
+            .map(|(file, n, line)| format!("{file}:{n}: {line}"))
+            .collect();
+        assert!(
+            found.len() > 1,
+            "the scan found no metrics borrows at all: is it looking in the right place?"
+        );
+        assert!(
+            offending.is_empty(),
+            "take metrics with types::metrics_now instead:\n{}",
+            offending.join("\n")
+        );
+    }
+}
