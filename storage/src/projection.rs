@@ -10,8 +10,14 @@
 //! fast lookups and cheap overlays), and persists the documents beside the events in the same atomic write, so
 //! that opening a store loads the projection instead of replaying the whole history. The indexes are derived
 //! again on load: they cost nothing to persist wrongly that way.
+//!
+//! The maps are persistent ones (`imbl`: trees that share their unchanged parts between copies), so cloning a
+//! projection costs O(1) and a later change copies only the path it touches. A snapshot or backup takes its
+//! view of the store by cloning the projection under the store's lock, and every apply waits for that lock:
+//! with `std` maps the clone copied every document, ~0.75 ms per 1,000 documents (75 ms at 100,000 on the
+//! 2-core machine), and writes stalled that long at every snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -54,9 +60,9 @@ struct Entry {
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
     revision: Revision,
-    documents: BTreeMap<DocKey, Entry>,
-    terminals_by_mac: HashMap<Mac, String>,
-    referrers: HashMap<DocKey, BTreeSet<DocKey>>,
+    documents: imbl::OrdMap<DocKey, Entry>,
+    terminals_by_mac: imbl::HashMap<Mac, String>,
+    referrers: imbl::HashMap<DocKey, BTreeSet<DocKey>>,
 }
 
 impl PartialEq for Projection {
