@@ -313,10 +313,9 @@ fn status_or_why(node: &Node) -> Result<Value, String> {
     }
 }
 
-/// `status --json`, or `None` when the node does not answer (bounded by the CLI's connect timeout and curl's).
+/// The node's status, or `None` when it gives none ([`status_or_why`] says why).
 fn quiet_status(node: &Node) -> Option<Value> {
-    let output = curl(&node.url(), "GET", "/v1/status", None);
-    output.filter(|(code, _)| *code == 200).and_then(|(_, body)| serde_json::from_str(&body).ok())
+    status_or_why(node).ok()
 }
 
 /// One HTTP request with `curl` (at most 3 s): the status code and body, or `None` when nothing answered.
@@ -778,12 +777,9 @@ fn delay_and_loss(test: &str, timing_name: &str, raft: &str) {
             break;
         }
         // A status that does not come is recorded too ("(status: …)"), like a change of leader.
-        let answer = curl(&cluster.node(&survivor).url(), "GET", "/v1/status", None);
-        let leader = match answer.as_ref().filter(|(code, _)| *code == 200) {
-            Some((_, body)) => serde_json::from_str::<Value>(body)
-                .map(|status| status["leader_name"].as_str().unwrap_or("none").to_string())
-                .unwrap_or_else(|error| format!("(status: unreadable: {error})")),
-            None => format!("(status: {})", failure(answer)),
+        let leader = match status_or_why(cluster.node(&survivor)) {
+            Ok(status) => status["leader_name"].as_str().unwrap_or("none").to_string(),
+            Err(why) => format!("(status: {why})"),
         };
         if leaders_seen.last().is_none_or(|(_, last)| *last != leader) {
             leaders_seen.push((killed_at.elapsed(), leader.clone()));

@@ -66,8 +66,6 @@ impl Impairment {
 pub struct Counters {
     pub forwarded: AtomicU64,
     pub dropped: AtomicU64,
-    /// Reads from a TUN device that failed (retried; reported on standard error).
-    pub read_errors: AtomicU64,
 }
 
 /// The namespaces, TUN devices and forwarder of one test; removed on drop.
@@ -212,7 +210,6 @@ async fn forward_from(
                 length
             }
             Err(error) => {
-                counters.read_errors.fetch_add(1, Ordering::Relaxed);
                 failed_in_a_row += 1;
                 eprintln!("wire: reading device {from} failed ({failed_in_a_row} in a row): {error}");
                 if failed_in_a_row >= 1_000 {
