@@ -111,17 +111,12 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
                     run_one(system, &etcd, &nodes, clients, seconds, &tag, &value, &root, false).await?;
                 println!(
                     "{clients:>3} clients round {round} {:<6} {:>7.0} puts/s  p50 {:>6.2} ms  p99 {:>6.2} ms  \
-                     CPU {:>4.0} µs/put  fsyncs {}{}",
+                     CPU {:>4.0} µs/put{}",
                     system.name(),
                     figures.load.per_second(),
                     ms(percentile(&figures.load.latencies, 0.50)),
                     ms(percentile(&figures.load.latencies, 0.99)),
                     figures.cpu_seconds * 1e6 / figures.load.latencies.len().max(1) as f64,
-                    figures.fsyncs.map(|n| n.iter().sum::<u64>()).map_or("-".to_string(), |n| format!(
-                        "{:.0}/s {:.2}/put",
-                        n as f64 / figures.load.elapsed.as_secs_f64(),
-                        n as f64 / figures.load.latencies.len().max(1) as f64
-                    )),
                     if figures.load.failures > 0 {
                         format!("  ({} failed)", figures.load.failures)
                     } else {
@@ -137,14 +132,9 @@ async fn run(options: &ClusterBenchOptions) -> Result<()> {
                 let figures =
                     run_one(system, &etcd, &nodes, clients, seconds, "count", &value, &root, true).await?;
                 println!(
-                    "{clients:>3} clients fsync-counting round {:<6} {:>7.0} puts/s (not in the totals)  fsyncs {}",
+                    "{clients:>3} clients fsync-counting round {:<6} {:>7.0} puts/s (not in the totals)",
                     system.name(),
                     figures.load.per_second(),
-                    figures.fsyncs.map(|n| n.iter().sum::<u64>()).map_or("-".to_string(), |n| format!(
-                        "{:.0}/s {:.2}/put",
-                        n as f64 / figures.load.elapsed.as_secs_f64(),
-                        n as f64 / figures.load.latencies.len().max(1) as f64
-                    )),
                 );
                 totals[system as usize].counted(&figures);
             }
