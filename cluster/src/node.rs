@@ -45,7 +45,7 @@ use crate::blob_compaction::{self, BlobCompaction, CompactionInputs, CompactionS
 use crate::network::{ForwardError, PeerNetwork, Refusal, RefusedSender};
 use crate::proposer::Proposer;
 use crate::state_machine::SharedStore;
-use crate::types::{NodeId, NodeInfo, Raft, Role, Written, metrics_now};
+use crate::types::{Metrics, NodeId, NodeInfo, Raft, Role, Written, metrics_now};
 use crate::upload_reaper::{self, UploadReaper};
 
 mod role_switch;
@@ -517,12 +517,12 @@ impl ClusterNode {
 
     /// A leader of several voters that no follower has acknowledged yet (`millis_since_quorum_ack` is
     /// `None` until the first AppendEntries answer of its term).
-    fn awaiting_first_ack(metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> bool {
+    fn awaiting_first_ack(metrics: &Metrics) -> bool {
         metrics.millis_since_quorum_ack.is_none()
             && metrics.membership_config.membership().voter_ids().count() > 1
     }
 
-    fn check_quorum(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> Result<(), WriteError> {
+    fn check_quorum(&self, metrics: &Metrics) -> Result<(), WriteError> {
         let voters = metrics.membership_config.membership().voter_ids().count();
         if voters <= 1 {
             return Ok(());
@@ -534,7 +534,7 @@ impl ClusterNode {
         }
     }
 
-    fn no_quorum_error(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) -> WriteError {
+    fn no_quorum_error(&self, metrics: &Metrics) -> WriteError {
         let membership = metrics.membership_config.membership();
         let unreachable: Vec<String> = membership
             .voter_ids()
@@ -784,12 +784,7 @@ impl ClusterNode {
 
     /// What peer `id` looks like from this node: replication lag and reachability (known on the leader), and
     /// whether it refuses this node (a refusing peer is never counted in sync).
-    fn peer_status(
-        &self,
-        metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
-        id: NodeId,
-        node: &NodeInfo,
-    ) -> PeerStatus {
+    fn peer_status(&self, metrics: &Metrics, id: NodeId, node: &NodeInfo) -> PeerStatus {
         let is_leader = metrics.current_leader == Some(self.id);
         let last_log = metrics.last_log_index.unwrap_or(0);
         let matched =
@@ -1013,11 +1008,7 @@ impl ClusterNode {
 
 impl ClusterNode {
     /// One step of [`crate::blob_compaction`]: a snapshot or a purge when one is due.
-    async fn compact_log_after_blobs(
-        &self,
-        compaction: &mut BlobCompaction,
-        metrics: &openraft::RaftMetrics<NodeId, NodeInfo>,
-    ) {
+    async fn compact_log_after_blobs(&self, compaction: &mut BlobCompaction, metrics: &Metrics) {
         let Ok(blob_bytes) = self.store.read().map(|store| store.blobs().map(|(_, size)| size).sum()) else {
             return;
         };

@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ClusterNode;
 use crate::network::campaign::{CampaignError, CampaignRequest};
-use crate::types::{NodeId, NodeInfo, Role, metrics_now};
+use crate::types::{Metrics, NodeId, NodeInfo, Role, metrics_now};
 
 /// A target further behind than this is refused at once (it is catching up, perhaps through a snapshot).
 pub const MAX_LAG_ENTRIES: u64 = 1_000;
@@ -99,7 +99,7 @@ pub enum HandoverError {
 
 impl ClusterNode {
     /// Records when this node started leading in the current term (conservatively late: at the first look).
-    pub(super) fn note_leadership(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>) {
+    pub(super) fn note_leadership(&self, metrics: &Metrics) {
         let mut since = self.leading_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if metrics.current_leader != Some(self.id) {
             *since = None;
@@ -244,7 +244,7 @@ impl ClusterNode {
     }
 
     /// Entries the member `id` lacks of this leader's log.
-    fn behind(&self, metrics: &openraft::RaftMetrics<NodeId, NodeInfo>, id: NodeId) -> u64 {
+    fn behind(&self, metrics: &Metrics, id: NodeId) -> u64 {
         let matched =
             metrics.replication.as_ref().and_then(|r| r.get(&id).cloned()).flatten().map(|l| l.index);
         match (metrics.last_log_index, matched) {
