@@ -89,6 +89,7 @@ use tandem_storage::{Command, Outcome, Revision, Store};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::log_store::DurablePosition;
 use crate::snapshot_files::SnapshotFiles;
 
 use crate::types::{
@@ -109,6 +110,9 @@ pub struct StateMachine {
     files: Arc<SnapshotFiles>,
     applied: watch::Sender<Revision>,
     metrics: Option<crate::metrics::ClusterMetrics>,
+    /// Entries are applied only once durable here, when the log acknowledges a leader's entries before
+    /// syncing them ([`crate::log_store::DurablePosition`]).
+    durable_log: Option<DurablePosition>,
 }
 
 impl fmt::Debug for StateMachine {
@@ -145,7 +149,10 @@ impl StateMachine {
         catch_up_from_snapshot(&store, &files)?;
         let revision = store.read().unwrap_or_else(|poisoned| poisoned.into_inner()).revision();
         let (applied, receiver) = watch::channel(revision);
-        Ok((StateMachine { store, files: Arc::new(files), applied, metrics: None }, receiver))
+        Ok((
+            StateMachine { store, files: Arc::new(files), applied, metrics: None, durable_log: None },
+            receiver,
+        ))
     }
 
     /// Makes sure a snapshot covers the applied position when it is past `log_end`, the end of the durable
@@ -170,6 +177,15 @@ impl StateMachine {
     }
 
     /// Observes every applied batch in `metrics`.
+    /// Applies an entry only once the log has synced it (`LogStore::durable_position`): required with
+    /// `LogStore::with_leader_early_ack`, where openraft may count an entry committed before the leader's own
+    /// copy is on disk. Everything a client or a reader sees comes from applied state, so nothing is seen
+    /// before a majority holds it durably.
+    pub fn with_durable_log(mut self, durable: DurablePosition) -> Self {
+        self.durable_log = Some(durable);
+        self
+    }
+
     pub fn with_metrics(mut self, metrics: crate::metrics::ClusterMetrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -482,8 +498,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        if entries.is_empty() {
+        let Some(last) = entries.last().map(|entry| entry.log_id) else {
             return Ok(Vec::new());
+        };
+        if let Some(durable) = &self.durable_log {
+            durable
+                .wait_for(last.index)
+                .await
+                .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
         }
         let store = self.store.clone();
         let timer = self.metrics.as_ref().map(|m| m.apply_seconds.start_timer());

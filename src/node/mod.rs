@@ -276,7 +276,9 @@ async fn start_raft(
     let cluster_metrics = tandem_cluster::metrics::ClusterMetrics::new(registry)?;
     let log_store = LogStore::open(&config.data_dir.join("raft-log"), database)
         .map_err(|e| anyhow::anyhow!("opening the Raft log: {e}"))?
-        .with_metrics(cluster_metrics.clone());
+        .with_metrics(cluster_metrics.clone())
+        .with_leader_early_ack(identity.id);
+    let durable_log = log_store.durable_position();
     let (mut state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
         .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
     let log_end = log_store.last_log_id().map_err(|e| anyhow::anyhow!("reading the Raft log: {e}"))?;
@@ -285,11 +287,13 @@ async fn start_raft(
         .await
         .map_err(|e| anyhow::anyhow!("covering the applied state with a snapshot: {e}"))?;
     let log_store = log_store.with_purge_gate(state_machine.purge_gate());
-    let state_machine = state_machine.with_metrics(cluster_metrics.clone());
+    let state_machine =
+        state_machine.with_metrics(cluster_metrics.clone()).with_durable_log(durable_log.clone());
     let peer_identity = LocalIdentity::new(identity, config.data_dir.clone());
     let mut network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_identity(peer_identity.clone());
+        .with_identity(peer_identity.clone())
+        .with_durable_log(durable_log.clone());
     if let Some(tls) = tls {
         network = network.with_tls(tls.client_config());
     }
@@ -312,6 +316,7 @@ async fn start_raft(
     let raft = Raft::new(identity.id, raft_config, network.clone(), log_store, state_machine)
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
+    tandem_cluster::log_store::spawn_commit_announcer(raft.clone(), durable_log);
     let pristine = !raft.is_initialized().await.map_err(|e| anyhow::anyhow!("reading Raft's state: {e}"))?;
     settle_cluster_id(config, identity, &peer_identity, pristine, &store)?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);

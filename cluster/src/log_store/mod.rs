@@ -56,6 +56,7 @@
 // `?` passes it through unchanged, and errors are rare and fatal, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod durable;
 mod flusher;
 pub mod legacy;
 pub mod segment;
@@ -74,6 +75,7 @@ use tandem_storage::{Database, SledDatabase};
 
 use crate::purge_gate::PurgeGate;
 use crate::types::{LogId, NodeId, TypeConfig, decode_exact, try_encode};
+pub use durable::{DurablePosition, SyncFailed, spawn_commit_announcer};
 use flusher::Flusher;
 use segment::{End, HEADER_BYTES, Record, RecordKind, Segment};
 
@@ -129,6 +131,11 @@ pub struct LogStore {
     segment_bytes: u64,
     /// Where purges wait for a durable snapshot that covers them, once [`LogStore::with_purge_gate`] set it.
     purge_gate: Option<PurgeGate>,
+    /// The last entry a sync has covered ([`durable`]).
+    durable: DurablePosition,
+    /// This node's id, once [`LogStore::with_leader_early_ack`] set it: as leader it acknowledges its own
+    /// entries to openraft when written, not when synced ([`durable`]).
+    early_ack_as: Option<NodeId>,
 }
 
 impl fmt::Debug for LogStore {
@@ -268,6 +275,12 @@ impl LogStore {
             let max_index = replayed.max_index.get(&sequence).copied();
             segments.insert(sequence, SegmentInfo { segment, max_index });
         }
+        // What a crash of the process left in the page cache is read back as the log, but it may never have
+        // reached the disk: sync it before anything counts on it (a follower reporting an entry it holds, the
+        // durable position below).
+        for info in segments.values() {
+            info.segment.file.sync_data().map_err(write_error)?;
+        }
         let migrate = legacy::take(&state)?;
         let active = match segments.last_key_value() {
             Some((_, info)) => info.segment.clone(),
@@ -292,9 +305,15 @@ impl LogStore {
             metrics,
             segment_bytes,
             purge_gate: None,
+            durable: DurablePosition::new(None),
+            early_ack_as: None,
         };
         if let Some(old) = migrate {
             store.import_legacy(old)?;
+        }
+        // Synced above (or by the import): all of it is durable.
+        if let Some(last) = store.last_log_id()? {
+            store.durable.advance(last);
         }
         Ok(store)
     }
@@ -343,6 +362,36 @@ impl LogStore {
         self
     }
 
+    /// Lets this node, as leader, acknowledge its own entries to openraft once written rather than once
+    /// synced, so that its flush overlaps the followers' (see [`durable`]). Whoever makes commits visible
+    /// must then wait for [`LogStore::durable_position`]: the state machine and the commit index sent to
+    /// followers. Without it (openraft's storage test suite, offline tools) every append is acknowledged
+    /// when synced.
+    pub fn with_leader_early_ack(mut self, node_id: NodeId) -> Self {
+        self.early_ack_as = Some(node_id);
+        self
+    }
+
+    /// The last entry a sync has covered, advancing as syncs complete.
+    pub fn durable_position(&self) -> DurablePosition {
+        self.durable.clone()
+    }
+
+    /// Whether `entries` are this node's own, appended as the leader of their term with its vote committed,
+    /// and carry no membership change: the only entries acknowledged before they are synced.
+    fn may_ack_early(&self, entries: &[Entry]) -> bool {
+        let Some(me) = self.early_ack_as else { return false };
+        let Some(vote) =
+            self.vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(me))
+        else {
+            return false;
+        };
+        entries.iter().all(|entry| {
+            entry.log_id.leader_id.term == vote.leader_id().term
+                && !matches!(entry.payload, openraft::EntryPayload::Membership(_))
+        })
+    }
+
     pub fn with_metrics(self, metrics: crate::metrics::ClusterMetrics) -> Self {
         let _ = self.metrics.set(metrics);
         self
@@ -352,7 +401,11 @@ impl LogStore {
     /// they follow the last entry.
     pub fn append_offline(&mut self, entries: &[Entry]) -> Result<()> {
         self.write_entries(entries)?;
-        self.sync_now()
+        self.sync_now()?;
+        if let Some(last) = self.last_log_id()? {
+            self.durable.advance(last);
+        }
+        Ok(())
     }
 
     /// The records that start every new segment: the vote, the committed and the purged log id.
@@ -454,9 +507,12 @@ impl LogStore {
     async fn synced(&mut self) -> std::result::Result<(), io::Error> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let segments = self.take_unsynced();
+        let durable = self.durable.clone();
+        let last = self.last_log_id().ok().flatten();
         self.flusher.submit(
             segments,
             Box::new(move |result| {
+                durable.synced(&result, last);
                 let _ = done.send(result);
             }),
         )?;
@@ -637,17 +693,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         self.write_entries(&entries)?;
-        // The flusher calls back once the entries are durable; openraft waits for that, not for this method.
+        let last = entries.last().map(|entry| entry.log_id);
         let segments = self.take_unsynced();
-        let submitted =
-            self.flusher.submit(segments, Box::new(move |result| callback.log_io_completed(result)));
+        let durable = self.durable.clone();
+        if self.may_ack_early(&entries) {
+            // The leader's own entries: openraft may replicate them while they are synced (see `durable`).
+            callback.log_io_completed(Ok(()));
+            let submitted =
+                self.flusher.submit(segments, Box::new(move |result| durable.synced(&result, last)));
+            return submitted.map_err(write_error);
+        }
+        // The flusher calls back once the entries are durable; openraft waits for that, not for this method.
+        let submitted = self.flusher.submit(
+            segments,
+            Box::new(move |result| {
+                durable.synced(&result, last);
+                callback.log_io_completed(result)
+            }),
+        );
         submitted.map_err(write_error)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<()> {
         self.write(vec![(RecordKind::Truncate, log_id.index.to_le_bytes().to_vec())])?;
         self.index.write().map_err(|_| lock_error())?.split_off(&log_id.index);
-        self.synced().await.map_err(write_error)
+        self.synced().await.map_err(write_error)?;
+        self.durable.cut_back(self.last_log_id()?);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<()> {
@@ -685,7 +757,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
     use super::*;
+    use crate::types::NodeInfo;
+
+    fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, 0), index), payload }
+    }
+
+    #[test]
+    fn only_a_leaders_own_entries_are_acknowledged_before_they_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+        let mut log = LogStore::open(&dir.path().join("raft-log"), database).unwrap();
+        let blank = |term, index| entry(term, index, EntryPayload::Blank);
+        let own = [blank(3, 7), blank(3, 8)];
+
+        log.vote = Some(Vote::new_committed(3, 1));
+        assert!(!log.may_ack_early(&own), "not enabled: every append waits for its sync");
+
+        let mut log = log.with_leader_early_ack(1);
+        assert!(log.may_ack_early(&own));
+        let membership = Membership::new(vec![BTreeSet::from([1, 2])], BTreeMap::<NodeId, NodeInfo>::new());
+        assert!(
+            !log.may_ack_early(&[blank(3, 7), entry(3, 8, EntryPayload::Membership(membership))]),
+            "a membership change waits for its sync"
+        );
+        assert!(!log.may_ack_early(&[blank(2, 7)]), "an entry of an earlier term (from another leader)");
+
+        log.vote = Some(Vote::new(3, 1));
+        assert!(!log.may_ack_early(&own), "a vote not yet committed: not the leader");
+        log.vote = Some(Vote::new_committed(3, 2));
+        assert!(!log.may_ack_early(&own), "node 2 leads: node 1 is a follower and acknowledges once synced");
+        log.vote = None;
+        assert!(!log.may_ack_early(&own));
+    }
 
     #[test]
     fn range_bounds_convert() {

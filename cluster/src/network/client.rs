@@ -33,6 +33,7 @@ use super::{
     APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, READ_INDEX_PATH, REFUSAL_HEADER, SECRET_HEADER,
     SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
 };
+use crate::log_store::DurablePosition;
 use crate::proposer::ProposeError;
 use crate::types::{NodeId, NodeInfo, TypeConfig, Written, decode, try_encode};
 
@@ -98,6 +99,9 @@ pub struct PeerNetwork {
     identity: Option<LocalIdentity>,
     /// What happened on the last exchange with each peer address: for status ("unreachable since").
     contacts: Arc<Mutex<HashMap<String, Contact>>>,
+    /// The durable end of this node's log: the commit index sent to followers never passes it
+    /// ([`PeerNetwork::with_durable_log`]).
+    durable_log: Option<DurablePosition>,
 }
 
 /// The last exchanges with one peer address.
@@ -136,7 +140,14 @@ impl PeerNetwork {
         let mut secret = HeaderValue::from_str(secret).map_err(|_| InvalidSecret)?;
         secret.set_sensitive(true);
         let client = http_client(None);
-        Ok(PeerNetwork { client, scheme: "http", secret, identity: None, contacts: Arc::default() })
+        Ok(PeerNetwork {
+            client,
+            scheme: "http",
+            secret,
+            identity: None,
+            contacts: Arc::default(),
+            durable_log: None,
+        })
     }
 
     /// Speaks mutual TLS to every peer with `config` (the node's [`crate::tls::NodeTls::client_config`]: its
@@ -152,6 +163,15 @@ impl PeerNetwork {
     /// is not a member of refuses it.
     pub fn with_identity(mut self, identity: LocalIdentity) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// Lowers the commit index in every AppendEntries request (heartbeats too) to the durable end of this
+    /// node's log: with `LogStore::with_leader_early_ack` openraft may count an entry committed before the
+    /// leader's own copy is synced, and a follower must not apply it before then
+    /// ([`crate::log_store::DurablePosition`]).
+    pub fn with_durable_log(mut self, durable: DurablePosition) -> Self {
+        self.durable_log = Some(durable);
         self
     }
 
@@ -451,9 +471,12 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        if let Some(durable) = &self.network.durable_log {
+            rpc.leader_commit = durable.clamp(rpc.leader_commit);
+        }
         let entries = rpc.entries.len() as u64;
         self.rpc(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries)).await
     }
