@@ -24,9 +24,13 @@
 //! serves every request waiting with one sync (group commit at the disk). openraft's rules are kept as follows:
 //!
 //! - `save_vote`: written, then synced before returning. A node that voted and crashed remembers its vote.
-//! - `append`: written, then the flusher calls openraft's callback once the sync is done; the leader counts
+//! - `append`: written, then the flusher calls openraft's callback once the sync is done; openraft counts
 //!   this node towards a quorum only from that moment. A follower receives many entries per AppendEntries
-//!   request and makes them durable with one sync.
+//!   request and makes them durable with one sync. The exception, with [`LogStore::with_leader_early_ack`]:
+//!   a leader's own entries are acknowledged once written, so that its sync overlaps replication, and
+//!   what makes a commit visible waits for the [`DurablePosition`] instead ([`durable`]).
+//! - `open`: every segment is synced before anything is read from it: a killed process leaves its last
+//!   writes in the page cache, readable but not durable.
 //! - `truncate`: a truncation record, synced before returning, so a cut suffix never comes back.
 //! - `purge`: first it waits, at the [`PurgeGate`], until a snapshot covering the purged entries is durable
 //!   (openraft 0.9 asks for the purge after a snapshot install without waiting for the install to finish;
