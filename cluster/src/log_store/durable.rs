@@ -33,22 +33,33 @@
 //! A watch channel of the last durable entry's log id, advanced by the flusher thread after each sync,
 //! lowered when the log is truncated (a truncation is synced before it returns, so what remains is durable),
 //! and marked failed if a sync fails: waiters then get an error instead of waiting forever (the node stops
-//! Raft: a log that cannot be synced cannot acknowledge anything).
+//! Raft: a log that cannot be synced cannot acknowledge anything). Beside it, per follower, a commit index
+//! held back from it that no later request carried: once durable, [`spawn_commit_announcer`] triggers a
+//! heartbeat so that the follower learns it at once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::types::LogId;
+use crate::types::{LogId, NodeId};
 
 /// The durable end of the log, or why it will not advance again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct State {
     last: Option<LogId>,
     failed: Option<String>,
-    /// The highest commit index [`DurablePosition::clamp`] held back from a follower and not yet announced
-    /// ([`DurablePosition::held_back_now_durable`]).
-    held_back: Option<u64>,
+    /// Per follower, the highest commit index [`DurablePosition::clamp`] held back from it and that no later
+    /// request has carried yet ([`DurablePosition::held_back_now_durable`]).
+    held_back: BTreeMap<NodeId, u64>,
+}
+
+impl State {
+    /// Whether a commit index held back from some follower is durable now.
+    fn owes_an_announcement(&self) -> bool {
+        let durable = self.last.map(|last| last.index);
+        self.held_back.values().any(|&held| Some(held) <= durable)
+    }
 }
 
 /// A sync of the log failed: nothing written after the last durable entry may be acknowledged.
@@ -66,7 +77,7 @@ pub struct DurablePosition {
 impl DurablePosition {
     /// A position at `last`: what the log holds when it is opened, once synced.
     pub fn new(last: Option<LogId>) -> Self {
-        DurablePosition { state: Arc::new(watch::channel(State { last, failed: None, held_back: None }).0) }
+        DurablePosition { state: Arc::new(watch::channel(State { last, ..State::default() }).0) }
     }
 
     /// The last durable entry now.
@@ -126,58 +137,53 @@ impl DurablePosition {
         }
     }
 
-    /// `commit` lowered to the durable end, for the commit index sent to followers: `commit` itself when it
-    /// is durable, else the last durable entry (an entry of this node's log before `commit`), remembering
-    /// what was held back for [`Self::held_back_now_durable`].
-    pub fn clamp(&self, commit: Option<LogId>) -> Option<LogId> {
+    /// `commit` lowered to the durable end, for the commit index sent to follower `target`: `commit` itself
+    /// when it is durable, else the last durable entry (an entry of this node's log before `commit`).
+    /// Remembers what it held back from `target` until a later request to it carries it, for
+    /// [`Self::held_back_now_durable`].
+    pub fn clamp(&self, target: NodeId, commit: Option<LogId>) -> Option<LogId> {
         let wanted = commit.map(|id| id.index)?;
         let mut clamped = commit;
         self.state.send_if_modified(|state| {
             if state.last.is_some_and(|last| last.index >= wanted) {
+                // This request carries everything held back from `target` so far.
+                if state.held_back.get(&target).is_some_and(|&held| held <= wanted) {
+                    state.held_back.remove(&target);
+                }
                 return false;
             }
             clamped = state.last;
-            let further = state.held_back.is_none_or(|held| held < wanted);
-            if further {
-                state.held_back = Some(wanted);
-            }
-            further
+            let held = state.held_back.entry(target).or_insert(wanted);
+            *held = (*held).max(wanted);
+            // Not durable yet: nobody is woken now; the sync that makes it durable wakes the announcer.
+            false
         });
         clamped
     }
 
-    /// Waits until a commit index that [`Self::clamp`] held back is durable, and clears it. openraft
-    /// announces a new commit index to followers with the next AppendEntries; when it was held back and no
-    /// write follows, that is the next heartbeat: the node's caller triggers one at once instead, so that
-    /// followers apply (and answer reads and forwarded writes) without waiting for it.
+    /// Waits until a commit index that [`Self::clamp`] held back from a follower is durable and no later
+    /// request carried it, and forgets it. openraft announces a new commit index with the next
+    /// AppendEntries; when it was held back and no write follows, that is the next heartbeat: the caller
+    /// triggers one at once instead ([`spawn_commit_announcer`]), so that the followers apply (and answer
+    /// reads and forwarded writes) without waiting for it.
     pub async fn held_back_now_durable(&self) -> Result<(), SyncFailed> {
         let mut receiver = self.state.subscribe();
-        loop {
-            let state = receiver
-                .wait_for(|state| {
-                    state.failed.is_some()
-                        || state
-                            .held_back
-                            .is_some_and(|held| state.last.is_some_and(|last| last.index >= held))
-                })
-                .await
-                .map_err(|_| SyncFailed("the log store is gone".to_owned()))?
-                .clone();
-            if let Some(why) = state.failed {
-                return Err(SyncFailed(why));
-            }
-            let cleared = self.state.send_if_modified(|now| {
-                let durable =
-                    now.held_back.is_some_and(|held| now.last.is_some_and(|last| last.index >= held));
-                if durable {
-                    now.held_back = None;
-                }
-                durable
-            });
-            if cleared {
-                return Ok(());
-            }
+        let failed = receiver
+            .wait_for(|state| state.failed.is_some() || state.owes_an_announcement())
+            .await
+            .map_err(|_| SyncFailed("the log store is gone".to_owned()))?
+            .failed
+            .clone();
+        if let Some(why) = failed {
+            return Err(SyncFailed(why));
         }
+        // Forgotten without waking anyone: nobody waits for an announcement to be owed no more.
+        self.state.send_if_modified(|now| {
+            let durable = now.last.map(|last| last.index);
+            now.held_back.retain(|_, held| Some(*held) > durable);
+            false
+        });
+        Ok(())
     }
 }
 
@@ -222,30 +228,47 @@ mod tests {
     #[test]
     fn clamps_a_commit_to_the_durable_end() {
         let position = DurablePosition::new(Some(id(2, 10)));
-        assert_eq!(position.clamp(Some(id(2, 8))), Some(id(2, 8)));
-        assert_eq!(position.clamp(Some(id(2, 10))), Some(id(2, 10)));
-        assert_eq!(position.clamp(Some(id(2, 12))), Some(id(2, 10)));
-        assert_eq!(position.clamp(None), None);
-        assert_eq!(DurablePosition::new(None).clamp(Some(id(1, 1))), None);
+        assert_eq!(position.clamp(2, Some(id(2, 8))), Some(id(2, 8)));
+        assert_eq!(position.clamp(2, Some(id(2, 10))), Some(id(2, 10)));
+        assert_eq!(position.clamp(2, Some(id(2, 12))), Some(id(2, 10)));
+        assert_eq!(position.clamp(2, None), None);
+        assert_eq!(DurablePosition::new(None).clamp(2, Some(id(1, 1))), None);
     }
 
-    #[tokio::test]
-    async fn a_held_back_commit_is_announced_once_durable() {
-        let position = DurablePosition::new(Some(id(2, 10)));
-        assert_eq!(position.clamp(Some(id(2, 10))), Some(id(2, 10)));
-        let announce = tokio::spawn({
+    /// Whether `held_back_now_durable` returns within a few scheduler turns.
+    async fn announces(position: &DurablePosition) -> bool {
+        let waiter = tokio::spawn({
             let position = position.clone();
             async move { position.held_back_now_durable().await }
         });
-        tokio::task::yield_now().await;
-        assert!(!announce.is_finished(), "nothing was held back");
-        assert_eq!(position.clamp(Some(id(2, 13))), Some(id(2, 10)));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let done = waiter.is_finished();
+        waiter.abort();
+        done
+    }
+
+    #[tokio::test]
+    async fn a_held_back_commit_is_announced_once_durable_unless_a_later_request_carried_it() {
+        let position = DurablePosition::new(Some(id(2, 10)));
+        assert_eq!(position.clamp(2, Some(id(2, 10))), Some(id(2, 10)));
+        assert!(!announces(&position).await, "nothing was held back");
+
+        assert_eq!(position.clamp(2, Some(id(2, 13))), Some(id(2, 10)));
+        assert_eq!(position.clamp(3, Some(id(2, 12))), Some(id(2, 10)));
+        position.advance(id(2, 11));
+        assert!(!announces(&position).await, "announced before 12 or 13 was durable");
         position.advance(id(2, 12));
-        tokio::task::yield_now().await;
-        assert!(!announce.is_finished(), "announced before 13 was durable");
+        assert!(announces(&position).await, "12, held back from node 3, is durable");
+        assert!(!announces(&position).await, "announced twice");
         position.advance(id(2, 13));
-        assert_eq!(announce.await.unwrap(), Ok(()));
-        assert_eq!(position.clamp(Some(id(2, 13))), Some(id(2, 13)), "13 is durable now");
+        assert!(announces(&position).await, "13, held back from node 2, is durable");
+
+        assert_eq!(position.clamp(2, Some(id(2, 15))), Some(id(2, 13)));
+        position.advance(id(2, 16));
+        assert_eq!(position.clamp(2, Some(id(2, 16))), Some(id(2, 16)));
+        assert!(!announces(&position).await, "the request that carried 16 carried the 15 held back");
     }
 
     #[tokio::test]

@@ -475,7 +475,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         if let Some(durable) = &self.network.durable_log {
-            rpc.leader_commit = durable.clamp(rpc.leader_commit);
+            rpc.leader_commit = durable.clamp(self.target, rpc.leader_commit);
         }
         let entries = rpc.entries.len() as u64;
         self.rpc(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries)).await
