@@ -176,7 +176,6 @@ impl StateMachine {
         Ok(true)
     }
 
-    /// Observes every applied batch in `metrics`.
     /// Applies an entry only once the log has synced it (`LogStore::durable_position`): required with
     /// `LogStore::with_leader_early_ack`, where openraft may count an entry committed before the leader's own
     /// copy is on disk. Everything a client or a reader sees comes from applied state, so nothing is seen
@@ -186,6 +185,7 @@ impl StateMachine {
         self
     }
 
+    /// Observes every applied batch in `metrics`.
     pub fn with_metrics(mut self, metrics: crate::metrics::ClusterMetrics) -> Self {
         self.metrics = Some(metrics);
         self

@@ -195,6 +195,17 @@ impl Replayed {
                 let config = bincode::config::standard().with_limit::<1024>();
                 let (log_id, _): (LogId, _) = bincode::serde::decode_from_slice(payload, config)
                     .map_err(|e| format!("an entry's log id does not decode: {e}"))?;
+                // Entries are appended in order: an entry past the one after the previous entry means entries
+                // are missing (the start of the oldest segment may follow entries of segments a purge deleted:
+                // the purge record comes later, so only a gap after an entry read here is one).
+                if let Some(&last) = self.index.keys().next_back()
+                    && log_id.index > last + 1
+                {
+                    return Err(format!(
+                        "entry {} follows entry {last}: the entries between are missing",
+                        log_id.index
+                    ));
+                }
                 self.index.split_off(&log_id.index);
                 let location = Location {
                     segment: segment.clone(),
@@ -357,7 +368,6 @@ impl LogStore {
         LogReader { index: self.index.clone() }
     }
 
-    /// Observes every durable step in `metrics`.
     /// Makes every purge wait until a durable snapshot covers it (see [`crate::purge_gate`]). A node always
     /// sets it; without it (openraft's storage test suite purges logs with no snapshot at all) a purge only
     /// makes the state machine's database durable first.
@@ -371,8 +381,20 @@ impl LogStore {
     /// must then wait for [`LogStore::durable_position`]: the state machine and the commit index sent to
     /// followers. Without it (openraft's storage test suite, offline tools) every append is acknowledged
     /// when synced.
+    ///
+    /// A node that led when it stopped comes back as a candidate of its old term, not as its leader: its
+    /// saved vote is read as not committed. openraft 0.9 would otherwise resume leading the same term
+    /// (`Engine::startup`), and after a power cut that took the tail its flush had not covered, number new
+    /// entries with the log ids of entries it had already sent: a follower holding the old entry under the
+    /// same id keeps it and acknowledges the new one (Raft's log matching relies on one id naming one
+    /// entry). A new term gives new ids; the price is an election after a leader restarts.
     pub fn with_leader_early_ack(mut self, node_id: NodeId) -> Self {
         self.early_ack_as = Some(node_id);
+        if let Some(vote) =
+            self.vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(node_id))
+        {
+            self.vote = Some(Vote::new(vote.leader_id().term, node_id));
+        }
         self
     }
 
@@ -396,6 +418,7 @@ impl LogStore {
         })
     }
 
+    /// Observes every durable step in `metrics`.
     pub fn with_metrics(self, metrics: crate::metrics::ClusterMetrics) -> Self {
         let _ = self.metrics.set(metrics);
         self
@@ -459,6 +482,13 @@ impl LogStore {
     /// Starts a new active segment with room for a record of `framed` bytes (plus the meta copies, a few
     /// hundred bytes).
     fn rotate(&mut self, framed: u64) -> Result<()> {
+        // The outgoing segment is synced before anything goes into the next one. Otherwise the kernel could
+        // write the new segment back before the old one's unsynced tail (a leader's early-acknowledged
+        // entries), and a power cut would leave a hole in the middle of the log.
+        {
+            let _timer = self.metrics.get().map(|m| m.fsync_seconds.start_timer());
+            self.active.file.sync_data().map_err(write_error)?;
+        }
         let sequence = self.active.sequence + 1;
         let segment = Arc::new(
             Segment::create(&self.dir, sequence, self.segment_bytes, framed + 512).map_err(write_error)?,
@@ -737,11 +767,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             gate.wait_covers(log_id).await.map_err(write_error)?;
         }
         // The state the snapshot behind this purge was built from must be on disk before the entries go. But
-        // first the log itself: a follower applies committed entries it has appended but not yet synced
-        // (the leader and the witness made them committed), and a state machine made durable ahead of its
-        // own log comes back after a crash with an applied position past the log's end, which openraft
-        // only accepts when a snapshot covers it. Everything applied was appended, so syncing the log
-        // first keeps the durable state machine at or behind the durable log.
+        // first the log itself, so that the durable state machine is never ahead of the durable log (which
+        // openraft accepts after a crash only when a snapshot covers it). The state machine applies only
+        // synced entries now (`durable`), so this sync is a safeguard that costs one flush per purge.
         self.synced().await.map_err(write_error)?;
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || state.durable())
@@ -755,6 +783,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut index = self.index.write().map_err(|_| lock_error())?;
             *index = index.split_off(&(log_id.index + 1));
         }
+        // Purged entries are covered by a durable snapshot: the position never names one older (a log cut
+        // short by a snapshot install may have held entries the snapshot replaced).
+        self.durable.advance(log_id);
         self.delete_segments_up_to(log_id.index)
     }
 }
@@ -773,6 +804,43 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_led_comes_back_as_a_candidate_of_its_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+        let mut log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
+        log.write_synced(vec![(RecordKind::Vote, try_encode(&Vote::<NodeId>::new_committed(4, 1)).unwrap())])
+            .unwrap();
+        drop(log);
+        let log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
+        assert_eq!(log.vote, Some(Vote::new_committed(4, 1)), "without early acknowledgement: as saved");
+        assert_eq!(
+            log.with_leader_early_ack(2).vote,
+            Some(Vote::new_committed(4, 1)),
+            "node 2 followed node 1"
+        );
+        let log = LogStore::open(&dir.path().join("raft-log"), database).unwrap();
+        assert_eq!(
+            log.with_leader_early_ack(1).vote,
+            Some(Vote::new(4, 1)),
+            "node 1 led term 4: it must win a new term before it appends again"
+        );
+    }
+
+    #[test]
+    fn a_gap_between_entries_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+        let mut log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
+        let blank = |index| entry(1, index, EntryPayload::Blank);
+        log.append_offline(&[blank(1), blank(2), blank(3)]).unwrap();
+        // What a power cut could leave if a later segment reached the disk before an earlier one's tail.
+        log.append_offline(&[blank(5)]).unwrap();
+        drop(log);
+        let error = LogStore::open(&dir.path().join("raft-log"), database).unwrap_err().to_string();
+        assert!(error.contains("entry 5 follows entry 3"), "{error}");
+    }
+
+    #[test]
     fn only_a_leaders_own_entries_are_acknowledged_before_they_are_synced() {
         let dir = tempfile::tempdir().unwrap();
         let database = SledDatabase::open(&dir.path().join("db")).unwrap();
@@ -784,6 +852,8 @@ mod tests {
         assert!(!log.may_ack_early(&own), "not enabled: every append waits for its sync");
 
         let mut log = log.with_leader_early_ack(1);
+        // Elected again (openraft saves the committed vote): its own entries may go early.
+        log.vote = Some(Vote::new_committed(3, 1));
         assert!(log.may_ack_early(&own));
         let membership = Membership::new(vec![BTreeSet::from([1, 2])], BTreeMap::<NodeId, NodeInfo>::new());
         assert!(
