@@ -215,9 +215,17 @@ fn pair_without_witness_refuses_writes_fast_and_recovers_by_force() {
     let revision =
         put_retrying(&[&a], "after-recovery", "{}", Duration::from_secs(20)).expect("a takes writes");
     assert!(revision >= 6);
-    let events = a.history();
-    let recovery =
-        events.iter().find(|e| e["changes"][0]["collection"] == "cluster_events").expect("recovery event");
+    // The node records the recovery once it leads (after an election: a node that led restarts as a
+    // candidate), which may be just after the write above.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recovery = loop {
+        let found = a.history().into_iter().find(|e| e["changes"][0]["collection"] == "cluster_events");
+        match found {
+            Some(event) => break event,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => panic!("no recovery event in a's history 10 s after it took writes"),
+        }
+    };
     assert_eq!(recovery["reason"], "b burned");
     assert_eq!(a.status()["mode"], "single");
 

@@ -13,6 +13,17 @@ use std::sync::mpsc;
 use super::Metrics;
 use super::segment::Segment;
 
+/// The environment variable that makes every sync of a leader's early-acknowledged entries wait this many
+/// milliseconds first: for the power-loss test of a leader whose followers synced entries it had not
+/// (`tests/power_loss.rs`). Never set in production: it only makes writes slower.
+pub const TEST_SYNC_DELAY_ENV: &str = "TANDEM_TEST_LOG_SYNC_DELAY_MS";
+
+/// The delay [`TEST_SYNC_DELAY_ENV`] asks for, if any.
+fn test_sync_delay() -> Option<std::time::Duration> {
+    let millis: u64 = std::env::var(TEST_SYNC_DELAY_ENV).ok()?.parse().ok()?;
+    (millis > 0).then(|| std::time::Duration::from_millis(millis))
+}
+
 /// What to do once a flush is done (or failed).
 pub type FlushDone = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 
@@ -20,6 +31,8 @@ pub type FlushDone = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 struct Request {
     segments: Vec<Arc<Segment>>,
     done: FlushDone,
+    /// Entries a leader acknowledged to openraft before this sync ([`Flusher::submit_early_acknowledged`]).
+    early: bool,
 }
 
 /// The flusher thread's queue. The thread stops when this is dropped.
@@ -36,8 +49,12 @@ impl std::fmt::Debug for Flusher {
 impl Flusher {
     pub fn start(metrics: Metrics) -> io::Result<Flusher> {
         let (queue, requests) = mpsc::channel::<Request>();
+        let delay = test_sync_delay();
         std::thread::Builder::new().name("tandem-log-flush".into()).spawn(move || {
             while let Ok(first) = requests.recv() {
+                if let Some(delay) = delay.filter(|_| first.early) {
+                    std::thread::sleep(delay);
+                }
                 // Everything queued meanwhile was written before this sync starts: one sync covers it all.
                 let waiting: Vec<Request> = std::iter::once(first).chain(requests.try_iter()).collect();
                 let mut segments: Vec<&Arc<Segment>> = waiting.iter().flat_map(|r| &r.segments).collect();
@@ -60,8 +77,17 @@ impl Flusher {
 
     /// Queues a sync of `segments`; `done` runs on the flusher thread once they are durable.
     pub fn submit(&self, segments: Vec<Arc<Segment>>, done: FlushDone) -> io::Result<()> {
-        self.queue
-            .send(Request { segments, done })
-            .map_err(|_| io::Error::other("the log flusher thread stopped"))
+        self.send(Request { segments, done, early: false })
+    }
+
+    /// [`Flusher::submit`] for entries the leader already acknowledged to openraft (`super::durable`): only
+    /// these wait for [`TEST_SYNC_DELAY_ENV`], so that a test can hold the leader's own sync back while its
+    /// followers' go ahead.
+    pub fn submit_early_acknowledged(&self, segments: Vec<Arc<Segment>>, done: FlushDone) -> io::Result<()> {
+        self.send(Request { segments, done, early: true })
+    }
+
+    fn send(&self, request: Request) -> io::Result<()> {
+        self.queue.send(request).map_err(|_| io::Error::other("the log flusher thread stopped"))
     }
 }

@@ -733,8 +733,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.may_ack_early(&entries) {
             // The leader's own entries: openraft may replicate them while they are synced (see `durable`).
             callback.log_io_completed(Ok(()));
-            let submitted =
-                self.flusher.submit(segments, Box::new(move |result| durable.synced(&result, last)));
+            let submitted = self
+                .flusher
+                .submit_early_acknowledged(segments, Box::new(move |result| durable.synced(&result, last)));
             return submitted.map_err(write_error);
         }
         // The flusher calls back once the entries are durable; openraft waits for that, not for this method.
