@@ -468,6 +468,25 @@ fn wait_back(node: &mut Node, cycle: u32) -> Duration {
     }
 }
 
+/// Waits (bounded) until a restarted single node leads again and has applied its whole log: a node that led
+/// comes back as a candidate and wins a new term first (`LogStore::with_leader_early_ack`), and entries it
+/// had acknowledged but whose commit was not yet recorded are applied again only then.
+fn wait_settled(node: &Node, cycle: u32) {
+    let until = Instant::now() + LEADER_LIMIT;
+    let mut last = Value::Null;
+    while Instant::now() < until {
+        if let Ok(status) = query(node, &["status"]) {
+            let leads = status["leader_name"].as_str() == Some(node.name.as_str());
+            if leads && status["applied_index"].as_u64() >= status["last_log_index"].as_u64() {
+                return;
+            }
+            last = status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("cycle {cycle}: {} did not lead and apply its log within {LEADER_LIMIT:?}: {last}", node.name);
+}
+
 /// The last `lines` lines of a log (the start of the exit status line kept).
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
@@ -649,6 +668,7 @@ fn single_node_keeps_every_acknowledged_change_through_power_cuts() {
         fs.power_cut();
         restart(&mut node);
         restarts.push(wait_back(&mut node, cycle));
+        wait_settled(&node, cycle);
         let (mut problems, history) = ledger.check(&node, cycle);
         // The next change must get a new revision, never one already acknowledged for another change.
         probe(&[&node], &mut ledger, cycle, &mut problems);
@@ -833,6 +853,7 @@ fn single_node_cut_during_firmware_upload_and_log_purge() {
         fs.power_cut();
         restart(&mut node);
         let back = wait_back(&mut node, cycle);
+        wait_settled(&node, cycle);
         // (check also downloads every firmware document the node shows and compares its bytes)
         let (mut problems, history) = ledger.check(&node, cycle);
         probe(&[&node], &mut ledger, cycle, &mut problems);

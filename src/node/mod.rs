@@ -279,6 +279,7 @@ async fn start_raft(
         .with_metrics(cluster_metrics.clone())
         .with_leader_early_ack(identity.id);
     let durable_log = log_store.durable_position();
+    let led_when_stopped = log_store.led_when_stopped();
     let (mut state_machine, applied) = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))
         .map_err(|e| anyhow::anyhow!("opening the snapshot directory: {e}"))?;
     let log_end = log_store.last_log_id().map_err(|e| anyhow::anyhow!("reading the Raft log: {e}"))?;
@@ -317,6 +318,13 @@ async fn start_raft(
         .await
         .map_err(|e| anyhow::anyhow!("starting Raft: {e}"))?;
     tandem_cluster::log_store::spawn_commit_announcer(raft.clone(), durable_log);
+    if led_when_stopped {
+        // It comes back as a candidate of its old term (see `LogStore::with_leader_early_ack`): campaign now
+        // instead of after an election timeout.
+        if let Err(error) = raft.trigger().elect().await {
+            tracing::warn!(%error, "could not start an election at once after leading before the restart");
+        }
+    }
     let pristine = !raft.is_initialized().await.map_err(|e| anyhow::anyhow!("reading Raft's state: {e}"))?;
     settle_cluster_id(config, identity, &peer_identity, pristine, &store)?;
     let node = ClusterNode::new(identity.id, info, raft.clone(), store, network, timing, applied);

@@ -140,6 +140,8 @@ pub struct LogStore {
     /// This node's id, once [`LogStore::with_leader_early_ack`] set it: as leader it acknowledges its own
     /// entries to openraft when written, not when synced ([`durable`]).
     early_ack_as: Option<NodeId>,
+    /// Set by [`LogStore::with_leader_early_ack`] when the saved vote was this node's, as leader.
+    led_when_stopped: bool,
 }
 
 impl fmt::Debug for LogStore {
@@ -322,6 +324,7 @@ impl LogStore {
             purge_gate: None,
             durable: DurablePosition::new(None),
             early_ack_as: None,
+            led_when_stopped: false,
         };
         if let Some(old) = migrate {
             store.import_legacy(old)?;
@@ -394,8 +397,16 @@ impl LogStore {
             self.vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(node_id))
         {
             self.vote = Some(Vote::new(vote.leader_id().term, node_id));
+            self.led_when_stopped = true;
         }
         self
+    }
+
+    /// Whether this node led when it stopped (and so comes back as a candidate, see
+    /// [`LogStore::with_leader_early_ack`]): the caller triggers its election at once rather than after an
+    /// election timeout, so that a single node is back to taking writes as soon as it starts.
+    pub fn led_when_stopped(&self) -> bool {
+        self.led_when_stopped
     }
 
     /// The last entry a sync has covered, advancing as syncs complete.
@@ -814,17 +825,17 @@ mod tests {
         drop(log);
         let log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
         assert_eq!(log.vote, Some(Vote::new_committed(4, 1)), "without early acknowledgement: as saved");
+        let log = log.with_leader_early_ack(2);
+        assert_eq!(log.vote, Some(Vote::new_committed(4, 1)), "node 2 followed node 1");
+        assert!(!log.led_when_stopped());
+        drop(log);
+        let log = LogStore::open(&dir.path().join("raft-log"), database).unwrap().with_leader_early_ack(1);
         assert_eq!(
-            log.with_leader_early_ack(2).vote,
-            Some(Vote::new_committed(4, 1)),
-            "node 2 followed node 1"
-        );
-        let log = LogStore::open(&dir.path().join("raft-log"), database).unwrap();
-        assert_eq!(
-            log.with_leader_early_ack(1).vote,
+            log.vote,
             Some(Vote::new(4, 1)),
-            "node 1 led term 4: it must win a new term before it appends again"
+            "node 1 led term 4: it must win a new term before it appends"
         );
+        assert!(log.led_when_stopped());
     }
 
     #[test]
