@@ -81,7 +81,8 @@ impl DurablePosition {
     }
 
     /// The last durable entry now.
-    pub fn last(&self) -> Option<LogId> {
+    #[cfg(test)]
+    fn last(&self) -> Option<LogId> {
         self.state.borrow().last
     }
 

@@ -163,6 +163,11 @@ impl fmt::Debug for LogReader {
     }
 }
 
+/// `vote` if it is `me`'s as the leader of its term (committed: `me` won the election).
+fn leading_vote(vote: Option<Vote<NodeId>>, me: NodeId) -> Option<Vote<NodeId>> {
+    vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(me))
+}
+
 fn write_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_logs(AnyError::new(&e)).into()
 }
@@ -393,9 +398,7 @@ impl LogStore {
     /// entry). A new term gives new ids; the price is an election after a leader restarts.
     pub fn with_leader_early_ack(mut self, node_id: NodeId) -> Self {
         self.early_ack_as = Some(node_id);
-        if let Some(vote) =
-            self.vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(node_id))
-        {
+        if let Some(vote) = leading_vote(self.vote, node_id) {
             self.vote = Some(Vote::new(vote.leader_id().term, node_id));
             self.led_when_stopped = true;
         }
@@ -417,12 +420,7 @@ impl LogStore {
     /// Whether `entries` are this node's own, appended as the leader of their term with its vote committed,
     /// and carry no membership change: the only entries acknowledged before they are synced.
     fn may_ack_early(&self, entries: &[Entry]) -> bool {
-        let Some(me) = self.early_ack_as else { return false };
-        let Some(vote) =
-            self.vote.filter(|vote| vote.is_committed() && vote.leader_id().voted_for() == Some(me))
-        else {
-            return false;
-        };
+        let Some(vote) = self.early_ack_as.and_then(|me| leading_vote(self.vote, me)) else { return false };
         entries.iter().all(|entry| {
             entry.log_id.leader_id.term == vote.leader_id().term
                 && !matches!(entry.payload, openraft::EntryPayload::Membership(_))
@@ -553,7 +551,7 @@ impl LogStore {
         let (done, wait) = tokio::sync::oneshot::channel();
         let segments = self.take_unsynced();
         let durable = self.durable.clone();
-        let last = self.last_log_id().ok().flatten();
+        let last = self.last_log_id().map_err(io::Error::other)?;
         self.flusher.submit(
             segments,
             Box::new(move |result| {
