@@ -31,7 +31,6 @@ use sha2::Digest as _;
 
 use crate::engine::WriteBatch;
 use crate::error::{Error, Result};
-use crate::keys::Meta;
 use crate::snapshot::{HashingWriter, SnapshotSource, SnapshotSummary, verify_snapshot};
 use crate::store::{Store, StoreOptions};
 
@@ -145,10 +144,10 @@ impl Store {
     /// them, or the new node would believe it belongs to the old cluster: without a position it starts as a
     /// store that no log has been applied to yet, whatever revision its history has reached.
     pub fn forget_position(&mut self) -> Result<()> {
-        let mut batch = WriteBatch::new();
-        batch.delete(Meta::Position.key());
-        self.space.write(batch)?;
         self.state.position = None;
+        let mut batch = WriteBatch::new();
+        self.tip().put(&mut batch);
+        self.space.write(batch)?;
         self.durable()
     }
 }

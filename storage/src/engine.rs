@@ -41,6 +41,8 @@
 //! A [`WriteBatch`] is crash-atomic through a redo record in sled's default tree, not through sled's own
 //! `Batch`, which costs two waiting `sync_file_range` calls per batch on the path of every write (see
 //! [`crate::redo`]); [`SledDatabase::open`] replays a batch a crash interrupted before anything reads.
+//! [`Keyspace::write_in_order`] skips even the redo record, for a caller that writes its commit point last
+//! (the store's batches of change sets, [`crate::tip`]).
 //!
 //! ## Crashes while sled writes its own snapshot
 //! sled refuses to open a directory in which a crash left one of its snapshot files half-written;
@@ -100,6 +102,10 @@ pub trait Keyspace: Send + Sync + fmt::Debug {
     fn scan(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Scan<'_>;
     /// Applies all writes of the batch atomically.
     fn write(&self, batch: WriteBatch) -> Result<()>;
+    /// Applies the writes of the batch one by one, in order, and not atomically: after a crash, any prefix of
+    /// them may be what is left. Cheaper than [`Keyspace::write`] (no redo record) for a caller whose last
+    /// write is its commit point and who can tell a leftover prefix at open ([`crate::tip`]).
+    fn write_in_order(&self, batch: WriteBatch) -> Result<()>;
 }
 
 /// A database of keyspace generations, with real durability.
@@ -421,5 +427,9 @@ impl Keyspace for SledKeyspace {
             }
         }
         self.tree.apply_batch(sled_batch).map_err(|e| Error::engine("writing a batch", e))
+    }
+
+    fn write_in_order(&self, batch: WriteBatch) -> Result<()> {
+        redo::apply(&self.tree, batch.writes)
     }
 }

@@ -17,7 +17,7 @@ use crate::engine::Keyspace;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::projection::{Projection, StoredDocument};
-use crate::store::{Store, latest_checkpoint, load_checkpoint};
+use crate::store::{Store, replay_from_disk};
 
 /// Which events to list.
 #[derive(Clone, Debug, Default)]
@@ -168,22 +168,7 @@ impl Store {
     /// leaves one at the base) and the events after it. [`Store::state_at`] without its checks, for a command
     /// of a batch being applied (the base in memory may be ahead of the disk then).
     pub(crate) fn replay_on_disk(&self, revision: Revision) -> Result<Projection> {
-        let mut projection = match latest_checkpoint(self.space.as_ref(), revision)? {
-            Some(checkpoint) => load_checkpoint(self.space.as_ref(), checkpoint)?,
-            None => Projection::new(),
-        };
-        if projection.revision() < revision {
-            for event in read_events(self.space.as_ref(), projection.revision().next(), revision, false) {
-                projection.apply(&event?)?;
-            }
-        }
-        if projection.revision() != revision {
-            return Err(Error::Corrupt(format!(
-                "replay stopped at revision {} before {revision}",
-                projection.revision()
-            )));
-        }
-        Ok(projection)
+        replay_from_disk(self.space.as_ref(), revision)
     }
 
     /// One document as it was right after `revision`.

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | meta | `0x01` name | see [`Meta`] |
 //! | events | `0x02` revision:u64 part:u32 | a piece (≤ 32 KiB) of the event's chain hash (32 bytes, [`crate::chain`]; format 3 on) followed by the bincode [`crate::Event`] |
-//! | documents | `0x03` collection `0x00` id | bincode [`crate::StoredDocument`] (< 64 KiB by the document limit) |
+//! | documents | `0x03` collection `0x00` id | format 4 and older only: bincode [`crate::StoredDocument`]; format 5 rebuilds the projection from checkpoints and events ([`crate::tip`]) |
 //! | requests | `0x04` request id | revision:u64 that accepted it |
 //! | checkpoints | `0x05` revision:u64 part:u32 | a piece of a bincode list of all documents; part `u32::MAX` marks the checkpoint complete and holds the part count |
 //! | blobs | `0x06` digest:32 | bincode [`crate::blob::BlobMeta`] (the bytes are in a file, [`crate::blob_files`]) |
@@ -31,8 +31,9 @@ use crate::digest::Digest;
 /// ([`crate::migrate`]). Format 4 may start its history after a base ([`Meta::Base`], [`Meta::BaseHash`],
 /// a checkpoint at the base: [`crate::forget`]); a format-3 store is a format-4 store with base 0, and is
 /// marked format 4 on open so that an older build, which would read a forgotten history as a gap, refuses
-/// it.
-pub const FORMAT_VERSION: u32 = 4;
+/// it. Format 5 keeps no documents and ends every batch with one [`Meta::Tip`] instead of `revision`, `head`
+/// and `position` ([`crate::tip`]; a format-4 store is converted on open by [`crate::migrate`]).
+pub const FORMAT_VERSION: u32 = 5;
 
 pub const META: u8 = 0x01;
 pub const EVENTS: u8 = 0x02;
@@ -53,14 +54,14 @@ pub enum Meta {
     Format,
     /// Text: the cluster (installation) id this store belongs to.
     ClusterId,
-    /// u64: the revision of the last accepted event.
+    /// Format 4 and older: u64, the revision of the last accepted event (now in [`Meta::Tip`]).
     Revision,
-    /// Opaque bytes from the caller: its applied position (the Raft log id and membership).
+    /// Format 4 and older: the caller's applied position (now in [`Meta::Tip`]).
     Position,
     /// Text: the name of the directory under `blobs/` that holds the part files of this generation's
     /// uploads in progress (see [`crate::blob_files`]).
     UploadDir,
-    /// 32 bytes: the chain hash of the event at [`Meta::Revision`] (absent at revision 0: the genesis hash).
+    /// Format 4 and older: the chain hash at [`Meta::Revision`] (now in [`Meta::Tip`]).
     Head,
     /// u64, only while a format-2 store is migrated: the last event re-encoded so far ([`crate::migrate`]).
     ReencodedUpTo,
@@ -70,6 +71,9 @@ pub enum Meta {
     /// 32 bytes: the chain hash of revision [`Meta::Base`], which the first kept event links to; absent:
     /// the genesis hash.
     BaseHash,
+    /// Format 5: where the history ends — revision, chain head, applied position ([`crate::tip::Tip`]),
+    /// written last in every batch.
+    Tip,
 }
 
 impl Meta {
@@ -84,6 +88,7 @@ impl Meta {
             Meta::ReencodedUpTo => b"reencoded-up-to",
             Meta::Base => b"base",
             Meta::BaseHash => b"base-hash",
+            Meta::Tip => b"tip",
         };
         [&[META], name].concat()
     }

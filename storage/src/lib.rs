@@ -62,6 +62,7 @@ pub mod rejection;
 mod sled_snapshots;
 pub mod snapshot;
 pub mod store;
+pub mod tip;
 pub mod undo;
 
 pub use blob_files::BlobReader;

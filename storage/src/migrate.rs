@@ -32,6 +32,14 @@
 //! Format 4 adds `base` and `base-hash` to the meta table ([`crate::forget`]); without them the base is
 //! revision 0 and the genesis hash, which is exactly a format-3 store. `mark_format_4` only rewrites the
 //! format number, so that a build that knows nothing of bases refuses the directory.
+//!
+//! ## Format 4 → 5: no documents, one tip
+//! Format 5 keeps no copy of the documents beside the events and ends every batch with one tip key
+//! ([`crate::tip`]). `documents_to_tip` rebuilds the configuration from the newest checkpoint and the events
+//! after it, checks it against the stored documents (a difference stops the open: the store is corrupt),
+//! and then in **one** batch writes the tip from `revision`, `head` and `position`, deletes those three and
+//! every document, and sets format 5. A crash before that batch leaves a format-4 store, converted again at
+//! the next open.
 
 use std::path::Path;
 
@@ -55,6 +63,9 @@ pub const FORMAT_WITHOUT_CHAIN: u32 = 2;
 /// The format with the hash chain whose history always starts at revision 1 (no [`Meta::Base`]). It is a
 /// format-4 store with base 0: opening one only marks it format 4 ([`mark_format_4`]).
 pub const FORMAT_WITHOUT_BASE: u32 = 3;
+/// The format that stored every document beside the events, and `revision`, `head` and `position` as three
+/// keys ([`documents_to_tip`]).
+pub const FORMAT_WITH_DOCUMENTS: u32 = 4;
 /// The most bytes of events and hashes one migration batch writes.
 const MIGRATION_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -161,7 +172,7 @@ pub(crate) fn events_to_format_3(space: &dyn Keyspace) -> Result<()> {
         batch.put(Meta::Head.key(), head.0.to_vec());
     }
     batch.delete(Meta::ReencodedUpTo.key());
-    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.put(Meta::Format.key(), FORMAT_WITH_DOCUMENTS.to_be_bytes().to_vec());
     space.write(batch)?;
     tracing::info!(events = revision.0, head = %head, "added audit fields and the hash chain to the history (format 2 to 3)");
     Ok(())
@@ -194,6 +205,53 @@ fn copy_parts(space: &dyn Keyspace, upload: u64, size: u64, out: &mut IncomingFi
 /// older build refuses the directory instead of reading a forgotten history as a gap.
 pub fn mark_format_4(space: &dyn Keyspace) -> Result<()> {
     let mut batch = WriteBatch::new();
-    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    batch.put(Meta::Format.key(), FORMAT_WITH_DOCUMENTS.to_be_bytes().to_vec());
     space.write(batch)
+}
+
+/// Converts a format-4 store to format 5: the documents checked against a replay and dropped, the tip
+/// written (see the module docs). The caller makes the result durable.
+pub(crate) fn documents_to_tip(space: &dyn Keyspace) -> Result<()> {
+    let number = |meta: Meta| -> Result<u64> {
+        match space.get(&meta.key())? {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt(format!("the format-4 {meta:?} is not 8 bytes"))),
+            None => Ok(0),
+        }
+    };
+    let revision = Revision(number(Meta::Revision)?);
+    let head = match space.get(&Meta::Head.key())? {
+        Some(bytes) => crate::chain::parse_hash(&bytes)?,
+        None => crate::chain::GENESIS,
+    };
+    let position = space.get(&Meta::Position.key())?;
+    let replayed = crate::store::replay_from_disk(space, revision)?;
+    let mut batch = WriteBatch::new();
+    let mut stored = crate::projection::Projection::new();
+    for item in space.scan(&[keys::DOCUMENTS], Some(&[keys::DOCUMENTS + 1]), false) {
+        let (key, value) = item?;
+        let doc_key = keys::parse_document(&key)
+            .ok_or_else(|| Error::Corrupt("a document key does not parse".into()))?;
+        stored.insert(doc_key.clone(), decode(&value, &format!("document {doc_key}"))?);
+        batch.delete(key);
+    }
+    stored.set_revision(revision);
+    if stored != replayed {
+        return Err(Error::Corrupt(format!(
+            "converting to format 5: the stored documents differ from a replay of the history up to revision {revision}; restore a backup"
+        )));
+    }
+    for meta in [Meta::Revision, Meta::Head, Meta::Position] {
+        batch.delete(meta.key());
+    }
+    batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
+    crate::tip::Tip { revision, head, position }.put(&mut batch);
+    space.write(batch)?;
+    tracing::info!(
+        revision = revision.0,
+        documents = stored.len(),
+        "dropped the stored copy of the documents; the configuration is rebuilt from checkpoints and events (format 4 to 5)"
+    );
+    Ok(())
 }

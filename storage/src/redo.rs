@@ -81,8 +81,8 @@ pub fn write_atomically(
     Ok(None)
 }
 
-/// Applies every write in order, each on its own.
-fn apply(tree: &sled::Tree, writes: Vec<Write>) -> Result<()> {
+/// Applies every write in order, each on its own (after a crash: any prefix of them).
+pub(crate) fn apply(tree: &sled::Tree, writes: Vec<Write>) -> Result<()> {
     for (key, value) in writes {
         match value {
             Some(value) => tree.insert(key, value).map(drop),

@@ -658,10 +658,6 @@ impl<'a> Consumer<'a> {
         let mut batch = WriteBatch::new();
         batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
         batch.put(Meta::ClusterId.key(), header.cluster_id.clone().into_bytes());
-        batch.put(Meta::Revision.key(), header.revision.0.to_be_bytes().to_vec());
-        if let Some(position) = &header.position {
-            batch.put(Meta::Position.key(), position.clone());
-        }
         if let Some(files) = files {
             batch.put(Meta::UploadDir.key(), files.uploads_name().into_bytes());
         }
@@ -784,16 +780,15 @@ impl<'a> Consumer<'a> {
         Ok(())
     }
 
-    /// A documents frame: stored, and kept to compare with the replay.
+    /// A documents frame: kept to compare with the replay (the store rebuilds its documents from checkpoints
+    /// and events, [`crate::tip`]).
     fn documents(&mut self, payload: &[u8]) -> Result<()> {
         let documents: Vec<(DocKey, StoredDocument)> =
             decode(payload, "snapshot documents").map_err(|e| invalid(e.to_string()))?;
         for (key, document) in documents {
-            self.batch_bytes += document.body.len() + 64;
-            self.batch.put(keys::document(&key), encode(&document));
             self.snapshot_documents.insert(key, document);
         }
-        self.flush(false)
+        Ok(())
     }
 
     /// A blob header: its bytes follow in data frames, into a new file.
@@ -915,9 +910,9 @@ impl<'a> Consumer<'a> {
                 self.head
             )));
         }
-        if header.revision.0 > 0 {
-            self.batch.put(Meta::Head.key(), self.head.0.to_vec());
-        }
+        let tip =
+            crate::tip::Tip { revision: header.revision, head: self.head, position: header.position.clone() };
+        tip.put(&mut self.batch);
         self.flush(true)?;
         Ok((self.header, self.head))
     }

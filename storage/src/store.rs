@@ -46,6 +46,7 @@ use crate::keys::{self, Meta};
 use crate::limits::{MAX_BLOB_BYTES, MAX_BLOB_CHUNK};
 use crate::projection::{Projection, StoredDocument};
 use crate::rejection::Rejection;
+use crate::tip::{self, Tip};
 
 /// Tunables of a store.
 #[derive(Clone, Debug)]
@@ -137,6 +138,11 @@ impl Store {
             // Not made durable here: a crash leaves format 3, which the next open marks again.
             crate::migrate::mark_format_4(space.as_ref())?;
         }
+        if format < keys::FORMAT_VERSION {
+            crate::migrate::documents_to_tip(space.as_ref())?;
+            database.durable()?;
+        }
+        tip::discard_unfinished(space.as_ref(), &tip::read(space.as_ref())?)?;
         let files = BlobFiles::open(blobs, &upload_dir_name(space.as_ref())?)?;
         let removed_blobs = Arc::new(std::sync::Mutex::new(RemovedBlobs::default()));
         database
@@ -268,17 +274,27 @@ impl Store {
             outcomes.push(outcome);
         }
         if self.revision() != start_revision {
-            batch.put(Meta::Revision.key(), self.revision().0.to_be_bytes().to_vec());
-            batch.put(Meta::Head.key(), self.state.head.0.to_vec());
             self.maybe_checkpoint(&mut batch);
         }
         if let Some(position) = position {
-            batch.put(Meta::Position.key(), position.to_vec());
             self.state.position = Some(position.to_vec());
         }
-        self.space.write(batch)?;
+        self.tip().put(&mut batch);
+        // Change sets alone need no redo record: the tip, written last, is their commit point (crate::tip).
+        let only_changes =
+            commands.iter().all(|command| matches!(command, Command::Change(_) | Command::ChangeV1(_)));
+        if only_changes {
+            self.space.write_in_order(batch)?;
+        } else {
+            self.space.write(batch)?;
+        }
         self.schedule_removed_files(&outcomes);
         Ok(outcomes)
+    }
+
+    /// Where the history in memory ends, as the next batch's last write records it.
+    pub(crate) fn tip(&self) -> Tip {
+        Tip { revision: self.revision(), head: self.state.head, position: self.state.position.clone() }
     }
 
     /// Applies one change set made locally (offline tools, tests): apply, then durable.
@@ -355,13 +371,6 @@ impl Store {
         put_parts(batch, &value, |part| keys::event(event.revision, part));
         let revision = event.revision;
         self.batch_events.push((event, self.state.head));
-        let changes = &self.batch_events.last().expect("pushed above").0.changes;
-        for change in changes {
-            match self.state.projection.get(&change.key) {
-                Some(document) => batch.put(keys::document(&change.key), encode(document)),
-                None => batch.delete(keys::document(&change.key)),
-            }
-        }
         if let Some(request_id) = change_set.meta.request_id.as_deref() {
             batch.put(keys::request(request_id), revision.0.to_be_bytes().to_vec());
             new_requests.insert(request_id.to_string(), revision);
@@ -534,8 +543,8 @@ fn initialize_if_empty(space: &dyn Keyspace) -> Result<u32> {
             let mut batch = WriteBatch::new();
             batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
             batch.put(Meta::ClusterId.key(), new_cluster_id().into_bytes());
-            batch.put(Meta::Revision.key(), 0u64.to_be_bytes().to_vec());
             batch.put(Meta::UploadDir.key(), BlobFiles::new_uploads_name().into_bytes());
+            Tip::default().put(&mut batch);
             space.write(batch)?;
             Ok(keys::FORMAT_VERSION)
         }
@@ -555,37 +564,16 @@ pub fn new_cluster_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Loads the in-memory state from sled, checking the blob files against it (see [`crate::blob_files`]).
+/// Loads the in-memory state from sled, checking the blob files against it (see [`crate::blob_files`]): the
+/// tip, and the projection rebuilt from the newest checkpoint and the events after it ([`crate::tip`]).
 pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<State> {
-    let revision = match space.get(&Meta::Revision.key())? {
-        Some(bytes) => Revision(u64::from_be_bytes(
-            bytes.as_slice().try_into().map_err(|_| Error::Corrupt("the revision is not 8 bytes".into()))?,
-        )),
-        None => Revision(0),
-    };
+    let Tip { revision, head, position } = tip::read(space)?;
     let cluster_id = match space.get(&Meta::ClusterId.key())? {
         Some(bytes) => {
             String::from_utf8(bytes).map_err(|_| Error::Corrupt("the cluster id is not text".into()))?
         }
         None => String::new(),
     };
-    let position = space.get(&Meta::Position.key())?;
-
-    let mut projection = Projection::new();
-    for item in space.scan(&[keys::DOCUMENTS], Some(&[keys::DOCUMENTS + 1]), false) {
-        let (key, value) = item?;
-        let doc_key = keys::parse_document(&key)
-            .ok_or_else(|| Error::Corrupt("a document key does not parse".into()))?;
-        let document: StoredDocument = decode(&value, &format!("document {doc_key}"))?;
-        if document.mod_revision > revision {
-            return Err(Error::Corrupt(format!(
-                "document {doc_key} was changed at revision {}, after the store's revision {revision}",
-                document.mod_revision
-            )));
-        }
-        projection.insert(doc_key, document);
-    }
-    projection.set_revision(revision);
     let base = crate::chain::stored_base(space)?;
     let base_hash = match space.get(&Meta::BaseHash.key())? {
         Some(bytes) => crate::chain::parse_hash(&bytes)?,
@@ -604,6 +592,8 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
             "the last event is {last_event} but the store is at revision {revision}"
         )));
     }
+    check_head(space, revision, head, base, base_hash)?;
+    let projection = replay_from_disk(space, revision)?;
 
     let mut blobs = BTreeMap::new();
     for item in space.scan(&[keys::BLOBS], Some(&[keys::BLOBS + 1]), false) {
@@ -624,17 +614,39 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         stored_uploads.insert(id, decode::<StoredUpload>(&value, "upload meta")?);
     }
     let uploads = files.reconcile_uploads(stored_uploads)?;
-    let head = load_head(space, revision, base, base_hash)?;
     Ok(State { projection, blobs, uploads, position, cluster_id, head, base, base_hash })
 }
 
-/// The stored head, checked against the hash stored with the last event (or the base hash when no event
-/// is kept).
-fn load_head(space: &dyn Keyspace, revision: Revision, base: Revision, base_hash: Digest) -> Result<Digest> {
-    let head = match space.get(&Meta::Head.key())? {
-        Some(bytes) => crate::chain::parse_hash(&bytes)?,
-        None => crate::chain::GENESIS,
+/// The configuration at `revision` from what is on disk: the newest checkpoint at or below it (a forget
+/// leaves one at the base) and the events after it.
+pub(crate) fn replay_from_disk(space: &dyn Keyspace, revision: Revision) -> Result<Projection> {
+    let mut projection = match latest_checkpoint(space, revision)? {
+        Some(checkpoint) => load_checkpoint(space, checkpoint)?,
+        None => Projection::new(),
     };
+    if projection.revision() < revision {
+        for event in crate::history::read_events(space, projection.revision().next(), revision, false) {
+            projection.apply(&event?)?;
+        }
+    }
+    if projection.revision() != revision {
+        return Err(Error::Corrupt(format!(
+            "replay stopped at revision {} before {revision}",
+            projection.revision()
+        )));
+    }
+    Ok(projection)
+}
+
+/// Checks the tip's head against the hash stored with the last event (or the base hash when no event is
+/// kept).
+fn check_head(
+    space: &dyn Keyspace,
+    revision: Revision,
+    head: Digest,
+    base: Revision,
+    base_hash: Digest,
+) -> Result<()> {
     if revision == base && head != base_hash {
         return Err(Error::Corrupt(format!("the chain head {head} is not the base hash {base_hash}")));
     }
@@ -647,7 +659,7 @@ fn load_head(space: &dyn Keyspace, revision: Revision, base: Revision, base_hash
             )));
         }
     }
-    Ok(head)
+    Ok(())
 }
 
 /// Reads until `buffer` is full or the reader ends.

@@ -7,7 +7,9 @@ use tandem_storage::chain::{GENESIS, link};
 use tandem_storage::engine::WriteBatch;
 use tandem_storage::keys::{self, Meta};
 use tandem_storage::legacy::{ChangeMetaV1, EventV1};
-use tandem_storage::{ChangeMeta, ChangeSet, Command, Database, Revision, SledDatabase, Store, database_dir};
+use tandem_storage::{
+    ChangeMeta, ChangeSet, Command, Database, Revision, SledDatabase, Store, StoreOptions, database_dir,
+};
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
@@ -85,18 +87,37 @@ fn an_event_altered_on_disk_is_reported_at_its_revision() {
 
 #[test]
 fn an_event_that_no_longer_decodes_or_is_missing_is_reported_too() {
+    // Covered by a checkpoint (every 3 events here): the store opens, and the check names the event.
     let dir = tempfile::tempdir().unwrap();
-    drop(store_with(dir.path(), 3));
+    let options = StoreOptions { checkpoint_interval: 3 };
+    let mut store = Store::open_with(dir.path(), options.clone()).unwrap();
+    for i in 0..4 {
+        store.apply(&[Command::Change(change(i))], None).unwrap();
+    }
+    store.durable().unwrap();
+    drop(store);
     edit_disk(dir.path(), |_, batch| batch.put(keys::event(Revision(2), 0), vec![1, 2, 3]));
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_with(dir.path(), options.clone()).unwrap();
     let check = store.chain().verify().unwrap();
     assert_eq!(check.first_mismatch.map(|(revision, _)| revision), Some(Revision(2)));
     drop(store);
     edit_disk(dir.path(), |_, batch| batch.delete(keys::event(Revision(2), 0)));
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_with(dir.path(), options).unwrap();
     let (revision, why) = store.chain().verify().unwrap().first_mismatch.unwrap();
     assert_eq!(revision, Revision(2), "{why}");
     assert!(why.contains("missing"), "{why}");
+    drop(store);
+
+    // After the newest checkpoint the configuration is rebuilt from the events at open (format 5 keeps no
+    // documents): the open refuses, naming the event.
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with(dir.path(), 3));
+    edit_disk(dir.path(), |_, batch| batch.put(keys::event(Revision(2), 0), vec![1, 2, 3]));
+    let error = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("event 2"), "{error}");
+    edit_disk(dir.path(), |_, batch| batch.delete(keys::event(Revision(2), 0)));
+    let error = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("event 3 cannot follow revision 1"), "{error}");
 }
 
 #[test]
@@ -105,9 +126,16 @@ fn a_store_without_a_chain_gets_one_on_open_and_continues_it() {
     let store = store_with(dir.path(), 25);
     let head = store.head();
     let events: Vec<_> = store.events(Revision(1), Revision(25)).map(Result::unwrap).collect();
+    let documents: Vec<_> = store.projection().documents().map(|(k, d)| (k.clone(), d.clone())).collect();
     drop(store);
-    // Make it a format-2 store: events in the old encoding without their hash, no head.
+    // Make it a format-2 store: events in the old encoding without their hash, no head; the documents and
+    // the revision under keys of their own, no tip.
     edit_disk(dir.path(), |_, batch| {
+        for (key, document) in documents {
+            batch.put(keys::document(&key), encode(&document));
+        }
+        batch.delete(Meta::Tip.key());
+        batch.put(Meta::Revision.key(), 25u64.to_be_bytes().to_vec());
         for event in events {
             let revision = event.revision;
             let old = EventV1 {
