@@ -285,6 +285,25 @@ pub(crate) fn raw_events(
     })
 }
 
+/// Reads events `from..=to` (both inclusive) from a keyspace, in revision order.
+pub(crate) fn read_events(
+    space: &dyn Keyspace,
+    from: Revision,
+    to: Revision,
+    reverse: bool,
+) -> impl Iterator<Item = Result<Event>> + '_ {
+    crate::chain::raw_events(space, from, to, reverse).map(|item| {
+        let (revision, value) = item?;
+        let what = format!("event {revision}");
+        let (_, bytes) = crate::chain::split_stored(&value, revision.0)?;
+        let event: Event = decode(bytes, &what)?;
+        if event.revision != revision {
+            return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
+        }
+        Ok(event)
+    })
+}
+
 /// The revision of the newest stored event (0 if none).
 pub(crate) fn last_event_revision(space: &dyn Keyspace) -> Result<Revision> {
     match space.scan(&[keys::EVENTS], Some(&[keys::EVENTS + 1]), true).next() {

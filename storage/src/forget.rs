@@ -53,18 +53,19 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::Outcome;
+use crate::chain::read_events;
 use crate::change::{ChangeMeta, ChangeSet, DocKey, Revision};
+use crate::checkpoint::write_checkpoint;
 use crate::collections::{FIRMWARE, MODULES, links_of_text};
 use crate::digest::Digest;
 use crate::engine::WriteBatch;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::history::read_events;
 use crate::keys::{self, Meta};
 use crate::plan::CLUSTER_EVENTS;
 use crate::projection::{Projection, StoredDocument};
 use crate::rejection::Rejection;
-use crate::store::{Store, write_checkpoint};
+use crate::store::Store;
 
 /// The id prefix of the `cluster_events` documents that record a forget (`history-forget-{revision}`).
 pub const RECORD_PREFIX: &str = "history-forget-";

@@ -11,13 +11,13 @@
 
 use std::collections::BTreeSet;
 
+use crate::chain::read_events;
 use crate::change::{ChangeMeta, ChangeSet, DocKey, Revision};
-use crate::codec::decode;
-use crate::engine::Keyspace;
+use crate::checkpoint::replay_from_disk;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::projection::{Projection, StoredDocument};
-use crate::store::{Store, replay_from_disk};
+use crate::store::Store;
 
 /// Which events to list.
 #[derive(Clone, Debug, Default)]
@@ -90,25 +90,6 @@ impl DiffEntry {
             _ => DiffKind::Changed,
         }
     }
-}
-
-/// Reads events `from..=to` (both inclusive) from a keyspace, in revision order.
-pub(crate) fn read_events(
-    space: &dyn Keyspace,
-    from: Revision,
-    to: Revision,
-    reverse: bool,
-) -> impl Iterator<Item = Result<Event>> + '_ {
-    crate::chain::raw_events(space, from, to, reverse).map(|item| {
-        let (revision, value) = item?;
-        let what = format!("event {revision}");
-        let (_, bytes) = crate::chain::split_stored(&value, revision.0)?;
-        let event: Event = decode(bytes, &what)?;
-        if event.revision != revision {
-            return Err(Error::Corrupt(format!("{what} says it is revision {}", event.revision)));
-        }
-        Ok(event)
-    })
 }
 
 impl Store {

@@ -12,9 +12,10 @@
 //! 3. [`decide()`] checks it against the current [`Projection`] and the committed blobs: sizes, names,
 //!    preconditions, schemas of the built-in collections ([`collections`]), references, MAC uniqueness. The
 //!    answer is an [`Event`] with the next [`Revision`], or a [`Rejection`] — the same on every replica.
-//! 4. The event is applied to the in-memory projection ([`Projection::apply`]) and its parts, the documents it
-//!    changed, its request id and the caller's position go into one atomic write ([`store`] explains the crash
-//!    story); [`Store::durable`] fsyncs, once per batch.
+//! 4. The event is applied to the in-memory projection ([`Projection::apply`]); its parts, its request id and
+//!    the batch's tip (revision, chain head, the caller's position) are written with the tip last ([`store`]
+//!    and [`tip`] explain the crash story); [`Store::durable`] fsyncs, once per batch. The documents are not
+//!    stored: the projection is rebuilt at open from a checkpoint and the events after it ([`checkpoint`]).
 //! 5. Later, [`Store::history`], [`Store::state_at`], [`Store::diff`] and [`Store::revert_to`] read the history
 //!    ([`history`]); [`export`] writes the configuration as JSON and plans an import; [`undo`] plans a
 //!    revert or the undo of one change set ([`plan`]); [`snapshot`] streams the whole store to a new node or
@@ -25,7 +26,7 @@
 //! - [`keys`]: the on-disk layout, every key in one table.
 //! - [`change`], [`event`], [`command`], [`rejection`]: the vocabulary.
 //! - [`decide`](mod@decide), [`projection`], [`collections`]: the pure logic.
-//! - [`store`], [`history`], [`chain`], [`blob`], [`snapshot`], [`backup`]: the store on disk (the history
+//! - [`store`], [`tip`], [`checkpoint`], [`history`], [`chain`], [`blob`], [`snapshot`], [`backup`]: the store on disk (the history
 //!   hash-chained, tamper-evident); [`blob_files`]: blob
 //!   bytes in content-addressed files beside sled; [`migrate`]: older on-disk formats.
 //! - [`plan`], [`export`], [`undo`]: going back in time and importing, always as new events.
@@ -38,6 +39,7 @@ pub mod blob_files;
 pub mod blob_usage;
 pub mod chain;
 pub mod change;
+pub mod checkpoint;
 mod codec;
 pub mod collections;
 pub mod command;

@@ -226,7 +226,7 @@ pub(crate) fn documents_to_tip(space: &dyn Keyspace) -> Result<()> {
         None => crate::chain::GENESIS,
     };
     let position = space.get(&Meta::Position.key())?;
-    let replayed = crate::store::replay_from_disk(space, revision)?;
+    let replayed = crate::checkpoint::replay_from_disk(space, revision)?;
     let mut batch = WriteBatch::new();
     let mut stored = crate::projection::Projection::new();
     for item in space.scan(&[keys::DOCUMENTS], Some(&[keys::DOCUMENTS + 1]), false) {

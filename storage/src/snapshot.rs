@@ -68,18 +68,17 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobMeta, StoredUpload, UploadMeta};
 use crate::blob_files::{BlobFiles, IncomingFile};
+use crate::chain::read_events;
 use crate::change::{DocKey, Revision};
+use crate::checkpoint::{latest_checkpoint, load_checkpoint, write_checkpoint};
 use crate::codec::{decode, encode, put_parts};
 use crate::digest::Digest;
 use crate::engine::{Keyspace, WriteBatch};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::history::read_events;
 use crate::keys::{self, Meta};
 use crate::projection::{Projection, StoredDocument};
-use crate::store::{
-    State, Store, latest_checkpoint, load_checkpoint, load_state, upload_dir_name, write_checkpoint,
-};
+use crate::store::{State, Store, load_state, upload_dir_name};
 
 const MAGIC: &[u8; 8] = b"TANDSNAP";
 /// The snapshot format this build writes (it reads this one and formats 1 and 2).

@@ -1,13 +1,17 @@
-//! The store: the projection in memory, events and documents on disk, changed together in one atomic write.
+//! The store: the projection in memory, the events on disk; a batch of them written with the tip last.
 //!
 //! ## Applying
 //! [`Store::apply`] takes a batch of [`Command`]s (one Raft `apply` call's worth, or one local write) and an
 //! opaque *position* from the caller (the cluster crate passes its last applied log id and membership). For
 //! each command it decides against the in-memory state, which already includes the earlier commands of the
-//! batch, and collects every resulting write (event parts, documents, request ids, blob parts, meta) into
-//! **one** [`WriteBatch`]. The batch is then written atomically: after a crash, the disk holds either the whole
-//! batch (events, projection and position agree) or none of it (the caller re-applies from its log, which is
-//! exactly what Raft does with entries past the durable applied position).
+//! batch, and collects every resulting write (event parts, request ids, blob and upload metas, now and then a
+//! checkpoint) into **one** [`WriteBatch`] that ends with the [`Tip`]: revision, chain head and position. After
+//! a crash the disk holds either the whole batch or none of it as far as any reader can tell (the caller
+//! re-applies from its log, which is exactly what Raft does with entries past the durable applied position):
+//! a batch of change sets only is written in order with the tip as its commit point, and what a crash left
+//! past the tip is discarded at open ([`crate::tip`]); any other batch is written atomically
+//! ([`crate::redo`]). The documents themselves are not stored: the projection is rebuilt at open from the
+//! newest checkpoint and the events after it ([`crate::checkpoint`]).
 //!
 //! `apply` does not fsync. [`Store::durable`] does (flush + fsync), so a caller can apply many batches and make
 //! them durable with one fsync — group commit. Blob bytes are not in the batch: a chunk goes into its upload's
@@ -19,12 +23,6 @@
 //! The in-memory state is updated before the disk write. If the write fails, memory is ahead of the disk, so
 //! the store marks itself poisoned and refuses everything after; the node must restart, reload from disk and
 //! re-apply from its log.
-//!
-//! ## Checkpoints
-//! Every so often (at least [`StoreOptions::checkpoint_interval`] events, and at least as many events as there
-//! are documents, so checkpoints never take more space than the history they summarise), the batch also
-//! writes a copy of the whole projection under the current revision. [`Store::state_at`] starts from the
-//! nearest checkpoint at or below the revision asked for and replays the events after it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -36,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use crate::blob::{BlobMeta, StoredUpload};
 use crate::blob_files::{BlobFiles, BlobReader, RemovedBlobs, StoreHooks};
 use crate::change::{ChangeSet, DocKey, Revision};
+use crate::checkpoint::{latest_checkpoint, replay_from_disk, write_checkpoint};
 use crate::codec::{self, decode, encode, put_parts};
 use crate::command::{Command, Outcome};
 use crate::decide::decide;
@@ -479,47 +478,6 @@ impl Store {
     }
 }
 
-/// Adds a checkpoint of `projection` (all its documents) to `batch`.
-pub(crate) fn write_checkpoint(batch: &mut WriteBatch, projection: &Projection) {
-    let documents: Vec<(&DocKey, &StoredDocument)> = projection.documents().collect();
-    let revision = projection.revision();
-    let parts = put_parts(batch, &encode(&documents), |part| keys::checkpoint(revision, part));
-    batch.put(keys::checkpoint(revision, keys::COMPLETE), parts.to_be_bytes().to_vec());
-}
-
-/// The newest complete checkpoint at or below `at`.
-pub(crate) fn latest_checkpoint(space: &dyn Keyspace, at: Revision) -> Result<Option<Revision>> {
-    let end = keys::checkpoint(Revision(at.0.saturating_add(1)), 0);
-    for item in space.scan(&[keys::CHECKPOINTS], Some(&end), true) {
-        let (key, _) = item?;
-        if let Some((revision, keys::COMPLETE)) = keys::parse_numbered(&key) {
-            return Ok(Some(Revision(revision)));
-        }
-    }
-    Ok(None)
-}
-
-/// Loads the checkpoint taken at `revision`.
-pub(crate) fn load_checkpoint(space: &dyn Keyspace, revision: Revision) -> Result<Projection> {
-    let what = format!("checkpoint {revision}");
-    let start = keys::checkpoint(revision, 0);
-    let end = keys::checkpoint(revision, keys::COMPLETE);
-    let mut parts = Vec::new();
-    for item in space.scan(&start, Some(&end), false) {
-        let (key, value) = item?;
-        let (_, part) =
-            keys::parse_numbered(&key).ok_or_else(|| Error::Corrupt(format!("{what}: bad key")))?;
-        parts.push((part, value));
-    }
-    let documents: Vec<(DocKey, StoredDocument)> = decode(&codec::join_parts(parts, &what)?, &what)?;
-    let mut projection = Projection::new();
-    for (key, document) in documents {
-        projection.insert(key, document);
-    }
-    projection.set_revision(revision);
-    Ok(projection)
-}
-
 /// Checks the stored format version, or writes a new store's first meta; returns the format.
 fn initialize_if_empty(space: &dyn Keyspace) -> Result<u32> {
     match space.get(&Meta::Format.key())? {
@@ -615,27 +573,6 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
     }
     let uploads = files.reconcile_uploads(stored_uploads)?;
     Ok(State { projection, blobs, uploads, position, cluster_id, head, base, base_hash })
-}
-
-/// The configuration at `revision` from what is on disk: the newest checkpoint at or below it (a forget
-/// leaves one at the base) and the events after it.
-pub(crate) fn replay_from_disk(space: &dyn Keyspace, revision: Revision) -> Result<Projection> {
-    let mut projection = match latest_checkpoint(space, revision)? {
-        Some(checkpoint) => load_checkpoint(space, checkpoint)?,
-        None => Projection::new(),
-    };
-    if projection.revision() < revision {
-        for event in crate::history::read_events(space, projection.revision().next(), revision, false) {
-            projection.apply(&event?)?;
-        }
-    }
-    if projection.revision() != revision {
-        return Err(Error::Corrupt(format!(
-            "replay stopped at revision {} before {revision}",
-            projection.revision()
-        )));
-    }
-    Ok(projection)
 }
 
 /// Checks the tip's head against the hash stored with the last event (or the base hash when no event is
