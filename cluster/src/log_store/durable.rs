@@ -39,6 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -72,12 +73,28 @@ pub struct SyncFailed(pub String);
 #[derive(Clone, Debug)]
 pub struct DurablePosition {
     state: Arc<watch::Sender<State>>,
+    /// The index of the last entry written (synced or not; 0: none), for
+    /// [`crate::network::redundant_heartbeat`].
+    written: Arc<AtomicU64>,
 }
 
 impl DurablePosition {
     /// A position at `last`: what the log holds when it is opened, once synced.
     pub fn new(last: Option<LogId>) -> Self {
-        DurablePosition { state: Arc::new(watch::channel(State { last, ..State::default() }).0) }
+        DurablePosition {
+            state: Arc::new(watch::channel(State { last, ..State::default() }).0),
+            written: Arc::new(AtomicU64::new(last.map_or(0, |id| id.index))),
+        }
+    }
+
+    /// The log now ends at `last` (entries were written after it, or it was cut back to it).
+    pub(crate) fn written_to(&self, last: Option<LogId>) {
+        self.written.store(last.map_or(0, |id| id.index), Ordering::Release);
+    }
+
+    /// The index of the last entry written, synced or not (0 when the log is empty).
+    pub fn written_end(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
     }
 
     /// The last durable entry now.

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tandem_storage::Command;
 
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind};
+use super::redundant_heartbeat::{self, Answered};
 use super::{
     APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, READ_INDEX_PATH, REFUSAL_HEADER, SECRET_HEADER,
     SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
@@ -407,7 +408,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient { network: self.clone(), target, node: node.clone() }
+        PeerClient { network: self.clone(), target, node: node.clone(), answered: None }
     }
 }
 
@@ -417,6 +418,8 @@ pub struct PeerClient {
     network: PeerNetwork,
     target: NodeId,
     node: NodeInfo,
+    /// This client's last AppendEntries answered `Success` ([`super::redundant_heartbeat`]).
+    answered: Option<Answered>,
 }
 
 impl PeerClient {
@@ -475,10 +478,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         if let Some(durable) = &self.network.durable_log {
+            if redundant_heartbeat::is_redundant(&rpc, self.answered.as_ref(), durable) {
+                return Ok(AppendEntriesResponse::Success);
+            }
             rpc.leader_commit = durable.clamp(self.target, rpc.leader_commit);
         }
         let entries = rpc.entries.len() as u64;
-        self.rpc(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries)).await
+        let result = self.rpc(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries)).await;
+        self.answered = matches!(result, Ok(AppendEntriesResponse::Success)).then(|| Answered::now(&rpc));
+        result
     }
 
     async fn install_snapshot(

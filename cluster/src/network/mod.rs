@@ -117,6 +117,7 @@ pub mod campaign;
 mod client;
 mod election_hold;
 pub mod identity_check;
+pub mod redundant_heartbeat;
 mod server;
 
 use std::time::Duration;
