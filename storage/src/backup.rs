@@ -144,10 +144,10 @@ impl Store {
     /// them, or the new node would believe it belongs to the old cluster: without a position it starts as a
     /// store that no log has been applied to yet, whatever revision its history has reached.
     pub fn forget_position(&mut self) -> Result<()> {
-        self.state.position = None;
         let mut batch = WriteBatch::new();
-        self.tip().put(&mut batch);
+        crate::tip::Tip { position: None, ..self.tip() }.put(&mut batch);
         self.space.write(batch)?;
+        self.state.position = None;
         self.durable()
     }
 }

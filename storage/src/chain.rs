@@ -327,6 +327,14 @@ pub(crate) fn stored_base(space: &dyn Keyspace) -> Result<Revision> {
     }
 }
 
+/// The chain hash at the history's base stored in a keyspace (the genesis hash when nothing was forgotten).
+pub(crate) fn stored_base_hash(space: &dyn Keyspace) -> Result<Digest> {
+    match space.get(&keys::Meta::BaseHash.key())? {
+        Some(bytes) => parse_hash(&bytes),
+        None => Ok(GENESIS),
+    }
+}
+
 pub(crate) fn parse_hash(value: &[u8]) -> Result<Digest> {
     <[u8; 32]>::try_from(value).map(Digest).map_err(|_| Error::Corrupt("a chain hash is not 32 bytes".into()))
 }

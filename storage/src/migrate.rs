@@ -38,8 +38,8 @@
 //! ([`crate::tip`]). `documents_to_tip` rebuilds the configuration from the newest checkpoint and the events
 //! after it, checks it against the stored documents (a difference stops the open: the store is corrupt),
 //! and then in **one** batch writes the tip from `revision`, `head` and `position`, deletes those three and
-//! every document, and sets format 5. A crash before that batch leaves a format-4 store, converted again at
-//! the next open.
+//! every document, writes a checkpoint at the tip (so the opens that follow replay nothing) and sets
+//! format 5. A crash before that batch leaves a format-4 store, converted again at the next open.
 
 use std::path::Path;
 
@@ -244,6 +244,10 @@ pub(crate) fn documents_to_tip(space: &dyn Keyspace) -> Result<()> {
     }
     for meta in [Meta::Revision, Meta::Head, Meta::Position] {
         batch.delete(meta.key());
+    }
+    // The opens that follow replay from here, not from an older checkpoint.
+    if revision.0 > 0 && crate::checkpoint::latest_checkpoint(space, revision)? != Some(revision) {
+        crate::checkpoint::write_checkpoint(&mut batch, &replayed);
     }
     batch.put(Meta::Format.key(), keys::FORMAT_VERSION.to_be_bytes().to_vec());
     crate::tip::Tip { revision, head, position }.put(&mut batch);

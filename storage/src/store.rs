@@ -533,10 +533,7 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
         None => String::new(),
     };
     let base = crate::chain::stored_base(space)?;
-    let base_hash = match space.get(&Meta::BaseHash.key())? {
-        Some(bytes) => crate::chain::parse_hash(&bytes)?,
-        None => crate::chain::GENESIS,
-    };
+    let base_hash = crate::chain::stored_base_hash(space)?;
     if base > revision {
         return Err(Error::Corrupt(format!(
             "the history starts after revision {base}, past the store's {revision}"
@@ -550,7 +547,7 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
             "the last event is {last_event} but the store is at revision {revision}"
         )));
     }
-    check_head(space, revision, head, base, base_hash)?;
+    tip::check_head(space, revision, head, base, base_hash)?;
     let projection = replay_from_disk(space, revision)?;
 
     let mut blobs = BTreeMap::new();
@@ -573,30 +570,6 @@ pub(crate) fn load_state(space: &dyn Keyspace, files: &BlobFiles) -> Result<Stat
     }
     let uploads = files.reconcile_uploads(stored_uploads)?;
     Ok(State { projection, blobs, uploads, position, cluster_id, head, base, base_hash })
-}
-
-/// Checks the tip's head against the hash stored with the last event (or the base hash when no event is
-/// kept).
-fn check_head(
-    space: &dyn Keyspace,
-    revision: Revision,
-    head: Digest,
-    base: Revision,
-    base_hash: Digest,
-) -> Result<()> {
-    if revision == base && head != base_hash {
-        return Err(Error::Corrupt(format!("the chain head {head} is not the base hash {base_hash}")));
-    }
-    if revision > base {
-        let first_part = space.get(&keys::event(revision, 0))?.unwrap_or_default();
-        let (last, _) = crate::chain::split_stored(&first_part, revision.0)?;
-        if last != head {
-            return Err(Error::Corrupt(format!(
-                "the chain head {head} is not the hash stored with event {revision}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Reads until `buffer` is full or the reader ends.

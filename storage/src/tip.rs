@@ -89,11 +89,22 @@ pub fn read(space: &dyn Keyspace) -> Result<Tip> {
 
 /// Deletes what a batch interrupted by a crash wrote past the tip (see the module documentation); returns
 /// how many events it held. Runs at open, before the store is loaded.
+///
+/// Only a tip that checks out is trusted to say where the history ends: a store with events and no tip, or
+/// whose tip's head is not the hash stored with the event at its revision, is damaged, and the open stops
+/// rather than delete history on its word.
 pub fn discard_unfinished(space: &dyn Keyspace, tip: &Tip) -> Result<u64> {
     let last_event = crate::chain::last_event_revision(space)?;
     if last_event <= tip.revision {
         return Ok(0);
     }
+    if space.get(&Meta::Tip.key())?.is_none() {
+        return Err(Error::Corrupt(format!(
+            "the store holds events up to revision {last_event} but no tip; restore a backup"
+        )));
+    }
+    let base = crate::chain::stored_base(space)?;
+    check_head(space, tip.revision, tip.head, base, crate::chain::stored_base_hash(space)?)?;
     let after = Revision(tip.revision.0 + 1);
     let mut batch = WriteBatch::new();
     for (start, end) in [
@@ -121,6 +132,30 @@ pub fn discard_unfinished(space: &dyn Keyspace, tip: &Tip) -> Result<u64> {
         "discarded the unfinished end of a batch a crash interrupted (it is applied again from the log)"
     );
     Ok(events)
+}
+
+/// Checks a tip's head against the hash stored with the event at its revision (or the base hash when no
+/// event is kept).
+pub(crate) fn check_head(
+    space: &dyn Keyspace,
+    revision: Revision,
+    head: Digest,
+    base: Revision,
+    base_hash: Digest,
+) -> Result<()> {
+    if revision == base && head != base_hash {
+        return Err(Error::Corrupt(format!("the chain head {head} is not the base hash {base_hash}")));
+    }
+    if revision > base {
+        let first_part = space.get(&keys::event(revision, 0))?.unwrap_or_default();
+        let (last, _) = crate::chain::split_stored(&first_part, revision.0)?;
+        if last != head {
+            return Err(Error::Corrupt(format!(
+                "the chain head {head} is not the hash stored with event {revision}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

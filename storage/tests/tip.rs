@@ -124,3 +124,31 @@ fn a_format_4_store_drops_its_documents_and_keeps_revision_head_and_position() {
         assert_eq!(stored(dir.path(), &gone), None);
     }
 }
+
+#[test]
+fn a_missing_or_doctored_tip_stops_the_open_instead_of_deleting_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    for i in 0..3 {
+        store.apply(&[Command::Change(change(i, &format!("r{i}")))], Some(b"log")).unwrap();
+    }
+    store.durable().unwrap();
+    drop(store);
+    let tip = stored(dir.path(), &Meta::Tip.key()).unwrap();
+
+    edit_disk(dir.path(), |_, batch| batch.delete(Meta::Tip.key()));
+    let error = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("events up to revision 3 but no tip"), "{error}");
+
+    // Revision 1 with revision 3's head: not a tip any batch wrote.
+    let mut doctored = tip.clone();
+    doctored[..8].copy_from_slice(&1u64.to_be_bytes());
+    edit_disk(dir.path(), |_, batch| batch.put(Meta::Tip.key(), doctored));
+    let error = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("is not the hash stored with event 1"), "{error}");
+
+    edit_disk(dir.path(), |_, batch| batch.put(Meta::Tip.key(), tip));
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.revision(), Revision(3), "nothing was deleted on the damaged tips' word");
+    assert!(store.chain().verify().unwrap().is_intact());
+}

@@ -696,7 +696,6 @@ impl RaftLogReader<TypeConfig> for LogReader {
     }
 }
 
-/// The store reads exactly as its readers do.
 impl Drop for LogStore {
     /// A clean stop writes the last committed id (not synced): a restart applies every committed entry at
     /// once, without waiting for a leader to announce the commit again.
@@ -709,6 +708,7 @@ impl Drop for LogStore {
     }
 }
 
+/// The store reads exactly as its readers do.
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + Send>(
         &mut self,
