@@ -1,7 +1,11 @@
 //! The history's hash chain ([`tandem_storage::chain`]): the same on every replica, an event altered on disk
 //! named at its revision, added to an older store once at open, carried by snapshots.
 
+mod on_disk;
+
 use std::path::Path;
+
+use on_disk::{edit_disk, encode};
 
 use tandem_storage::chain::{GENESIS, link};
 use tandem_storage::engine::WriteBatch;
@@ -10,10 +14,6 @@ use tandem_storage::legacy::{ChangeMetaV1, EventV1};
 use tandem_storage::{
     ChangeMeta, ChangeSet, Command, Database, Revision, SledDatabase, Store, StoreOptions, database_dir,
 };
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
-}
 
 fn change(i: u32) -> ChangeSet {
     let meta = ChangeMeta { actor: "t".into(), reason: format!("reason {i}"), ..ChangeMeta::default() };
@@ -27,16 +27,6 @@ fn store_with(dir: &Path, events: u32) -> Store {
     }
     store.durable().unwrap();
     store
-}
-
-/// Writes `edit` into the stored keyspace of the (closed) store in `dir`, as an edit on disk would.
-fn edit_disk(dir: &Path, edit: impl FnOnce(&dyn tandem_storage::Keyspace, &mut WriteBatch)) {
-    let database = SledDatabase::open(&database_dir(dir)).unwrap();
-    let space = database.current().unwrap();
-    let mut batch = WriteBatch::new();
-    edit(space.as_ref(), &mut batch);
-    space.write(batch).unwrap();
-    database.durable().unwrap();
 }
 
 /// Replaces `from` by `to` (same length) in the stored bytes of event `revision`.

@@ -1,17 +1,14 @@
 //! Format 5's commit point ([`tandem_storage::tip`]): a batch of change sets written in order with the tip
 //! last, what a crash leaves of it discarded at open; a format-4 store converted on first open.
 
+mod on_disk;
+
 use std::path::Path;
 
+use on_disk::{edit_disk, encode, stored};
 use tandem_storage::engine::WriteBatch;
 use tandem_storage::keys::{self, Meta};
-use tandem_storage::{
-    ChangeMeta, ChangeSet, Command, Database, Outcome, Revision, SledDatabase, Store, database_dir,
-};
-
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
-}
+use tandem_storage::{ChangeMeta, ChangeSet, Command, Outcome, Revision, Store};
 
 fn change(i: u32, request: &str) -> ChangeSet {
     let meta = ChangeMeta {
@@ -23,20 +20,14 @@ fn change(i: u32, request: &str) -> ChangeSet {
     ChangeSet::new(meta).put("notes", &format!("n{}", i % 4), serde_json::json!({"i": i}))
 }
 
-/// Runs `edit` on the stored keyspace of the closed store in `dir`, as a crash or an older build would
-/// have left it.
-fn edit_disk(dir: &Path, edit: impl FnOnce(&dyn tandem_storage::Keyspace, &mut WriteBatch)) {
-    let database = SledDatabase::open(&database_dir(dir)).unwrap();
-    let space = database.current().unwrap();
-    let mut batch = WriteBatch::new();
-    edit(space.as_ref(), &mut batch);
-    space.write(batch).unwrap();
-    database.durable().unwrap();
-}
-
-fn stored(dir: &Path, key: &[u8]) -> Option<Vec<u8>> {
-    let database = SledDatabase::open(&database_dir(dir)).unwrap();
-    database.current().unwrap().get(key).unwrap()
+/// A store in `dir` with `changes` change sets applied one batch each, all with `position`, made durable.
+fn store_with(dir: &Path, changes: u32, position: &[u8]) -> Store {
+    let mut store = Store::open(dir).unwrap();
+    for i in 0..changes {
+        store.apply(&[Command::Change(change(i, &format!("r{i}")))], Some(position)).unwrap();
+    }
+    store.durable().unwrap();
+    store
 }
 
 #[test]
@@ -80,11 +71,7 @@ fn what_a_crash_left_of_a_batch_past_the_tip_is_discarded_and_the_batch_applies_
 #[test]
 fn a_format_4_store_drops_its_documents_and_keeps_revision_head_and_position() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    for i in 0..6 {
-        store.apply(&[Command::Change(change(i, &format!("r{i}")))], Some(b"log 6")).unwrap();
-    }
-    store.durable().unwrap();
+    let store = store_with(dir.path(), 6, b"log 6");
     let (projection, head) = (store.projection().clone(), store.head());
     let documents: Vec<_> = projection.documents().map(|(k, d)| (k.clone(), d.clone())).collect();
     drop(store);
@@ -128,12 +115,7 @@ fn a_format_4_store_drops_its_documents_and_keeps_revision_head_and_position() {
 #[test]
 fn a_missing_or_doctored_tip_stops_the_open_instead_of_deleting_history() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    for i in 0..3 {
-        store.apply(&[Command::Change(change(i, &format!("r{i}")))], Some(b"log")).unwrap();
-    }
-    store.durable().unwrap();
-    drop(store);
+    drop(store_with(dir.path(), 3, b"log"));
     let tip = stored(dir.path(), &Meta::Tip.key()).unwrap();
 
     edit_disk(dir.path(), |_, batch| batch.delete(Meta::Tip.key()));

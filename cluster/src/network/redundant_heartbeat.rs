@@ -23,9 +23,9 @@
 //! What the leader does with a heartbeat's answer is only to note when the follower last acknowledged it
 //! (openraft's "leader clock", shown as `millis_since_quorum_ack`, which the node's quorum check reads): a
 //! skipped one dates the follower's last acknowledgement later than it was, by at most [`WINDOW`] plus the
-//! previous request's round trip. Each replication task uses one client for its whole life; openraft's leadership checks for
-//! linearizable reads (`ensure_linearizable`) make a new client per request, which has no previous answer,
-//! so they always reach the follower. Heartbeats without pending entries (the periodic ones, and the
+//! previous request's round trip. Each replication task uses one client for its whole life; openraft's
+//! leadership checks for linearizable reads (`ensure_linearizable`) make a new client per request, which has
+//! no previous answer, so they always reach the follower. Heartbeats without pending entries (the periodic ones, and the
 //! commit of the last write of a burst) are always sent.
 
 use std::time::{Duration, Instant};
