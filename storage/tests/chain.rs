@@ -8,7 +8,6 @@ use std::path::Path;
 use on_disk::{edit_disk, encode};
 
 use tandem_storage::chain::{GENESIS, link};
-use tandem_storage::engine::WriteBatch;
 use tandem_storage::keys::{self, Meta};
 use tandem_storage::legacy::{ChangeMetaV1, EventV1};
 use tandem_storage::{
