@@ -901,3 +901,112 @@ async fn shutdown_closes_the_endpoint() {
     assert!(matches!(result, Err(RPCError::Unreachable(_))), "{result:?}");
     node.raft.shutdown().await.expect("raft shutdown");
 }
+
+/// A TCP relay in front of `target` that counts the connections made through it and can cut them all.
+struct CountingRelay {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    relays: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl CountingRelay {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let relays: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (counter, tasks) = (connections.clone(), relays.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tasks.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        CountingRelay { addr, connections, relays, accept }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection made so far (both ends see it closed), as a restarting peer would.
+    async fn cut_all(&self) {
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn appends_keep_a_connection_of_their_own_and_reconnect_when_the_peer_closes_it() {
+    let node = TestNode::start(1).await;
+    let relay = CountingRelay::start(node.addr).await;
+    let network = PeerNetwork::new(SECRET).unwrap();
+    let info = node_info("n1-via-relay", &relay.addr.to_string());
+    let mut client = client_to(&network, 1, &info).await;
+    let heartbeat = |commit: u64| AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: (commit == 0)
+            .then(|| Entry {
+                log_id: log_id(1, 2, 0),
+                payload: EntryPayload::Membership(fake_membership(&node, &node_info("n2", "127.0.0.1:9"))),
+            })
+            .into_iter()
+            .collect(),
+    };
+
+    // The stream's requests share one connection...
+    for n in 0..20 {
+        let answer = client.append_entries(heartbeat(n), option(TTL)).await.expect("append");
+        assert_eq!(answer, AppendEntriesResponse::Success);
+    }
+    assert_eq!(relay.connections(), 1, "20 appends of one stream should share one connection");
+    // ... which is its own: a vote from the same client goes through the pool, on another.
+    client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
+    assert_eq!(relay.connections(), 2);
+
+    // The peer closes every connection (it restarted): the next append still gets through, on a new one.
+    relay.cut_all().await;
+    let answer = client.append_entries(heartbeat(20), option(TTL)).await.expect("append after the cut");
+    assert_eq!(answer, AppendEntriesResponse::Success);
+    assert_eq!(relay.connections(), 3);
+    let answer = client.append_entries(heartbeat(21), option(TTL)).await.expect("append");
+    assert_eq!(answer, AppendEntriesResponse::Success);
+    assert_eq!(relay.connections(), 3, "the new connection is kept");
+
+    // An append abandoned mid-exchange (its caller dropped it after one poll) leaves no half-used connection
+    // in the slot: the next append connects anew instead of falling back to the pool (which holds the vote's
+    // connection) for good.
+    client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
+    assert_eq!(relay.connections(), 4);
+    {
+        let mut abandoned = std::pin::pin!(client.append_entries(heartbeat(22), option(TTL)));
+        let first_poll = std::future::poll_fn(|cx| std::task::Poll::Ready(abandoned.as_mut().poll(cx))).await;
+        assert!(first_poll.is_pending(), "an exchange over TCP cannot be done after one poll");
+    }
+    for n in 23..26 {
+        let answer =
+            client.append_entries(heartbeat(n), option(TTL)).await.expect("append after an abandoned one");
+        assert_eq!(answer, AppendEntriesResponse::Success);
+    }
+    assert_eq!(relay.connections(), 5, "one new connection after the abandoned exchange, then kept");
+
+    node.stop().await;
+}

@@ -779,15 +779,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .submit_early_acknowledged(segments, Box::new(move |result| durable.synced(&result, last)));
             return submitted.map_err(write_error);
         }
-        // The flusher calls back once the entries are durable; openraft waits for that, not for this method.
-        let submitted = self.flusher.submit(
+        // Synced here when the flusher is idle (always so on a follower), else by the flusher; openraft waits
+        // for the callback, not for this method.
+        let synced = self.flusher.sync_or_submit(
             segments,
             Box::new(move |result| {
                 durable.synced(&result, last);
                 callback.log_io_completed(result)
             }),
         );
-        submitted.map_err(write_error)
+        synced.map_err(write_error)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<()> {

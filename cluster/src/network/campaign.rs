@@ -87,7 +87,7 @@ impl PeerNetwork {
         timeout: Duration,
     ) -> Result<(), CampaignError> {
         let result: Result<(), String> = self
-            .call(&node.peer_addr, CAMPAIGN_PATH, request, timeout, target, Late::Abandon)
+            .call(&node.peer_addr, CAMPAIGN_PATH, request, timeout, target, Late::Abandon, None)
             .await
             .map_err(|error| match error {
                 TransportError::Status { status: hyper::StatusCode::NOT_FOUND, .. } => {

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::SystemTime;
@@ -30,6 +32,9 @@ use tandem_storage::Command;
 
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind};
 use super::redundant_heartbeat::{self, Answered};
+use super::stream_connection::{
+    Answer, ConnectError, Lease, StreamConnection, StreamError, StreamSlot, Taken,
+};
 use super::{
     APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, READ_INDEX_PATH, REFUSAL_HEADER, SECRET_HEADER,
     SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
@@ -92,6 +97,8 @@ fn forward_error(error: TransportError) -> ForwardError {
 #[derive(Clone)]
 pub struct PeerNetwork {
     client: HttpClient,
+    /// How the pool connects, for the replication streams' own connections ([`super::stream_connection`]).
+    connector: HttpsConnector<HttpConnector>,
     /// `https` with mutual TLS ([`PeerNetwork::with_tls`]), else `http`.
     scheme: &'static str,
     secret: HeaderValue,
@@ -140,9 +147,10 @@ impl PeerNetwork {
         }
         let mut secret = HeaderValue::from_str(secret).map_err(|_| InvalidSecret)?;
         secret.set_sensitive(true);
-        let client = http_client(None);
+        let (client, connector) = http_client(None);
         Ok(PeerNetwork {
             client,
+            connector,
             scheme: "http",
             secret,
             identity: None,
@@ -155,7 +163,7 @@ impl PeerNetwork {
     /// certificate, the cluster CA), instead of plain HTTP. Call before the first request: the connection pool
     /// is replaced.
     pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.client = http_client(Some(config));
+        (self.client, self.connector) = http_client(Some(config));
         self.scheme = "https";
         self
     }
@@ -247,7 +255,7 @@ impl PeerNetwork {
         timeout: Duration,
     ) -> Result<Written, ForwardError> {
         let result: Result<Written, ProposeError> = self
-            .call(&leader.peer_addr, WRITE_PATH, &command, timeout, leader_id, Late::Abandon)
+            .call(&leader.peer_addr, WRITE_PATH, &command, timeout, leader_id, Late::Abandon, None)
             .await
             .map_err(forward_error)?;
         match result {
@@ -270,7 +278,7 @@ impl PeerNetwork {
     ) -> Result<u64, ForwardError> {
         type ReadIndex = (Option<openraft::LogId<NodeId>>, Option<openraft::LogId<NodeId>>);
         let result: Result<ReadIndex, RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> = self
-            .call(&leader.peer_addr, READ_INDEX_PATH, &(), timeout, leader_id, Late::Abandon)
+            .call(&leader.peer_addr, READ_INDEX_PATH, &(), timeout, leader_id, Late::Abandon, None)
             .await
             .map_err(forward_error)?;
         match result {
@@ -282,7 +290,9 @@ impl PeerNetwork {
         }
     }
 
-    /// POSTs `body` (bincode) to `http://{addr}{path}` and decodes the bincode answer, all within `ttl`.
+    /// POSTs `body` (bincode) to `http://{addr}{path}` and decodes the bincode answer, all within `ttl`: on
+    /// `stream`'s own connection when given and free ([`super::stream_connection`]), else through the pool.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -291,6 +301,7 @@ impl PeerNetwork {
         ttl: Duration,
         target: NodeId,
         late: Late,
+        stream: Option<&StreamSlot>,
     ) -> Result<Resp, TransportError> {
         let body = try_encode(body).map_err(|e| TransportError::Encode(e.to_string()))?;
         if body.len() > MAX_BODY_BYTES {
@@ -314,19 +325,27 @@ impl PeerNetwork {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| TransportError::BadAddress { addr: addr.to_owned(), reason: e.to_string() })?;
 
-        let client = self.client.clone();
-        let send = async move {
-            let response = client.request(request).await.map_err(Failed::Request)?;
-            let (parts, body) = response.into_parts();
-            let bytes = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| Failed::Body(e.to_string()))?
-                .to_bytes();
-            Ok::<_, Failed>((parts.status, parts.headers.get(REFUSAL_HEADER).cloned(), bytes))
+        let taken = stream.map_or(Taken::Busy, StreamSlot::take);
+        let mut send: Pin<Box<dyn Future<Output = Result<Answer, Failed>> + Send>> = match taken {
+            Taken::Reused(connection, lease) => {
+                Box::pin(on_stream(Some(connection), lease, request, self.connector.clone()))
+            }
+            Taken::Connect(lease) => Box::pin(on_stream(None, lease, request, self.connector.clone())),
+            Taken::Busy => {
+                let client = self.client.clone();
+                Box::pin(async move {
+                    let response = client.request(request).await.map_err(Failed::Request)?;
+                    let (parts, body) = response.into_parts();
+                    let bytes = Limited::new(body, MAX_BODY_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| Failed::Body(e.to_string()))?
+                        .to_bytes();
+                    Ok::<_, Failed>((parts.status, parts.headers.get(REFUSAL_HEADER).cloned(), bytes))
+                })
+            }
         };
         // `None`: the ttl passed first.
-        let mut send = Box::pin(send);
         let answer = match tokio::time::timeout(ttl, &mut send).await {
             Ok(answer) => Some(answer),
             Err(_) => {
@@ -353,6 +372,18 @@ impl PeerNetwork {
                     TransportError::Exchange { addr: addr.to_owned(), reason }
                 }
             }
+            Failed::Connect(e) => {
+                let reason = error_chain(&*e);
+                self.maybe_warn_tls(addr, &*e, &reason);
+                TransportError::Connect { addr: addr.to_owned(), reason }
+            }
+            Failed::Exchange(e) => {
+                TransportError::Exchange { addr: addr.to_owned(), reason: error_chain(&e) }
+            }
+            Failed::Closed => TransportError::Exchange {
+                addr: addr.to_owned(),
+                reason: "the connection closed before the answer came".to_owned(),
+            },
             Failed::Body(reason) => TransportError::Exchange {
                 addr: addr.to_owned(),
                 reason: format!("reading the response body: {reason}"),
@@ -401,14 +432,76 @@ const LATE_LIMIT: Duration = Duration::from_secs(3);
 /// the peer's contact record is).
 enum Failed {
     Request(hyper_util::client::legacy::Error),
+    /// A stream's own connection could not be made.
+    Connect(ConnectError),
+    /// A stream's own connection broke mid-exchange.
+    Exchange(hyper::Error),
+    /// A stream's own connection ended before the answer.
+    Closed,
     Body(String),
+}
+
+impl From<StreamError> for Failed {
+    fn from(error: StreamError) -> Self {
+        match error {
+            StreamError::Connect(e) => Failed::Connect(e),
+            StreamError::Exchange(e) => Failed::Exchange(e),
+            StreamError::Closed => Failed::Closed,
+            StreamError::Body(reason) => Failed::Body(reason),
+        }
+    }
+}
+
+/// One exchange on a replication stream's own connection: `reused` if it had one, else a new one; a reused
+/// one that fails before answering (the peer closed it meanwhile) is replaced once (see
+/// [`super::stream_connection`]). The connection goes back through `lease` if the exchange ended well.
+async fn on_stream(
+    reused: Option<Box<StreamConnection>>,
+    lease: Lease,
+    request: hyper::Request<Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+) -> Result<Answer, Failed> {
+    let uri = request.uri().clone();
+    let request = match reused {
+        Some(mut connection) => {
+            let again = copy_request(&request);
+            match connection.exchange(request).await {
+                Ok(answer) => {
+                    lease.give_back(Some(connection));
+                    return Ok(answer);
+                }
+                Err(StreamError::Closed | StreamError::Exchange(_)) => again,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        None => request,
+    };
+    let mut connection = StreamConnection::open(&connector, &uri).await?;
+    let answer = connection.exchange(request).await?;
+    lease.give_back(Some(connection));
+    Ok(answer)
+}
+
+/// A copy of `request` (its body is shared bytes), to send again on a new connection.
+fn copy_request(request: &hyper::Request<Full<Bytes>>) -> hyper::Request<Full<Bytes>> {
+    let mut copy = hyper::Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient { network: self.clone(), target, node: node.clone(), answered: None }
+        PeerClient {
+            network: self.clone(),
+            target,
+            node: node.clone(),
+            answered: None,
+            stream: StreamSlot::default(),
+        }
     }
 }
 
@@ -420,6 +513,8 @@ pub struct PeerClient {
     node: NodeInfo,
     /// This client's last AppendEntries answered `Success` ([`super::redundant_heartbeat`]).
     answered: Option<Answered>,
+    /// The AppendEntries requests' own connection ([`super::stream_connection`]).
+    stream: StreamSlot,
 }
 
 impl PeerClient {
@@ -441,31 +536,35 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            match self.network.call(&self.node.peer_addr, path, rpc, ttl, self.target, Late::Finish).await {
-                Ok(result) => result,
-                Err(error) => {
-                    tracing::debug!(target_node = self.target, %error, "peer RPC failed");
-                    return Err(match error {
-                        TransportError::TooLarge { .. }
-                        | TransportError::Status { status: StatusCode::PAYLOAD_TOO_LARGE, .. }
-                            if entries.is_some_and(|n| n > 1) =>
-                        {
-                            let entries = entries.unwrap_or(2);
-                            RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
-                        }
-                        TransportError::BadAddress { .. }
-                        | TransportError::Connect { .. }
-                        | TransportError::Timeout { .. }
-                        | TransportError::Status { .. }
-                        | TransportError::Refused { .. }
-                        | TransportError::TooLarge { .. } => RPCError::Unreachable(Unreachable::new(&error)),
-                        TransportError::Exchange { .. } | TransportError::Encode(_) => {
-                            RPCError::Network(NetworkError::new(&error))
-                        }
-                    });
-                }
-            };
+        let stream = entries.is_some().then_some(&self.stream);
+        let result: Result<Resp, RaftError<NodeId, E>> = match self
+            .network
+            .call(&self.node.peer_addr, path, rpc, ttl, self.target, Late::Finish, stream)
+            .await
+        {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::debug!(target_node = self.target, %error, "peer RPC failed");
+                return Err(match error {
+                    TransportError::TooLarge { .. }
+                    | TransportError::Status { status: StatusCode::PAYLOAD_TOO_LARGE, .. }
+                        if entries.is_some_and(|n| n > 1) =>
+                    {
+                        let entries = entries.unwrap_or(2);
+                        RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2))
+                    }
+                    TransportError::BadAddress { .. }
+                    | TransportError::Connect { .. }
+                    | TransportError::Timeout { .. }
+                    | TransportError::Status { .. }
+                    | TransportError::Refused { .. }
+                    | TransportError::TooLarge { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                    TransportError::Exchange { .. } | TransportError::Encode(_) => {
+                        RPCError::Network(NetworkError::new(&error))
+                    }
+                });
+            }
+        };
         result
             .map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }
@@ -546,8 +645,9 @@ fn peer_uri(scheme: &str, addr: &str, path: &'static str) -> Result<Uri, Transpo
         .map_err(|e| bad(e.to_string()))
 }
 
-/// The one pool of keep-alive connections of a [`PeerNetwork`]: plain HTTP, or HTTPS with `tls`.
-fn http_client(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
+/// The one pool of keep-alive connections of a [`PeerNetwork`]: plain HTTP, or HTTPS with `tls`; and its
+/// connector.
+fn http_client(tls: Option<Arc<rustls::ClientConfig>>) -> (HttpClient, HttpsConnector<HttpConnector>) {
     let mut connector = HttpConnector::new();
     connector.enforce_http(false);
     connector.set_nodelay(true);
@@ -563,11 +663,12 @@ fn http_client(tls: Option<Arc<rustls::ClientConfig>>) -> HttpClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
-    Client::builder(TokioExecutor::new())
+    let client = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(16)
-        .build(connector)
+        .build(connector.clone());
+    (client, connector)
 }
 
 /// Whether a TLS error ([`rustls::Error`]: a certificate refused by either side, a failed handshake) is among
