@@ -40,8 +40,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::types::{LogId, NodeId};
 
@@ -76,6 +77,8 @@ pub struct DurablePosition {
     /// The index of the last entry written (synced or not; 0: none), for
     /// [`crate::network::redundant_heartbeat`].
     written: Arc<AtomicU64>,
+    /// Woken whenever `written` moves.
+    written_moved: Arc<Notify>,
 }
 
 impl DurablePosition {
@@ -84,12 +87,31 @@ impl DurablePosition {
         DurablePosition {
             state: Arc::new(watch::channel(State { last, ..State::default() }).0),
             written: Arc::new(AtomicU64::new(last.map_or(0, |id| id.index))),
+            written_moved: Arc::default(),
         }
     }
 
     /// The log now ends at `last` (entries were written after it, or it was cut back to it).
     pub(crate) fn written_to(&self, last: Option<LogId>) {
         self.written.store(last.map_or(0, |id| id.index), Ordering::Release);
+        self.written_moved.notify_waiters();
+    }
+
+    /// Waits until an entry past `index` is written, for at most `limit`; whether one is.
+    pub async fn written_past(&self, index: u64, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let moved = self.written_moved.notified();
+            let mut moved = std::pin::pin!(moved);
+            // Registered before the check, so that a write between the check and the wait still wakes it.
+            moved.as_mut().enable();
+            if self.written_end() > index {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return self.written_end() > index;
+            }
+        }
     }
 
     /// The index of the last entry written, synced or not (0 when the log is empty).

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use tandem_storage::Command;
 
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind};
-use super::redundant_heartbeat::{self, Answered};
+use super::redundant_heartbeat::{self, Answered, Verdict};
 use super::stream_connection::{
     Answer, ConnectError, Lease, StreamConnection, StreamError, StreamSlot, Taken,
 };
@@ -577,8 +577,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         if let Some(durable) = &self.network.durable_log {
-            if redundant_heartbeat::is_redundant(&rpc, self.answered.as_ref(), durable) {
-                return Ok(AppendEntriesResponse::Success);
+            match redundant_heartbeat::verdict(&rpc, self.answered.as_ref(), durable) {
+                Verdict::Send => {}
+                Verdict::Redundant => return Ok(AppendEntriesResponse::Success),
+                Verdict::RedundantOnceWrittenPast(index) => {
+                    if durable.written_past(index, redundant_heartbeat::PENDING_WAIT).await {
+                        return Ok(AppendEntriesResponse::Success);
+                    }
+                }
             }
             rpc.leader_commit = durable.clamp(self.target, rpc.leader_commit);
         }
