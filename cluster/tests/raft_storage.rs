@@ -438,17 +438,28 @@ async fn a_lost_database_is_rebuilt_from_the_kept_snapshot_and_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_log_entry_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("raft-log");
     let database = SledDatabase::open(&dir.path().join("db")).unwrap();
-    let mut log = LogStore::open(&dir.path().join("raft-log"), database.clone()).unwrap();
+    let mut log = LogStore::open(&log_dir, database).unwrap();
     log.blocking_append([blank(1), blank(2)]).await.unwrap();
-    // Overwrite the middle of the segment's records (entry 2 comes after the committed record and entry 1).
-    let segment = only_segment(&dir.path().join("raft-log"));
-    let bytes = std::fs::read(&segment).unwrap();
-    let records_end = 32 + bytes[32..].windows(9).position(|w| w == [0u8; 9]).unwrap();
-    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, b"garbage", (records_end - 5) as u64).unwrap();
+    damage_last_record(&only_segment(&log_dir));
+    // The last entries written are read from memory: the damage on disk is not seen yet...
+    assert_eq!(log.try_get_log_entries(1..3).await.unwrap().len(), 2, "recent entries come from memory");
+    // ... until 600 more entries push entry 2 out of memory: then it is read from its segment, and reported.
+    log.blocking_append((3..=602).map(blank)).await.unwrap();
     assert!(log.try_get_log_entries(1..3).await.is_err(), "a damaged record is reported when read");
     assert_eq!(log.try_get_log_entries(1..2).await.unwrap().len(), 1, "the intact entry still reads");
+    let recent = log.try_get_log_entries(100..603).await.unwrap();
+    assert_eq!(recent.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (100..603).collect::<Vec<_>>());
+}
+
+/// Overwrites the middle of the last record of a segment that holds two entries (after the committed record
+/// and entry 1: entry 2).
+fn damage_last_record(segment: &Path) {
+    let bytes = std::fs::read(segment).unwrap();
+    let records_end = 32 + bytes[32..].windows(9).position(|w| w == [0u8; 9]).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(segment).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"garbage", (records_end - 5) as u64).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
