@@ -972,13 +972,22 @@ async fn appends_keep_a_connection_of_their_own_and_reconnect_when_the_peer_clos
             .collect(),
     };
 
-    // The stream's requests share one connection...
+    // A client's first AppendEntries goes through the pool (openraft's leadership checks are new clients
+    // sending one each): many such checks share the pool's one connection.
+    for _ in 0..5 {
+        let mut check = client_to(&network, 1, &info).await;
+        let answer = check.append_entries(heartbeat(1), option(TTL)).await.expect("leadership check");
+        assert_eq!(answer, AppendEntriesResponse::Success);
+    }
+    assert_eq!(relay.connections(), 1, "five one-request clients should share the pool's connection");
+
+    // A replication stream's requests after its first share a connection of their own...
     for n in 0..20 {
         let answer = client.append_entries(heartbeat(n), option(TTL)).await.expect("append");
         assert_eq!(answer, AppendEntriesResponse::Success);
     }
-    assert_eq!(relay.connections(), 1, "20 appends of one stream should share one connection");
-    // ... which is its own: a vote from the same client goes through the pool, on another.
+    assert_eq!(relay.connections(), 2, "the first append through the pool, the other 19 on one connection");
+    // ... and a vote from the same client goes through the pool.
     client.vote(VoteRequest::new(Vote::new(1, 2), None), option(TTL)).await.expect("vote");
     assert_eq!(relay.connections(), 2);
 

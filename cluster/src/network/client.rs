@@ -501,6 +501,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             node: node.clone(),
             answered: None,
             stream: StreamSlot::default(),
+            appended: false,
         }
     }
 }
@@ -513,8 +514,12 @@ pub struct PeerClient {
     node: NodeInfo,
     /// This client's last AppendEntries answered `Success` ([`super::redundant_heartbeat`]).
     answered: Option<Answered>,
-    /// The AppendEntries requests' own connection ([`super::stream_connection`]).
+    /// The AppendEntries requests' own connection ([`super::stream_connection`]), used from the second
+    /// AppendEntries on: openraft's leadership checks (for linearizable reads) make a new client for a single
+    /// AppendEntries, which the pool's kept-alive connections serve better than a connection of its own.
     stream: StreamSlot,
+    /// Whether this client sent an AppendEntries before.
+    appended: bool,
 }
 
 impl PeerClient {
@@ -536,7 +541,7 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let stream = entries.is_some().then_some(&self.stream);
+        let stream = (entries.is_some() && self.appended).then_some(&self.stream);
         let result: Result<Resp, RaftError<NodeId, E>> = match self
             .network
             .call(&self.node.peer_addr, path, rpc, ttl, self.target, Late::Finish, stream)
@@ -590,6 +595,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
         let entries = rpc.entries.len() as u64;
         let result = self.rpc(APPEND_PATH, &rpc, option.hard_ttl(), Some(entries)).await;
+        self.appended = true;
         self.answered = matches!(result, Ok(AppendEntriesResponse::Success)).then(|| Answered::now(&rpc));
         result
     }

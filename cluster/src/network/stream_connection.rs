@@ -12,7 +12,10 @@
 //! it can own a connection outright: [`StreamConnection`] is a hyper HTTP/1.1 connection
 //! ([`hyper::client::conn::http1`]) whose I/O is polled by the replication task itself, together with the
 //! exchange, in [`StreamConnection::exchange`]. Nothing else reads or writes it, and between exchanges it is
-//! not polled at all (nothing arrives on it unasked: HTTP/1.1 answers only requests).
+//! not polled at all (nothing arrives on it unasked: HTTP/1.1 answers only requests). A client's first
+//! AppendEntries still goes through the pool: openraft's leadership checks for linearizable reads make a new
+//! client for a single AppendEntries each, and a connection of its own would cost every read a TCP (and TLS)
+//! handshake and a socket in TIME_WAIT.
 //!
 //! ## Its life
 //! [`StreamSlot`] holds a stream's connection between exchanges. An exchange takes it out; one that ends
@@ -111,7 +114,12 @@ impl StreamConnection {
             }
             match Pin::new(&mut *io).poll(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(())) => Poll::Ready(Err(StreamError::Closed)),
+                // The connection ended (`Connection: close`, a server shutting down): the answer may have been
+                // handed over in that same poll.
+                Poll::Ready(Ok(())) => match answer.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(result),
+                    Poll::Pending => Poll::Ready(Err(StreamError::Closed)),
+                },
                 Poll::Ready(Err(e)) => Poll::Ready(Err(StreamError::Exchange(e))),
             }
         })
