@@ -849,25 +849,11 @@ async fn unreachable_peers_map_to_unreachable_within_the_ttl() {
 async fn connections_are_kept_alive_and_reused() {
     let node = TestNode::start(1).await;
 
-    // A TCP proxy in front of the node that counts the connections made through it.
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    let target = node.addr;
-    let proxy_task = tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = proxy.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
+    // A TCP relay in front of the node that counts the connections made through it.
+    let relay = CountingRelay::start(node.addr).await;
 
     let network = PeerNetwork::new(SECRET).unwrap();
-    let info = node_info("n1-via-proxy", &proxy_addr.to_string());
+    let info = node_info("n1-via-proxy", &relay.addr.to_string());
     // Two clients from the same network share its pool.
     let mut first = client_to(&network, 1, &info).await;
     let mut second = client_to(&network, 1, &info).await;
@@ -876,9 +862,9 @@ async fn connections_are_kept_alive_and_reused() {
         let vote = client.vote(VoteRequest::new(Vote::new(term, 2), None), option(TTL)).await.expect("vote");
         assert!(vote.vote_granted);
     }
-    assert_eq!(connections.load(Ordering::SeqCst), 1, "20 sequential RPCs should share one connection");
+    assert_eq!(relay.connections(), 1, "20 sequential RPCs should share one connection");
 
-    proxy_task.abort();
+    drop(relay);
     node.stop().await;
 }
 

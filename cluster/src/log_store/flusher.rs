@@ -34,6 +34,15 @@ fn test_sync_delay() -> Option<std::time::Duration> {
     (millis > 0).then(|| std::time::Duration::from_millis(millis))
 }
 
+/// `fdatasync`s each of `segments` in turn, timed in the metrics as one sync.
+pub(super) fn sync_segments<'a>(
+    segments: impl IntoIterator<Item = &'a Arc<Segment>>,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    let _timer = metrics.get().map(|m| m.fsync_seconds.start_timer());
+    segments.into_iter().try_for_each(|segment| segment.file.sync_data())
+}
+
 /// What to do once a flush is done (or failed).
 pub type FlushDone = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 
@@ -76,13 +85,7 @@ impl Flusher {
                 let mut segments: Vec<&Arc<Segment>> = waiting.iter().flat_map(|r| &r.segments).collect();
                 segments.sort_by_key(|segment| segment.sequence);
                 segments.dedup_by_key(|segment| segment.sequence);
-                let result = {
-                    let _timer = thread_metrics.get().map(|m| m.fsync_seconds.start_timer());
-                    segments
-                        .iter()
-                        .try_for_each(|segment| segment.file.sync_data())
-                        .map_err(|e| e.to_string())
-                };
+                let result = sync_segments(segments, &thread_metrics).map_err(|e| e.to_string());
                 let count = waiting.len();
                 for request in waiting {
                     (request.done)(result.clone().map_err(io::Error::other));
@@ -112,11 +115,7 @@ impl Flusher {
         if self.outstanding.load(Ordering::Acquire) > 0 {
             return self.submit(segments, done);
         }
-        let result = {
-            let _timer = self.metrics.get().map(|m| m.fsync_seconds.start_timer());
-            segments.iter().try_for_each(|segment| segment.file.sync_data())
-        };
-        done(result);
+        done(sync_segments(&segments, &self.metrics));
         Ok(())
     }
 

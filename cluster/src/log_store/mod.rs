@@ -595,11 +595,7 @@ impl LogStore {
 
     /// Syncs everything written so far on the calling thread (offline use).
     fn sync_now(&mut self) -> Result<()> {
-        let _timer = self.metrics.get().map(|m| m.fsync_seconds.start_timer());
-        for segment in self.take_unsynced() {
-            segment.file.sync_data().map_err(write_error)?;
-        }
-        Ok(())
+        flusher::sync_segments(&self.take_unsynced(), &self.metrics).map_err(write_error)
     }
 
     /// Syncs everything written so far on the flusher thread; returns once it is durable.

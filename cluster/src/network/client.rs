@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::http::uri::{Authority, Uri};
@@ -33,11 +33,11 @@ use tandem_storage::Command;
 use super::identity_check::{LocalIdentity, Refusal, RefusalKind};
 use super::redundant_heartbeat::{self, Answered, Verdict};
 use super::stream_connection::{
-    Answer, ConnectError, Lease, StreamConnection, StreamError, StreamSlot, Taken,
+    Answer, ConnectError, Lease, StreamConnection, StreamError, StreamSlot, Taken, read_answer,
 };
 use super::{
-    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, READ_INDEX_PATH, REFUSAL_HEADER, SECRET_HEADER,
-    SNAPSHOT_PATH, VOTE_PATH, WRITE_PATH,
+    APPEND_PATH, MAX_BODY_BYTES, POOL_IDLE_TIMEOUT, READ_INDEX_PATH, SECRET_HEADER, SNAPSHOT_PATH, VOTE_PATH,
+    WRITE_PATH,
 };
 use crate::log_store::DurablePosition;
 use crate::proposer::ProposeError;
@@ -335,13 +335,7 @@ impl PeerNetwork {
                 let client = self.client.clone();
                 Box::pin(async move {
                     let response = client.request(request).await.map_err(Failed::Request)?;
-                    let (parts, body) = response.into_parts();
-                    let bytes = Limited::new(body, MAX_BODY_BYTES)
-                        .collect()
-                        .await
-                        .map_err(|e| Failed::Body(e.to_string()))?
-                        .to_bytes();
-                    Ok::<_, Failed>((parts.status, parts.headers.get(REFUSAL_HEADER).cloned(), bytes))
+                    read_answer(response).await.map_err(Failed::Body)
                 })
             }
         };

@@ -40,6 +40,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::HeaderValue;
 use hyper::http::uri::Uri;
@@ -68,6 +69,14 @@ pub(super) enum StreamError {
     Closed,
     /// The answer's body could not be read (too large, cut).
     Body(String),
+}
+
+/// Reads `response` whole (at most [`MAX_BODY_BYTES`]): its status, refusal header and body; else why the
+/// body could not be read. Shared by the stream's connection and the pool.
+pub(super) async fn read_answer(response: hyper::Response<Incoming>) -> Result<Answer, String> {
+    let (parts, body) = response.into_parts();
+    let bytes = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status, parts.headers.get(REFUSAL_HEADER).cloned(), bytes))
 }
 
 /// One HTTP/1.1 connection to a follower, owned by its replication stream (see the module documentation).
@@ -99,13 +108,7 @@ impl StreamConnection {
         let StreamConnection { sender, io, last_used } = self;
         let answer = async {
             let response = sender.send_request(request).await.map_err(StreamError::Exchange)?;
-            let (parts, body) = response.into_parts();
-            let bytes = Limited::new(body, MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| StreamError::Body(e.to_string()))?
-                .to_bytes();
-            Ok((parts.status, parts.headers.get(REFUSAL_HEADER).cloned(), bytes))
+            read_answer(response).await.map_err(StreamError::Body)
         };
         let mut answer = std::pin::pin!(answer);
         let result = poll_fn(|cx| {
