@@ -236,7 +236,12 @@ pub async fn run(ctx: &Context, command: &Command) -> Result<(), CmdError> {
 
 /// Runs the whole command line; returns the process exit code.
 pub fn main_with(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Serve(_)) {
+        // The node's control plane; its boot servers get a runtime of their own (see `crate::node`).
+        builder.worker_threads(crate::node::CONTROL_WORKER_THREADS).thread_name("tandem-control");
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
