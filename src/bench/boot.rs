@@ -378,7 +378,7 @@ pub(super) async fn start_node(root: &Path, raise_limits: bool) -> Result<Node> 
     let limits = if raise_limits {
         format!(
             "[limits.boot]\nmax_connections_per_source = {0}\n[limits.tftp]\nmax_transfers_per_source = {0}\n",
-            CLIENTS * 2
+            CONNECTIONS.max(CLIENTS) * 2
         )
     } else {
         String::new()
