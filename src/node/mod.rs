@@ -328,8 +328,10 @@ async fn start_raft(
         .await
         .map_err(|e| anyhow::anyhow!("covering the applied state with a snapshot: {e}"))?;
     let log_store = log_store.with_purge_gate(state_machine.purge_gate());
-    let state_machine =
-        state_machine.with_metrics(cluster_metrics.clone()).with_durable_log(durable_log.clone());
+    let state_machine = state_machine
+        .with_metrics(cluster_metrics.clone())
+        .with_durable_log(durable_log.clone())
+        .with_node_id(identity.id);
     let peer_identity = LocalIdentity::new(identity, config.data_dir.clone());
     let mut network = PeerNetwork::new(&identity.cluster_secret)
         .map_err(|e| anyhow::anyhow!("{e}"))?
