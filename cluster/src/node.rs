@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use crate::blob_compaction::{self, BlobCompaction, CompactionInputs, CompactionStep};
 use crate::network::{ForwardError, PeerNetwork, Refusal, RefusedSender};
 use crate::proposer::Proposer;
-use crate::state_machine::SharedStore;
+use crate::state_machine::{SharedStore, read_without_stalling};
 use crate::types::{Metrics, NodeId, NodeInfo, Raft, Role, Written, metrics_now};
 use crate::upload_reaper::{self, UploadReaper};
 
@@ -363,11 +363,12 @@ impl ClusterNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// The store, for reading.
+    /// The store, for reading. A wait for the lock (held by a snapshot install or a large apply on a blocking
+    /// thread) does not stall the runtime ([`crate::state_machine::read_without_stalling`]).
     pub fn read_store(
         &self,
     ) -> Result<std::sync::RwLockReadGuard<'_, tandem_storage::Store>, StoreLockPoisoned> {
-        self.store.read().map_err(|_| StoreLockPoisoned)
+        read_without_stalling(&self.store).map_err(|_| StoreLockPoisoned)
     }
 
     /// The shared store itself, for a reader that outlives a borrow of the node (the boot server's content).
@@ -382,7 +383,7 @@ impl ClusterNode {
 
     /// The store's current revision.
     pub fn revision(&self) -> Revision {
-        self.store.read().map(|store| store.revision()).unwrap_or_default()
+        self.read_store().map(|store| store.revision()).unwrap_or_default()
     }
 
     /// Whether this node has never been part of a cluster (a fresh `--join` node, or a new single node).
@@ -1009,7 +1010,9 @@ impl ClusterNode {
 impl ClusterNode {
     /// One step of [`crate::blob_compaction`]: a snapshot or a purge when one is due.
     async fn compact_log_after_blobs(&self, compaction: &mut BlobCompaction, metrics: &Metrics) {
-        let Ok(blob_bytes) = self.store.read().map(|store| store.blobs().map(|(_, size)| size).sum()) else {
+        // Skipped while the store is busy (a snapshot install holds its lock): this runs every heartbeat.
+        let Ok(blob_bytes) = self.store.try_read().map(|store| store.blobs().map(|(_, size)| size).sum())
+        else {
             return;
         };
         let step = compaction.next_step(CompactionInputs {

@@ -92,7 +92,7 @@
 use std::fmt;
 use std::io::{self, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, LockResult, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -112,6 +112,21 @@ use crate::types::{
 
 /// The store shared by the state machine (which writes) and the API layer (which reads).
 pub type SharedStore = Arc<RwLock<Store>>;
+
+/// Takes `store`'s read lock without stalling the async runtime it is called on: at once when the lock is
+/// free; when a blocking thread holds the write lock (a snapshot install, a large apply), the wait moves off
+/// the runtime's worker (`block_in_place`), so that the node's one control thread (see `tandem serve`) keeps
+/// running Raft meanwhile. Outside a multi-thread runtime it simply waits.
+pub fn read_without_stalling(store: &SharedStore) -> LockResult<RwLockReadGuard<'_, Store>> {
+    match store.try_read() {
+        Ok(guard) => return Ok(guard),
+        Err(TryLockError::Poisoned(poisoned)) => return Err(poisoned),
+        Err(TryLockError::WouldBlock) => {}
+    }
+    let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_multi_thread_runtime { tokio::task::block_in_place(|| store.read()) } else { store.read() }
+}
 
 type Entry = openraft::Entry<TypeConfig>;
 type Meta = SnapshotMeta<NodeId, NodeInfo>;
@@ -317,11 +332,33 @@ fn founding_cluster_id(membership: &openraft::Membership<NodeId, NodeInfo>) -> S
     crate::identity::founding_cluster_id(membership.voter_ids())
 }
 
+/// Applies `entries` on the calling task when the batch is light ([`is_light`]) and the store's lock is free;
+/// otherwise hands them back, for a blocking thread. A lock held by a blocking thread (a history export
+/// reading, a snapshot install writing) would otherwise stall the calling task's thread, and on a node that
+/// is its one control thread: Raft, heartbeats included.
+#[allow(clippy::type_complexity)]
+fn apply_here(
+    store: &SharedStore,
+    entries: Vec<Entry>,
+) -> Result<std::result::Result<(Vec<Response>, Revision), Vec<Entry>>> {
+    if !is_light(&entries) {
+        return Ok(Err(entries));
+    }
+    let mut guard = match store.try_write() {
+        Ok(guard) => guard,
+        Err(TryLockError::WouldBlock) => return Ok(Err(entries)),
+        Err(TryLockError::Poisoned(_)) => {
+            return Err(StorageIOError::write_state_machine(lock_error()).into());
+        }
+    };
+    apply_batch(&mut guard, entries).map(Ok)
+}
+
 /// Applies a batch of entries with one store write (not fsynced: see the module documentation); returns the
 /// responses and the revision.
-fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response>, Revision)> {
+fn apply_batch(store: &mut Store, entries: Vec<Entry>) -> Result<(Vec<Response>, Revision)> {
     let Some(last) = entries.last().map(|entry| entry.log_id) else {
-        return Ok((Vec::new(), read_store(store)?.revision()));
+        return Ok((Vec::new(), store.revision()));
     };
     // How many commands each entry carries, so that the outcomes can be handed back entry by entry.
     let mut command_counts = Vec::with_capacity(entries.len());
@@ -346,7 +383,7 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
     }
 
     let (start, outcomes, end) = {
-        let mut guard = write_store(store)?;
+        let guard = store;
         if let Some(cluster_id) = founded
             && guard.cluster_id() != cluster_id
         {
@@ -356,7 +393,7 @@ fn apply_batch(store: &SharedStore, entries: Vec<Entry>) -> Result<(Vec<Response
         }
         let membership = match membership {
             Some(membership) => membership,
-            None => position_of(&guard)?.membership,
+            None => position_of(guard)?.membership,
         };
         let position = try_encode(&AppliedPosition { last_applied: Some(last), membership })
             .map_err(|e| StorageIOError::apply(last, AnyError::new(&e)))?;
@@ -542,10 +579,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let store = self.store.clone();
         let timer = self.metrics.as_ref().map(|m| m.apply_seconds.start_timer());
-        let (responses, revision) = if is_light(&entries) {
-            apply_batch(&store, entries)?
-        } else {
-            blocking(move || apply_batch(&store, entries)).await?
+        let (responses, revision) = match apply_here(&store, entries)? {
+            Ok(applied) => applied,
+            Err(entries) => blocking(move || apply_batch(&mut *write_store(&store)?, entries)).await?,
         };
         drop(timer);
         self.applied.send_replace(revision);

@@ -125,6 +125,58 @@ async fn an_entry_of_several_writes_answers_each_in_order() {
     assert_eq!(*applied.borrow(), Revision(3));
 }
 
+/// A read of the store that must wait for its lock (a snapshot install or a large apply holds it on a blocking
+/// thread) leaves the runtime running: on a node's one control thread, Raft's heartbeats go on meanwhile.
+/// Shown on a one-worker runtime: a ticking task keeps ticking while another task waits for the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_wait_for_the_store_lock_leaves_the_runtime_running() {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let database = SledDatabase::open(&dir.path().join("db")).unwrap();
+    let store =
+        Store::open_database(Arc::new(database), &dir.path().join("blobs"), StoreOptions::default()).unwrap();
+    let shared: tandem_cluster::SharedStore = Arc::new(RwLock::new(store));
+    let (held, is_held) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn({
+        let shared = shared.clone();
+        move || {
+            let _guard = shared.write().unwrap();
+            held.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    is_held.recv().unwrap();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                ticks.fetch_add(1, SeqCst);
+            }
+        }
+    });
+    // The waiting read runs on the runtime's one worker, like the API's handlers on a node.
+    let (revision, ticked) = tokio::spawn({
+        let (shared, ticks) = (shared.clone(), ticks.clone());
+        async move {
+            let before = ticks.load(SeqCst);
+            let revision = tandem_cluster::state_machine::read_without_stalling(&shared).unwrap().revision();
+            (revision, ticks.load(SeqCst) - before)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(revision, Revision(0));
+    assert!(
+        ticked >= 3,
+        "the ticking task ran while the read waited for the lock (it ticked {ticked} times)"
+    );
+    writer.join().unwrap();
+    ticker.abort();
+}
+
 /// On a follower the answer to an AppendEntries request is queued just before the apply of what it committed;
 /// the state machine lets it go first by yielding once before applying entries another node proposed, and
 /// applies its own (a leader's, which its client waits for) at once. Shown on a one-thread runtime, like a

@@ -106,7 +106,37 @@ pub struct RunningNode {
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     /// The boot servers' runtime (see the module documentation); none on a witness.
-    boot_runtime: Option<tokio::runtime::Runtime>,
+    boot_runtime: Option<BootRuntime>,
+}
+
+/// The boot servers' runtime, shut down without waiting when dropped: a `Runtime` dropped in async code (an
+/// error after it was built, a `RunningNode` dropped without [`RunningNode::stop`]) would otherwise panic,
+/// since its drop waits for its blocking threads.
+#[derive(Debug)]
+struct BootRuntime(Option<tokio::runtime::Runtime>);
+
+impl BootRuntime {
+    fn start() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("tandem-boot")
+            .enable_all()
+            .build()
+            .context("starting the boot servers' runtime")?;
+        Ok(BootRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for BootRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            // Its servers stopped in `RunningNode::stop` (or overran its wait); what is left is dropped.
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The sockets of a node, bound before anything else runs so that a busy port fails at once.
@@ -134,13 +164,7 @@ pub async fn start(config: Config) -> Result<RunningNode> {
         node.note_store_rebuilt(rebuilt);
     }
     let boot_runtime = match &listeners.boot {
-        Some(_) => Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .thread_name("tandem-boot")
-                .enable_all()
-                .build()
-                .context("starting the boot servers' runtime")?,
-        ),
+        Some(_) => Some(BootRuntime::start()?),
         None => None,
     };
     let boot = BootState::default();
@@ -454,7 +478,9 @@ impl RunningNode {
         });
         tasks.spawn(serve_api(listeners.api, state, shutdown.clone()));
         tasks.spawn(node.clone().run_duties(shutdown.clone()));
-        if let (Some((http, tftp)), Some(runtime)) = (listeners.boot, &self.boot_runtime) {
+        if let (Some((http, tftp)), Some(runtime)) =
+            (listeners.boot, self.boot_runtime.as_ref().and_then(BootRuntime::handle))
+        {
             let content: Arc<dyn BootContent> = Arc::new(boot_content(node));
             let options = BootHttpOptions {
                 heartbeats: boot.heartbeats.clone(),
@@ -469,7 +495,7 @@ impl RunningNode {
                     Err(error) => tracing::error!(%error, "the boot HTTP server cannot use its socket"),
                 }
             };
-            tasks.spawn_on(http, runtime.handle());
+            tasks.spawn_on(http, runtime);
             let options = TftpOptions {
                 stats: boot.tftp.clone(),
                 max_transfers: limits.tftp.max_transfers,
@@ -485,7 +511,7 @@ impl RunningNode {
                     Err(error) => tracing::error!(%error, "the TFTP server cannot use its socket"),
                 }
             };
-            tasks.spawn_on(tftp, runtime.handle());
+            tasks.spawn_on(tftp, runtime);
         }
         if self.identity.pending_recovery.is_some() {
             tasks.spawn(record_recovery(node.clone(), self.identity.clone(), config.data_dir.clone()));
@@ -531,11 +557,7 @@ impl RunningNode {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait()).await;
         self.node.shutdown().await;
-        if let Some(runtime) = self.boot_runtime {
-            // Its servers have stopped (or overran the wait above); whatever is left is dropped without
-            // blocking this (async) caller.
-            runtime.shutdown_background();
-        }
+        // The boot runtime goes with `self` (`BootRuntime`'s drop).
     }
 }
 

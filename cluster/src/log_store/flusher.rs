@@ -2,7 +2,7 @@
 //!
 //! An `fdatasync` takes from ~0.2 ms to several milliseconds when three nodes share a disk. A leader's
 //! appends are acknowledged before they are synced (`super::durable`), and the sync runs here, so that it
-//! overlaps replication and blocks none of the runtime's worker threads (there are two on a 2-core machine).
+//! overlaps replication and blocks no thread of the async runtime.
 //! The thread takes every request queued while it was busy and serves them all with one sync per file
 //! (group commit at the disk).
 //!
@@ -10,8 +10,11 @@
 //! else (`RaftCore::append_to_log` awaits it), so a follower never has two appends to share a sync, and
 //! handing the sync to this thread only adds two thread wake-ups to every entry's round trip: the thread's,
 //! then the core task's when the thread calls back. So an append made while the thread is idle (a
-//! follower's always are) is synced on the calling task ([`Flusher::sync_or_submit`]); it blocks one
-//! worker thread for the sync, and the other serves HTTP meanwhile. Interleaved runs of
+//! follower's always are) is synced on the calling task ([`Flusher::sync_or_submit`]). On a node, that task
+//! runs on the one control thread (`tandem serve`), which the sync then blocks: the API and the peer server
+//! wait with it, for ~0.2 ms as a rule, longer on a slow or failing disk, which a follower could not
+//! acknowledge from anyway. (Measured when the runtime still had two workers, one serving HTTP during the
+//! sync:) Interleaved runs of
 //! `tandem bench cluster --clients 1,16 --seconds 5 --runs 0`, three pairs: 1 client 1223–1341 changes/s
 //! against 1116–1280 through the thread; 16 clients 6000–7177 against 5458–6155 (docs/cluster.md).
 
