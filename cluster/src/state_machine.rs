@@ -336,11 +336,7 @@ fn founding_cluster_id(membership: &openraft::Membership<NodeId, NodeInfo>) -> S
 /// otherwise hands them back, for a blocking thread. A lock held by a blocking thread (a history export
 /// reading, a snapshot install writing) would otherwise stall the calling task's thread, and on a node that
 /// is its one control thread: Raft, heartbeats included.
-#[allow(clippy::type_complexity)]
-fn apply_here(
-    store: &SharedStore,
-    entries: Vec<Entry>,
-) -> Result<std::result::Result<(Vec<Response>, Revision), Vec<Entry>>> {
+fn apply_here(store: &SharedStore, entries: Vec<Entry>) -> Result<std::result::Result<Applied, Vec<Entry>>> {
     if !is_light(&entries) {
         return Ok(Err(entries));
     }
@@ -354,9 +350,12 @@ fn apply_here(
     apply_batch(&mut guard, entries).map(Ok)
 }
 
+/// What an applied batch gives back: each entry's response, and the store's revision after the batch.
+type Applied = (Vec<Response>, Revision);
+
 /// Applies a batch of entries with one store write (not fsynced: see the module documentation); returns the
 /// responses and the revision.
-fn apply_batch(store: &mut Store, entries: Vec<Entry>) -> Result<(Vec<Response>, Revision)> {
+fn apply_batch(store: &mut Store, entries: Vec<Entry>) -> Result<Applied> {
     let Some(last) = entries.last().map(|entry| entry.log_id) else {
         return Ok((Vec::new(), store.revision()));
     };
@@ -382,35 +381,30 @@ fn apply_batch(store: &mut Store, entries: Vec<Entry>) -> Result<(Vec<Response>,
         }
     }
 
-    let (start, outcomes, end) = {
-        let guard = store;
-        if let Some(cluster_id) = founded
-            && guard.cluster_id() != cluster_id
-        {
-            guard
-                .set_cluster_id(&cluster_id)
-                .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
-        }
-        let membership = match membership {
-            Some(membership) => membership,
-            None => position_of(guard)?.membership,
-        };
-        let position = try_encode(&AppliedPosition { last_applied: Some(last), membership })
-            .map_err(|e| StorageIOError::apply(last, AnyError::new(&e)))?;
-        let start = guard.revision();
-        let outcomes = guard
-            .apply(&commands, Some(&position))
+    if let Some(cluster_id) = founded
+        && store.cluster_id() != cluster_id
+    {
+        store
+            .set_cluster_id(&cluster_id)
             .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
-        // A removed blob's file goes only once the store durably forgot it (`tandem_storage::blob_usage`):
-        // do that now, rather than at the next log purge, so the disk space comes back when the operator
-        // asked. Removals are rare and explicit; every other apply stays unsynced.
-        if outcomes.iter().any(|outcome| matches!(outcome, tandem_storage::Outcome::BlobRemoved { .. })) {
-            guard
-                .durable()
-                .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
-        }
-        (start, outcomes, guard.revision())
+    }
+    let membership = match membership {
+        Some(membership) => membership,
+        None => position_of(store)?.membership,
     };
+    let position = try_encode(&AppliedPosition { last_applied: Some(last), membership })
+        .map_err(|e| StorageIOError::apply(last, AnyError::new(&e)))?;
+    let start = store.revision();
+    let outcomes = store
+        .apply(&commands, Some(&position))
+        .map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
+    // A removed blob's file goes only once the store durably forgot it (`tandem_storage::blob_usage`):
+    // do that now, rather than at the next log purge, so the disk space comes back when the operator
+    // asked. Removals are rare and explicit; every other apply stays unsynced.
+    if outcomes.iter().any(|outcome| matches!(outcome, tandem_storage::Outcome::BlobRemoved { .. })) {
+        store.durable().map_err(|e| StorageError::from(StorageIOError::apply(last, AnyError::new(&e))))?;
+    }
+    let end = store.revision();
 
     if outcomes.len() != commands.len() {
         return Err(StorageIOError::apply(
